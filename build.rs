@@ -1,0 +1,46 @@
+//! Compiles `proto/` into Rust types and a descriptor set, with no `protoc`
+//! needed on the machine: protox parses the files.
+
+use std::path::{Path, PathBuf};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto_root = Path::new("proto");
+    let files = proto_files(proto_root)?;
+    for file in &files {
+        println!("cargo:rerun-if-changed={}", file.display());
+    }
+
+    let descriptors = protox::Compiler::new([proto_root])?
+        .include_imports(true)
+        .include_source_info(false)
+        .open_files(&files)?
+        .file_descriptor_set();
+
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(out_dir.join("file_descriptor_set.bin"), prost::Message::encode_to_vec(&descriptors))?;
+
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .include_file("_includes.rs")
+        .compile_fds(descriptors)?;
+    Ok(())
+}
+
+/// Lists every `.proto` file under `root`, sorted so the build is reproducible.
+fn proto_files(root: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|ext| ext == "proto") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}

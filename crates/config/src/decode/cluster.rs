@@ -1,0 +1,196 @@
+//! Cluster decoding.
+
+use std::time::Duration;
+
+use legate_api::envoy::config::cluster::v3 as api;
+use legate_api::envoy::config::core::v3 as core;
+use legate_api::envoy::extensions::upstreams::http::v3 as upstream_http;
+
+use super::listener::{ads_source, http2_settings};
+use super::{decode_message, duration, enum_value, note_ignored, required_name, timeout_or};
+use crate::error::Collector;
+use crate::model::{Cluster, DiscoveryType, Http2Settings, LbPolicy, UpstreamProtocol};
+
+/// Envoy's defaults.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_DNS_REFRESH_RATE: Duration = Duration::from_secs(5);
+const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+const HTTP_PROTOCOL_OPTIONS_KEY: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+
+pub fn cluster(proto: &api::Cluster, errors: &mut Collector) -> Option<Cluster> {
+    required_name(&proto.name, "name", errors);
+    note_ignored(proto.metadata.is_some(), "metadata", errors);
+    note_ignored(!proto.alt_stat_name.is_empty(), "alt_stat_name", errors);
+
+    let discovery = errors.at("type", |errors| discovery_type(proto, errors));
+    let connect_timeout = errors.at("connect_timeout", |errors| connect_timeout(proto.connect_timeout.as_ref(), errors));
+    let lb_policy = errors.at("lb_policy", |errors| lb_policy(proto.lb_policy, errors));
+    let protocol = protocol_options(proto, errors);
+
+    let load_assignment = match (&discovery, &proto.load_assignment) {
+        (Some(DiscoveryType::Eds { .. }), Some(_)) => {
+            errors.at("load_assignment", |errors| {
+                errors.invalid("EDS clusters get their endpoints over EDS; remove load_assignment")
+            });
+            None
+        }
+        (Some(DiscoveryType::Eds { .. }), None) | (None, _) => None,
+        (Some(discovery), Some(assignment)) => {
+            let allow_hostname = matches!(discovery, DiscoveryType::StrictDns { .. });
+            errors.at("load_assignment", |errors| super::endpoint::assignment(assignment, allow_hostname, errors))
+        }
+        (Some(_), None) => {
+            errors.missing("load_assignment");
+            None
+        }
+    };
+
+    let (protocol, http2, idle_timeout) = protocol?;
+    Some(Cluster {
+        name: proto.name.clone(),
+        discovery: discovery?,
+        connect_timeout: connect_timeout?,
+        lb_policy: lb_policy?,
+        protocol,
+        http2,
+        idle_timeout,
+        load_assignment,
+    })
+}
+
+fn discovery_type(proto: &api::Cluster, errors: &mut Collector) -> Option<DiscoveryType> {
+    use api::cluster::{ClusterDiscoveryType, DiscoveryType as Type};
+
+    let value = match proto.cluster_discovery_type {
+        Some(ClusterDiscoveryType::Type(value)) => value,
+        None => Type::Static as i32,
+    };
+    let kind = enum_value::<Type>(value, "type", errors)?;
+
+    if kind != Type::Eds && proto.eds_cluster_config.is_some() {
+        errors.invalid("eds_cluster_config is only valid with type EDS");
+    }
+    if kind != Type::StrictDns && proto.dns_refresh_rate.is_some() {
+        errors.invalid("dns_refresh_rate is only valid with type STRICT_DNS");
+    }
+    if proto.dns_lookup_family != api::cluster::DnsLookupFamily::Auto as i32
+        && proto.dns_lookup_family != api::cluster::DnsLookupFamily::V4Preferred as i32
+    {
+        errors.unsupported(
+            "dns_lookup_family other than AUTO or V4_PREFERRED is not supported; Legate tries every resolved address",
+        );
+    }
+
+    match kind {
+        Type::Static => Some(DiscoveryType::Static),
+        Type::StrictDns => {
+            let refresh_rate = proto
+                .dns_refresh_rate
+                .as_ref()
+                .map_or(Some(DEFAULT_DNS_REFRESH_RATE), |rate| duration(rate, errors))
+                .filter(|rate| !rate.is_zero());
+            if refresh_rate.is_none() {
+                errors.invalid("dns_refresh_rate must be greater than 0");
+            }
+            Some(DiscoveryType::StrictDns { refresh_rate: refresh_rate? })
+        }
+        Type::Eds => {
+            let config = proto.eds_cluster_config.as_ref();
+            ads_source(config.and_then(|c| c.eds_config.as_ref()), "eds_cluster_config.eds_config", errors);
+            let service_name = config.map(|c| c.service_name.clone()).filter(|name| !name.is_empty());
+            Some(DiscoveryType::Eds { service_name: service_name.unwrap_or_else(|| proto.name.clone()) })
+        }
+        Type::LogicalDns | Type::OriginalDst => {
+            errors.unsupported(format!("cluster type {} is not supported by Legate", kind.as_str_name()));
+            None
+        }
+    }
+}
+
+fn connect_timeout(value: Option<&prost_types::Duration>, errors: &mut Collector) -> Option<Duration> {
+    let timeout = value.map_or(Some(DEFAULT_CONNECT_TIMEOUT), |value| duration(value, errors))?;
+    if timeout.is_zero() {
+        errors.invalid("connect_timeout must be greater than 0");
+        return None;
+    }
+    Some(timeout)
+}
+
+fn lb_policy(value: i32, errors: &mut Collector) -> Option<LbPolicy> {
+    use api::cluster::LbPolicy as Policy;
+
+    match enum_value::<Policy>(value, "lb_policy", errors)? {
+        Policy::RoundRobin => Some(LbPolicy::RoundRobin),
+        Policy::LeastRequest => Some(LbPolicy::LeastRequest),
+        Policy::Random => Some(LbPolicy::Random),
+        other => {
+            errors.unsupported(format!("lb_policy {} is not supported by Legate", other.as_str_name()));
+            None
+        }
+    }
+}
+
+/// Reads the upstream HTTP version, HTTP/2 settings and idle timeout from
+/// either the current `typed_extension_protocol_options` or the older
+/// cluster fields.
+fn protocol_options(proto: &api::Cluster, errors: &mut Collector) -> Option<(UpstreamProtocol, Http2Settings, Duration)> {
+    let mut protocol = UpstreamProtocol::Http1;
+    let mut http2 = Http2Settings::default();
+    let mut idle = None;
+
+    if let Some(options) = &proto.http2_protocol_options {
+        protocol = UpstreamProtocol::Http2;
+        http2 = http2_settings(Some(options));
+    }
+    if let Some(options) = &proto.common_http_protocol_options {
+        idle = Some(options.idle_timeout);
+    }
+
+    for (key, any) in &proto.typed_extension_protocol_options {
+        errors.at(format!("typed_extension_protocol_options[{key}]"), |errors| {
+            if key != HTTP_PROTOCOL_OPTIONS_KEY || !any.type_url.ends_with(HTTP_PROTOCOL_OPTIONS_KEY) {
+                errors.unsupported(format!("protocol options {key:?} ({}) are not supported by Legate", any.type_url));
+                return;
+            }
+            if proto.http2_protocol_options.is_some() {
+                errors.invalid("set either http2_protocol_options or typed_extension_protocol_options, not both");
+            }
+            let Some(options) = decode_message::<upstream_http::HttpProtocolOptions>(&any.value, errors) else {
+                return;
+            };
+            if let Some((explicit_protocol, settings)) = explicit_protocol(&options) {
+                protocol = explicit_protocol;
+                http2 = settings;
+            } else {
+                errors.missing("explicit_http_config");
+            }
+            if let Some(common) = &options.common_http_protocol_options {
+                idle = Some(common.idle_timeout);
+            }
+        });
+    }
+
+    let idle_timeout = match idle {
+        Some(value) => errors.at("idle_timeout", |errors| {
+            timeout_or(value.as_ref(), Some(DEFAULT_UPSTREAM_IDLE_TIMEOUT), errors).unwrap_or(Duration::MAX)
+        }),
+        None => DEFAULT_UPSTREAM_IDLE_TIMEOUT,
+    };
+    Some((protocol, http2, idle_timeout))
+}
+
+fn explicit_protocol(options: &upstream_http::HttpProtocolOptions) -> Option<(UpstreamProtocol, Http2Settings)> {
+    use upstream_http::http_protocol_options::explicit_http_config::ProtocolConfig;
+    use upstream_http::http_protocol_options::UpstreamProtocolOptions;
+
+    let Some(UpstreamProtocolOptions::ExplicitHttpConfig(explicit)) = &options.upstream_protocol_options else {
+        return None;
+    };
+    match explicit.protocol_config.as_ref()? {
+        ProtocolConfig::HttpProtocolOptions(core::Http1ProtocolOptions {}) => {
+            Some((UpstreamProtocol::Http1, Http2Settings::default()))
+        }
+        ProtocolConfig::Http2ProtocolOptions(settings) => Some((UpstreamProtocol::Http2, http2_settings(Some(settings)))),
+    }
+}

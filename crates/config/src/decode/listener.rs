@@ -1,0 +1,225 @@
+//! Listener and HttpConnectionManager decoding.
+
+use std::time::Duration;
+
+use legate_api::envoy::config::core::v3 as core;
+use legate_api::envoy::config::listener::v3 as api;
+use legate_api::envoy::extensions::filters::http::router::v3::Router;
+use legate_api::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
+
+use super::{decode_message, enum_value, host_port, note_ignored, required_name, timeout_or, HostPort};
+use crate::error::Collector;
+use crate::model::{self, Codec, Http2Settings, RouteSource, UpgradeConfig};
+use crate::reflect::type_url_of;
+
+const HCM_TYPE: &str = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+const ROUTER_TYPE: &str = "envoy.extensions.filters.http.router.v3.Router";
+const ROUTER_NAME: &str = "envoy.filters.http.router";
+
+/// Envoy's defaults for the connection manager's timeouts.
+const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub fn listener(proto: &api::Listener, errors: &mut Collector) -> Option<model::Listener> {
+    required_name(&proto.name, "name", errors);
+    note_ignored(proto.metadata.is_some(), "metadata", errors);
+    note_ignored(!proto.stat_prefix.is_empty(), "stat_prefix", errors);
+
+    let address = match host_port(proto.address.as_ref(), false, errors) {
+        Some(HostPort::Ip(address)) => Some(address),
+        _ => None,
+    };
+
+    let http = match proto.filter_chains.as_slice() {
+        [] => {
+            errors.missing("filter_chains");
+            None
+        }
+        [chain] => errors.at("filter_chains[0]", |errors| filter_chain(chain, errors)),
+        _ => {
+            errors.unsupported(
+                "more than one filter chain needs filter_chain_match, which Legate does not support yet; use one filter chain",
+            );
+            None
+        }
+    };
+
+    Some(model::Listener { name: proto.name.clone(), address: address?, http: http? })
+}
+
+fn filter_chain(chain: &api::FilterChain, errors: &mut Collector) -> Option<model::HttpConnectionManager> {
+    note_ignored(chain.metadata.is_some(), "metadata", errors);
+    note_ignored(!chain.name.is_empty(), "name", errors);
+
+    match chain.filters.as_slice() {
+        [filter] => errors.at("filters[0]", |errors| network_filter(filter, errors)),
+        [] => {
+            errors.missing("filters");
+            None
+        }
+        _ => {
+            errors.unsupported(format!(
+                "only the network filter {HCM_TYPE} is supported, but the chain has {} filters",
+                chain.filters.len()
+            ));
+            None
+        }
+    }
+}
+
+fn network_filter(filter: &api::Filter, errors: &mut Collector) -> Option<model::HttpConnectionManager> {
+    let Some(api::filter::ConfigType::TypedConfig(config)) = &filter.config_type else {
+        errors.missing("typed_config");
+        return None;
+    };
+    if config.type_url != type_url_of(HCM_TYPE) {
+        errors.unsupported(format!("network filter {:?} ({}) is not supported by Legate", filter.name, config.type_url));
+        return None;
+    }
+    let proto = errors.at("typed_config", |errors| decode_message::<hcm::HttpConnectionManager>(&config.value, errors))?;
+    errors.at("typed_config", |errors| connection_manager(&proto, errors))
+}
+
+fn connection_manager(proto: &hcm::HttpConnectionManager, errors: &mut Collector) -> Option<model::HttpConnectionManager> {
+    let codec = match enum_value(proto.codec_type, "codec_type", errors)? {
+        hcm::http_connection_manager::CodecType::Auto => Codec::Auto,
+        hcm::http_connection_manager::CodecType::Http1 => Codec::Http1,
+        hcm::http_connection_manager::CodecType::Http2 => Codec::Http2,
+        hcm::http_connection_manager::CodecType::Http3 => {
+            errors.at("codec_type", |errors| errors.unsupported("HTTP3 is not supported by Legate"));
+            return None;
+        }
+    };
+
+    let routes = route_source(proto, errors);
+    errors.at("http_filters", |errors| http_filters(&proto.http_filters, errors));
+
+    let idle_timeout = proto.common_http_protocol_options.as_ref().and_then(|options| {
+        errors.at("common_http_protocol_options.idle_timeout", |errors| {
+            timeout_or(options.idle_timeout.as_ref(), Some(DEFAULT_IDLE_TIMEOUT), errors)
+        })
+    });
+    let idle_timeout = if proto.common_http_protocol_options.is_none() { Some(DEFAULT_IDLE_TIMEOUT) } else { idle_timeout };
+
+    let stream_idle_timeout = errors.at("stream_idle_timeout", |errors| {
+        timeout_or(proto.stream_idle_timeout.as_ref(), Some(DEFAULT_STREAM_IDLE_TIMEOUT), errors)
+    });
+    let request_timeout = errors.at("request_timeout", |errors| timeout_or(proto.request_timeout.as_ref(), None, errors));
+    let drain_timeout = errors
+        .at("drain_timeout", |errors| timeout_or(proto.drain_timeout.as_ref(), Some(DEFAULT_DRAIN_TIMEOUT), errors))
+        .unwrap_or_default();
+
+    let upgrades = proto
+        .upgrade_configs
+        .iter()
+        .enumerate()
+        .map(|(index, config)| {
+            errors.at(format!("upgrade_configs[{index}]"), |errors| {
+                upgrade(&config.upgrade_type, config.enabled, errors)
+            })
+        })
+        .collect::<Vec<_>>();
+
+    Some(model::HttpConnectionManager {
+        stat_prefix: proto.stat_prefix.clone(),
+        codec,
+        routes: routes?,
+        stream_idle_timeout,
+        request_timeout,
+        idle_timeout,
+        drain_timeout,
+        upgrades,
+        http2: http2_settings(proto.http2_protocol_options.as_ref()),
+    })
+}
+
+fn route_source(proto: &hcm::HttpConnectionManager, errors: &mut Collector) -> Option<RouteSource> {
+    use hcm::http_connection_manager::RouteSpecifier;
+
+    match &proto.route_specifier {
+        Some(RouteSpecifier::Rds(rds)) => errors.at("rds", |errors| {
+            required_name(&rds.route_config_name, "route_config_name", errors);
+            ads_source(rds.config_source.as_ref(), "config_source", errors);
+            Some(RouteSource::Rds(rds.route_config_name.clone()))
+        }),
+        Some(RouteSpecifier::RouteConfig(config)) => errors
+            .at("route_config", |errors| super::route_configuration(config, errors))
+            .map(|routes| RouteSource::Inline(routes.into())),
+        None => {
+            errors.missing("rds or route_config");
+            None
+        }
+    }
+}
+
+/// Checks that a config source points at ADS, the only source Legate uses.
+pub(crate) fn ads_source(source: Option<&core::ConfigSource>, field: &str, errors: &mut Collector) {
+    match source.and_then(|source| source.config_source_specifier.as_ref()) {
+        Some(core::config_source::ConfigSourceSpecifier::Ads(_)) => {}
+        None => errors.at(field, |errors| errors.missing("ads")),
+    }
+}
+
+fn http_filters(filters: &[hcm::HttpFilter], errors: &mut Collector) {
+    if filters.is_empty() {
+        errors.missing(ROUTER_NAME);
+        return;
+    }
+
+    let last = filters.len() - 1;
+    for (index, filter) in filters.iter().enumerate() {
+        errors.at(format!("[{index}]"), |errors| {
+            let type_url = match &filter.config_type {
+                Some(hcm::http_filter::ConfigType::TypedConfig(config)) => Some(config),
+                None => None,
+            };
+            let is_router = match type_url {
+                Some(config) => config.type_url == type_url_of(ROUTER_TYPE),
+                None => filter.name == ROUTER_NAME,
+            };
+
+            if !is_router {
+                if filter.is_optional {
+                    errors.ignored(&format!("optional HTTP filter {:?}", filter.name));
+                } else {
+                    errors.unsupported(format!("HTTP filter {:?} is not supported by Legate", filter.name));
+                }
+                return;
+            }
+            if index != last {
+                errors.invalid(format!("{ROUTER_NAME} must be the last HTTP filter"));
+            }
+            if filter.disabled {
+                errors.invalid(format!("{ROUTER_NAME} cannot be disabled"));
+            }
+            if let Some(config) = type_url {
+                if let Some(router) = errors.at("typed_config", |errors| decode_message::<Router>(&config.value, errors)) {
+                    note_ignored(router.dynamic_stats.is_some(), "typed_config.dynamic_stats", errors);
+                }
+            }
+        });
+    }
+}
+
+/// Decodes one upgrade setting; Legate's data plane knows `websocket` only.
+pub(crate) fn upgrade(upgrade_type: &str, enabled: Option<bool>, errors: &mut Collector) -> UpgradeConfig {
+    let upgrade_type = upgrade_type.to_ascii_lowercase();
+    if upgrade_type.is_empty() {
+        errors.missing("upgrade_type");
+    } else if upgrade_type != "websocket" {
+        errors.unsupported(format!("upgrade_type {upgrade_type:?} is not supported; Legate supports websocket"));
+    }
+    UpgradeConfig { upgrade_type, enabled: enabled.unwrap_or(true) }
+}
+
+pub(crate) fn http2_settings(options: Option<&core::Http2ProtocolOptions>) -> Http2Settings {
+    let Some(options) = options else {
+        return Http2Settings::default();
+    };
+    Http2Settings {
+        max_concurrent_streams: options.max_concurrent_streams,
+        initial_stream_window_size: options.initial_stream_window_size,
+        initial_connection_window_size: options.initial_connection_window_size,
+    }
+}

@@ -1,0 +1,340 @@
+//! RouteConfiguration decoding: virtual hosts, matchers and actions.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use regex::Regex;
+
+use legate_api::envoy::config::core::v3 as core;
+use legate_api::envoy::config::route::v3 as api;
+use legate_api::envoy::r#type::matcher::v3 as matcher;
+
+use super::listener::upgrade;
+use super::{duration, note_ignored, required_name, timeout_or};
+use crate::error::Collector;
+use crate::model::{
+    ClusterSelection, DomainMatcher, ForwardAction, HeaderMatch, HeaderMatcher, PathMatch, Route, RouteAction,
+    RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster,
+};
+
+/// Envoy's default route timeout.
+const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Largest direct response body, as Envoy's default
+/// `max_direct_response_body_size_bytes`.
+const MAX_DIRECT_RESPONSE_BODY: usize = 4096;
+
+pub fn route_configuration(proto: &api::RouteConfiguration, errors: &mut Collector) -> Option<RouteConfiguration> {
+    let mut virtual_hosts = Vec::with_capacity(proto.virtual_hosts.len());
+    let mut domain_owners: HashMap<String, String> = HashMap::new();
+
+    for (index, proto_host) in proto.virtual_hosts.iter().enumerate() {
+        let host = errors.at(format!("virtual_hosts[{index}]"), |errors| {
+            let host = virtual_host(proto_host, errors)?;
+            for domain in &proto_host.domains {
+                let key = domain.to_ascii_lowercase();
+                if let Some(owner) = domain_owners.insert(key, host.name.clone()) {
+                    errors.error(
+                        crate::error::ErrorKind::Duplicate,
+                        format!("domain {domain:?} is also in virtual host {owner:?}"),
+                    );
+                }
+            }
+            Some(host)
+        });
+        virtual_hosts.extend(host);
+    }
+
+    Some(RouteConfiguration { name: proto.name.clone(), virtual_hosts })
+}
+
+fn virtual_host(proto: &api::VirtualHost, errors: &mut Collector) -> Option<VirtualHost> {
+    required_name(&proto.name, "name", errors);
+    note_ignored(proto.metadata.is_some(), "metadata", errors);
+
+    if proto.domains.is_empty() {
+        errors.missing("domains");
+    }
+    let domains = proto
+        .domains
+        .iter()
+        .enumerate()
+        .filter_map(|(index, domain)| errors.at(format!("domains[{index}]"), |errors| domain_matcher(domain, errors)))
+        .collect();
+
+    let routes = proto
+        .routes
+        .iter()
+        .enumerate()
+        .filter_map(|(index, proto_route)| errors.at(format!("routes[{index}]"), |errors| route(proto_route, errors)))
+        .collect();
+
+    Some(VirtualHost { name: proto.name.clone(), domains, routes })
+}
+
+fn domain_matcher(domain: &str, errors: &mut Collector) -> Option<DomainMatcher> {
+    let domain = domain.to_ascii_lowercase();
+    let wildcards = domain.matches('*').count();
+
+    if domain == "*" {
+        return Some(DomainMatcher::Any);
+    }
+    if domain.is_empty() || wildcards > 1 {
+        errors.invalid(format!("domain {domain:?} must be non-empty with at most one '*'"));
+        return None;
+    }
+    if let Some(suffix) = domain.strip_prefix('*') {
+        return Some(DomainMatcher::Suffix(suffix.to_string()));
+    }
+    if let Some(prefix) = domain.strip_suffix('*') {
+        return Some(DomainMatcher::Prefix(prefix.to_string()));
+    }
+    if wildcards == 1 {
+        errors.invalid(format!("domain {domain:?} may have '*' only at its start or end"));
+        return None;
+    }
+    Some(DomainMatcher::Exact(domain))
+}
+
+fn route(proto: &api::Route, errors: &mut Collector) -> Option<Route> {
+    note_ignored(proto.metadata.is_some(), "metadata", errors);
+
+    let matcher = match &proto.r#match {
+        Some(proto_match) => errors.at("match", |errors| route_match(proto_match, errors)),
+        None => {
+            errors.missing("match");
+            None
+        }
+    };
+
+    let action = match &proto.action {
+        Some(api::route::Action::Route(action)) => {
+            errors.at("route", |errors| forward_action(action, matcher.as_ref(), errors)).map(RouteAction::Forward)
+        }
+        Some(api::route::Action::DirectResponse(response)) => {
+            errors.at("direct_response", |errors| direct_response(response, errors))
+        }
+        None => {
+            errors.missing("route or direct_response");
+            None
+        }
+    };
+
+    Some(Route { name: proto.name.clone(), matcher: matcher?, action: action? })
+}
+
+fn route_match(proto: &api::RouteMatch, errors: &mut Collector) -> Option<RouteMatch> {
+    let case_sensitive = proto.case_sensitive.unwrap_or(true);
+
+    let path = match &proto.path_specifier {
+        Some(api::route_match::PathSpecifier::Prefix(prefix)) => Some(PathMatch::Prefix(prefix.clone())),
+        Some(api::route_match::PathSpecifier::Path(path)) => Some(PathMatch::Exact(path.clone())),
+        Some(api::route_match::PathSpecifier::SafeRegex(regex)) => {
+            errors.at("safe_regex", |errors| compile_regex(regex, !case_sensitive, errors)).map(PathMatch::Regex)
+        }
+        None => {
+            errors.missing("prefix, path or safe_regex");
+            None
+        }
+    };
+
+    let headers = proto
+        .headers
+        .iter()
+        .enumerate()
+        .filter_map(|(index, header)| errors.at(format!("headers[{index}]"), |errors| header_matcher(header, errors)))
+        .collect();
+
+    Some(RouteMatch { path: path?, case_sensitive, headers })
+}
+
+/// Compiles an RE2-style regex anchored to match the whole input.
+fn compile_regex(proto: &matcher::RegexMatcher, ignore_case: bool, errors: &mut Collector) -> Option<Regex> {
+    note_ignored(proto.engine_type.is_some(), "google_re2", errors);
+    let flags = if ignore_case { "(?i)" } else { "" };
+    match Regex::new(&format!("{flags}^(?:{})$", proto.regex)) {
+        Ok(regex) => Some(regex),
+        Err(error) => {
+            errors.invalid(format!("invalid regex {:?}: {error}", proto.regex));
+            None
+        }
+    }
+}
+
+fn header_matcher(proto: &api::HeaderMatcher, errors: &mut Collector) -> Option<HeaderMatcher> {
+    use api::header_matcher::HeaderMatchSpecifier as Spec;
+
+    required_name(&proto.name, "name", errors);
+    if http_header_name_is_invalid(&proto.name) {
+        errors.invalid(format!("{:?} is not a valid header name", proto.name));
+    }
+
+    let plain = |value: &String| (value.clone(), false);
+    let matcher = match &proto.header_match_specifier {
+        None => Some(HeaderMatch::Present(true)),
+        Some(Spec::PresentMatch(present)) => Some(HeaderMatch::Present(*present)),
+        Some(Spec::ExactMatch(value)) => Some(exact(plain(value))),
+        Some(Spec::PrefixMatch(value)) => Some(prefix(plain(value))),
+        Some(Spec::SuffixMatch(value)) => Some(suffix(plain(value))),
+        Some(Spec::ContainsMatch(value)) => Some(contains(plain(value))),
+        Some(Spec::SafeRegexMatch(regex)) => {
+            errors.at("safe_regex_match", |errors| compile_regex(regex, false, errors)).map(HeaderMatch::Regex)
+        }
+        Some(Spec::StringMatch(string)) => errors.at("string_match", |errors| string_matcher(string, errors)),
+    };
+
+    Some(HeaderMatcher {
+        name: proto.name.to_ascii_lowercase(),
+        matcher: matcher?,
+        invert: proto.invert_match,
+        treat_missing_as_empty: proto.treat_missing_header_as_empty,
+    })
+}
+
+fn http_header_name_is_invalid(name: &str) -> bool {
+    !name.is_empty() && http::HeaderName::from_bytes(name.trim_start_matches(':').as_bytes()).is_err()
+}
+
+fn string_matcher(proto: &matcher::StringMatcher, errors: &mut Collector) -> Option<HeaderMatch> {
+    use matcher::string_matcher::MatchPattern;
+
+    let with_case = |value: &String| (value.clone(), proto.ignore_case);
+    match &proto.match_pattern {
+        Some(MatchPattern::Exact(value)) => Some(exact(with_case(value))),
+        Some(MatchPattern::Prefix(value)) => Some(prefix(with_case(value))),
+        Some(MatchPattern::Suffix(value)) => Some(suffix(with_case(value))),
+        Some(MatchPattern::Contains(value)) => Some(contains(with_case(value))),
+        Some(MatchPattern::SafeRegex(regex)) => {
+            errors.at("safe_regex", |errors| compile_regex(regex, proto.ignore_case, errors)).map(HeaderMatch::Regex)
+        }
+        None => {
+            errors.missing("exact, prefix, suffix, contains or safe_regex");
+            None
+        }
+    }
+}
+
+fn exact((value, ignore_case): (String, bool)) -> HeaderMatch {
+    HeaderMatch::Exact { value, ignore_case }
+}
+
+fn prefix((value, ignore_case): (String, bool)) -> HeaderMatch {
+    HeaderMatch::Prefix { value, ignore_case }
+}
+
+fn suffix((value, ignore_case): (String, bool)) -> HeaderMatch {
+    HeaderMatch::Suffix { value, ignore_case }
+}
+
+fn contains((value, ignore_case): (String, bool)) -> HeaderMatch {
+    HeaderMatch::Contains { value, ignore_case }
+}
+
+fn forward_action(proto: &api::RouteAction, matcher: Option<&RouteMatch>, errors: &mut Collector) -> Option<ForwardAction> {
+    use api::route_action::ClusterSpecifier;
+
+    let clusters = match &proto.cluster_specifier {
+        Some(ClusterSpecifier::Cluster(name)) => {
+            required_name(name, "cluster", errors);
+            Some(ClusterSelection::Single(name.clone()))
+        }
+        Some(ClusterSpecifier::WeightedClusters(weighted)) => {
+            errors.at("weighted_clusters", |errors| weighted_clusters(weighted, errors))
+        }
+        None => {
+            errors.missing("cluster or weighted_clusters");
+            None
+        }
+    };
+
+    let prefix_rewrite = (!proto.prefix_rewrite.is_empty()).then(|| proto.prefix_rewrite.clone());
+    if prefix_rewrite.is_some() && matches!(matcher.map(|m| &m.path), Some(PathMatch::Regex(_))) {
+        errors.at("prefix_rewrite", |errors| {
+            errors.invalid("prefix_rewrite needs a prefix or path match, not safe_regex")
+        });
+    }
+
+    let host_rewrite = match &proto.host_rewrite_specifier {
+        Some(api::route_action::HostRewriteSpecifier::HostRewriteLiteral(host)) => Some(host.clone()),
+        None => None,
+    };
+    if let Some(host) = &host_rewrite {
+        if http::HeaderValue::from_str(host).is_err() || host.is_empty() {
+            errors.at("host_rewrite_literal", |errors| errors.invalid(format!("{host:?} is not a valid host")));
+        }
+    }
+
+    let timeout = errors.at("timeout", |errors| timeout_or(proto.timeout.as_ref(), Some(DEFAULT_ROUTE_TIMEOUT), errors));
+    let idle_timeout = proto
+        .idle_timeout
+        .as_ref()
+        .and_then(|value| errors.at("idle_timeout", |errors| duration(value, errors)));
+
+    let upgrades = proto
+        .upgrade_configs
+        .iter()
+        .enumerate()
+        .map(|(index, config)| {
+            errors.at(format!("upgrade_configs[{index}]"), |errors| upgrade(&config.upgrade_type, config.enabled, errors))
+        })
+        .collect();
+
+    Some(ForwardAction { clusters: clusters?, prefix_rewrite, host_rewrite, timeout, idle_timeout, upgrades })
+}
+
+fn weighted_clusters(proto: &api::WeightedCluster, errors: &mut Collector) -> Option<ClusterSelection> {
+    if proto.clusters.is_empty() {
+        errors.missing("clusters");
+        return None;
+    }
+
+    let mut clusters = Vec::with_capacity(proto.clusters.len());
+    let mut total_weight: u64 = 0;
+    for (index, entry) in proto.clusters.iter().enumerate() {
+        errors.at(format!("clusters[{index}]"), |errors| {
+            required_name(&entry.name, "name", errors);
+            note_ignored(entry.metadata_match.is_some(), "metadata_match", errors);
+            let weight = entry.weight.unwrap_or(0);
+            total_weight += u64::from(weight);
+            let host_rewrite = entry.host_rewrite_specifier.as_ref().map(|specifier| match specifier {
+                api::weighted_cluster::cluster_weight::HostRewriteSpecifier::HostRewriteLiteral(host) => host.clone(),
+            });
+            clusters.push(WeightedCluster { name: entry.name.clone(), weight, host_rewrite });
+        });
+    }
+
+    match u32::try_from(total_weight) {
+        Ok(0) => {
+            errors.invalid("the sum of cluster weights must be greater than 0");
+            None
+        }
+        Ok(total_weight) => Some(ClusterSelection::Weighted { clusters, total_weight }),
+        Err(_) => {
+            errors.invalid(format!("the sum of cluster weights {total_weight} exceeds {}", u32::MAX));
+            None
+        }
+    }
+}
+
+fn direct_response(proto: &api::DirectResponseAction, errors: &mut Collector) -> Option<RouteAction> {
+    let status = match u16::try_from(proto.status) {
+        Ok(status) if (200..=599).contains(&status) => Some(status),
+        _ => {
+            errors.at("status", |errors| errors.invalid(format!("status {} is outside 200-599", proto.status)));
+            None
+        }
+    };
+
+    let body: Vec<u8> = match proto.body.as_ref().and_then(|body| body.specifier.as_ref()) {
+        Some(core::data_source::Specifier::InlineBytes(bytes)) => bytes.clone(),
+        Some(core::data_source::Specifier::InlineString(text)) => text.clone().into_bytes(),
+        None => Vec::new(),
+    };
+    if body.len() > MAX_DIRECT_RESPONSE_BODY {
+        errors.at("body", |errors| {
+            errors.invalid(format!("body is {} bytes, more than the limit of {MAX_DIRECT_RESPONSE_BODY}", body.len()))
+        });
+    }
+
+    Some(RouteAction::DirectResponse { status: status?, body: body.into() })
+}

@@ -1,0 +1,35 @@
+//! The proxy's bootstrap: identity, admin address, static resources and the
+//! ADS source.
+
+use std::net::SocketAddr;
+
+use super::{Cluster, Listener};
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Node {
+    pub id: String,
+    pub cluster: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bootstrap {
+    pub node: Node,
+    /// Admin listener; `None` when the bootstrap sets no admin address.
+    pub admin_address: Option<SocketAddr>,
+    pub listeners: Vec<Listener>,
+    pub clusters: Vec<Cluster>,
+    pub ads: Option<AdsConfig>,
+    /// Fields that were accepted but change nothing about traffic.
+    pub ignored_fields: Vec<String>,
+}
+
+/// Where the proxy fetches dynamic config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdsConfig {
+    /// Static cluster that holds the control plane's address.
+    pub cluster_name: String,
+    /// Subscribe to listeners over ADS (bootstrap `lds_config: {ads: {}}`).
+    pub lds: bool,
+    /// Subscribe to clusters over ADS (bootstrap `cds_config: {ads: {}}`).
+    pub cds: bool,
+}

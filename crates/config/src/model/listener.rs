@@ -1,0 +1,58 @@
+//! Listeners and their HTTP connection manager.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::cluster::Http2Settings;
+use super::route::RouteConfiguration;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listener {
+    pub name: String,
+    pub address: SocketAddr,
+    pub http: HttpConnectionManager,
+}
+
+/// Which HTTP versions a listener accepts from downstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    /// HTTP/1.1, or HTTP/2 with prior knowledge, told apart by the preface.
+    Auto,
+    Http1,
+    Http2,
+}
+
+/// Where a connection manager gets its route table.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RouteSource {
+    /// A route configuration fetched by name over ADS (RDS).
+    Rds(String),
+    Inline(Arc<RouteConfiguration>),
+}
+
+/// An upgrade protocol (such as `websocket`) and whether it is allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpgradeConfig {
+    /// Protocol token, lowercased, as sent in the `Upgrade` header.
+    pub upgrade_type: String,
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpConnectionManager {
+    pub stat_prefix: String,
+    pub codec: Codec,
+    pub routes: RouteSource,
+    /// Closes a stream with no activity for this long; `None` disables it.
+    /// Envoy's default is 5 minutes.
+    pub stream_idle_timeout: Option<Duration>,
+    /// Time allowed to receive a whole request; `None` disables it.
+    pub request_timeout: Option<Duration>,
+    /// Closes a downstream connection with no active stream for this long.
+    pub idle_timeout: Option<Duration>,
+    /// Grace period for in-flight streams when the listener drains.
+    pub drain_timeout: Duration,
+    pub upgrades: Vec<UpgradeConfig>,
+    pub http2: Http2Settings,
+}

@@ -1,0 +1,17 @@
+//! Legate's own config types: validated, with regexes compiled and defaults
+//! filled in, ready for the data path.
+
+mod bootstrap;
+mod cluster;
+mod endpoint;
+mod listener;
+mod route;
+
+pub use bootstrap::{AdsConfig, Bootstrap, Node};
+pub use cluster::{Cluster, DiscoveryType, Http2Settings, LbPolicy, UpstreamProtocol};
+pub use endpoint::{ClusterLoadAssignment, EndpointAddress, HealthStatus, LbEndpoint};
+pub use listener::{Codec, HttpConnectionManager, Listener, RouteSource, UpgradeConfig};
+pub use route::{
+    ClusterSelection, DomainMatcher, ForwardAction, HeaderMatch, HeaderMatcher, PathMatch, Route, RouteAction,
+    RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster,
+};

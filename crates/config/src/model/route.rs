@@ -1,0 +1,156 @@
+//! Route configurations: virtual hosts, routes, matchers and actions.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use regex::Regex;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteConfiguration {
+    pub name: String,
+    pub virtual_hosts: Vec<VirtualHost>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VirtualHost {
+    pub name: String,
+    pub domains: Vec<DomainMatcher>,
+    pub routes: Vec<Route>,
+}
+
+/// One entry of a virtual host's `domains`, matched against the request's
+/// host with any port removed, ignoring case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DomainMatcher {
+    /// `example.com` (stored lowercase).
+    Exact(String),
+    /// `*.example.com`, stored as `.example.com`; matches at least one
+    /// character before the suffix.
+    Suffix(String),
+    /// `example.*`, stored as `example.`.
+    Prefix(String),
+    /// `*`.
+    Any,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    pub name: String,
+    pub matcher: RouteMatch,
+    pub action: RouteAction,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteMatch {
+    pub path: PathMatch,
+    pub case_sensitive: bool,
+    pub headers: Vec<HeaderMatcher>,
+}
+
+impl PartialEq for RouteMatch {
+    fn eq(&self, other: &Self) -> bool {
+        self.path == other.path && self.case_sensitive == other.case_sensitive && self.headers == other.headers
+    }
+}
+
+/// How a route matches the request path (without the query string).
+#[derive(Debug, Clone)]
+pub enum PathMatch {
+    Prefix(String),
+    Exact(String),
+    /// Must match the whole path.
+    Regex(Regex),
+}
+
+impl PartialEq for PathMatch {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (PathMatch::Prefix(a), PathMatch::Prefix(b)) | (PathMatch::Exact(a), PathMatch::Exact(b)) => a == b,
+            (PathMatch::Regex(a), PathMatch::Regex(b)) => a.as_str() == b.as_str(),
+            _ => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeaderMatcher {
+    /// Header name, lowercased.
+    pub name: String,
+    pub matcher: HeaderMatch,
+    pub invert: bool,
+    /// Treat an absent header as an empty value instead of a failed match.
+    pub treat_missing_as_empty: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum HeaderMatch {
+    /// Matches when the header is present (`true`) or absent (`false`).
+    Present(bool),
+    Exact { value: String, ignore_case: bool },
+    Prefix { value: String, ignore_case: bool },
+    Suffix { value: String, ignore_case: bool },
+    Contains { value: String, ignore_case: bool },
+    /// Must match the whole value.
+    Regex(Regex),
+}
+
+impl PartialEq for HeaderMatch {
+    fn eq(&self, other: &Self) -> bool {
+        use HeaderMatch::*;
+        match (self, other) {
+            (Present(a), Present(b)) => a == b,
+            (Exact { value: a, ignore_case: x }, Exact { value: b, ignore_case: y })
+            | (Prefix { value: a, ignore_case: x }, Prefix { value: b, ignore_case: y })
+            | (Suffix { value: a, ignore_case: x }, Suffix { value: b, ignore_case: y })
+            | (Contains { value: a, ignore_case: x }, Contains { value: b, ignore_case: y }) => a == b && x == y,
+            (Regex(a), Regex(b)) => a.as_str() == b.as_str(),
+            _ => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RouteAction {
+    Forward(ForwardAction),
+    /// Answers without contacting an upstream.
+    DirectResponse { status: u16, body: Arc<[u8]> },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForwardAction {
+    pub clusters: ClusterSelection,
+    pub prefix_rewrite: Option<String>,
+    pub host_rewrite: Option<String>,
+    /// Time allowed for the upstream's whole response; `None` disables it.
+    /// Envoy's default of 15 seconds applies when the route sets none.
+    pub timeout: Option<Duration>,
+    /// Closes the stream after this long without activity; `None` falls back
+    /// to the connection manager's stream idle timeout.
+    pub idle_timeout: Option<Duration>,
+    /// Per-route overrides of the connection manager's upgrade settings.
+    pub upgrades: Vec<super::UpgradeConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClusterSelection {
+    Single(String),
+    /// Picks a cluster at random in proportion to the weights.
+    Weighted { clusters: Vec<WeightedCluster>, total_weight: u32 },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WeightedCluster {
+    pub name: String,
+    pub weight: u32,
+    pub host_rewrite: Option<String>,
+}
+
+impl ClusterSelection {
+    /// Every cluster name this selection can pick.
+    pub fn cluster_names(&self) -> Vec<&str> {
+        match self {
+            ClusterSelection::Single(name) => vec![name.as_str()],
+            ClusterSelection::Weighted { clusters, .. } => clusters.iter().map(|c| c.name.as_str()).collect(),
+        }
+    }
+}

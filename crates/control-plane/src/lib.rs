@@ -1,0 +1,92 @@
+//! Legate's control plane: a versioned config store saved to disk, the config
+//! API that changes it, and the ADS server that pushes it to proxies.
+//!
+//! [`ControlPlane`] wires them together and serves both gRPC services on one
+//! port.
+
+pub mod ads;
+pub mod api;
+pub mod json;
+pub mod persist;
+pub mod proxies;
+pub mod snapshot;
+pub mod store;
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+
+use legate_api::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
+use legate_api::legate::config::v1::config_service_server::ConfigServiceServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub use ads::AdsServer;
+pub use api::ConfigApi;
+pub use persist::{PersistError, StateFile};
+pub use proxies::ProxyRegistry;
+pub use snapshot::{ResourceKey, Snapshot, StoredResource};
+pub use store::{ApplyError, ApplyOutcome, LoadError, Store};
+
+/// The gRPC server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[error("control plane server failed: {0}")]
+pub struct ServeError(#[from] tonic::transport::Error);
+
+/// A control plane: the config store and the registry of connected proxies.
+#[derive(Debug, Clone)]
+pub struct ControlPlane {
+    store: Arc<Store>,
+    proxies: ProxyRegistry,
+}
+
+impl ControlPlane {
+    /// Opens the control plane whose state lives in `data_dir`, loading the
+    /// saved config. A missing state file starts an empty config at version
+    /// 0; an unreadable, corrupt or invalid one is an error.
+    pub fn open(data_dir: &Path) -> Result<Self, LoadError> {
+        let state_file = StateFile::in_dir(data_dir)?;
+        Ok(Self::with_store(Store::open(state_file)?))
+    }
+
+    /// A control plane that keeps its config in memory only, for demos and
+    /// tests.
+    pub fn in_memory() -> Self {
+        Self::with_store(Store::in_memory())
+    }
+
+    fn with_store(store: Store) -> Self {
+        ControlPlane { store: Arc::new(store), proxies: ProxyRegistry::new() }
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    pub fn proxies(&self) -> &ProxyRegistry {
+        &self.proxies
+    }
+
+    /// Serves the config API and ADS on `listener` until `shutdown`
+    /// completes. ADS streams then end with UNAVAILABLE so proxies reconnect,
+    /// and the server returns once in-flight calls finish.
+    pub async fn serve(&self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServeError> {
+        let (stop_streams, streams_stopped) = watch::channel(false);
+        let ads = AdsServer::new(self.store.clone(), self.proxies.clone(), streams_stopped);
+        let api = ConfigApi::new(self.store.clone(), self.proxies.clone());
+
+        let signal = async move {
+            shutdown.await;
+            tracing::info!("control plane shutting down");
+            let _ = stop_streams.send(true);
+        };
+
+        tonic::transport::Server::builder()
+            .add_service(AggregatedDiscoveryServiceServer::new(ads))
+            .add_service(ConfigServiceServer::new(api))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,125 @@
+//! The state file: the config in force, saved atomically as readable JSON so
+//! a restarted control plane serves the same resources at the same version.
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use legate_api::legate::config::v1::StoredConfig;
+
+use crate::json::{self, JsonError};
+
+/// Name of the state file inside the data directory.
+pub const STATE_FILE_NAME: &str = "config.json";
+
+const STORED_CONFIG_MESSAGE: &str = "legate.config.v1.StoredConfig";
+
+/// A state file that could not be read or written. Each variant names the
+/// file, so the operator knows what to inspect.
+#[derive(Debug, thiserror::Error)]
+pub enum PersistError {
+    #[error("failed to create data directory {}: {source}", path.display())]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("failed to read state file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("state file {} is corrupt; fix or move it away, because it is never overwritten with an empty config: {source}", path.display())]
+    Corrupt {
+        path: PathBuf,
+        #[source]
+        source: JsonError,
+    },
+    #[error("failed to encode the config for {}: {source}", path.display())]
+    Encode {
+        path: PathBuf,
+        #[source]
+        source: JsonError,
+    },
+    #[error("failed to write state file {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The state file of one data directory.
+#[derive(Debug, Clone)]
+pub struct StateFile {
+    path: PathBuf,
+}
+
+impl StateFile {
+    /// Uses `config.json` in `data_dir`, creating the directory if needed.
+    pub fn in_dir(data_dir: &Path) -> Result<Self, PersistError> {
+        fs::create_dir_all(data_dir).map_err(|source| PersistError::CreateDir { path: data_dir.to_path_buf(), source })?;
+        Ok(StateFile { path: data_dir.join(STATE_FILE_NAME) })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads the saved config; `None` when no file exists yet.
+    pub fn load(&self) -> Result<Option<StoredConfig>, PersistError> {
+        let text = match fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(PersistError::Read { path: self.path.clone(), source }),
+        };
+
+        json::from_json(&text, STORED_CONFIG_MESSAGE)
+            .map(Some)
+            .map_err(|source| PersistError::Corrupt { path: self.path.clone(), source })
+    }
+
+    /// Replaces the file with `config`. A crash at any point leaves either
+    /// the old or the new file, never a partial one: the text goes to a
+    /// temporary file in the same directory, is synced, renamed over the
+    /// state file, and the directory is synced so the rename is durable.
+    pub fn save(&self, config: &StoredConfig) -> Result<(), PersistError> {
+        let text = json::to_json(config, STORED_CONFIG_MESSAGE)
+            .map_err(|source| PersistError::Encode { path: self.path.clone(), source })?;
+
+        let temporary = self.temporary_path();
+        let written = write_synced(&temporary, text.as_bytes()).and_then(|()| fs::rename(&temporary, &self.path));
+        if let Err(source) = written {
+            let _ = fs::remove_file(&temporary);
+            return Err(PersistError::Write { path: self.path.clone(), source });
+        }
+
+        sync_directory(self.path.parent().unwrap_or(Path::new(".")))
+            .map_err(|source| PersistError::Write { path: self.path.clone(), source })
+    }
+
+    fn temporary_path(&self) -> PathBuf {
+        let mut name = self.path.file_name().unwrap_or_default().to_os_string();
+        name.push(format!(".tmp-{}", std::process::id()));
+        self.path.with_file_name(name)
+    }
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+#[cfg(unix)]
+fn sync_directory(directory: &Path) -> io::Result<()> {
+    fs::File::open(directory)?.sync_all()
+}
+
+// NOTE: Windows cannot open a directory as a file, so the rename there is
+// durable only once the file system flushes on its own.
+#[cfg(not(unix))]
+fn sync_directory(_directory: &Path) -> io::Result<()> {
+    Ok(())
+}

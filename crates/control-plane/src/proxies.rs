@@ -1,0 +1,142 @@
+//! Registry of the proxies connected over ADS and what each one was sent,
+//! accepted and rejected, for `ListProxies`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use legate_api::legate::config::v1::{ProxyStatus, TypeStatus};
+use legate_config::ResourceType;
+
+/// What one proxy did with one resource type. Versions are the
+/// `version_info` strings of ADS.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TypeRecord {
+    pub sent_version: String,
+    pub acked_version: String,
+    pub nacked_version: String,
+    pub nack_error: String,
+}
+
+/// One connected ADS stream.
+#[derive(Debug, Clone)]
+pub struct ProxyEntry {
+    pub node_id: String,
+    pub node_cluster: String,
+    pub peer_address: Option<SocketAddr>,
+    pub connected_at: SystemTime,
+    pub types: BTreeMap<ResourceType, TypeRecord>,
+}
+
+impl ProxyEntry {
+    fn to_status(&self) -> ProxyStatus {
+        ProxyStatus {
+            node_id: self.node_id.clone(),
+            node_cluster: self.node_cluster.clone(),
+            peer_address: self.peer_address.map(|address| address.to_string()).unwrap_or_default(),
+            connected_at: Some(self.connected_at.into()),
+            types: self.types.iter().map(|(resource_type, record)| type_status(*resource_type, record)).collect(),
+        }
+    }
+}
+
+fn type_status(resource_type: ResourceType, record: &TypeRecord) -> TypeStatus {
+    TypeStatus {
+        type_url: resource_type.type_url().to_string(),
+        sent_version: record.sent_version.clone(),
+        acked_version: record.acked_version.clone(),
+        nacked_version: record.nacked_version.clone(),
+        nack_error: record.nack_error.clone(),
+    }
+}
+
+/// Connected proxies by stream id. Cloning shares the registry.
+#[derive(Debug, Clone, Default)]
+pub struct ProxyRegistry {
+    entries: Arc<Mutex<BTreeMap<u64, ProxyEntry>>>,
+}
+
+impl ProxyRegistry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a stream; the entry is removed when the returned handle drops,
+    /// however the stream ends.
+    pub fn register(&self, stream_id: u64, peer_address: Option<SocketAddr>) -> ProxyHandle {
+        let entry = ProxyEntry {
+            node_id: String::new(),
+            node_cluster: String::new(),
+            peer_address,
+            connected_at: SystemTime::now(),
+            types: BTreeMap::new(),
+        };
+        self.lock().insert(stream_id, entry);
+        ProxyHandle { registry: self.clone(), stream_id }
+    }
+
+    /// Every connected proxy, in connection order.
+    pub fn list(&self) -> Vec<ProxyEntry> {
+        self.lock().values().cloned().collect()
+    }
+
+    /// Every connected proxy in the config API's form.
+    pub fn statuses(&self) -> Vec<ProxyStatus> {
+        self.lock().values().map(ProxyEntry::to_status).collect()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, ProxyEntry>> {
+        // A panic while holding the lock cannot leave an entry half-written,
+        // because every update is a single field assignment.
+        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn update(&self, stream_id: u64, change: impl FnOnce(&mut ProxyEntry)) {
+        if let Some(entry) = self.lock().get_mut(&stream_id) {
+            change(entry);
+        }
+    }
+}
+
+/// One stream's entry in the registry.
+#[derive(Debug)]
+pub struct ProxyHandle {
+    registry: ProxyRegistry,
+    stream_id: u64,
+}
+
+impl ProxyHandle {
+    pub fn set_node(&self, node_id: &str, node_cluster: &str) {
+        self.registry.update(self.stream_id, |entry| {
+            entry.node_id = node_id.to_string();
+            entry.node_cluster = node_cluster.to_string();
+        });
+    }
+
+    pub fn record_sent(&self, resource_type: ResourceType, version: &str) {
+        self.update_type(resource_type, |record| record.sent_version = version.to_string());
+    }
+
+    pub fn record_ack(&self, resource_type: ResourceType, version: &str) {
+        self.update_type(resource_type, |record| record.acked_version = version.to_string());
+    }
+
+    /// Records a rejection of `version`, replacing any earlier one.
+    pub fn record_nack(&self, resource_type: ResourceType, version: &str, error: &str) {
+        self.update_type(resource_type, |record| {
+            record.nacked_version = version.to_string();
+            record.nack_error = error.to_string();
+        });
+    }
+
+    fn update_type(&self, resource_type: ResourceType, change: impl FnOnce(&mut TypeRecord)) {
+        self.registry.update(self.stream_id, |entry| change(entry.types.entry(resource_type).or_default()));
+    }
+}
+
+impl Drop for ProxyHandle {
+    fn drop(&mut self) {
+        self.registry.lock().remove(&self.stream_id);
+    }
+}

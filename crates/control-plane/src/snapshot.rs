@@ -1,0 +1,123 @@
+//! One immutable, validated config version: the unit the store publishes and
+//! every ADS stream reads.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use legate_api::legate::config::v1::{ResourceRef, StoredConfig};
+use legate_config::{Resource, ResourceType};
+
+/// Identity of a resource: its type and name. Ordering is by type in push
+/// order, then by name, so a sorted map lists resources in push order.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ResourceKey {
+    pub resource_type: ResourceType,
+    pub name: String,
+}
+
+impl ResourceKey {
+    pub fn new(resource_type: ResourceType, name: impl Into<String>) -> Self {
+        ResourceKey { resource_type, name: name.into() }
+    }
+
+    pub fn to_ref(&self) -> ResourceRef {
+        ResourceRef { type_url: self.resource_type.type_url().to_string(), name: self.name.clone() }
+    }
+}
+
+impl fmt::Display for ResourceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {:?}", self.resource_type.message_name(), self.name)
+    }
+}
+
+/// A resource in force: the packed bytes proxies receive, the decoded model
+/// used for validation, and the config version at which it last changed.
+#[derive(Debug, Clone)]
+pub struct StoredResource {
+    pub any: prost_types::Any,
+    pub resource: Resource,
+    pub version: u64,
+}
+
+impl StoredResource {
+    /// Whether both resources would reach a proxy as the same bytes.
+    pub fn same_bytes(&self, other: &StoredResource) -> bool {
+        self.any.type_url == other.any.type_url && self.any.value == other.any.value
+    }
+}
+
+/// A complete config at one version. Snapshots are never changed in place:
+/// the store builds a new one and publishes it.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    version: u64,
+    type_versions: BTreeMap<ResourceType, u64>,
+    resources: BTreeMap<ResourceKey, Arc<StoredResource>>,
+}
+
+impl Snapshot {
+    pub(crate) fn new(
+        version: u64,
+        type_versions: BTreeMap<ResourceType, u64>,
+        resources: BTreeMap<ResourceKey, Arc<StoredResource>>,
+    ) -> Self {
+        Snapshot { version, type_versions, resources }
+    }
+
+    /// Config version; 0 is the empty config before any apply.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Config version at which resources of `resource_type` last changed, or
+    /// 0 if they never did. ADS sends it as `version_info`.
+    pub fn type_version(&self, resource_type: ResourceType) -> u64 {
+        self.type_versions.get(&resource_type).copied().unwrap_or(0)
+    }
+
+    pub(crate) fn type_versions(&self) -> &BTreeMap<ResourceType, u64> {
+        &self.type_versions
+    }
+
+    pub(crate) fn entries(&self) -> &BTreeMap<ResourceKey, Arc<StoredResource>> {
+        &self.resources
+    }
+
+    pub fn get(&self, key: &ResourceKey) -> Option<&StoredResource> {
+        self.resources.get(key).map(Arc::as_ref)
+    }
+
+    pub fn len(&self) -> usize {
+        self.resources.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.resources.is_empty()
+    }
+
+    /// Resources of one type, sorted by name.
+    pub fn resources_of(&self, resource_type: ResourceType) -> impl Iterator<Item = &StoredResource> {
+        self.resources.iter().filter(move |(key, _)| key.resource_type == resource_type).map(|(_, stored)| stored.as_ref())
+    }
+
+    /// Every resource packed, in push order (clusters, endpoints, listeners,
+    /// route configurations), each type sorted by name.
+    pub fn packed_in_push_order(&self) -> Vec<prost_types::Any> {
+        self.resources.values().map(|stored| stored.any.clone()).collect()
+    }
+
+    /// The state-file form of this snapshot.
+    pub fn to_stored_config(&self) -> StoredConfig {
+        StoredConfig {
+            version: self.version,
+            resources: self.packed_in_push_order(),
+            type_versions: self
+                .type_versions
+                .iter()
+                .map(|(resource_type, version)| (resource_type.type_url().to_string(), *version))
+                .collect(),
+        }
+    }
+}

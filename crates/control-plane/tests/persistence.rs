@@ -1,0 +1,105 @@
+//! The state file: a restarted control plane serves the same config, and a
+//! damaged file stops start-up instead of being replaced.
+
+mod support;
+
+use legate_control_plane::persist::STATE_FILE_NAME;
+use legate_control_plane::{ControlPlane, LoadError, PersistError};
+use support::*;
+
+#[tokio::test]
+async fn config_survives_restart() {
+    let data = TempDir::new("survives-restart");
+    let server = TestServer::start(ControlPlane::open(data.path()).expect("open empty data dir")).await;
+    server.apply(&[static_cluster("a", 8081), route_config("routes", &["a"])], vec![]).await.expect("first apply");
+    server.apply(&[static_cluster("b", 8082)], vec![]).await.expect("second apply");
+    let before = server.plane.store().snapshot();
+    server.stop().await.expect("server stops");
+
+    let restarted = ControlPlane::open(data.path()).expect("reopen data dir");
+    let after = restarted.store().snapshot();
+
+    assert_eq!(after.version(), 2);
+    assert_eq!(after.type_version(CDS), 2);
+    assert_eq!(after.type_version(RDS), 1);
+    assert_eq!(after.type_version(LDS), 0);
+    assert_eq!(after.packed_in_push_order(), before.packed_in_push_order());
+}
+
+#[tokio::test]
+async fn restarted_control_plane_serves_the_same_version() {
+    let data = TempDir::new("serves-same-version");
+    let first = TestServer::start(ControlPlane::open(data.path()).expect("open")).await;
+    first.apply(&[static_cluster("a", 8081)], vec![]).await.expect("apply");
+    first.stop().await.expect("server stops");
+
+    let second = TestServer::start(ControlPlane::open(data.path()).expect("reopen")).await;
+    let mut proxy = second.ads_client("proxy-1").await;
+    proxy.subscribe(CDS, &[]).await;
+    let clusters = proxy.next_of(CDS).await;
+
+    assert_eq!(clusters.version_info, "1");
+    assert_eq!(names(&clusters.resources), ["a"]);
+    let again = second.apply(&[static_cluster("a", 8081)], vec![]).await.expect("identical apply");
+    assert!(!again.changed, "the reloaded config is byte-identical to the applied one");
+}
+
+#[tokio::test]
+async fn state_file_is_readable_json() {
+    let data = TempDir::new("readable-json");
+    let server = TestServer::start(ControlPlane::open(data.path()).expect("open")).await;
+    server.apply(&[static_cluster("web", 8080)], vec![]).await.expect("apply");
+
+    let text = std::fs::read_to_string(data.path().join(STATE_FILE_NAME)).expect("state file written before reply");
+    let json: serde_json::Value = serde_json::from_str(&text).expect("state file is JSON");
+
+    assert_eq!(json["version"], "1");
+    assert_eq!(json["resources"][0]["@type"], CDS.type_url());
+    assert_eq!(json["resources"][0]["name"], "web");
+    assert_eq!(json["type_versions"][CDS.type_url()], "1");
+    let leftovers: Vec<_> = std::fs::read_dir(data.path()).expect("list data dir").collect();
+    assert_eq!(leftovers.len(), 1, "no temporary file is left behind");
+}
+
+#[tokio::test]
+async fn missing_state_file_starts_empty() {
+    let data = TempDir::new("missing-file");
+
+    let plane = ControlPlane::open(&data.path().join("not-yet-created")).expect("open new data dir");
+
+    assert_eq!(plane.store().snapshot().version(), 0);
+    assert!(plane.store().snapshot().is_empty());
+}
+
+#[tokio::test]
+async fn corrupt_state_file_stops_start_up() {
+    let data = TempDir::new("corrupt-file");
+    let path = data.path().join(STATE_FILE_NAME);
+    std::fs::write(&path, "{\"version\": \"3\", \"resources\": [").expect("write corrupt file");
+
+    let error = ControlPlane::open(data.path()).expect_err("corrupt file is rejected");
+
+    assert!(matches!(error, LoadError::Persist(PersistError::Corrupt { .. })), "{error:?}");
+    assert!(error.to_string().contains(&path.display().to_string()), "error names the file: {error}");
+    let text = std::fs::read_to_string(&path).expect("file still there");
+    assert_eq!(text, "{\"version\": \"3\", \"resources\": [", "file is left untouched");
+}
+
+#[tokio::test]
+async fn state_file_with_invalid_config_stops_start_up() {
+    let data = TempDir::new("invalid-config");
+    let path = data.path().join(STATE_FILE_NAME);
+    let stored = serde_json::json!({
+        "version": "4",
+        "resources": [route_config("routes", &["missing-cluster"])],
+        "type_versions": { RDS.type_url(): "4" }
+    });
+    std::fs::write(&path, stored.to_string()).expect("write state file");
+
+    let error = ControlPlane::open(data.path()).expect_err("dangling reference is rejected");
+
+    assert!(matches!(error, LoadError::Invalid { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(message.contains(&path.display().to_string()), "error names the file: {message}");
+    assert!(message.contains("missing-cluster"), "error names the problem: {message}");
+}

@@ -1,0 +1,115 @@
+//! `legate apply`: sends Envoy resources from a YAML or JSON file, and
+//! deletions, to the control plane as one atomic change.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use legate_api::legate::config::v1::config_service_client::ConfigServiceClient;
+use legate_api::legate::config::v1::{ApplyRequest, ApplyResponse, ResourceRef};
+use legate_config::ResourceType;
+use legate_control_plane::api::validation_errors;
+use tonic::Code;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// YAML or JSON file with a `resources` list, each entry carrying its
+    /// "@type" (the layout `legate get` prints).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+
+    /// Control plane address, as host:port.
+    #[arg(long, value_name = "ADDR", default_value = super::DEFAULT_SERVER)]
+    pub server: String,
+
+    /// Resource to delete in the same change, as TYPE/NAME where TYPE is
+    /// cds, eds, lds or rds. Repeat for several.
+    #[arg(long = "delete", value_name = "TYPE/NAME", value_parser = parse_removal)]
+    pub delete: Vec<ResourceRef>,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.file.is_none() && args.delete.is_empty() {
+        bail!("nothing to apply: give -f FILE, --delete TYPE/NAME, or both");
+    }
+
+    let resources = match &args.file {
+        Some(file) => match read_resources(file)? {
+            Ok(resources) => resources,
+            Err(errors) => {
+                print_errors(&format!("invalid config in {}:", file.display()), &errors);
+                return Ok(ExitCode::from(1));
+            }
+        },
+        None => Vec::new(),
+    };
+
+    let mut client = ConfigServiceClient::connect(super::server_uri(&args.server))
+        .await
+        .with_context(|| format!("failed to reach the control plane at {}", args.server))?;
+    let request = ApplyRequest { resources, remove: args.delete };
+    match client.apply(request).await {
+        Ok(response) => {
+            print_outcome(&response.into_inner());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(status) if status.code() == Code::InvalidArgument => {
+            print_errors("invalid config:", &validation_errors(&status));
+            Ok(ExitCode::from(1))
+        }
+        Err(status) => bail!("control plane at {} failed the apply: {}", args.server, status.message()),
+    }
+}
+
+/// Reads and parses `file`; the inner error lists the parse problems.
+fn read_resources(file: &PathBuf) -> anyhow::Result<Result<Vec<prost_types::Any>, Vec<String>>> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("failed to read {}", file.display()))?;
+    let parsed = legate_config::text::parse_resources(&text)
+        .map_err(|errors| errors.iter().map(ToString::to_string).collect());
+    Ok(parsed)
+}
+
+fn print_errors(heading: &str, errors: &[String]) {
+    eprintln!("{heading}");
+    for error in errors {
+        eprintln!("  {error}");
+    }
+}
+
+fn print_outcome(response: &ApplyResponse) {
+    if response.changed {
+        println!(
+            "applied version {}: {} added, {} modified, {} removed",
+            response.version,
+            response.added.len(),
+            response.modified.len(),
+            response.removed.len()
+        );
+    } else {
+        println!("no change: version {} is already in force", response.version);
+    }
+
+    if !response.ignored_fields.is_empty() {
+        println!("accepted but ignored, because Legate does not use them:");
+        for field in &response.ignored_fields {
+            println!("  {field}");
+        }
+    }
+}
+
+/// Parses `--delete TYPE/NAME`.
+fn parse_removal(text: &str) -> Result<ResourceRef, String> {
+    let (short_type, name) =
+        text.split_once('/').ok_or_else(|| format!("{text:?} is not TYPE/NAME, for example cds/backend"))?;
+    let resource_type = match short_type.to_ascii_lowercase().as_str() {
+        "cds" => ResourceType::Cluster,
+        "eds" => ResourceType::ClusterLoadAssignment,
+        "lds" => ResourceType::Listener,
+        "rds" => ResourceType::RouteConfiguration,
+        _ => return Err(format!("unknown resource type {short_type:?}; use cds, eds, lds or rds")),
+    };
+    if name.is_empty() {
+        return Err(format!("{text:?} has no resource name after the '/'"));
+    }
+    Ok(ResourceRef { type_url: resource_type.type_url().to_string(), name: name.to_string() })
+}

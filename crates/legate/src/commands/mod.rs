@@ -1,0 +1,58 @@
+//! One module per subcommand, plus what they share.
+
+pub mod apply;
+pub mod control_plane;
+pub mod demo;
+pub mod get;
+pub mod proxies;
+pub mod proxy;
+
+use tracing_subscriber::EnvFilter;
+
+/// Default address of the control plane's gRPC port (config API and ADS).
+pub const DEFAULT_SERVER: &str = "127.0.0.1:18000";
+
+/// Logs to stderr at `info`, or as `RUST_LOG` sets.
+pub fn init_logging() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+/// Builds the tokio runtime with `threads` workers, or one per core.
+pub fn runtime_for(threads: &Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = threads {
+        builder.worker_threads((*threads).max(1));
+    }
+    builder.enable_all().build()
+}
+
+/// Turns `host:port` into the `http://host:port` URI tonic connects to.
+pub fn server_uri(server: &str) -> String {
+    if server.starts_with("http://") || server.starts_with("https://") {
+        server.to_string()
+    } else {
+        format!("http://{server}")
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => {
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

@@ -1,0 +1,111 @@
+//! `legate proxies`: a table of the proxies connected to the control plane
+//! and the version of each resource type they accepted or rejected.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use legate_api::legate::config::v1::config_service_client::ConfigServiceClient;
+use legate_api::legate::config::v1::{ListProxiesRequest, ProxyStatus, TypeStatus};
+use legate_config::ResourceType;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Control plane address, as host:port.
+    #[arg(long, value_name = "ADDR", default_value = super::DEFAULT_SERVER)]
+    pub server: String,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let mut client = ConfigServiceClient::connect(super::server_uri(&args.server))
+        .await
+        .with_context(|| format!("failed to reach the control plane at {}", args.server))?;
+    let proxies = client
+        .list_proxies(ListProxiesRequest {})
+        .await
+        .with_context(|| format!("control plane at {} failed to list proxies", args.server))?
+        .into_inner()
+        .proxies;
+
+    if proxies.is_empty() {
+        println!("no proxies connected");
+        return Ok(ExitCode::SUCCESS);
+    }
+    print!("{}", render_table(&proxies));
+    print!("{}", render_rejections(&proxies));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn render_table(proxies: &[ProxyStatus]) -> String {
+    let mut rows = vec![header()];
+    rows.extend(proxies.iter().map(row));
+
+    let widths: Vec<usize> =
+        (0..rows[0].len()).map(|column| rows.iter().map(|row| row[column].len()).max().unwrap_or(0)).collect();
+    let mut text = String::new();
+    for row in rows {
+        let cells: Vec<String> = row.iter().zip(&widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
+        text.push_str(cells.join("  ").trim_end());
+        text.push('\n');
+    }
+    text
+}
+
+fn header() -> Vec<String> {
+    let mut header: Vec<String> = ["NODE", "CLUSTER", "ADDRESS", "CONNECTED"].map(String::from).to_vec();
+    header.extend(ResourceType::ALL.iter().map(|resource_type| resource_type.short_name().to_string()));
+    header
+}
+
+fn row(proxy: &ProxyStatus) -> Vec<String> {
+    let connected = proxy.connected_at.as_ref().map(ToString::to_string).unwrap_or_default();
+    let mut row = vec![proxy.node_id.clone(), proxy.node_cluster.clone(), proxy.peer_address.clone(), connected];
+    row.extend(ResourceType::ALL.iter().map(|resource_type| type_cell(type_status(proxy, *resource_type))));
+    row
+}
+
+fn type_status(proxy: &ProxyStatus, resource_type: ResourceType) -> Option<&TypeStatus> {
+    proxy.types.iter().find(|status| status.type_url == resource_type.type_url())
+}
+
+/// `-` when never sent, `NACK vN` when the latest version sent was
+/// rejected, otherwise the accepted version, marked while a newer one is
+/// unanswered.
+fn type_cell(status: Option<&TypeStatus>) -> String {
+    let Some(status) = status else {
+        return "-".to_string();
+    };
+    if latest_was_rejected(status) {
+        return format!("NACK v{}", status.nacked_version);
+    }
+
+    match (status.acked_version.as_str(), status.sent_version.as_str()) {
+        ("", sent) => format!("sent v{sent}"),
+        (acked, sent) if acked == sent => format!("v{acked}"),
+        (acked, sent) => format!("v{acked} (sent v{sent})"),
+    }
+}
+
+fn latest_was_rejected(status: &TypeStatus) -> bool {
+    !status.nack_error.is_empty() && status.nacked_version == status.sent_version
+}
+
+/// The error of each rejection shown in the table, one per line, since
+/// errors are too long for a cell.
+fn render_rejections(proxies: &[ProxyStatus]) -> String {
+    let mut text = String::new();
+    for proxy in proxies {
+        for resource_type in ResourceType::ALL {
+            let Some(status) = type_status(proxy, resource_type).filter(|status| latest_was_rejected(status)) else {
+                continue;
+            };
+            text.push_str(&format!(
+                "\n{} rejected {} v{}: {}\n",
+                proxy.node_id,
+                resource_type.short_name(),
+                status.nacked_version,
+                status.nack_error
+            ));
+        }
+    }
+    text
+}

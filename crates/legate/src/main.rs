@@ -1,0 +1,73 @@
+//! The `legate` command: runs the proxy or the control plane, and talks to
+//! a running control plane.
+
+mod commands;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "legate", version, about = "A service proxy for HTTP, WebSocket and gRPC, driven by Envoy's xDS API")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the data plane from an Envoy-format bootstrap file.
+    Proxy(commands::proxy::Args),
+    /// Run the control plane: config API and ADS server.
+    ControlPlane(commands::control_plane::Args),
+    /// Apply Envoy-format resources from a YAML or JSON file.
+    Apply(commands::apply::Args),
+    /// Print the config in force on the control plane.
+    Get(commands::get::Args),
+    /// List the proxies connected to the control plane and what each accepted.
+    Proxies(commands::proxies::Args),
+    /// Start a control plane, a proxy and demo upstreams on loopback.
+    Demo(commands::demo::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    commands::init_logging();
+
+    let runtime = match commands::runtime_for(&cli.command_threads()) {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: failed to start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Proxy(args) => commands::proxy::run(args).await,
+            Command::ControlPlane(args) => commands::control_plane::run(args).await,
+            Command::Apply(args) => commands::apply::run(args).await,
+            Command::Get(args) => commands::get::run(args).await,
+            Command::Proxies(args) => commands::proxies::run(args).await,
+            Command::Demo(args) => commands::demo::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+impl Cli {
+    /// Worker threads the command asks for; only the proxy takes
+    /// `--concurrency`, the other commands use the machine's cores.
+    fn command_threads(&self) -> Option<usize> {
+        match &self.command {
+            Command::Proxy(args) => args.concurrency,
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! Forwarding a routed request to an endpoint of the route's cluster.
+
+use http::header::{self, HeaderValue};
+use http::uri::{PathAndQuery, Uri};
+use http::{Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use tracing::debug;
+
+use legate_config::model::{
+    ClusterSelection, ForwardAction, HttpConnectionManager, PathMatch, Route, UpstreamProtocol,
+};
+
+use super::body::{RequestBody, ResponseBody};
+use super::headers::{add_forwarding_headers, remove_hop_by_hop, request_host, upgrade_type};
+use super::local_reply::local_reply;
+use super::upgrade;
+use super::ConnectionContext;
+use crate::snapshot::Snapshot;
+use crate::upstream::UpstreamError;
+
+pub(super) async fn forward(
+    mut request: Request<Incoming>,
+    action: &ForwardAction,
+    route: &Route,
+    http: &HttpConnectionManager,
+    snapshot: &Snapshot,
+    connection: &ConnectionContext,
+) -> Response<ResponseBody> {
+    let upgrade = upgrade_type(request.headers()).map(str::to_ascii_lowercase);
+    if let Some(protocol) = &upgrade {
+        if !upgrade_allowed(protocol, action, http) {
+            debug!(upgrade = %protocol, route = %route.name, "upgrade not allowed on this route");
+            return local_reply(StatusCode::FORBIDDEN, "upgrade not allowed on this route");
+        }
+    }
+
+    let (cluster_name, host_rewrite) = pick_cluster(action);
+    let Some(cluster) = snapshot.clusters.get(cluster_name) else {
+        debug!(cluster = cluster_name, "route names a cluster that is not active");
+        return local_reply(StatusCode::SERVICE_UNAVAILABLE, "cluster not found");
+    };
+    let Some(endpoint) = cluster.balancer.pick() else {
+        debug!(cluster = cluster_name, "no healthy endpoint");
+        return local_reply(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
+    };
+
+    let downstream_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
+    let protocol = if upgrade.is_some() { UpstreamProtocol::Http1 } else { cluster.config.protocol };
+    let Some(upstream_request) = upstream_request(request, action, route, host_rewrite, protocol, upgrade.is_some(), connection)
+    else {
+        return local_reply(StatusCode::BAD_REQUEST, "invalid request path or host");
+    };
+
+    let deadline = action.timeout.map(|timeout| tokio::time::Instant::now() + timeout);
+    let exchange = endpoint.send(upstream_request, deadline);
+    let result = match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, exchange).await.unwrap_or(Err(UpstreamError::Timeout)),
+        None => exchange.await,
+    };
+
+    match result {
+        Ok(mut response) => {
+            if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                if let Some(downstream) = downstream_upgrade {
+                    upgrade::bridge(downstream, hyper::upgrade::on(&mut response), endpoint.address());
+                    return response.map(ResponseBody::Upstream);
+                }
+            }
+            remove_hop_by_hop(response.headers_mut(), false);
+            response.map(ResponseBody::Upstream)
+        }
+        Err(error) => error_reply(&error, cluster_name),
+    }
+}
+
+fn error_reply(error: &UpstreamError, cluster: &str) -> Response<ResponseBody> {
+    debug!(cluster, error = %error, source = ?std::error::Error::source(error), "upstream request failed");
+    match error {
+        UpstreamError::Timeout => local_reply(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout"),
+        error if error.is_connect_failure() => local_reply(StatusCode::BAD_GATEWAY, "upstream connect error"),
+        _ => local_reply(StatusCode::BAD_GATEWAY, "upstream reset before response"),
+    }
+}
+
+/// A route's upgrade settings override the connection manager's.
+fn upgrade_allowed(protocol: &str, action: &ForwardAction, http: &HttpConnectionManager) -> bool {
+    if let Some(config) = action.upgrades.iter().find(|config| config.upgrade_type == protocol) {
+        return config.enabled;
+    }
+    http.upgrades.iter().any(|config| config.upgrade_type == protocol && config.enabled)
+}
+
+fn pick_cluster(action: &ForwardAction) -> (&str, Option<&str>) {
+    match &action.clusters {
+        ClusterSelection::Single(name) => (name, action.host_rewrite.as_deref()),
+        ClusterSelection::Weighted { clusters, total_weight } => {
+            let mut point = fastrand::u32(..*total_weight);
+            for cluster in clusters {
+                if point < cluster.weight {
+                    return (&cluster.name, cluster.host_rewrite.as_deref().or(action.host_rewrite.as_deref()));
+                }
+                point -= cluster.weight;
+            }
+            let last = &clusters[clusters.len() - 1];
+            (&last.name, last.host_rewrite.as_deref().or(action.host_rewrite.as_deref()))
+        }
+    }
+}
+
+/// Builds the request sent upstream: path rewritten, hop-by-hop headers
+/// replaced by forwarding headers, and the HTTP version of the cluster.
+/// Returns `None` when the rewritten path or the host is not valid.
+fn upstream_request(
+    request: Request<Incoming>,
+    action: &ForwardAction,
+    route: &Route,
+    host_rewrite: Option<&str>,
+    protocol: UpstreamProtocol,
+    is_upgrade: bool,
+    connection: &ConnectionContext,
+) -> Option<Request<RequestBody>> {
+    let host = host_rewrite.or_else(|| request_host(&request)).unwrap_or("").to_string();
+    let path = rewritten_path(request.uri(), action, route)?;
+    let (mut parts, body) = request.into_parts();
+
+    let had_transfer_encoding = parts.headers.contains_key(header::TRANSFER_ENCODING);
+    let upgrade_headers = is_upgrade.then(|| parts.headers.get(header::UPGRADE).cloned());
+    remove_hop_by_hop(&mut parts.headers, protocol == UpstreamProtocol::Http2);
+    if had_transfer_encoding {
+        // A message with both framings is re-framed by the upstream codec;
+        // forwarding the stale length would let the two sides disagree.
+        parts.headers.remove(header::CONTENT_LENGTH);
+    }
+    if let Some(Some(upgrade)) = upgrade_headers {
+        parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, upgrade);
+    }
+    add_forwarding_headers(&mut parts.headers, connection.remote);
+
+    match protocol {
+        UpstreamProtocol::Http1 => {
+            parts.version = Version::HTTP_11;
+            parts.uri = Uri::from(path);
+            parts.headers.insert(header::HOST, HeaderValue::from_str(&host).ok()?);
+        }
+        UpstreamProtocol::Http2 => {
+            parts.version = Version::HTTP_2;
+            parts.uri = Uri::builder().scheme("http").authority(host.as_str()).path_and_query(path).build().ok()?;
+            parts.headers.remove(header::HOST);
+        }
+    }
+
+    let body = if is_upgrade { RequestBody::Empty } else { RequestBody::Streaming(body) };
+    Some(Request::from_parts(parts, body))
+}
+
+fn rewritten_path(uri: &Uri, action: &ForwardAction, route: &Route) -> Option<PathAndQuery> {
+    let original = uri.path_and_query().map(PathAndQuery::as_str).unwrap_or("/");
+    let Some(rewrite) = &action.prefix_rewrite else {
+        return original.parse().ok();
+    };
+
+    let (path, query) = match original.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (original, None),
+    };
+    let rest = match &route.matcher.path {
+        PathMatch::Prefix(prefix) => path.get(prefix.len()..).unwrap_or(""),
+        _ => "",
+    };
+    let mut rewritten = String::with_capacity(rewrite.len() + rest.len() + query.map_or(0, |q| q.len() + 1));
+    rewritten.push_str(rewrite);
+    rewritten.push_str(rest);
+    if rewritten.is_empty() {
+        rewritten.push('/');
+    }
+    if let Some(query) = query {
+        rewritten.push('?');
+        rewritten.push_str(query);
+    }
+    rewritten.parse().ok()
+}
+

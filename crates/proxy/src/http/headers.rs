@@ -1,0 +1,143 @@
+//! Header rules for forwarding: hop-by-hop headers removed (RFC 9110
+//! section 7.6.1), forwarding headers added.
+
+use std::net::SocketAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::Request;
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// The request's host: the `Host` header, or the `:authority` of an HTTP/2
+/// request.
+pub fn request_host<B>(request: &Request<B>) -> Option<&str> {
+    host_of(request.headers(), request.uri())
+}
+
+pub fn parts_host(parts: &http::request::Parts) -> Option<&str> {
+    host_of(&parts.headers, &parts.uri)
+}
+
+fn host_of<'a>(headers: &'a HeaderMap, uri: &'a http::Uri) -> Option<&'a str> {
+    match headers.get(header::HOST) {
+        Some(host) => host.to_str().ok(),
+        None => uri.authority().map(|authority| authority.as_str()),
+    }
+}
+
+/// Whether the request asks to switch protocols: `Connection` lists the
+/// `upgrade` token (case-insensitively, among others) and `Upgrade` is set.
+pub fn upgrade_type(headers: &HeaderMap) -> Option<&str> {
+    let upgrade = headers.get(header::UPGRADE)?.to_str().ok()?;
+    connection_tokens(headers).any(|token| token.eq_ignore_ascii_case("upgrade")).then_some(upgrade.trim())
+}
+
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .filter(|token| !token.is_empty())
+}
+
+/// Removes hop-by-hop headers: those named in `Connection` and the fixed
+/// set. `keep_te_trailers` keeps `te: trailers`, which HTTP/2 upstreams
+/// such as gRPC servers need.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
+    let named: Vec<HeaderName> =
+        connection_tokens(headers).filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok()).collect();
+    for name in named {
+        headers.remove(name);
+    }
+
+    let te_trailers = keep_te_trailers
+        && headers.get(header::TE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim().eq_ignore_ascii_case("trailers"));
+    for name in [&header::CONNECTION, &KEEP_ALIVE, &PROXY_CONNECTION, &header::TE, &header::TRANSFER_ENCODING, &header::UPGRADE] {
+        headers.remove(name);
+    }
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Adds `x-forwarded-for` (appending the client address), sets
+/// `x-forwarded-proto`, and adds an `x-request-id` unless the client sent
+/// one.
+pub fn add_forwarding_headers(headers: &mut HeaderMap, remote: SocketAddr) {
+    let client = remote.ip().to_string();
+    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|value| value.to_str().ok()) {
+        Some(existing) if !existing.trim().is_empty() => format!("{existing}, {client}"),
+        _ => client,
+    };
+    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert(X_FORWARDED_FOR.clone(), value);
+    }
+
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+
+    if !headers.contains_key(&X_REQUEST_ID) {
+        if let Ok(value) = HeaderValue::from_str(&new_request_id()) {
+            headers.insert(X_REQUEST_ID.clone(), value);
+        }
+    }
+}
+
+/// A random version 4 UUID.
+fn new_request_id() -> String {
+    let bits = fastrand::u128(..);
+    let bits = (bits & !(0xF << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
+    let hex = format!("{bits:032x}");
+    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_named_headers_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, X-Secret"));
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        remove_hop_by_hop(&mut headers, false);
+        assert!(!headers.contains_key("x-secret"));
+        assert!(!headers.contains_key(header::CONNECTION));
+        assert!(!headers.contains_key(header::TRANSFER_ENCODING));
+        assert!(headers.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn upgrade_token_found_among_others() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, Upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("WebSocket"));
+        assert_eq!(upgrade_type(&headers), Some("WebSocket"));
+        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        assert_eq!(upgrade_type(&headers), None);
+    }
+
+    #[test]
+    fn request_id_is_uuid_v4() {
+        let id = new_request_id();
+        assert_eq!(id.len(), 36);
+        assert_eq!(&id[14..15], "4");
+        assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"));
+    }
+
+    #[test]
+    fn forwarded_for_appends_client() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        add_forwarding_headers(&mut headers, "127.0.0.5:1000".parse().unwrap());
+        assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 127.0.0.5");
+        assert_eq!(headers["x-forwarded-proto"], "http");
+    }
+}

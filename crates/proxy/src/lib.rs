@@ -1,0 +1,112 @@
+//! Legate's data plane: listeners that accept HTTP/1.1 and HTTP/2, the HTTP
+//! connection manager and router, upstream clusters with connection pools,
+//! and the ADS client that keeps all of it up to date.
+
+mod admin;
+mod http;
+mod listener;
+mod manager;
+mod router;
+mod snapshot;
+mod upstream;
+mod xds;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tracing::info;
+
+use legate_config::model::{Bootstrap, DiscoveryType, EndpointAddress};
+
+use listener::ListenerSet;
+use manager::ConfigManager;
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("failed to bind the admin listener to {address}")]
+    Admin {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("static listener {name:?} cannot start: {reason}")]
+    Listener { name: String, reason: String },
+    #[error("ADS cluster {0:?} must be a STATIC cluster with IP endpoints")]
+    AdsCluster(String),
+}
+
+/// A running proxy.
+pub struct Proxy {
+    manager: Arc<ConfigManager>,
+    admin_address: Option<SocketAddr>,
+}
+
+impl Proxy {
+    /// Binds the admin and static listeners, and starts the ADS client when
+    /// the bootstrap names one. Must run inside a tokio runtime.
+    pub async fn start(bootstrap: Bootstrap) -> Result<Proxy, StartError> {
+        let store = snapshot::new_store();
+        let manager = ConfigManager::new(store.clone(), ListenerSet::new(store));
+
+        let admin_address = match bootstrap.admin_address {
+            Some(address) => Some(start_admin(address, manager.clone()).await?),
+            None => None,
+        };
+
+        manager
+            .load_static(&bootstrap)
+            .map_err(|rejected| StartError::Listener { name: rejected.name, reason: rejected.reason })?;
+
+        if let Some(ads) = &bootstrap.ads {
+            let servers = ads_servers(&bootstrap, &ads.cluster_name)?;
+            xds::spawn(ads.clone(), servers, bootstrap.node.clone(), manager.clone());
+        }
+        info!(node = %bootstrap.node.id, ads = bootstrap.ads.is_some(), "proxy started");
+        Ok(Proxy { manager, admin_address })
+    }
+
+    pub fn admin_address(&self) -> Option<SocketAddr> {
+        self.admin_address
+    }
+
+    /// Listener names and bound addresses.
+    pub fn listeners(&self) -> Vec<(String, SocketAddr)> {
+        self.manager.bound_listeners()
+    }
+
+    /// Stops accepting and lets in-flight requests finish within each
+    /// listener's drain timeout.
+    pub fn drain(&self) {
+        self.manager.drain_listeners();
+    }
+}
+
+async fn start_admin(address: SocketAddr, manager: Arc<ConfigManager>) -> Result<SocketAddr, StartError> {
+    let socket = TcpListener::bind(address).await.map_err(|source| StartError::Admin { address, source })?;
+    let bound = socket.local_addr().unwrap_or(address);
+    admin::spawn(socket, manager);
+    Ok(bound)
+}
+
+fn ads_servers(bootstrap: &Bootstrap, cluster_name: &str) -> Result<Vec<SocketAddr>, StartError> {
+    let cluster = bootstrap
+        .clusters
+        .iter()
+        .find(|cluster| cluster.name == cluster_name && cluster.discovery == DiscoveryType::Static)
+        .ok_or_else(|| StartError::AdsCluster(cluster_name.to_string()))?;
+    let servers: Vec<SocketAddr> = cluster
+        .load_assignment
+        .iter()
+        .flat_map(|assignment| &assignment.endpoints)
+        .filter_map(|endpoint| match endpoint.address {
+            EndpointAddress::Socket(address) => Some(address),
+            EndpointAddress::Dns { .. } => None,
+        })
+        .collect();
+    if servers.is_empty() {
+        return Err(StartError::AdsCluster(cluster_name.to_string()));
+    }
+    Ok(servers)
+}

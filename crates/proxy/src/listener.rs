@@ -1,0 +1,222 @@
+//! Listener sockets: binding, the accept loop, serving each downstream
+//! connection with HTTP/1.1 or HTTP/2, and draining on removal.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::watch;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use legate_config::model::{Codec, Listener};
+
+use crate::http::{handle, ConnectionContext};
+use crate::snapshot::SnapshotStore;
+
+/// Pending connections the kernel queues per listener.
+const BACKLOG: u32 = 1024;
+
+/// Failure to open a listener's socket.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to bind listener {name:?} to {address}")]
+pub struct BindError {
+    pub name: String,
+    pub address: SocketAddr,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Every listener socket of the proxy.
+pub struct ListenerSet {
+    store: SnapshotStore,
+    slots: Mutex<HashMap<String, Slot>>,
+}
+
+struct Slot {
+    /// Address from the config; the bound one differs when the port is 0.
+    address: SocketAddr,
+    bound: SocketAddr,
+    /// A socket bound but not accepting yet, while its listener warms.
+    pending: Option<TcpListener>,
+    running: Option<watch::Sender<bool>>,
+    drain_timeout: Duration,
+}
+
+impl ListenerSet {
+    pub fn new(store: SnapshotStore) -> Self {
+        ListenerSet { store, slots: Mutex::new(HashMap::new()) }
+    }
+
+    /// Binds the listener's address unless it is bound already, so an
+    /// address in use is reported while the config is applied.
+    pub fn prepare(&self, listener: &Listener) -> Result<(), BindError> {
+        let mut slots = self.lock();
+        if slots.get(&listener.name).is_some_and(|slot| slot.address == listener.address) {
+            if let Some(slot) = slots.get_mut(&listener.name) {
+                slot.drain_timeout = listener.http.drain_timeout;
+            }
+            return Ok(());
+        }
+
+        let socket = bind(listener.address)
+            .map_err(|source| BindError { name: listener.name.clone(), address: listener.address, source })?;
+        let bound = socket.local_addr().unwrap_or(listener.address);
+        info!(listener = %listener.name, address = %bound, "listener bound");
+
+        let slot = slots.entry(listener.name.clone()).or_insert_with(|| Slot {
+            address: listener.address,
+            bound,
+            pending: None,
+            running: None,
+            drain_timeout: listener.http.drain_timeout,
+        });
+        slot.address = listener.address;
+        slot.bound = bound;
+        slot.pending = Some(socket);
+        slot.drain_timeout = listener.http.drain_timeout;
+        Ok(())
+    }
+
+    /// Starts accepting on listeners that became active, moves changed
+    /// ones to their new socket, and drains those no longer configured.
+    pub fn sync(&self, active: &[Arc<Listener>], desired: &HashSet<&str>) {
+        let mut slots = self.lock();
+        slots.retain(|name, slot| {
+            let keep = desired.contains(name.as_str());
+            if !keep {
+                info!(listener = %name, "listener removed, draining its connections");
+                drain(slot);
+            }
+            keep
+        });
+
+        for listener in active {
+            let Some(slot) = slots.get_mut(&listener.name) else { continue };
+            let Some(socket) = slot.pending.take() else { continue };
+            drain(slot);
+            let (signal, drained) = watch::channel(false);
+            slot.running = Some(signal);
+            let name: Arc<str> = Arc::from(listener.name.as_str());
+            let span = info_span!("listener", name = %name, address = %slot.bound);
+            tokio::spawn(accept_loop(name, socket, self.store.clone(), drained, slot.drain_timeout).instrument(span));
+        }
+    }
+
+    /// Listener names and the addresses they are bound to.
+    pub fn bound(&self) -> Vec<(String, SocketAddr)> {
+        let slots = self.lock();
+        let mut bound: Vec<_> = slots.iter().map(|(name, slot)| (name.clone(), slot.bound)).collect();
+        bound.sort();
+        bound
+    }
+
+    /// Drains every listener, for shutdown.
+    pub fn drain_all(&self) {
+        let mut slots = self.lock();
+        for slot in slots.values_mut() {
+            drain(slot);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+        self.slots.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn drain(slot: &mut Slot) {
+    if let Some(signal) = slot.running.take() {
+        let _ = signal.send(true);
+    }
+}
+
+fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(BACKLOG)
+}
+
+async fn accept_loop(
+    name: Arc<str>,
+    socket: TcpListener,
+    store: SnapshotStore,
+    mut drained: watch::Receiver<bool>,
+    drain_timeout: Duration,
+) {
+    loop {
+        tokio::select! {
+            accepted = socket.accept() => match accepted {
+                Ok((stream, remote)) => {
+                    let context = ConnectionContext { listener: name.clone(), remote, store: store.clone() };
+                    let span = info_span!("downstream", client.addr = %remote);
+                    tokio::spawn(serve_connection(stream, context, drained.clone(), drain_timeout).instrument(span));
+                }
+                Err(error) => {
+                    warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = drained.changed() => {
+                debug!("listener stopped accepting");
+                return;
+            }
+        }
+    }
+}
+
+/// Serves one downstream connection until the peer closes it, or until the
+/// listener drains: then in-flight streams get `drain_timeout` to finish
+/// before the connection is closed.
+async fn serve_connection(stream: TcpStream, context: ConnectionContext, mut drained: watch::Receiver<bool>, drain_timeout: Duration) {
+    let _ = stream.set_nodelay(true);
+    let codec = context.store.load().listeners.get(&context.listener).map(|l| (l.http.codec, l.http.http2));
+    let Some((codec, http2)) = codec else {
+        debug!("listener has no active config, closing connection");
+        return;
+    };
+
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    match codec {
+        Codec::Auto => {}
+        Codec::Http1 => builder = builder.http1_only(),
+        Codec::Http2 => builder = builder.http2_only(),
+    }
+    builder.http2().enable_connect_protocol();
+    if let Some(window) = http2.initial_stream_window_size {
+        builder.http2().initial_stream_window_size(window);
+    }
+    if let Some(window) = http2.initial_connection_window_size {
+        builder.http2().initial_connection_window_size(window);
+    }
+    if let Some(streams) = http2.max_concurrent_streams {
+        builder.http2().max_concurrent_streams(streams);
+    }
+
+    let context = Arc::new(context);
+    let service = service_fn(move |request| handle(request, context.clone()));
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        _ = drained.changed() => {
+            connection.as_mut().graceful_shutdown();
+            match tokio::time::timeout(drain_timeout, connection.as_mut()).await {
+                Ok(result) => result,
+                Err(_) => {
+                    debug!("drain timeout passed, closing connection");
+                    return;
+                }
+            }
+        }
+    };
+    match result {
+        Ok(()) => debug!("downstream closed the connection"),
+        Err(error) => debug!(%error, "downstream connection ended with an error"),
+    }
+}

@@ -1,0 +1,461 @@
+//! The config manager: holds every listener, route configuration, cluster
+//! and endpoint set the proxy knows, decides which are warm, and publishes
+//! the warm ones as one snapshot.
+//!
+//! Warming follows Envoy: a cluster takes traffic only once it has its
+//! endpoints (EDS or first DNS round), and a listener only once it has its
+//! route configuration. Until then the previous version keeps serving.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, oneshot};
+use tracing::info;
+
+use legate_config::model::{
+    Bootstrap, Cluster, ClusterLoadAssignment, DiscoveryType, EndpointAddress, LbEndpoint, Listener, RouteConfiguration,
+    RouteSource,
+};
+
+use crate::listener::ListenerSet;
+use crate::router::RouteTable;
+use crate::snapshot::{ListenerRoutes, Snapshot, SnapshotStore};
+use crate::upstream::{spawn_resolver, ClusterHandle, Resolved};
+
+/// Version label of resources from the bootstrap file.
+const STATIC_VERSION: &str = "static";
+
+pub struct ConfigManager {
+    store: SnapshotStore,
+    state: Mutex<State>,
+    dns_results: mpsc::Sender<Resolved>,
+    listeners: ListenerSet,
+}
+
+#[derive(Default)]
+struct State {
+    clusters: HashMap<String, ClusterEntry>,
+    assignments: HashMap<String, Versioned<Arc<ClusterLoadAssignment>>>,
+    route_configs: HashMap<String, Versioned<Arc<RouteTable>>>,
+    listeners: HashMap<String, ListenerEntry>,
+    active_clusters: HashMap<Arc<str>, ActiveCluster>,
+    active_listeners: HashMap<Arc<str>, ListenerRoutes>,
+    generation: u64,
+    ready: bool,
+    /// Whether the first full response of each wildcard type has arrived.
+    awaiting_first: HashSet<&'static str>,
+}
+
+struct Versioned<T> {
+    value: T,
+    version: String,
+    raw: Option<prost_types::Any>,
+}
+
+struct ClusterEntry {
+    config: Arc<Cluster>,
+    version: String,
+    raw: Option<prost_types::Any>,
+    is_static: bool,
+    generation: u64,
+    /// Latest DNS round of a STRICT_DNS cluster, and the handle that stops
+    /// its resolver when the entry is dropped.
+    resolved: Option<Vec<(SocketAddr, LbEndpoint)>>,
+    _stop_resolver: Option<oneshot::Sender<()>>,
+}
+
+struct ListenerEntry {
+    config: Arc<Listener>,
+    version: String,
+    raw: Option<prost_types::Any>,
+    is_static: bool,
+    /// Route table of an inline route configuration, built once.
+    inline_routes: Option<Arc<RouteTable>>,
+}
+
+struct ActiveCluster {
+    handle: Arc<ClusterHandle>,
+    endpoints: Vec<(SocketAddr, LbEndpoint)>,
+}
+
+/// A resource of an xDS response that could not be applied.
+#[derive(Debug, Clone)]
+pub struct Rejected {
+    pub name: String,
+    pub reason: String,
+}
+
+impl ConfigManager {
+    /// Creates the manager and starts the task that applies DNS results.
+    pub fn new(store: SnapshotStore, listeners: ListenerSet) -> Arc<Self> {
+        let (dns_results, mut results) = mpsc::channel(64);
+        let manager = Arc::new(ConfigManager { store, state: Mutex::new(State::default()), dns_results, listeners });
+
+        let weak = Arc::downgrade(&manager);
+        tokio::spawn(async move {
+            while let Some(round) = results.recv().await {
+                let Some(manager) = weak.upgrade() else { return };
+                manager.apply_dns(round);
+            }
+        });
+        manager
+    }
+
+    /// Loads the bootstrap's static resources; a listener that cannot bind
+    /// is an error, because start-up cannot go on without it.
+    pub fn load_static(&self, bootstrap: &Bootstrap) -> Result<(), Rejected> {
+        let mut state = self.lock();
+        if let Some(ads) = &bootstrap.ads {
+            if ads.cds {
+                state.awaiting_first.insert(legate_config::ResourceType::Cluster.type_url());
+            }
+            if ads.lds {
+                state.awaiting_first.insert(legate_config::ResourceType::Listener.type_url());
+            }
+        }
+        for cluster in &bootstrap.clusters {
+            self.insert_cluster(&mut state, cluster.clone(), STATIC_VERSION, None, true);
+        }
+        for listener in &bootstrap.listeners {
+            self.insert_listener(&mut state, listener.clone(), STATIC_VERSION, None, true)?;
+        }
+        self.publish(&mut state);
+        Ok(())
+    }
+
+    /// Applies a CDS response: `clusters` are the valid ones, `named` every
+    /// name in the response, so that only clusters absent from it are
+    /// removed and an invalid one keeps its previous version.
+    pub fn update_clusters(
+        &self,
+        clusters: Vec<(Cluster, prost_types::Any)>,
+        named: &HashSet<String>,
+        version: &str,
+    ) -> Vec<Rejected> {
+        let mut state = self.lock();
+        let mut rejected = Vec::new();
+
+        state.clusters.retain(|name, entry| entry.is_static || named.contains(name));
+        for (cluster, raw) in clusters {
+            if state.clusters.get(&cluster.name).is_some_and(|entry| entry.is_static) {
+                rejected.push(static_conflict(&cluster.name, "cluster"));
+                continue;
+            }
+            let unchanged = state.clusters.get(&cluster.name).is_some_and(|entry| *entry.config == cluster);
+            if unchanged {
+                if let Some(entry) = state.clusters.get_mut(&cluster.name) {
+                    entry.version = version.to_string();
+                    entry.raw = Some(raw);
+                }
+                continue;
+            }
+            self.insert_cluster(&mut state, cluster, version, Some(raw), false);
+        }
+
+        state.awaiting_first.remove(legate_config::ResourceType::Cluster.type_url());
+        self.publish(&mut state);
+        rejected
+    }
+
+    /// Applies an EDS response. Assignments absent from it stay, as the
+    /// state-of-the-world protocol says for non-wildcard types.
+    pub fn update_assignments(&self, assignments: Vec<(ClusterLoadAssignment, prost_types::Any)>, version: &str) {
+        let mut state = self.lock();
+        for (assignment, raw) in assignments {
+            let entry = Versioned { value: Arc::new(assignment), version: version.to_string(), raw: Some(raw) };
+            state.assignments.insert(entry.value.cluster_name.clone(), entry);
+        }
+        self.publish(&mut state);
+    }
+
+    /// Applies an LDS response, like `update_clusters`. A listener whose
+    /// address cannot be bound is rejected.
+    pub fn update_listeners(
+        &self,
+        listeners: Vec<(Listener, prost_types::Any)>,
+        named: &HashSet<String>,
+        version: &str,
+    ) -> Vec<Rejected> {
+        let mut state = self.lock();
+        let mut rejected = Vec::new();
+
+        state.listeners.retain(|name, entry| entry.is_static || named.contains(name));
+        for (listener, raw) in listeners {
+            if state.listeners.get(&listener.name).is_some_and(|entry| entry.is_static) {
+                rejected.push(static_conflict(&listener.name, "listener"));
+                continue;
+            }
+            if let Some(entry) = state.listeners.get_mut(&listener.name) {
+                if *entry.config == listener {
+                    entry.version = version.to_string();
+                    entry.raw = Some(raw);
+                    continue;
+                }
+            }
+            if let Err(error) = self.insert_listener(&mut state, listener, version, Some(raw), false) {
+                rejected.push(error);
+            }
+        }
+
+        state.awaiting_first.remove(legate_config::ResourceType::Listener.type_url());
+        self.publish(&mut state);
+        rejected
+    }
+
+    /// Applies an RDS response.
+    pub fn update_route_configs(&self, route_configs: Vec<(Arc<RouteConfiguration>, prost_types::Any)>, version: &str) {
+        let mut state = self.lock();
+        for (config, raw) in route_configs {
+            let name = config.name.clone();
+            let entry = Versioned { value: Arc::new(RouteTable::new(config)), version: version.to_string(), raw: Some(raw) };
+            state.route_configs.insert(name, entry);
+        }
+        self.publish(&mut state);
+    }
+
+    /// Names of the ClusterLoadAssignments the known EDS clusters need.
+    pub fn eds_names(&self) -> BTreeSet<String> {
+        let state = self.lock();
+        state.clusters.values().filter_map(|entry| entry.config.eds_service_name().map(str::to_owned)).collect()
+    }
+
+    /// Names of the route configurations the known listeners fetch over RDS.
+    pub fn rds_names(&self) -> BTreeSet<String> {
+        let state = self.lock();
+        state
+            .listeners
+            .values()
+            .filter_map(|entry| match &entry.config.http.routes {
+                RouteSource::Rds(name) => Some(name.clone()),
+                RouteSource::Inline(_) => None,
+            })
+            .collect()
+    }
+
+    /// Whether the first full config is applied and warm; stays true once
+    /// reached.
+    pub fn is_ready(&self) -> bool {
+        self.lock().ready
+    }
+
+    /// Every resource in force with its version, for the admin endpoint.
+    pub fn config_dump(&self) -> Vec<DumpEntry> {
+        let state = self.lock();
+        let mut entries = Vec::new();
+        for (name, entry) in &state.listeners {
+            let active = state.active_listeners.contains_key(name.as_str());
+            entries.push(DumpEntry::new("listener", name, &entry.version, entry.raw.clone(), active));
+        }
+        for (name, entry) in &state.route_configs {
+            entries.push(DumpEntry::new("route_config", name, &entry.version, entry.raw.clone(), true));
+        }
+        for (name, entry) in &state.clusters {
+            let active = state.active_clusters.contains_key(name.as_str());
+            entries.push(DumpEntry::new("cluster", name, &entry.version, entry.raw.clone(), active));
+        }
+        for (name, entry) in &state.assignments {
+            entries.push(DumpEntry::new("endpoint", name, &entry.version, entry.raw.clone(), true));
+        }
+        entries.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
+        entries
+    }
+
+    /// Addresses the listeners are bound to, for the admin endpoint and the
+    /// start-up output.
+    pub fn bound_listeners(&self) -> Vec<(String, SocketAddr)> {
+        self.listeners.bound()
+    }
+
+    /// Stops every listener from accepting and drains its connections.
+    pub fn drain_listeners(&self) {
+        self.listeners.drain_all();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn insert_cluster(&self, state: &mut State, cluster: Cluster, version: &str, raw: Option<prost_types::Any>, is_static: bool) {
+        state.generation += 1;
+        let generation = state.generation;
+
+        let stop_resolver = match &cluster.discovery {
+            DiscoveryType::StrictDns { refresh_rate } => {
+                let (stop, stopped) = oneshot::channel();
+                let endpoints = cluster.load_assignment.as_ref().map(|a| a.endpoints.clone()).unwrap_or_default();
+                spawn_resolver(cluster.name.clone(), generation, endpoints, *refresh_rate, self.dns_results.clone(), stopped);
+                Some(stop)
+            }
+            _ => None,
+        };
+
+        let entry = ClusterEntry {
+            config: Arc::new(cluster),
+            version: version.to_string(),
+            raw,
+            is_static,
+            generation,
+            resolved: None,
+            _stop_resolver: stop_resolver,
+        };
+        state.clusters.insert(entry.config.name.clone(), entry);
+    }
+
+    fn insert_listener(
+        &self,
+        state: &mut State,
+        listener: Listener,
+        version: &str,
+        raw: Option<prost_types::Any>,
+        is_static: bool,
+    ) -> Result<(), Rejected> {
+        self.listeners
+            .prepare(&listener)
+            .map_err(|error| Rejected { name: listener.name.clone(), reason: error.to_string() })?;
+
+        let inline_routes = match &listener.http.routes {
+            RouteSource::Inline(config) => Some(Arc::new(RouteTable::new(config.clone()))),
+            RouteSource::Rds(_) => None,
+        };
+        let entry = ListenerEntry { config: Arc::new(listener), version: version.to_string(), raw, is_static, inline_routes };
+        state.listeners.insert(entry.config.name.clone(), entry);
+        Ok(())
+    }
+
+    fn apply_dns(&self, round: Resolved) {
+        let mut state = self.lock();
+        let Some(entry) = state.clusters.get_mut(&round.cluster) else { return };
+        if entry.generation != round.generation || entry.resolved.as_ref() == Some(&round.endpoints) {
+            return;
+        }
+        entry.resolved = Some(round.endpoints);
+        self.publish(&mut state);
+    }
+
+    /// Builds the snapshot from every warm resource, keeping the previous
+    /// version of anything still warming, and publishes it.
+    fn publish(&self, state: &mut State) {
+        let clusters = self.warm_clusters(state);
+        state.active_clusters = clusters;
+
+        let mut listeners = HashMap::new();
+        for (name, entry) in &state.listeners {
+            let routes = match &entry.config.http.routes {
+                RouteSource::Inline(_) => entry.inline_routes.clone(),
+                RouteSource::Rds(route_name) => state.route_configs.get(route_name).map(|r| r.value.clone()),
+            };
+            let name: Arc<str> = Arc::from(name.as_str());
+            match routes {
+                Some(routes) => {
+                    listeners.insert(name, ListenerRoutes { http: Arc::new(entry.config.http.clone()), routes });
+                }
+                None => {
+                    if let Some(previous) = state.active_listeners.get(&name) {
+                        listeners.insert(name, previous.clone());
+                    }
+                }
+            }
+        }
+        state.active_listeners = listeners;
+
+        let snapshot = Snapshot {
+            listeners: state.active_listeners.clone(),
+            clusters: state.active_clusters.iter().map(|(name, active)| (name.clone(), active.handle.clone())).collect(),
+        };
+        self.store.store(Arc::new(snapshot));
+
+        let active: Vec<Arc<Listener>> = state
+            .listeners
+            .iter()
+            .filter(|(name, _)| state.active_listeners.contains_key(name.as_str()))
+            .map(|(_, entry)| entry.config.clone())
+            .collect();
+        let desired: HashSet<&str> = state.listeners.keys().map(String::as_str).collect();
+        self.listeners.sync(&active, &desired);
+        self.update_ready(state);
+    }
+
+    fn warm_clusters(&self, state: &mut State) -> HashMap<Arc<str>, ActiveCluster> {
+        let mut warm = HashMap::new();
+        for (name, entry) in &state.clusters {
+            let key: Arc<str> = Arc::from(name.as_str());
+            let previous = state.active_clusters.get(&key);
+            let Some(endpoints) = endpoints_of(entry, &state.assignments) else {
+                if let Some(previous) = previous {
+                    warm.insert(key, ActiveCluster { handle: previous.handle.clone(), endpoints: previous.endpoints.clone() });
+                }
+                continue;
+            };
+
+            let reusable = previous.filter(|p| Arc::ptr_eq(&p.handle.config, &entry.config) && p.endpoints == endpoints);
+            let handle = match reusable {
+                Some(previous) => previous.handle.clone(),
+                None => {
+                    let old = previous.map(|p| p.handle.as_ref());
+                    Arc::new(ClusterHandle::new(entry.config.clone(), &endpoints, old))
+                }
+            };
+            warm.insert(key, ActiveCluster { handle, endpoints });
+        }
+        warm
+    }
+
+    fn update_ready(&self, state: &mut State) {
+        if state.ready || !state.awaiting_first.is_empty() {
+            return;
+        }
+        let clusters_warm = state.clusters.keys().all(|name| state.active_clusters.contains_key(name.as_str()));
+        let listeners_warm = state.listeners.keys().all(|name| state.active_listeners.contains_key(name.as_str()));
+        if clusters_warm && listeners_warm {
+            state.ready = true;
+            info!(listeners = state.listeners.len(), clusters = state.clusters.len(), "initial config applied, proxy is ready");
+        }
+    }
+}
+
+/// The endpoints of a cluster, or `None` while it is still warming.
+fn endpoints_of(
+    entry: &ClusterEntry,
+    assignments: &HashMap<String, Versioned<Arc<ClusterLoadAssignment>>>,
+) -> Option<Vec<(SocketAddr, LbEndpoint)>> {
+    match &entry.config.discovery {
+        DiscoveryType::Static => Some(socket_endpoints(entry.config.load_assignment.as_ref())),
+        DiscoveryType::StrictDns { .. } => entry.resolved.clone(),
+        DiscoveryType::Eds { service_name } => {
+            assignments.get(service_name).map(|assignment| socket_endpoints(Some(&assignment.value)))
+        }
+    }
+}
+
+fn socket_endpoints(assignment: Option<&ClusterLoadAssignment>) -> Vec<(SocketAddr, LbEndpoint)> {
+    let Some(assignment) = assignment else { return Vec::new() };
+    assignment
+        .endpoints
+        .iter()
+        .filter_map(|endpoint| match endpoint.address {
+            EndpointAddress::Socket(address) => Some((address, endpoint.clone())),
+            EndpointAddress::Dns { .. } => None,
+        })
+        .collect()
+}
+
+fn static_conflict(name: &str, kind: &str) -> Rejected {
+    Rejected { name: name.to_string(), reason: format!("{kind} {name:?} is defined in the bootstrap and cannot be changed over xDS") }
+}
+
+/// One resource in the admin config dump.
+pub struct DumpEntry {
+    pub kind: &'static str,
+    pub name: String,
+    pub version: String,
+    pub raw: Option<prost_types::Any>,
+    /// False while the resource is warming.
+    pub active: bool,
+}
+
+impl DumpEntry {
+    fn new(kind: &'static str, name: &str, version: &str, raw: Option<prost_types::Any>, active: bool) -> Self {
+        DumpEntry { kind, name: name.to_string(), version: version.to_string(), raw, active }
+    }
+}

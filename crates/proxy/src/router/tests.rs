@@ -1,0 +1,69 @@
+use std::sync::Arc;
+
+use legate_api::envoy::config::route::v3::RouteConfiguration as ProtoRoutes;
+use legate_config::error::Collector;
+
+use super::*;
+
+fn table(yaml: &str) -> RouteTable {
+    let proto: ProtoRoutes = legate_config::text::parse(yaml, "envoy.config.route.v3.RouteConfiguration").unwrap();
+    let mut errors = Collector::new("test");
+    let config = legate_config::decode::route_configuration(&proto, &mut errors).unwrap();
+    assert!(!errors.has_errors());
+    RouteTable::new(Arc::new(config))
+}
+
+fn parts(path: &str) -> http::request::Parts {
+    http::Request::get(path).body(()).unwrap().into_parts().0
+}
+
+const ROUTES: &str = r#"
+name: local
+virtual_hosts:
+- name: exact
+  domains: ["api.example.com"]
+  routes: [{ match: { prefix: "/" }, route: { cluster: exact } }]
+- name: suffix
+  domains: ["*.example.com"]
+  routes: [{ match: { prefix: "/" }, route: { cluster: suffix } }]
+- name: prefix
+  domains: ["example.*"]
+  routes: [{ match: { prefix: "/" }, route: { cluster: prefix } }]
+- name: any
+  domains: ["*"]
+  routes:
+  - match: { path: "/exact" }
+    route: { cluster: path }
+  - match: { safe_regex: { regex: "/items/[0-9]+" } }
+    route: { cluster: regex }
+  - match: { prefix: "/API", case_sensitive: false }
+    route: { cluster: insensitive }
+"#;
+
+#[test]
+fn virtual_host_precedence() {
+    let table = table(ROUTES);
+    assert_eq!(table.virtual_host("api.example.com").unwrap().name, "exact");
+    assert_eq!(table.virtual_host("API.Example.com").unwrap().name, "exact");
+    assert_eq!(table.virtual_host("www.example.com").unwrap().name, "suffix");
+    assert_eq!(table.virtual_host("example.org").unwrap().name, "prefix");
+    assert_eq!(table.virtual_host("other.net").unwrap().name, "any");
+}
+
+#[test]
+fn path_matchers() {
+    let table = table(ROUTES);
+    let name = |path: &str| table.route("other", &parts(path)).map(|route| format!("{:?}", route.action));
+    assert!(name("/exact").unwrap().contains("\"path\""));
+    assert!(name("/items/42").unwrap().contains("\"regex\""));
+    assert!(name("/items/4x").is_none());
+    assert!(name("/api/v1").unwrap().contains("\"insensitive\""));
+    assert!(name("/exact/more").is_none());
+}
+
+#[test]
+fn host_port_is_removed() {
+    assert_eq!(host_without_port("example.com:8080"), "example.com");
+    assert_eq!(host_without_port("[::1]:8080"), "[::1]");
+    assert_eq!(host_without_port("example.com"), "example.com");
+}

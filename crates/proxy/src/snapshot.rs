@@ -1,0 +1,38 @@
+//! The routing snapshot: everything a request needs, published in one atomic
+//! swap. A request loads the snapshot once when its headers arrive and keeps
+//! it to the end, so a config change never affects a request in flight.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use legate_config::model::HttpConnectionManager;
+
+use crate::router::RouteTable;
+use crate::upstream::ClusterHandle;
+
+/// One consistent view of listeners' routes and clusters.
+#[derive(Default)]
+pub struct Snapshot {
+    /// Active listeners by name, each with its route table already resolved
+    /// (inline or from RDS).
+    pub listeners: HashMap<Arc<str>, ListenerRoutes>,
+    /// Warm clusters by name.
+    pub clusters: HashMap<Arc<str>, Arc<ClusterHandle>>,
+}
+
+/// A listener's HTTP settings and the route table it uses.
+#[derive(Clone)]
+pub struct ListenerRoutes {
+    pub http: Arc<HttpConnectionManager>,
+    pub routes: Arc<RouteTable>,
+}
+
+/// Shared handle through which the config manager publishes snapshots and
+/// connections load them.
+pub type SnapshotStore = Arc<ArcSwap<Snapshot>>;
+
+pub fn new_store() -> SnapshotStore {
+    Arc::new(ArcSwap::from_pointee(Snapshot::default()))
+}

@@ -1,0 +1,81 @@
+//! Upstream clusters: endpoints, load balancing and connection pools.
+
+mod dns;
+mod lb;
+mod pool;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use legate_config::model::{Cluster, LbEndpoint};
+
+pub use dns::{spawn_resolver, Resolved};
+pub use lb::LoadBalancer;
+pub use pool::{EndpointPool, PoolSettings, UpstreamBody};
+
+/// Why an upstream exchange failed, which decides the downstream status.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("connection to upstream {address} failed")]
+    Connect {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("connection to upstream {address} timed out")]
+    ConnectTimeout { address: SocketAddr },
+    #[error("HTTP handshake with upstream {address} failed")]
+    Handshake {
+        address: SocketAddr,
+        #[source]
+        source: hyper::Error,
+    },
+    #[error("upstream request failed")]
+    Request(#[source] hyper::Error),
+    #[error("upstream response timed out")]
+    Timeout,
+}
+
+impl UpstreamError {
+    /// Whether the request never reached the upstream, so no response bytes
+    /// were lost.
+    pub fn is_connect_failure(&self) -> bool {
+        matches!(self, UpstreamError::Connect { .. } | UpstreamError::ConnectTimeout { .. } | UpstreamError::Handshake { .. })
+    }
+}
+
+/// A warm cluster: its config, endpoints and their connection pools.
+pub struct ClusterHandle {
+    pub config: Arc<Cluster>,
+    pub balancer: LoadBalancer,
+}
+
+impl ClusterHandle {
+    /// Builds a cluster over `endpoints` (already resolved to addresses),
+    /// reusing the pools of `previous` for endpoints that stay, so live
+    /// connections survive config changes.
+    pub fn new(config: Arc<Cluster>, endpoints: &[(SocketAddr, LbEndpoint)], previous: Option<&ClusterHandle>) -> Self {
+        let settings = PoolSettings {
+            protocol: config.protocol,
+            connect_timeout: config.connect_timeout,
+            idle_timeout: config.idle_timeout,
+            http2: config.http2,
+        };
+        let reusable: HashMap<SocketAddr, &Arc<EndpointPool>> = previous
+            .map(|previous| previous.balancer.pools().map(|pool| (pool.address(), pool)).collect())
+            .unwrap_or_default();
+
+        let members = endpoints
+            .iter()
+            .map(|(address, endpoint)| {
+                let pool = match reusable.get(address) {
+                    Some(pool) if pool.settings() == &settings => Arc::clone(pool),
+                    _ => EndpointPool::new(*address, settings.clone()),
+                };
+                (pool, endpoint.clone())
+            })
+            .collect();
+        ClusterHandle { balancer: LoadBalancer::new(config.lb_policy, members), config }
+    }
+}

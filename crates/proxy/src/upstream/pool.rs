@@ -1,0 +1,288 @@
+//! Connection pool of one endpoint: idle HTTP/1.1 keep-alive connections,
+//! or one shared HTTP/2 connection that carries many streams.
+//!
+//! Each endpoint has its own pool and its own lock, so no request takes a
+//! lock shared by the whole proxy.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
+use tokio::time::Sleep;
+use tracing::debug;
+
+use legate_config::model::{Http2Settings, UpstreamProtocol};
+
+use super::UpstreamError;
+use crate::http::body::RequestBody;
+
+/// Settings shared by every endpoint of a cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolSettings {
+    pub protocol: UpstreamProtocol,
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub http2: Http2Settings,
+}
+
+pub struct EndpointPool {
+    address: SocketAddr,
+    settings: PoolSettings,
+    idle: Mutex<Vec<IdleConnection>>,
+    shared_http2: tokio::sync::Mutex<Option<http2::SendRequest<RequestBody>>>,
+    active_requests: AtomicUsize,
+}
+
+struct IdleConnection {
+    sender: http1::SendRequest<RequestBody>,
+    since: Instant,
+}
+
+impl EndpointPool {
+    pub fn new(address: SocketAddr, settings: PoolSettings) -> Arc<Self> {
+        Arc::new(EndpointPool {
+            address,
+            settings,
+            idle: Mutex::new(Vec::new()),
+            shared_http2: tokio::sync::Mutex::new(None),
+            active_requests: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    pub fn settings(&self) -> &PoolSettings {
+        &self.settings
+    }
+
+    /// Requests in flight on this endpoint, for least-request balancing.
+    pub fn active_requests(&self) -> usize {
+        self.active_requests.load(Ordering::Relaxed)
+    }
+
+    /// Sends `request` to this endpoint on a pooled or new connection.
+    /// The response body holds the connection until it ends, and gives an
+    /// HTTP/1.1 connection back to the pool then.
+    pub async fn send(
+        self: &Arc<Self>,
+        request: Request<RequestBody>,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        let guard = ActiveRequest::new(self.clone());
+        match self.settings.protocol {
+            UpstreamProtocol::Http1 => self.send_http1(request, guard, deadline).await,
+            UpstreamProtocol::Http2 => self.send_http2(request, guard, deadline).await,
+        }
+    }
+
+    async fn send_http1(
+        self: &Arc<Self>,
+        request: Request<RequestBody>,
+        guard: ActiveRequest,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        let mut sender = match self.take_idle() {
+            Some(sender) => sender,
+            None => self.connect_http1().await?,
+        };
+
+        let response = sender.send_request(request).await.map_err(UpstreamError::Request)?;
+        let is_upgrade = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+        let give_back = (!is_upgrade).then(|| (self.clone(), sender));
+        Ok(response.map(|body| UpstreamBody::new(body, give_back, guard, deadline)))
+    }
+
+    async fn send_http2(
+        self: &Arc<Self>,
+        request: Request<RequestBody>,
+        guard: ActiveRequest,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        let mut sender = self.http2_sender().await?;
+        let response = sender.send_request(request).await.map_err(UpstreamError::Request)?;
+        Ok(response.map(|body| UpstreamBody::new(body, None, guard, deadline)))
+    }
+
+    fn take_idle(&self) -> Option<http1::SendRequest<RequestBody>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        while let Some(connection) = idle.pop() {
+            let fresh = connection.since.elapsed() < self.settings.idle_timeout;
+            if fresh && connection.sender.is_ready() {
+                return Some(connection.sender);
+            }
+        }
+        None
+    }
+
+    fn give_back(&self, sender: http1::SendRequest<RequestBody>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        idle.push(IdleConnection { sender, since: Instant::now() });
+    }
+
+    async fn http2_sender(&self) -> Result<http2::SendRequest<RequestBody>, UpstreamError> {
+        let mut shared = self.shared_http2.lock().await;
+        if let Some(sender) = shared.as_ref() {
+            if !sender.is_closed() {
+                return Ok(sender.clone());
+            }
+        }
+        let sender = self.connect_http2().await?;
+        *shared = Some(sender.clone());
+        Ok(sender)
+    }
+
+    async fn connect(&self) -> Result<TokioIo<TcpStream>, UpstreamError> {
+        let stream = tokio::time::timeout(self.settings.connect_timeout, TcpStream::connect(self.address))
+            .await
+            .map_err(|_| UpstreamError::ConnectTimeout { address: self.address })?
+            .map_err(|source| UpstreamError::Connect { address: self.address, source })?;
+        let _ = stream.set_nodelay(true);
+        Ok(TokioIo::new(stream))
+    }
+
+    async fn connect_http1(&self) -> Result<http1::SendRequest<RequestBody>, UpstreamError> {
+        let io = self.connect().await?;
+        let (sender, connection) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|source| UpstreamError::Handshake { address: self.address, source })?;
+
+        let address = self.address;
+        tokio::spawn(async move {
+            if let Err(error) = connection.with_upgrades().await {
+                debug!(upstream.addr = %address, %error, "upstream connection closed with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    async fn connect_http2(&self) -> Result<http2::SendRequest<RequestBody>, UpstreamError> {
+        let io = self.connect().await?;
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        let settings = &self.settings.http2;
+        if let Some(window) = settings.initial_stream_window_size {
+            builder.initial_stream_window_size(window);
+        }
+        if let Some(window) = settings.initial_connection_window_size {
+            builder.initial_connection_window_size(window);
+        }
+        // TODO: max_concurrent_streams should open another connection when
+        // one is full; one shared connection is used whatever its limit.
+        let (sender, connection) =
+            builder.handshake(io).await.map_err(|source| UpstreamError::Handshake { address: self.address, source })?;
+
+        let address = self.address;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                debug!(upstream.addr = %address, %error, "upstream HTTP/2 connection closed with an error");
+            }
+        });
+        Ok(sender)
+    }
+}
+
+/// Counts a request as active on its endpoint until dropped.
+pub struct ActiveRequest(Arc<EndpointPool>);
+
+impl ActiveRequest {
+    fn new(pool: Arc<EndpointPool>) -> Self {
+        pool.active_requests.fetch_add(1, Ordering::Relaxed);
+        ActiveRequest(pool)
+    }
+}
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        self.0.active_requests.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// An upstream response body. It keeps the endpoint's request count until
+/// it ends, returns an HTTP/1.1 connection to the pool when the body is read
+/// to its end, and fails the stream if the route timeout passes first.
+pub struct UpstreamBody {
+    inner: Incoming,
+    give_back: Option<(Arc<EndpointPool>, http1::SendRequest<RequestBody>)>,
+    _active: ActiveRequest,
+    deadline: Option<Pin<Box<Sleep>>>,
+}
+
+impl UpstreamBody {
+    fn new(
+        inner: Incoming,
+        give_back: Option<(Arc<EndpointPool>, http1::SendRequest<RequestBody>)>,
+        active: ActiveRequest,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Self {
+        let deadline = deadline.map(|at| Box::pin(tokio::time::sleep_until(at)));
+        let mut body = UpstreamBody { inner, give_back, _active: active, deadline };
+        if body.inner.is_end_stream() {
+            body.release();
+        }
+        body
+    }
+
+    fn release(&mut self) {
+        self.deadline = None;
+        if let Some((pool, sender)) = self.give_back.take() {
+            pool.give_back(sender);
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = UpstreamError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(None) => {
+                this.release();
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                if this.inner.is_end_stream() {
+                    this.release();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(error))) => {
+                this.give_back = None;
+                Poll::Ready(Some(Err(UpstreamError::Request(error))))
+            }
+            Poll::Pending => {
+                let expired = this.deadline.as_mut().is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready());
+                if expired {
+                    this.give_back = None;
+                    return Poll::Ready(Some(Err(UpstreamError::Timeout)));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,236 @@
+//! The ADS stream loop with reconnects.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use tonic::transport::Endpoint;
+use tracing::{info, info_span, warn, Instrument};
+
+use legate_api::envoy::config::core::v3::Node;
+use legate_api::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use legate_api::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use legate_config::model::{self, AdsConfig};
+use legate_config::resource::{decode_any, resource_name};
+use legate_config::{Resource, ResourceType};
+
+use super::subscription::Subscription;
+use crate::manager::{ConfigManager, Rejected};
+
+const MIN_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(15);
+
+/// Starts the ADS client task. It runs until the process ends, reconnecting
+/// with jittered exponential backoff and serving the last good config while
+/// the control plane is away.
+pub fn spawn(ads: AdsConfig, servers: Vec<SocketAddr>, node: model::Node, manager: Arc<ConfigManager>) {
+    let span = info_span!("xds", cluster = %ads.cluster_name);
+    tokio::spawn(
+        async move {
+            let mut client = AdsClient { ads, node, manager, subscriptions: HashMap::new() };
+            let mut backoff = MIN_BACKOFF;
+            let mut attempt = 0usize;
+            loop {
+                let Some(server) = servers.get(attempt % servers.len().max(1)).copied() else {
+                    warn!("the ADS cluster has no endpoint; dynamic config is disabled");
+                    return;
+                };
+                attempt += 1;
+                match client.run_stream(server).await {
+                    Ok(()) => {
+                        info!(server = %server, "ADS stream closed by the control plane");
+                        backoff = MIN_BACKOFF;
+                    }
+                    Err(StreamEnd::Connected(error)) => {
+                        warn!(server = %server, %error, "ADS stream failed");
+                        backoff = MIN_BACKOFF;
+                    }
+                    Err(StreamEnd::NeverConnected(error)) => {
+                        warn!(server = %server, %error, retry_in_ms = backoff.as_millis() as u64, "cannot reach the control plane");
+                    }
+                }
+                let jitter = backoff.mul_f64(fastrand::f64() * 0.5);
+                tokio::time::sleep(backoff + jitter).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+        .instrument(span),
+    );
+}
+
+enum StreamEnd {
+    NeverConnected(tonic::Status),
+    Connected(tonic::Status),
+}
+
+struct AdsClient {
+    ads: AdsConfig,
+    node: model::Node,
+    manager: Arc<ConfigManager>,
+    subscriptions: HashMap<ResourceType, Subscription>,
+}
+
+impl AdsClient {
+    async fn run_stream(&mut self, server: SocketAddr) -> Result<(), StreamEnd> {
+        let endpoint = Endpoint::from_shared(format!("http://{server}"))
+            .map_err(|error| StreamEnd::NeverConnected(tonic::Status::internal(error.to_string())))?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true);
+        let channel = endpoint.connect().await.map_err(|error| StreamEnd::NeverConnected(tonic::Status::unavailable(error.to_string())))?;
+
+        let (requests, outgoing) = mpsc::channel::<DiscoveryRequest>(16);
+        let mut client = AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
+        self.send_initial(&requests).await;
+        let mut responses = client
+            .stream_aggregated_resources(ReceiverStream::new(outgoing))
+            .await
+            .map_err(StreamEnd::NeverConnected)?
+            .into_inner();
+        info!(server = %server, node = %self.node.id, "ADS stream established");
+
+        while let Some(response) = responses.next().await {
+            let response = response.map_err(StreamEnd::Connected)?;
+            self.handle_response(response, &requests).await;
+        }
+        Ok(())
+    }
+
+    /// Subscribes to every type the proxy needs; the node goes on the first
+    /// request of each stream only.
+    async fn send_initial(&mut self, requests: &mpsc::Sender<DiscoveryRequest>) {
+        for subscription in self.subscriptions.values_mut() {
+            subscription.nonce.clear();
+        }
+        let mut node = Some(Node { id: self.node.id.clone(), cluster: self.node.cluster.clone(), user_agent_name: "legate".into(), ..Default::default() });
+
+        let mut wanted = Vec::new();
+        if self.ads.cds {
+            wanted.push(ResourceType::Cluster);
+        }
+        if !self.manager.eds_names().is_empty() {
+            wanted.push(ResourceType::ClusterLoadAssignment);
+        }
+        if self.ads.lds {
+            wanted.push(ResourceType::Listener);
+        }
+        if !self.manager.rds_names().is_empty() {
+            wanted.push(ResourceType::RouteConfiguration);
+        }
+
+        for resource_type in wanted {
+            let names = self.names_for(resource_type);
+            let subscription = self.subscriptions.entry(resource_type).or_default();
+            subscription.names = names;
+            let _ = requests.send(subscription.request(resource_type, node.take())).await;
+        }
+    }
+
+    fn names_for(&self, resource_type: ResourceType) -> BTreeSet<String> {
+        match resource_type {
+            ResourceType::ClusterLoadAssignment => self.manager.eds_names(),
+            ResourceType::RouteConfiguration => self.manager.rds_names(),
+            ResourceType::Cluster | ResourceType::Listener => BTreeSet::new(),
+        }
+    }
+
+    async fn handle_response(&mut self, response: DiscoveryResponse, requests: &mpsc::Sender<DiscoveryRequest>) {
+        let Some(resource_type) = ResourceType::from_type_url(&response.type_url) else {
+            warn!(type_url = %response.type_url, "response for a type Legate does not use");
+            return;
+        };
+        let rejected = self.apply(resource_type, &response);
+
+        let subscription = self.subscriptions.entry(resource_type).or_default();
+        subscription.nonce = response.nonce.clone();
+        let reply = if rejected.is_empty() {
+            subscription.accepted_version = response.version_info.clone();
+            info!(type_url = %response.type_url, version = %response.version_info, resources = response.resources.len(), "config applied");
+            subscription.request(resource_type, None)
+        } else {
+            let detail = rejected.iter().map(|r| format!("{}: {}", r.name, r.reason)).collect::<Vec<_>>().join("; ");
+            warn!(type_url = %response.type_url, version = %response.version_info, nonce = %response.nonce, error = %detail, "config rejected");
+            subscription.nack(resource_type, detail)
+        };
+        let _ = requests.send(reply).await;
+
+        self.follow_dependencies(resource_type, requests).await;
+    }
+
+    /// After CDS or LDS, subscribes to the EDS or RDS names the new clusters
+    /// and listeners need, if they changed.
+    async fn follow_dependencies(&mut self, resource_type: ResourceType, requests: &mpsc::Sender<DiscoveryRequest>) {
+        let dependent = match resource_type {
+            ResourceType::Cluster => ResourceType::ClusterLoadAssignment,
+            ResourceType::Listener => ResourceType::RouteConfiguration,
+            _ => return,
+        };
+        let names = self.names_for(dependent);
+        let subscription = self.subscriptions.entry(dependent).or_default();
+        if subscription.names == names && !(names.is_empty() && subscription.nonce.is_empty()) {
+            return;
+        }
+        if names.is_empty() && subscription.names.is_empty() {
+            return;
+        }
+        subscription.names = names;
+        let _ = requests.send(subscription.request(dependent, None)).await;
+    }
+
+    /// Decodes every resource; applies the valid ones and returns the
+    /// rejected ones with their reasons.
+    fn apply(&self, resource_type: ResourceType, response: &DiscoveryResponse) -> Vec<Rejected> {
+        let mut rejected = Vec::new();
+        let mut named = HashSet::new();
+        let mut valid = Vec::new();
+
+        for any in &response.resources {
+            let name = resource_name(any).unwrap_or_else(|| "<unnamed>".to_string());
+            named.insert(name.clone());
+            if any.type_url != response.type_url {
+                rejected.push(Rejected { name, reason: format!("resource type {} does not match the response type", any.type_url) });
+                continue;
+            }
+            match decode_any(any) {
+                Ok(decoded) => valid.push((decoded.value, any.clone())),
+                Err(errors) => rejected.push(Rejected { name, reason: errors.to_string() }),
+            }
+        }
+
+        let version = response.version_info.as_str();
+        match resource_type {
+            ResourceType::Cluster => {
+                let clusters = valid.into_iter().filter_map(|(r, any)| match r {
+                    Resource::Cluster(cluster) => Some((cluster, any)),
+                    _ => None,
+                });
+                rejected.extend(self.manager.update_clusters(clusters.collect(), &named, version));
+            }
+            ResourceType::ClusterLoadAssignment => {
+                let assignments = valid.into_iter().filter_map(|(r, any)| match r {
+                    Resource::ClusterLoadAssignment(assignment) => Some((assignment, any)),
+                    _ => None,
+                });
+                self.manager.update_assignments(assignments.collect(), version);
+            }
+            ResourceType::Listener => {
+                let listeners = valid.into_iter().filter_map(|(r, any)| match r {
+                    Resource::Listener(listener) => Some((listener, any)),
+                    _ => None,
+                });
+                rejected.extend(self.manager.update_listeners(listeners.collect(), &named, version));
+            }
+            ResourceType::RouteConfiguration => {
+                let routes = valid.into_iter().filter_map(|(r, any)| match r {
+                    Resource::RouteConfiguration(routes) => Some((routes, any)),
+                    _ => None,
+                });
+                self.manager.update_route_configs(routes.collect(), version);
+            }
+        }
+        rejected
+    }
+}

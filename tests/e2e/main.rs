@@ -1,0 +1,12 @@
+//! End-to-end tests: the real `legate` binary as separate control-plane and
+//! proxy processes, real upstreams and clients, all on loopback.
+
+mod support;
+
+mod config_errors;
+mod hot_swap;
+mod http_framing;
+mod restart;
+mod routing;
+mod static_bootstrap;
+mod xds_nack;

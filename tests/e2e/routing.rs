@@ -1,0 +1,88 @@
+//! Config applied through `legate apply` routes HTTP/1.1 and HTTP/2 traffic
+//! by host and path, with round robin across endpoints.
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_by_host_and_path() {
+    let dir = temp_dir("routing");
+    let web = [Upstream::start("web-1").await, Upstream::start("web-2").await, Upstream::start("web-3").await];
+    let api = Upstream::start("api").await;
+    let control_plane = ControlPlane::start(&dir.join("cp"));
+
+    let config = two_cluster_config(&web.iter().map(|u| u.address).collect::<Vec<_>>(), api.address, "v1");
+    let output = control_plane.apply(&config);
+    assert!(output.status.success(), "apply failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("applied version"));
+
+    let proxy = Proxy::start(&ads_bootstrap("routing-proxy", control_plane.address), &dir);
+    proxy.wait_ready().await;
+    let listener = proxy.listener("http").await;
+
+    let (status, body) = http1_get(listener, "other.test", "/api/users").await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(body, "api /v1/users 0", "prefix rewritten and sent to the api cluster");
+
+    let (status, body) = http2_get(listener, "other.test", "/api/items").await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(body, "api /v1/items 0");
+
+    let (status, body) = http1_get(listener, "web.test", "/api/users").await.unwrap();
+    assert_eq!(status, 200);
+    assert!(body.starts_with("web-"), "host web.test goes to the web cluster, got {body}");
+
+    let (status, body) = http2_get(listener, "web.test", "/page").await.unwrap();
+    assert_eq!(status, 200);
+    assert!(body.starts_with("web-") && body.contains("/page"), "got {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_spreads_over_three_endpoints() {
+    let dir = temp_dir("round-robin");
+    let web = [Upstream::start("web-1").await, Upstream::start("web-2").await, Upstream::start("web-3").await];
+    let api = Upstream::start("api").await;
+    let control_plane = ControlPlane::start(&dir.join("cp"));
+    let config = two_cluster_config(&web.iter().map(|u| u.address).collect::<Vec<_>>(), api.address, "v1");
+    assert!(control_plane.apply(&config).status.success());
+
+    let proxy = Proxy::start(&ads_bootstrap("rr-proxy", control_plane.address), &dir);
+    proxy.wait_ready().await;
+    let listener = proxy.listener("http").await;
+
+    let mut client = KeepAlive::connect(listener).await;
+    for _ in 0..30 {
+        let (status, _) = client.get("web.test", "/").await.unwrap();
+        assert_eq!(status, 200);
+    }
+    for upstream in &web {
+        assert_eq!(upstream.hits(), 10, "each endpoint gets a third of the requests");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_headers_reach_upstream() {
+    let dir = temp_dir("headers");
+    let web = [Upstream::start("web-1").await];
+    let api = Upstream::start("api").await;
+    let control_plane = ControlPlane::start(&dir.join("cp"));
+    assert!(control_plane.apply(&two_cluster_config(&[web[0].address], api.address, "v1")).status.success());
+    let proxy = Proxy::start(&ads_bootstrap("headers-proxy", control_plane.address), &dir);
+    proxy.wait_ready().await;
+    let listener = proxy.listener("http").await;
+
+    let request = hyper::Request::get("/")
+        .header("host", "web.test")
+        .header("connection", "keep-alive, x-hop")
+        .header("x-hop", "secret")
+        .header("x-forwarded-for", "192.0.2.1")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let (status, _, headers) = http1_request(listener, request).await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(headers["x-seen-x-forwarded-for"], "192.0.2.1, 127.0.0.1");
+    assert_eq!(headers["x-seen-x-forwarded-proto"], "http");
+    assert_eq!(headers["x-seen-host"], "web.test");
+    assert!(headers.contains_key("x-seen-x-request-id"));
+    assert!(!headers.contains_key("x-seen-x-hop"), "headers named in Connection are hop-by-hop");
+    assert!(!headers.contains_key("x-seen-connection"));
+}

@@ -1,0 +1,262 @@
+//! Legate's proto/ declares Envoy's messages with Envoy's names and field
+//! numbers: bytes encoded by Legate decode with the official definitions
+//! (the envoy-types crate) to the same values, and the reverse.
+
+use prost::Message;
+
+use envoy_types::pb::envoy as official;
+use legate_api::envoy as legate;
+
+fn parse<T: Message + Default>(yaml: &str, name: &str) -> T {
+    legate_config::text::parse(yaml, name).unwrap_or_else(|errors| panic!("{name}: {errors}"))
+}
+
+/// Encodes with one definition, decodes with the other, and back; the
+/// bytes after the round trip must equal the original ones, so every field
+/// kept its number and type.
+fn round_trip<Ours: Message + Default, Theirs: Message + Default>(ours: &Ours) -> Theirs {
+    let bytes = ours.encode_to_vec();
+    let theirs = Theirs::decode(bytes.as_slice()).expect("official definition decodes Legate's bytes");
+    let back = Ours::decode(theirs.encode_to_vec().as_slice()).expect("Legate decodes the official bytes");
+    assert_eq!(back.encode_to_vec(), bytes, "field numbers or types differ");
+    theirs
+}
+
+const CLUSTER: &str = r#"
+name: backend
+type: EDS
+eds_cluster_config: { eds_config: { ads: {}, resource_api_version: V3 }, service_name: backend-eds }
+connect_timeout: 2.5s
+lb_policy: LEAST_REQUEST
+http2_protocol_options: { max_concurrent_streams: 100, initial_stream_window_size: 65536, initial_connection_window_size: 1048576 }
+dns_refresh_rate: 3s
+dns_lookup_family: V4_PREFERRED
+metadata: { filter_metadata: { team: { owner: payments } } }
+alt_stat_name: backend_stats
+common_http_protocol_options: { idle_timeout: 60s }
+typed_extension_protocol_options:
+  envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+    "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+    common_http_protocol_options: { idle_timeout: 30s }
+    explicit_http_config: { http2_protocol_options: { max_concurrent_streams: 10 } }
+load_assignment:
+  cluster_name: backend
+  endpoints:
+  - locality: { region: eu, zone: a, sub_zone: b }
+    priority: 1
+    lb_endpoints:
+    - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 8080 } }, hostname: host-a }
+      health_status: DRAINING
+      load_balancing_weight: 7
+      metadata: { filter_metadata: { x: { y: z } } }
+"#;
+
+const LISTENER: &str = r#"
+name: http
+address: { socket_address: { address: 127.0.0.1, port_value: 10000 } }
+stat_prefix: ingress
+metadata: { filter_metadata: { a: { b: c } } }
+filter_chains:
+- name: chain
+  metadata: { filter_metadata: { a: { b: c } } }
+  filters:
+  - name: envoy.filters.network.http_connection_manager
+    typed_config:
+      "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+      codec_type: HTTP2
+      stat_prefix: hcm
+      rds: { route_config_name: routes, config_source: { ads: {}, resource_api_version: V3 } }
+      http2_protocol_options: { max_concurrent_streams: 50 }
+      drain_timeout: 4s
+      stream_idle_timeout: 300s
+      request_timeout: 10s
+      common_http_protocol_options: { idle_timeout: 120s }
+      upgrade_configs: [{ upgrade_type: websocket, enabled: true }]
+      http_filters:
+      - name: envoy.filters.http.router
+        typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router, dynamic_stats: false }
+        is_optional: true
+        disabled: false
+"#;
+
+const ROUTES: &str = r#"
+name: routes
+virtual_hosts:
+- name: vh
+  domains: ["*.example.com", "example.*"]
+  metadata: { filter_metadata: { a: { b: c } } }
+  routes:
+  - name: r1
+    match:
+      prefix: /api
+      case_sensitive: false
+      headers:
+      - { name: x-exact, exact_match: v }
+      - { name: x-regex, safe_regex_match: { google_re2: {}, regex: "a.*" } }
+      - { name: x-present, present_match: true, invert_match: true }
+      - { name: x-prefix, prefix_match: p }
+      - { name: x-suffix, suffix_match: s }
+      - { name: x-contains, contains_match: c, treat_missing_header_as_empty: true }
+      - { name: x-string, string_match: { exact: e, ignore_case: true } }
+    route:
+      weighted_clusters:
+        clusters:
+        - { name: a, weight: 30, host_rewrite_literal: a.internal, metadata_match: { filter_metadata: { x: { y: z } } } }
+        - { name: b, weight: 70 }
+      prefix_rewrite: /v2
+      timeout: 3s
+      idle_timeout: 9s
+      upgrade_configs: [{ upgrade_type: websocket, enabled: false }]
+    metadata: { filter_metadata: { a: { b: c } } }
+  - match: { safe_regex: { regex: "/x/[0-9]+" } }
+    route: { cluster: c, host_rewrite_literal: c.internal }
+  - match: { path: /direct }
+    direct_response: { status: 418, body: { inline_string: teapot } }
+"#;
+
+const BOOTSTRAP: &str = r#"
+node: { id: n1, cluster: c1, locality: { zone: z }, user_agent_name: legate, user_agent_version: "1", client_features: [f] }
+admin: { address: { socket_address: { address: 127.0.0.1, port_value: 9901 } } }
+dynamic_resources:
+  lds_config: { ads: {} }
+  cds_config: { ads: {} }
+  ads_config:
+    api_type: GRPC
+    transport_api_version: V3
+    set_node_on_first_message_only: true
+    grpc_services: [{ envoy_grpc: { cluster_name: xds }, timeout: 5s }]
+static_resources:
+  clusters:
+  - name: xds
+    load_assignment: { cluster_name: xds }
+"#;
+
+#[test]
+fn cluster_matches_envoy() {
+    let ours: legate::config::cluster::v3::Cluster = parse(CLUSTER, "envoy.config.cluster.v3.Cluster");
+    let theirs: official::config::cluster::v3::Cluster = round_trip(&ours);
+    assert_eq!(theirs.name, "backend");
+    assert_eq!(theirs.lb_policy, official::config::cluster::v3::cluster::LbPolicy::LeastRequest as i32);
+    assert_eq!(theirs.connect_timeout.unwrap().nanos, 500_000_000);
+    let endpoint = &theirs.load_assignment.unwrap().endpoints[0];
+    assert_eq!(endpoint.priority, 1);
+    assert_eq!(endpoint.lb_endpoints[0].load_balancing_weight.as_ref().map(|w| w.value), Some(7));
+    assert!(theirs.typed_extension_protocol_options.contains_key("envoy.extensions.upstreams.http.v3.HttpProtocolOptions"));
+}
+
+#[test]
+fn listener_matches_envoy() {
+    let ours: legate::config::listener::v3::Listener = parse(LISTENER, "envoy.config.listener.v3.Listener");
+    let theirs: official::config::listener::v3::Listener = round_trip(&ours);
+    let filter = &theirs.filter_chains[0].filters[0];
+    let Some(official::config::listener::v3::filter::ConfigType::TypedConfig(any)) = &filter.config_type else {
+        panic!("typed_config missing");
+    };
+    assert_eq!(any.type_url, "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager");
+
+    use official::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager as Hcm;
+    let ours_hcm = legate::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager::decode(any.value.as_slice()).unwrap();
+    let theirs_hcm: Hcm = round_trip(&ours_hcm);
+    assert_eq!(theirs_hcm.stat_prefix, "hcm");
+    assert_eq!(theirs_hcm.upgrade_configs[0].upgrade_type, "websocket");
+    assert_eq!(theirs_hcm.request_timeout.unwrap().seconds, 10);
+    let router = theirs_hcm.http_filters[0].config_type.clone().unwrap();
+    let official::extensions::filters::network::http_connection_manager::v3::http_filter::ConfigType::TypedConfig(router) = router else {
+        panic!("router typed_config missing");
+    };
+    let ours_router = legate::extensions::filters::http::router::v3::Router::decode(router.value.as_slice()).unwrap();
+    let _: official::extensions::filters::http::router::v3::Router = round_trip(&ours_router);
+}
+
+#[test]
+fn route_configuration_matches_envoy() {
+    let ours: legate::config::route::v3::RouteConfiguration = parse(ROUTES, "envoy.config.route.v3.RouteConfiguration");
+    let theirs: official::config::route::v3::RouteConfiguration = round_trip(&ours);
+    let route = &theirs.virtual_hosts[0].routes[0];
+    assert_eq!(route.name, "r1");
+    assert_eq!(route.r#match.as_ref().unwrap().headers.len(), 7);
+}
+
+#[test]
+fn bootstrap_and_discovery_match_envoy() {
+    let ours: legate::config::bootstrap::v3::Bootstrap = parse(BOOTSTRAP, "envoy.config.bootstrap.v3.Bootstrap");
+    let theirs: official::config::bootstrap::v3::Bootstrap = round_trip(&ours);
+    assert_eq!(theirs.node.unwrap().id, "n1");
+
+    let cluster: legate::config::cluster::v3::Cluster = parse(CLUSTER, "envoy.config.cluster.v3.Cluster");
+    let response = legate::service::discovery::v3::DiscoveryResponse {
+        version_info: "7".into(),
+        resources: vec![prost_types::Any { type_url: legate_config::ResourceType::Cluster.type_url().into(), value: cluster.encode_to_vec() }],
+        canary: false,
+        type_url: legate_config::ResourceType::Cluster.type_url().into(),
+        nonce: "n".into(),
+    };
+    let theirs: official::service::discovery::v3::DiscoveryResponse = round_trip(&response);
+    assert_eq!(theirs.resources[0].type_url, "type.googleapis.com/envoy.config.cluster.v3.Cluster");
+    let decoded = official::config::cluster::v3::Cluster::decode(theirs.resources[0].value.as_slice()).unwrap();
+    assert_eq!(decoded.name, "backend");
+
+    let nack = legate::service::discovery::v3::DiscoveryRequest {
+        version_info: "6".into(),
+        node: Some(legate::config::core::v3::Node { id: "p".into(), ..Default::default() }),
+        resource_names: vec!["a".into()],
+        type_url: legate_config::ResourceType::Listener.type_url().into(),
+        response_nonce: "n".into(),
+        error_detail: Some(legate_api::google::rpc::Status { code: 3, message: "bad".into(), details: vec![] }),
+    };
+    let theirs: official::service::discovery::v3::DiscoveryRequest = round_trip(&nack);
+    assert_eq!(theirs.error_detail.unwrap().message, "bad");
+}
+
+#[test]
+fn official_encoding_decodes_in_legate() {
+    let theirs = official::config::endpoint::v3::ClusterLoadAssignment {
+        cluster_name: "svc".into(),
+        endpoints: vec![official::config::endpoint::v3::LocalityLbEndpoints {
+            lb_endpoints: vec![official::config::endpoint::v3::LbEndpoint {
+                load_balancing_weight: Some(envoy_types::pb::google::protobuf::UInt32Value { value: 3 }),
+                host_identifier: Some(official::config::endpoint::v3::lb_endpoint::HostIdentifier::Endpoint(
+                    official::config::endpoint::v3::Endpoint {
+                        address: Some(official::config::core::v3::Address {
+                            address: Some(official::config::core::v3::address::Address::SocketAddress(
+                                official::config::core::v3::SocketAddress {
+                                    address: "127.0.0.1".into(),
+                                    port_specifier: Some(official::config::core::v3::socket_address::PortSpecifier::PortValue(9000)),
+                                    ..Default::default()
+                                },
+                            )),
+                        }),
+                        ..Default::default()
+                    },
+                )),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let any = prost_types::Any {
+        type_url: "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment".into(),
+        value: theirs.encode_to_vec(),
+    };
+    let decoded = legate_config::resource::decode_any(&any).expect("Legate accepts the official encoding");
+    let legate_config::Resource::ClusterLoadAssignment(assignment) = decoded.value else { panic!("wrong type") };
+    assert_eq!(assignment.endpoints[0].weight, 3);
+    assert_eq!(assignment.endpoints[0].address, legate_config::model::EndpointAddress::Socket("127.0.0.1:9000".parse().unwrap()));
+}
+
+#[test]
+fn unknown_field_in_binary_is_rejected_by_number() {
+    // An official Cluster with a field Legate does not implement
+    // (outlier_detection, field 19).
+    let theirs = official::config::cluster::v3::Cluster {
+        name: "c".into(),
+        outlier_detection: Some(Default::default()),
+        load_assignment: Some(official::config::endpoint::v3::ClusterLoadAssignment { cluster_name: "c".into(), ..Default::default() }),
+        ..Default::default()
+    };
+    let any = prost_types::Any { type_url: legate_config::ResourceType::Cluster.type_url().into(), value: theirs.encode_to_vec() };
+    let errors = legate_config::resource::decode_any(&any).expect_err("unknown field is rejected");
+    let text = errors.to_string();
+    assert!(text.contains("field number 19") && text.contains("envoy.config.cluster.v3.Cluster"), "got {text}");
+}
