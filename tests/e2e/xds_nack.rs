@@ -97,11 +97,27 @@ fn response(type_url: &str, version: &str, nonce: &str, resources: Vec<prost_typ
     Ok(DiscoveryResponse { version_info: version.into(), resources, canary: false, type_url: type_url.into(), nonce: nonce.into() })
 }
 
-async fn next_request(requests: &mut mpsc::Receiver<DiscoveryRequest>, type_url: &str) -> DiscoveryRequest {
-    loop {
-        let request = tokio::time::timeout(Duration::from_secs(20), requests.recv()).await.expect("request in time").expect("stream open");
-        if request.type_url == type_url {
-            return request;
+/// Requests from the proxy, read by type; requests of other types wait in
+/// a buffer until asked for.
+struct Requests {
+    receiver: mpsc::Receiver<DiscoveryRequest>,
+    buffered: Vec<DiscoveryRequest>,
+}
+
+impl Requests {
+    async fn next(&mut self, type_url: &str) -> DiscoveryRequest {
+        if let Some(index) = self.buffered.iter().position(|r| r.type_url == type_url) {
+            return self.buffered.remove(index);
+        }
+        loop {
+            let request = tokio::time::timeout(Duration::from_secs(20), self.receiver.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no {type_url} request in time"))
+                .expect("stream open");
+            if request.type_url == type_url {
+                return request;
+            }
+            self.buffered.push(request);
         }
     }
 }
@@ -113,7 +129,8 @@ async fn invalid_cluster_is_nacked_without_loop() {
 
     let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let ads_address = socket.local_addr().unwrap();
-    let (request_sender, mut requests) = mpsc::channel(64);
+    let (request_sender, receiver) = mpsc::channel(64);
+    let mut requests = Requests { receiver, buffered: Vec::new() };
     let (responses, response_receiver) = mpsc::channel(64);
     let service = ScriptedAds { requests: request_sender, responses: std::sync::Mutex::new(Some(response_receiver)) };
     tokio::spawn(
@@ -124,14 +141,14 @@ async fn invalid_cluster_is_nacked_without_loop() {
 
     let proxy = Proxy::start(&ads_bootstrap("nack-proxy", ads_address), &dir);
 
-    let first = next_request(&mut requests, CLUSTER_TYPE).await;
+    let first = requests.next(CLUSTER_TYPE).await;
     assert_eq!(first.node.as_ref().map(|n| n.id.as_str()), Some("nack-proxy"), "node on the first request");
     responses.send(response(CLUSTER_TYPE, "1", "n1", vec![cluster("backend", backend.address, "ROUND_ROBIN")])).await.unwrap();
-    let ack = next_request(&mut requests, CLUSTER_TYPE).await;
+    let ack = requests.next(CLUSTER_TYPE).await;
     assert_eq!((ack.version_info.as_str(), ack.response_nonce.as_str()), ("1", "n1"));
     assert!(ack.error_detail.is_none());
 
-    next_request(&mut requests, LISTENER_TYPE).await;
+    requests.next(LISTENER_TYPE).await;
     responses.send(response(LISTENER_TYPE, "1", "l1", vec![listener()])).await.unwrap();
     proxy.wait_ready().await;
     let address = proxy.listener("http").await;
@@ -141,7 +158,7 @@ async fn invalid_cluster_is_nacked_without_loop() {
     let bad = cluster("backend", backend.address, "42");
     for nonce in ["n2", "n3"] {
         responses.send(response(CLUSTER_TYPE, "2", nonce, vec![bad.clone()])).await.unwrap();
-        let nack = next_request(&mut requests, CLUSTER_TYPE).await;
+        let nack = requests.next(CLUSTER_TYPE).await;
         assert_eq!(nack.version_info, "1", "NACK keeps the last accepted version");
         assert_eq!(nack.response_nonce, nonce);
         let detail = nack.error_detail.expect("NACK carries error_detail").message;
@@ -150,11 +167,11 @@ async fn invalid_cluster_is_nacked_without_loop() {
     }
 
     responses.send(response(CLUSTER_TYPE, "3", "n4", vec![cluster("backend", backend.address, "LEAST_REQUEST")])).await.unwrap();
-    let ack = next_request(&mut requests, CLUSTER_TYPE).await;
+    let ack = requests.next(CLUSTER_TYPE).await;
     assert_eq!((ack.version_info.as_str(), ack.response_nonce.as_str()), ("3", "n4"));
     assert!(ack.error_detail.is_none());
 
     // Nothing else is requested for clusters: a NACK never loops.
-    let extra = tokio::time::timeout(Duration::from_millis(500), next_request(&mut requests, CLUSTER_TYPE)).await;
+    let extra = tokio::time::timeout(Duration::from_millis(500), requests.next(CLUSTER_TYPE)).await;
     assert!(extra.is_err(), "unexpected request: {extra:?}");
 }

@@ -40,7 +40,7 @@ impl ConfigService for ConfigApi {
         match self.store.apply(&request.resources, &request.remove).await {
             Ok(outcome) => Ok(Response::new(apply_response(outcome))),
             Err(ApplyError::Invalid(errors)) => Err(invalid_argument(&errors)),
-            Err(error) => Err(Status::internal(error.to_string())),
+            Err(error) => Err(Status::internal(crate::error_chain(&error))),
         }
     }
 
@@ -84,7 +84,7 @@ pub fn invalid_argument(errors: &ConfigErrors) -> Status {
     Status::with_details(Code::InvalidArgument, message, details.encode_to_vec().into())
 }
 
-/// The errors of a rejected apply: the `ValidationFailure` detail when the
+/// Extracts the errors of a rejected apply: the `ValidationFailure` detail when the
 /// status has one, otherwise the lines of its message.
 pub fn validation_errors(status: &Status) -> Vec<String> {
     let detail = RpcStatus::decode(status.details())

@@ -12,19 +12,19 @@ use legate_config::reflect;
 pub enum JsonError {
     #[error("message type {0} is not in the descriptor pool")]
     UnknownMessage(String),
-    #[error("invalid {message} protobuf: {source}")]
+    #[error("invalid {message} protobuf")]
     Decode {
         message: String,
         #[source]
         source: prost::DecodeError,
     },
-    #[error("failed to write {message} as JSON: {source}")]
+    #[error("failed to write {message} as JSON")]
     Serialize {
         message: String,
         #[source]
         source: serde_json::Error,
     },
-    #[error("invalid {message} JSON: {source}")]
+    #[error("invalid {message} JSON")]
     Deserialize {
         message: String,
         #[source]

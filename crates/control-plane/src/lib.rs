@@ -31,8 +31,21 @@ pub use store::{ApplyError, ApplyOutcome, LoadError, Store};
 
 /// The gRPC server stopped with an error.
 #[derive(Debug, thiserror::Error)]
-#[error("control plane server failed: {0}")]
+#[error("control plane server failed")]
 pub struct ServeError(#[from] tonic::transport::Error);
+
+/// Formats `error` and each of its sources, joined by `: `, for messages
+/// that leave the process (gRPC statuses, logs).
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
 
 /// A control plane: the config store and the registry of connected proxies.
 #[derive(Debug, Clone)]
@@ -50,8 +63,8 @@ impl ControlPlane {
         Ok(Self::with_store(Store::open(state_file)?))
     }
 
-    /// A control plane that keeps its config in memory only, for demos and
-    /// tests.
+    /// Creates a control plane that keeps its config in memory only, for
+    /// demos and tests.
     pub fn in_memory() -> Self {
         Self::with_store(Store::in_memory())
     }

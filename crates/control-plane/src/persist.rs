@@ -18,31 +18,31 @@ const STORED_CONFIG_MESSAGE: &str = "legate.config.v1.StoredConfig";
 /// file, so the operator knows what to inspect.
 #[derive(Debug, thiserror::Error)]
 pub enum PersistError {
-    #[error("failed to create data directory {}: {source}", path.display())]
+    #[error("failed to create data directory {}", path.display())]
     CreateDir {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("failed to read state file {}: {source}", path.display())]
+    #[error("failed to read state file {}", path.display())]
     Read {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("state file {} is corrupt; fix or move it away, because it is never overwritten with an empty config: {source}", path.display())]
+    #[error("state file {} is corrupt; fix or move it away, because it is never overwritten with an empty config", path.display())]
     Corrupt {
         path: PathBuf,
         #[source]
         source: JsonError,
     },
-    #[error("failed to encode the config for {}: {source}", path.display())]
+    #[error("failed to encode the config for {}", path.display())]
     Encode {
         path: PathBuf,
         #[source]
         source: JsonError,
     },
-    #[error("failed to write state file {}: {source}", path.display())]
+    #[error("failed to write state file {}", path.display())]
     Write {
         path: PathBuf,
         #[source]
@@ -80,10 +80,10 @@ impl StateFile {
             .map_err(|source| PersistError::Corrupt { path: self.path.clone(), source })
     }
 
-    /// Replaces the file with `config`. A crash at any point leaves either
-    /// the old or the new file, never a partial one: the text goes to a
-    /// temporary file in the same directory, is synced, renamed over the
-    /// state file, and the directory is synced so the rename is durable.
+    /// Replaces the file with `config`, so that a crash leaves either the old
+    /// or the new file and never a partial one. The text goes to a temporary
+    /// file in the same directory, which is synced and renamed over the state
+    /// file. The directory is then synced so the rename is durable.
     pub fn save(&self, config: &StoredConfig) -> Result<(), PersistError> {
         let text = json::to_json(config, STORED_CONFIG_MESSAGE)
             .map_err(|source| PersistError::Encode { path: self.path.clone(), source })?;
@@ -95,6 +95,8 @@ impl StateFile {
             return Err(PersistError::Write { path: self.path.clone(), source });
         }
 
+        // NOTE: if only this sync fails, the new file is already in place
+        // although the caller reports the apply as failed.
         sync_directory(self.path.parent().unwrap_or(Path::new(".")))
             .map_err(|source| PersistError::Write { path: self.path.clone(), source })
     }

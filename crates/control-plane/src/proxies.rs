@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use legate_api::legate::config::v1::{ProxyStatus, TypeStatus};
 use legate_config::ResourceType;
 
-/// What one proxy did with one resource type. Versions are the
+/// One proxy's record for one resource type. Versions are the
 /// `version_info` strings of ADS.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TypeRecord {
@@ -76,12 +76,12 @@ impl ProxyRegistry {
         ProxyHandle { registry: self.clone(), stream_id }
     }
 
-    /// Every connected proxy, in connection order.
+    /// Returns every connected proxy, in connection order.
     pub fn list(&self) -> Vec<ProxyEntry> {
         self.lock().values().cloned().collect()
     }
 
-    /// Every connected proxy in the config API's form.
+    /// Returns every connected proxy in the config API's form.
     pub fn statuses(&self) -> Vec<ProxyStatus> {
         self.lock().values().map(ProxyEntry::to_status).collect()
     }

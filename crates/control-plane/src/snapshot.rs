@@ -42,7 +42,7 @@ pub struct StoredResource {
 }
 
 impl StoredResource {
-    /// Whether both resources would reach a proxy as the same bytes.
+    /// Returns whether both resources would reach a proxy as the same bytes.
     pub fn same_bytes(&self, other: &StoredResource) -> bool {
         self.any.type_url == other.any.type_url && self.any.value == other.any.value
     }
@@ -102,13 +102,13 @@ impl Snapshot {
         self.resources.iter().filter(move |(key, _)| key.resource_type == resource_type).map(|(_, stored)| stored.as_ref())
     }
 
-    /// Every resource packed, in push order (clusters, endpoints, listeners,
+    /// Returns every resource packed, in push order (clusters, endpoints, listeners,
     /// route configurations), each type sorted by name.
     pub fn packed_in_push_order(&self) -> Vec<prost_types::Any> {
         self.resources.values().map(|stored| stored.any.clone()).collect()
     }
 
-    /// The state-file form of this snapshot.
+    /// Converts this snapshot to the state file's message.
     pub fn to_stored_config(&self) -> StoredConfig {
         StoredConfig {
             version: self.version,

@@ -38,7 +38,7 @@ pub enum ApplyError {
     /// The new config could not be saved, so it was not put in force.
     #[error(transparent)]
     Persist(#[from] PersistError),
-    #[error("saving the config stopped before it finished: {0}")]
+    #[error("saving the config stopped before it finished")]
     SaveInterrupted(#[source] tokio::task::JoinError),
 }
 
@@ -61,7 +61,7 @@ pub struct Store {
     state_file: Option<StateFile>,
 }
 
-/// What one request changes, relative to the config in force.
+/// Changes one request makes to the config in force.
 #[derive(Debug, Default)]
 struct Changes {
     added: Vec<ResourceKey>,
@@ -87,7 +87,7 @@ struct DecodedResources {
 }
 
 impl Store {
-    /// A store that keeps its config in memory only, starting empty.
+    /// Creates a store that keeps its config in memory only, starting empty.
     pub fn in_memory() -> Self {
         Self::with_snapshot(Snapshot::default(), None)
     }
@@ -116,12 +116,12 @@ impl Store {
         Store { published, apply_lock: Mutex::new(()), state_file }
     }
 
-    /// The snapshot in force.
+    /// Returns the snapshot in force.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.published.borrow().clone()
     }
 
-    /// A receiver that sees every snapshot published from now on.
+    /// Returns a receiver of every snapshot published from now on.
     pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
         self.published.subscribe()
     }
@@ -136,15 +136,16 @@ impl Store {
         let mut errors = Vec::new();
         let decoded = decode_resources(resources, &mut errors);
         let removed = removal_keys(removals, &current, &decoded, &mut errors);
-        if !errors.is_empty() {
-            return Err(reject(errors));
-        }
 
+        // References are checked even when some resources failed to decode,
+        // so one rejection lists every problem. A resource that failed is
+        // absent from the candidate and may show up as a missing reference.
         let changes = classify(&current, &decoded, removed);
         let candidate = build_snapshot(&current, decoded.resources, &changes);
         let reference_errors = validate::snapshot(candidate.entries().values().map(|stored| &stored.resource));
-        if !reference_errors.is_empty() {
-            return Err(reject(reference_errors.0));
+        errors.extend(reference_errors.0);
+        if !errors.is_empty() {
+            return Err(reject(errors));
         }
 
         if changes.is_empty() {
@@ -183,7 +184,7 @@ impl Store {
         match saved {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => {
-                tracing::error!(%error, "config not applied because it could not be saved");
+                tracing::error!(error = %crate::error_chain(&error), "config not applied because it could not be saved");
                 Err(error.into())
             }
             Err(error) => Err(ApplyError::SaveInterrupted(error)),

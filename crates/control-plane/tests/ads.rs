@@ -1,4 +1,4 @@
-//! The ADS server as a proxy sees it: first responses, ACK and NACK
+//! The ADS server from a proxy's side: first responses, ACK and NACK
 //! handling, stale nonces, pushes and their order.
 
 mod support;
@@ -13,7 +13,7 @@ async fn proxies(server: &TestServer) -> Vec<ProxyStatus> {
     client.list_proxies(ListProxiesRequest {}).await.expect("list proxies").into_inner().proxies
 }
 
-fn type_status<'a>(proxy: &'a ProxyStatus, resource_type: legate_config::ResourceType) -> &'a TypeStatus {
+fn type_status(proxy: &ProxyStatus, resource_type: legate_config::ResourceType) -> &TypeStatus {
     proxy.types.iter().find(|status| status.type_url == resource_type.type_url()).expect("type is listed")
 }
 
@@ -119,9 +119,9 @@ async fn request_with_stale_nonce_is_ignored() {
     let second = proxy.next_of(RDS).await;
     assert_eq!(second.version_info, "2");
 
-    // Both answer the first response, whose nonce is no longer the latest:
-    // a NACK that must not be recorded and a subscription change that must
-    // not be answered.
+    // Both carry the nonce of the first response, which is no longer the
+    // latest. The NACK must not be recorded, and the subscription change
+    // must get no response.
     proxy.nack(&first, &["routes"], "1", "stale rejection").await;
     proxy.send(proxy.request(RDS, &["routes", "extra"], "1", &first.nonce)).await;
     proxy.expect_silence().await;
@@ -189,7 +189,7 @@ async fn eds_sends_only_subscribed_assignments() {
 }
 
 #[tokio::test]
-async fn removal_is_sent_after_what_replaces_it() {
+async fn removal_sent_after_its_replacement() {
     let server = server_with_routes().await;
     let mut proxy = server.ads_client("proxy-1").await;
     for (resource_type, names) in [(CDS, vec![]), (LDS, vec![]), (RDS, vec!["routes"])] {
@@ -215,7 +215,7 @@ async fn removal_is_sent_after_what_replaces_it() {
 }
 
 #[tokio::test]
-async fn listener_removal_comes_before_its_routes_and_clusters() {
+async fn listener_removed_before_routes_and_clusters() {
     let server = server_with_routes().await;
     let mut proxy = server.ads_client("proxy-1").await;
     for (resource_type, names) in [(CDS, vec![]), (LDS, vec![]), (RDS, vec!["routes"])] {

@@ -27,7 +27,7 @@ async fn config_survives_restart() {
 }
 
 #[tokio::test]
-async fn restarted_control_plane_serves_the_same_version() {
+async fn restart_serves_same_version() {
     let data = TempDir::new("serves-same-version");
     let first = TestServer::start(ControlPlane::open(data.path()).expect("open")).await;
     first.apply(&[static_cluster("a", 8081)], vec![]).await.expect("apply");
@@ -86,7 +86,7 @@ async fn corrupt_state_file_stops_start_up() {
 }
 
 #[tokio::test]
-async fn state_file_with_invalid_config_stops_start_up() {
+async fn invalid_state_file_stops_start_up() {
     let data = TempDir::new("invalid-config");
     let path = data.path().join(STATE_FILE_NAME);
     let stored = serde_json::json!({

@@ -1,4 +1,4 @@
-//! One ADS stream: answers the proxy's requests and pushes each new snapshot
+//! One ADS stream: responds to the proxy's requests and pushes each new snapshot
 //! in an order that never leaves a reference dangling.
 
 use std::collections::BTreeMap;
@@ -26,7 +26,7 @@ const REMOVAL_ORDER: [ResourceType; 4] = [
 
 pub(crate) type ResponseSender = mpsc::Sender<Result<DiscoveryResponse, Status>>;
 
-/// Why a stream ended.
+/// Reason a stream ended.
 #[derive(Debug)]
 pub(crate) enum Ended {
     ProxyClosed,
@@ -72,8 +72,8 @@ impl AdsStream {
     pub(crate) async fn run(mut self, mut inputs: StreamInputs) {
         let ended = self.serve(&mut inputs).await;
         if matches!(ended, Ended::ShuttingDown) {
-            // UNAVAILABLE tells the proxy to reconnect, maybe to another
-            // control plane; a full channel only loses this courtesy.
+            // UNAVAILABLE makes the proxy reconnect, possibly to another
+            // control plane. If the channel is full, the stream just ends.
             let _ = self.responses.try_send(Err(Status::unavailable("control plane is shutting down")));
         }
         tracing::info!(reason = %ended, "ADS stream ended");
@@ -177,6 +177,9 @@ impl AdsStream {
     /// unchanged is skipped in both passes.
     async fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Result<(), Ended> {
         self.snapshot = snapshot;
+
+        // NOTE: both passes send the new type version, so an ACK of the
+        // first pass is recorded as that version while removals are pending.
 
         for resource_type in ResourceType::ALL {
             self.send_if_changed(resource_type, |state, snapshot| with_removals_held(&state.sent, &state.content(snapshot)))

@@ -1,6 +1,6 @@
-//! What one ADS stream subscribed to for one resource type, what it was last
-//! sent, and how its requests are told apart (first request, ACK, NACK,
-//! stale).
+//! Per-type state of one ADS stream (subscribed names, last response sent)
+//! and the classification of its requests as subscription, ACK, NACK or
+//! stale.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -50,7 +50,7 @@ impl TypeState {
         changed
     }
 
-    /// What this stream should hold from `snapshot`: every resource of a
+    /// Returns the resources this stream should hold from `snapshot`: every resource of a
     /// wildcard type, or the subscribed names that exist. Names that do not
     /// exist yet stay subscribed and are sent once they appear.
     pub(crate) fn content(&self, snapshot: &Snapshot) -> Content {
@@ -73,7 +73,7 @@ pub(crate) fn with_removals_held(sent: &Content, next: &Content) -> Content {
     merged
 }
 
-/// How the control plane must treat a request, following the SotW rules of
+/// Kind of a request, which decides how it is handled, following the SotW rules of
 /// Envoy's xDS protocol.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum RequestKind<'a> {
@@ -81,7 +81,7 @@ pub(crate) enum RequestKind<'a> {
     /// subscription with nothing to acknowledge.
     Subscribe,
     /// The nonce is not the latest one sent for the type, so the request
-    /// answers an outdated response and is ignored.
+    /// refers to an outdated response and is ignored.
     Stale,
     /// The proxy accepted the latest response.
     Ack,

@@ -69,7 +69,7 @@ pub fn assignment(cluster: &str, port: u16) -> Value {
     })
 }
 
-/// A listener whose routes come over RDS from `route_config`.
+/// Builds a listener whose routes come over RDS from `route_config`.
 pub fn listener(name: &str, port: u16, route_config: &str) -> Value {
     json!({
         "@type": "type.googleapis.com/envoy.config.listener.v3.Listener",
@@ -90,7 +90,7 @@ pub fn listener(name: &str, port: u16, route_config: &str) -> Value {
     })
 }
 
-/// A route configuration with one virtual host and a `/<cluster>` prefix
+/// Builds a route configuration with one virtual host and a `/<cluster>` prefix
 /// route per cluster.
 pub fn route_config(name: &str, clusters: &[&str]) -> Value {
     let routes: Vec<Value> = clusters
@@ -223,7 +223,7 @@ impl AdsClient {
         }
     }
 
-    /// The next response, failing the test if none comes in time.
+    /// Returns the next response, failing the test if none comes in time.
     pub async fn next(&mut self) -> DiscoveryResponse {
         match tokio::time::timeout(RESPONSE_TIMEOUT, self.responses.message()).await {
             Ok(Ok(Some(response))) => response,
@@ -233,7 +233,7 @@ impl AdsClient {
         }
     }
 
-    /// The next response, which must be for `resource_type`.
+    /// Returns the next response, which must be for `resource_type`.
     pub async fn next_of(&mut self, resource_type: ResourceType) -> DiscoveryResponse {
         let response = self.next().await;
         assert_eq!(response_type(&response), resource_type, "unexpected response type");

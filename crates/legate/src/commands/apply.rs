@@ -9,6 +9,7 @@ use legate_api::legate::config::v1::config_service_client::ConfigServiceClient;
 use legate_api::legate::config::v1::{ApplyRequest, ApplyResponse, ResourceRef};
 use legate_config::ResourceType;
 use legate_control_plane::api::validation_errors;
+use tonic::transport::Channel;
 use tonic::Code;
 
 #[derive(Debug, clap::Args)]
@@ -44,9 +45,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         None => Vec::new(),
     };
 
-    let mut client = ConfigServiceClient::connect(super::server_uri(&args.server))
-        .await
-        .with_context(|| format!("failed to reach the control plane at {}", args.server))?;
+    let mut client = connect(&args.server).await?;
     let request = ApplyRequest { resources, remove: args.delete };
     match client.apply(request).await {
         Ok(response) => {
@@ -59,6 +58,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Err(status) => bail!("control plane at {} failed the apply: {}", args.server, status.message()),
     }
+}
+
+/// Connects to the config API at `server` (host:port).
+pub(super) async fn connect(server: &str) -> anyhow::Result<ConfigServiceClient<Channel>> {
+    ConfigServiceClient::connect(super::server_uri(server))
+        .await
+        .with_context(|| format!("failed to reach the control plane at {server}; is `legate control-plane` running there?"))
 }
 
 /// Reads and parses `file`; the inner error lists the parse problems.

@@ -4,7 +4,6 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use legate_api::legate::config::v1::config_service_client::ConfigServiceClient;
 use legate_api::legate::config::v1::GetConfigRequest;
 use legate_control_plane::json::resources_to_json;
 
@@ -16,9 +15,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let mut client = ConfigServiceClient::connect(super::server_uri(&args.server))
-        .await
-        .with_context(|| format!("failed to reach the control plane at {}", args.server))?;
+    let mut client = super::apply::connect(&args.server).await?;
     let config = client
         .get_config(GetConfigRequest {})
         .await

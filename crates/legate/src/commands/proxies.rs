@@ -4,7 +4,6 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use legate_api::legate::config::v1::config_service_client::ConfigServiceClient;
 use legate_api::legate::config::v1::{ListProxiesRequest, ProxyStatus, TypeStatus};
 use legate_config::ResourceType;
 
@@ -16,9 +15,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let mut client = ConfigServiceClient::connect(super::server_uri(&args.server))
-        .await
-        .with_context(|| format!("failed to reach the control plane at {}", args.server))?;
+    let mut client = super::apply::connect(&args.server).await?;
     let proxies = client
         .list_proxies(ListProxiesRequest {})
         .await
@@ -67,9 +64,9 @@ fn type_status(proxy: &ProxyStatus, resource_type: ResourceType) -> Option<&Type
     proxy.types.iter().find(|status| status.type_url == resource_type.type_url())
 }
 
-/// `-` when never sent, `NACK vN` when the latest version sent was
-/// rejected, otherwise the accepted version, marked while a newer one is
-/// unanswered.
+/// Formats one type's state: `-` when never sent, `NACK vN` when the latest
+/// version sent was rejected, otherwise the accepted version, marked while a
+/// newer one has no ACK yet.
 fn type_cell(status: Option<&TypeStatus>) -> String {
     let Some(status) = status else {
         return "-".to_string();
@@ -89,8 +86,8 @@ fn latest_was_rejected(status: &TypeStatus) -> bool {
     !status.nack_error.is_empty() && status.nacked_version == status.sent_version
 }
 
-/// The error of each rejection shown in the table, one per line, since
-/// errors are too long for a cell.
+/// Lists the error of each rejection shown in the table, one per line,
+/// because errors are too long for a cell.
 fn render_rejections(proxies: &[ProxyStatus]) -> String {
     let mut text = String::new();
     for proxy in proxies {
@@ -108,4 +105,50 @@ fn render_rejections(proxies: &[ProxyStatus]) -> String {
         }
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(sent: &str, acked: &str, nacked: &str, error: &str) -> TypeStatus {
+        TypeStatus {
+            type_url: ResourceType::Cluster.type_url().to_string(),
+            sent_version: sent.to_string(),
+            acked_version: acked.to_string(),
+            nacked_version: nacked.to_string(),
+            nack_error: error.to_string(),
+        }
+    }
+
+    #[test]
+    fn type_cell_shows_state_of_latest_version() {
+        assert_eq!(type_cell(None), "-");
+        assert_eq!(type_cell(Some(&status("3", "3", "", ""))), "v3");
+        assert_eq!(type_cell(Some(&status("4", "3", "", ""))), "v3 (sent v4)");
+        assert_eq!(type_cell(Some(&status("4", "", "", ""))), "sent v4");
+        assert_eq!(type_cell(Some(&status("4", "3", "4", "bad"))), "NACK v4");
+        assert_eq!(type_cell(Some(&status("5", "5", "4", "bad"))), "v5", "an older rejection is superseded");
+    }
+
+    #[test]
+    fn table_lists_rejection_errors_below() {
+        let proxy = ProxyStatus {
+            node_id: "edge-1".to_string(),
+            node_cluster: "edge".to_string(),
+            peer_address: "127.0.0.1:5000".to_string(),
+            connected_at: None,
+            types: vec![status("2", "1", "2", "cluster \"web\": unsupported field")],
+        };
+
+        let table = render_table(std::slice::from_ref(&proxy));
+        let rejections = render_rejections(&[proxy]);
+
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].starts_with("NODE"), "{table}");
+        assert!(lines[1].contains("edge-1"), "{table}");
+        assert!(lines[1].contains("NACK v2"), "{table}");
+        assert_eq!(rejections.trim(), "edge-1 rejected CDS v2: cluster \"web\": unsupported field");
+    }
 }
