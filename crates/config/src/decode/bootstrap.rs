@@ -9,6 +9,10 @@ use crate::error::{Collector, ConfigErrors, ErrorKind};
 use crate::model::{AdsConfig, Bootstrap, Node};
 use crate::validate;
 
+/// Admin listener of a bootstrap without an `admin` block: loopback only.
+const DEFAULT_ADMIN_ADDRESS: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9901);
+
 /// Decodes a bootstrap and checks its static resources together: names are
 /// unique and every route names a static cluster unless clusters come over
 /// ADS.
@@ -16,12 +20,13 @@ pub fn bootstrap(proto: &api::Bootstrap) -> Result<Bootstrap, ConfigErrors> {
     let mut errors = Collector::new("bootstrap");
     let node = proto.node.as_ref().map_or_else(Node::default, |node| Node { id: node.id.clone(), cluster: node.cluster.clone() });
 
-    let admin_address = proto.admin.as_ref().and_then(|admin| {
-        errors.at("admin", |errors| match host_port(admin.address.as_ref(), false, errors) {
+    let admin_address = match &proto.admin {
+        Some(admin) => errors.at("admin", |errors| match host_port(admin.address.as_ref(), false, errors) {
             Some(HostPort::Ip(address)) => Some(address),
             _ => None,
-        })
-    });
+        }),
+        None => Some(DEFAULT_ADMIN_ADDRESS),
+    };
 
     let statics = proto.static_resources.clone().unwrap_or_default();
     let mut listeners = Vec::new();

@@ -14,7 +14,7 @@ pub struct Node {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bootstrap {
     pub node: Node,
-    /// Admin listener; `None` when the bootstrap sets no admin address.
+    /// Admin listener; `127.0.0.1:9901` when the bootstrap has no `admin`.
     pub admin_address: Option<SocketAddr>,
     pub listeners: Vec<Listener>,
     pub clusters: Vec<Cluster>,
