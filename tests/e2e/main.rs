@@ -9,4 +9,5 @@ mod http_framing;
 mod restart;
 mod routing;
 mod static_bootstrap;
+mod timeouts;
 mod xds_nack;

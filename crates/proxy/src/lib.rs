@@ -2,6 +2,7 @@
 //! connection manager and router, upstream clusters with connection pools,
 //! and the ADS client that keeps all of it up to date.
 
+mod activity;
 mod admin;
 mod http;
 mod listener;

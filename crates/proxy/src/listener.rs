@@ -13,8 +13,9 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use legate_config::model::{Codec, Listener};
+use legate_config::model::{Codec, HttpConnectionManager, Listener};
 
+use crate::activity::{Activity, ActivityIo};
 use crate::http::{handle, ConnectionContext};
 use crate::snapshot::SnapshotStore;
 
@@ -169,23 +170,65 @@ async fn accept_loop(
     }
 }
 
-/// Serves one downstream connection until the peer closes it, or until the
-/// listener drains: then in-flight streams get `drain_timeout` to finish
-/// before the connection is closed.
+/// Serves one downstream connection until the peer closes it, until it has
+/// been idle for the connection manager's idle timeout, or until the
+/// listener drains. Draining and idling both close gracefully: in-flight
+/// streams get `drain_timeout` to finish.
 async fn serve_connection(stream: TcpStream, context: ConnectionContext, mut drained: watch::Receiver<bool>, drain_timeout: Duration) {
     let _ = stream.set_nodelay(true);
-    let codec = context.store.load().listeners.get(&context.listener).map(|l| (l.http.codec, l.http.http2));
-    let Some((codec, http2)) = codec else {
+    let settings = context.store.load().listeners.get(&context.listener).map(|l| l.http.clone());
+    let Some(settings) = settings else {
         debug!("listener has no active config, closing connection");
         return;
     };
 
+    let builder = connection_builder(&settings);
+    let activity = Activity::new();
+    let io = TokioIo::new(ActivityIo::new(stream, activity.clone()));
+    let context = Arc::new(context);
+    let service = service_fn(move |request| handle(request, context.clone()));
+    let connection = builder.serve_connection_with_upgrades(io, service);
+    tokio::pin!(connection);
+
+    let idle_timeout = settings.idle_timeout;
+    let closing = loop {
+        let idle_check = async {
+            match idle_timeout {
+                Some(timeout) => tokio::time::sleep_until(activity.idle_deadline(timeout)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            result = connection.as_mut() => {
+                log_connection_end(result);
+                return;
+            }
+            _ = drained.changed() => break "listener draining",
+            _ = idle_check => {
+                let timeout = idle_timeout.unwrap_or_default();
+                if tokio::time::Instant::now() >= activity.idle_deadline(timeout) {
+                    break "idle timeout";
+                }
+            }
+        }
+    };
+
+    debug!(reason = closing, "closing downstream connection gracefully");
+    connection.as_mut().graceful_shutdown();
+    match tokio::time::timeout(drain_timeout, connection.as_mut()).await {
+        Ok(result) => log_connection_end(result),
+        Err(_) => debug!("drain timeout passed, closing connection"),
+    }
+}
+
+fn connection_builder(settings: &HttpConnectionManager) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    match codec {
+    match settings.codec {
         Codec::Auto => {}
         Codec::Http1 => builder = builder.http1_only(),
         Codec::Http2 => builder = builder.http2_only(),
     }
+    let http2 = settings.http2;
     builder.http2().enable_connect_protocol();
     if let Some(window) = http2.initial_stream_window_size {
         builder.http2().initial_stream_window_size(window);
@@ -196,25 +239,10 @@ async fn serve_connection(stream: TcpStream, context: ConnectionContext, mut dra
     if let Some(streams) = http2.max_concurrent_streams {
         builder.http2().max_concurrent_streams(streams);
     }
+    builder
+}
 
-    let context = Arc::new(context);
-    let service = service_fn(move |request| handle(request, context.clone()));
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-    tokio::pin!(connection);
-
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        _ = drained.changed() => {
-            connection.as_mut().graceful_shutdown();
-            match tokio::time::timeout(drain_timeout, connection.as_mut()).await {
-                Ok(result) => result,
-                Err(_) => {
-                    debug!("drain timeout passed, closing connection");
-                    return;
-                }
-            }
-        }
-    };
+fn log_connection_end(result: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
     match result {
         Ok(()) => debug!("downstream closed the connection"),
         Err(error) => debug!(%error, "downstream connection ended with an error"),

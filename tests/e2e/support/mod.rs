@@ -206,7 +206,7 @@ static_resources:
 }
 
 /// An HTTP/1.1 and HTTP/2 upstream that answers `<name> <path>` and counts
-/// its requests. `/slow/<ms>` waits that long before answering.
+/// its requests. A path containing `/slow/<ms>` waits that long before answering.
 pub struct Upstream {
     pub address: SocketAddr,
     pub hits: Arc<AtomicUsize>,
@@ -242,7 +242,8 @@ impl Upstream {
 
 async fn answer(name: &str, request: hyper::Request<hyper::body::Incoming>) -> hyper::Response<Full<Bytes>> {
     let path = request.uri().path().to_string();
-    if let Some(ms) = path.strip_prefix("/slow/").and_then(|ms| ms.parse::<u64>().ok()) {
+    let delay = path.split_once("/slow/").and_then(|(_, rest)| rest.split('/').next()?.parse::<u64>().ok());
+    if let Some(ms) = delay {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     let headers = request.headers().clone();

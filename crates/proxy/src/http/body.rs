@@ -2,19 +2,40 @@
 //! request bodies go upstream as they arrive, and upstream response bodies
 //! go downstream the same way.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
 
-use crate::upstream::UpstreamBody;
+use crate::upstream::{UpstreamBody, UpstreamError};
+
+/// Why a downstream request body could not be read to its end.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestBodyError {
+    #[error("reading the request body from downstream failed")]
+    Downstream(#[source] hyper::Error),
+    /// The connection manager's `request_timeout` passed before the whole
+    /// request arrived.
+    #[error("the request was not received within the request timeout")]
+    Timeout,
+}
 
 /// Body of a request sent upstream.
 pub enum RequestBody {
     Empty,
-    Streaming(Incoming),
+    Streaming { incoming: Incoming, deadline: Option<Pin<Box<Sleep>>> },
+}
+
+impl RequestBody {
+    /// Streams `incoming`, failing it if it has not ended by `deadline`.
+    pub fn streaming(incoming: Incoming, deadline: Option<Instant>) -> Self {
+        let deadline = deadline.filter(|_| !incoming.is_end_stream()).map(|at| Box::pin(tokio::time::sleep_until(at)));
+        RequestBody::Streaming { incoming, deadline }
+    }
 }
 
 /// Body of a response sent downstream.
@@ -32,38 +53,49 @@ impl ResponseBody {
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = RequestBodyError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            RequestBody::Empty => Poll::Ready(None),
-            RequestBody::Streaming(incoming) => Pin::new(incoming).poll_frame(cx),
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
+        let RequestBody::Streaming { incoming, deadline } = self.get_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(&mut *incoming).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                if incoming.is_end_stream() || frame.is_none() {
+                    *deadline = None;
+                }
+                Poll::Ready(frame.map(|frame| frame.map_err(RequestBodyError::Downstream)))
+            }
+            Poll::Pending => {
+                let expired = deadline.as_mut().is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready());
+                if expired {
+                    return Poll::Ready(Some(Err(RequestBodyError::Timeout)));
+                }
+                Poll::Pending
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             RequestBody::Empty => true,
-            RequestBody::Streaming(incoming) => incoming.is_end_stream(),
+            RequestBody::Streaming { incoming, .. } => incoming.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             RequestBody::Empty => SizeHint::with_exact(0),
-            RequestBody::Streaming(incoming) => incoming.size_hint(),
+            RequestBody::Streaming { incoming, .. } => incoming.size_hint(),
         }
     }
 }
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = crate::upstream::UpstreamError;
+    type Error = UpstreamError;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, crate::upstream::UpstreamError>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
         match self.get_mut() {
             ResponseBody::Local(bytes) => Poll::Ready(bytes.take().map(|bytes| Ok(Frame::data(bytes)))),
             ResponseBody::Upstream(upstream) => Pin::new(upstream).poll_frame(cx),

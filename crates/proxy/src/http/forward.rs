@@ -16,7 +16,7 @@ use super::local_reply::local_reply;
 use super::upgrade;
 use super::ConnectionContext;
 use crate::snapshot::Snapshot;
-use crate::upstream::UpstreamError;
+use crate::upstream::{StreamTimers, UpstreamError};
 
 pub(super) async fn forward(
     mut request: Request<Incoming>,
@@ -46,15 +46,24 @@ pub(super) async fn forward(
 
     let downstream_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
     let protocol = if upgrade.is_some() { UpstreamProtocol::Http1 } else { cluster.config.protocol };
-    let Some(upstream_request) = upstream_request(request, action, route, host_rewrite, protocol, upgrade.is_some(), connection)
-    else {
+    let request_deadline = http.request_timeout.map(|timeout| tokio::time::Instant::now() + timeout);
+    let target = UpstreamTarget { host_rewrite, protocol, is_upgrade: upgrade.is_some(), request_deadline };
+    let Some(upstream_request) = upstream_request(request, action, route, &target, connection) else {
         return local_reply(StatusCode::BAD_REQUEST, "invalid request path or host");
     };
 
-    let deadline = action.timeout.map(|timeout| tokio::time::Instant::now() + timeout);
-    let exchange = endpoint.send(upstream_request, deadline);
-    let result = match deadline {
-        Some(deadline) => tokio::time::timeout_at(deadline, exchange).await.unwrap_or(Err(UpstreamError::Timeout)),
+    let now = tokio::time::Instant::now();
+    let timers = StreamTimers {
+        deadline: action.timeout.map(|timeout| now + timeout),
+        idle: action.idle_timeout.or(http.stream_idle_timeout),
+    };
+    let exchange = endpoint.send(upstream_request, timers);
+    let result = match timers.next_expiry() {
+        Some(expiry) => match tokio::time::timeout_at(expiry, exchange).await {
+            Ok(result) => result,
+            Err(_) if timers.deadline == Some(expiry) => Err(UpstreamError::Timeout),
+            Err(_) => Err(UpstreamError::IdleTimeout),
+        },
         None => exchange.await,
     };
 
@@ -77,6 +86,8 @@ fn error_reply(error: &UpstreamError, cluster: &str) -> Response<ResponseBody> {
     debug!(cluster, error = %error, source = ?std::error::Error::source(error), "upstream request failed");
     match error {
         UpstreamError::Timeout => local_reply(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout"),
+        UpstreamError::IdleTimeout => local_reply(StatusCode::REQUEST_TIMEOUT, "stream idle timeout"),
+        error if error.is_request_timeout() => local_reply(StatusCode::REQUEST_TIMEOUT, "request timeout"),
         error if error.is_connect_failure() => local_reply(StatusCode::BAD_GATEWAY, "upstream connect error"),
         _ => local_reply(StatusCode::BAD_GATEWAY, "upstream reset before response"),
     }
@@ -107,6 +118,17 @@ fn pick_cluster(action: &ForwardAction) -> (&str, Option<&str>) {
     }
 }
 
+/// Where and how a request goes upstream.
+#[derive(Clone, Copy)]
+struct UpstreamTarget<'a> {
+    host_rewrite: Option<&'a str>,
+    protocol: UpstreamProtocol,
+    is_upgrade: bool,
+    /// The connection manager's `request_timeout`, as a deadline for the
+    /// whole request body.
+    request_deadline: Option<tokio::time::Instant>,
+}
+
 /// Builds the request sent upstream: path rewritten, hop-by-hop headers
 /// replaced by forwarding headers, and the HTTP version of the cluster.
 /// Returns `None` when the rewritten path or the host is not valid.
@@ -114,11 +136,10 @@ fn upstream_request(
     request: Request<Incoming>,
     action: &ForwardAction,
     route: &Route,
-    host_rewrite: Option<&str>,
-    protocol: UpstreamProtocol,
-    is_upgrade: bool,
+    target: &UpstreamTarget<'_>,
     connection: &ConnectionContext,
 ) -> Option<Request<RequestBody>> {
+    let UpstreamTarget { host_rewrite, protocol, is_upgrade, request_deadline } = *target;
     let host = host_rewrite.or_else(|| request_host(&request)).unwrap_or("").to_string();
     let path = rewritten_path(request.uri(), action, route)?;
     let (mut parts, body) = request.into_parts();
@@ -150,7 +171,7 @@ fn upstream_request(
         }
     }
 
-    let body = if is_upgrade { RequestBody::Empty } else { RequestBody::Streaming(body) };
+    let body = if is_upgrade { RequestBody::Empty } else { RequestBody::streaming(body, request_deadline) };
     Some(Request::from_parts(parts, body))
 }
 

@@ -12,7 +12,7 @@ use legate_config::model::{Cluster, LbEndpoint};
 
 pub use dns::{spawn_resolver, Resolved};
 pub use lb::LoadBalancer;
-pub use pool::{EndpointPool, PoolSettings, UpstreamBody};
+pub use pool::{EndpointPool, PoolSettings, StreamTimers, UpstreamBody};
 
 /// Why an upstream exchange failed, which decides the downstream status.
 #[derive(Debug, thiserror::Error)]
@@ -35,9 +35,25 @@ pub enum UpstreamError {
     Request(#[source] hyper::Error),
     #[error("upstream response timed out")]
     Timeout,
+    #[error("upstream stream was idle longer than the idle timeout")]
+    IdleTimeout,
 }
 
 impl UpstreamError {
+    /// Whether the downstream request body hit the connection manager's
+    /// request timeout, which the upstream client reports as its own error.
+    pub fn is_request_timeout(&self) -> bool {
+        let UpstreamError::Request(error) = self else { return false };
+        let mut source = std::error::Error::source(error);
+        while let Some(cause) = source {
+            if matches!(cause.downcast_ref::<crate::http::body::RequestBodyError>(), Some(crate::http::body::RequestBodyError::Timeout)) {
+                return true;
+            }
+            source = cause.source();
+        }
+        false
+    }
+
     /// Whether the request never reached the upstream, so no response bytes
     /// were lost.
     pub fn is_connect_failure(&self) -> bool {

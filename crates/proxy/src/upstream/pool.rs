@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -19,7 +19,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 use tracing::debug;
 
 use legate_config::model::{Http2Settings, UpstreamProtocol};
@@ -46,7 +46,7 @@ pub struct EndpointPool {
 
 struct IdleConnection {
     sender: http1::SendRequest<RequestBody>,
-    since: Instant,
+    since: std::time::Instant,
 }
 
 impl EndpointPool {
@@ -79,12 +79,12 @@ impl EndpointPool {
     pub async fn send(
         self: &Arc<Self>,
         request: Request<RequestBody>,
-        deadline: Option<tokio::time::Instant>,
+        timers: StreamTimers,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let guard = ActiveRequest::new(self.clone());
         match self.settings.protocol {
-            UpstreamProtocol::Http1 => self.send_http1(request, guard, deadline).await,
-            UpstreamProtocol::Http2 => self.send_http2(request, guard, deadline).await,
+            UpstreamProtocol::Http1 => self.send_http1(request, guard, timers).await,
+            UpstreamProtocol::Http2 => self.send_http2(request, guard, timers).await,
         }
     }
 
@@ -92,7 +92,7 @@ impl EndpointPool {
         self: &Arc<Self>,
         request: Request<RequestBody>,
         guard: ActiveRequest,
-        deadline: Option<tokio::time::Instant>,
+        timers: StreamTimers,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let mut sender = match self.take_idle() {
             Some(sender) => sender,
@@ -102,18 +102,18 @@ impl EndpointPool {
         let response = sender.send_request(request).await.map_err(UpstreamError::Request)?;
         let is_upgrade = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
         let give_back = (!is_upgrade).then(|| (self.clone(), sender));
-        Ok(response.map(|body| UpstreamBody::new(body, give_back, guard, deadline)))
+        Ok(response.map(|body| UpstreamBody::new(body, give_back, guard, timers)))
     }
 
     async fn send_http2(
         self: &Arc<Self>,
         request: Request<RequestBody>,
         guard: ActiveRequest,
-        deadline: Option<tokio::time::Instant>,
+        timers: StreamTimers,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let mut sender = self.http2_sender().await?;
         let response = sender.send_request(request).await.map_err(UpstreamError::Request)?;
-        Ok(response.map(|body| UpstreamBody::new(body, None, guard, deadline)))
+        Ok(response.map(|body| UpstreamBody::new(body, None, guard, timers)))
     }
 
     fn take_idle(&self) -> Option<http1::SendRequest<RequestBody>> {
@@ -132,7 +132,7 @@ impl EndpointPool {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        idle.push(IdleConnection { sender, since: Instant::now() });
+        idle.push(IdleConnection { sender, since: std::time::Instant::now() });
     }
 
     async fn http2_sender(&self) -> Result<http2::SendRequest<RequestBody>, UpstreamError> {
@@ -213,14 +213,44 @@ impl Drop for ActiveRequest {
     }
 }
 
+/// Limits on one stream: the route timeout as an absolute deadline, and the
+/// longest gap allowed between two frames.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StreamTimers {
+    pub deadline: Option<Instant>,
+    pub idle: Option<Duration>,
+}
+
+impl StreamTimers {
+    /// When the stream fails if nothing more arrives from now on.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        let idle = self.idle.map(|idle| Instant::now() + idle);
+        match (self.deadline, idle) {
+            (Some(deadline), Some(idle)) => Some(deadline.min(idle)),
+            (deadline, idle) => deadline.or(idle),
+        }
+    }
+
+    fn error_at(&self, now: Instant) -> UpstreamError {
+        match self.deadline {
+            Some(deadline) if now >= deadline => UpstreamError::Timeout,
+            _ => UpstreamError::IdleTimeout,
+        }
+    }
+}
+
 /// An upstream response body. It keeps the endpoint's request count until
 /// it ends, returns an HTTP/1.1 connection to the pool when the body is read
-/// to its end, and fails the stream if the route timeout passes first.
+/// to its end, and fails the stream when the route timeout passes or the
+/// upstream stays silent longer than the idle timeout.
 pub struct UpstreamBody {
     inner: Incoming,
     give_back: Option<(Arc<EndpointPool>, http1::SendRequest<RequestBody>)>,
     _active: ActiveRequest,
-    deadline: Option<Pin<Box<Sleep>>>,
+    timers: StreamTimers,
+    /// One timer per stream, moved forward on each frame rather than
+    /// replaced, so a frame costs no allocation.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl UpstreamBody {
@@ -228,10 +258,10 @@ impl UpstreamBody {
         inner: Incoming,
         give_back: Option<(Arc<EndpointPool>, http1::SendRequest<RequestBody>)>,
         active: ActiveRequest,
-        deadline: Option<tokio::time::Instant>,
+        timers: StreamTimers,
     ) -> Self {
-        let deadline = deadline.map(|at| Box::pin(tokio::time::sleep_until(at)));
-        let mut body = UpstreamBody { inner, give_back, _active: active, deadline };
+        let timer = timers.next_expiry().map(|at| Box::pin(tokio::time::sleep_until(at)));
+        let mut body = UpstreamBody { inner, give_back, _active: active, timers, timer };
         if body.inner.is_end_stream() {
             body.release();
         }
@@ -239,7 +269,7 @@ impl UpstreamBody {
     }
 
     fn release(&mut self) {
-        self.deadline = None;
+        self.timer = None;
         if let Some((pool, sender)) = self.give_back.take() {
             pool.give_back(sender);
         }
@@ -260,6 +290,10 @@ impl Body for UpstreamBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if this.inner.is_end_stream() {
                     this.release();
+                } else if let (Some(timer), Some(_)) = (this.timer.as_mut(), this.timers.idle) {
+                    if let Some(at) = this.timers.next_expiry() {
+                        timer.as_mut().reset(at);
+                    }
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -268,10 +302,11 @@ impl Body for UpstreamBody {
                 Poll::Ready(Some(Err(UpstreamError::Request(error))))
             }
             Poll::Pending => {
-                let expired = this.deadline.as_mut().is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready());
+                let expired = this.timer.as_mut().is_some_and(|timer| timer.as_mut().poll(cx).is_ready());
                 if expired {
                     this.give_back = None;
-                    return Poll::Ready(Some(Err(UpstreamError::Timeout)));
+                    this.timer = None;
+                    return Poll::Ready(Some(Err(this.timers.error_at(Instant::now()))));
                 }
                 Poll::Pending
             }
