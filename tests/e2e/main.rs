@@ -10,4 +10,6 @@ mod restart;
 mod routing;
 mod static_bootstrap;
 mod timeouts;
+mod upgrade;
 mod xds_nack;
+mod xds_warming;

@@ -17,6 +17,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpListener, TcpStream};
 
+pub mod scripted_ads;
+
 /// Path of the `legate` binary, built once per test process.
 pub fn legate_bin() -> PathBuf {
     static BUILD: Once = Once::new();
@@ -386,4 +388,33 @@ pub fn two_cluster_config(web: &[SocketAddr], api: SocketAddr, route_version_mar
 "#,
         api_port = api.port()
     )
+}
+
+/// One HTTP/2 prior-knowledge connection shared by many streams.
+#[derive(Clone)]
+pub struct Http2Client {
+    sender: hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+}
+
+impl Http2Client {
+    pub async fn connect(address: SocketAddr) -> Http2Client {
+        let stream = TcpStream::connect(address).await.unwrap();
+        let (sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
+        tokio::spawn(connection);
+        Http2Client { sender }
+    }
+
+    pub async fn get(&self, host: &str, path: &str) -> Result<(u16, String), String> {
+        let mut sender = self.sender.clone();
+        let request = hyper::Request::get(format!("http://{host}{path}")).body(Full::new(Bytes::new())).unwrap();
+        let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
 }

@@ -70,10 +70,12 @@ pub(super) async fn forward(
     match result {
         Ok(mut response) => {
             if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-                if let Some(downstream) = downstream_upgrade {
-                    upgrade::bridge(downstream, hyper::upgrade::on(&mut response), endpoint.address());
-                    return response.map(ResponseBody::Upstream);
-                }
+                let Some(downstream) = downstream_upgrade else {
+                    debug!(cluster = cluster_name, "upstream switched protocols without an upgrade request");
+                    return local_reply(StatusCode::BAD_GATEWAY, "upstream switched protocols unasked");
+                };
+                upgrade::bridge(downstream, hyper::upgrade::on(&mut response), endpoint.address());
+                return response.map(ResponseBody::Upstream);
             }
             remove_hop_by_hop(response.headers_mut(), false);
             response.map(ResponseBody::Upstream)

@@ -1,0 +1,212 @@
+//! Child processes of a run: started pinned to one core with `taskset`,
+//! measured through /proc, and stopped by PID.
+
+use std::fs::File;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+/// The core every proxy runs on.
+pub const PROXY_CORE: usize = 0;
+/// The core the load generators and the echo upstream share.
+pub const LOAD_CORE: usize = 1;
+
+/// A process started by the harness, stopped when dropped.
+pub struct Pinned {
+    name: String,
+    child: Child,
+}
+
+impl Pinned {
+    /// Starts `program` on `core`, with stdout and stderr written to
+    /// `log_dir/NAME.log`.
+    pub fn spawn(name: &str, core: usize, program: &Path, args: &[String], env: &[(&str, &str)], log_dir: &Path) -> anyhow::Result<Pinned> {
+        let log_path = log_dir.join(format!("{name}.log"));
+        let log = File::create(&log_path).with_context(|| format!("failed to create {}", log_path.display()))?;
+        let mut command = Command::new("taskset");
+        command.arg("-c").arg(core.to_string()).arg(program).args(args);
+        command.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        // taskset execs the program, so the child's PID is the program's.
+        let child = command.spawn().with_context(|| format!("failed to start {name} ({})", program.display()))?;
+        Ok(Pinned { name: name.to_string(), child })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Fails when the process has already exited.
+    pub fn ensure_running(&mut self) -> anyhow::Result<()> {
+        match self.child.try_wait()? {
+            Some(status) => anyhow::bail!("{} exited early with {status}; see its log in the results folder", self.name),
+            None => Ok(()),
+        }
+    }
+
+    /// Sends SIGTERM to the process (nginx's master then stops its worker),
+    /// waits up to 3 s, then sends SIGKILL to it and to every descendant.
+    pub fn stop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        let descendants = process_tree(self.pid());
+        signal(self.pid(), libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for pid in descendants.iter().rev() {
+            signal(*pid, libc::SIGKILL);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn signal(pid: u32, signal: libc::c_int) {
+    if let Ok(pid) = libc::pid_t::try_from(pid) {
+        // SAFETY: kill takes plain integers; the PID is one this harness started
+        // or a child of it.
+        unsafe {
+            libc::kill(pid, signal);
+        }
+    }
+}
+
+/// `pid` and every process below it, parents before children.
+pub fn process_tree(pid: u32) -> Vec<u32> {
+    let parents = all_parents();
+    let mut tree = vec![pid];
+    let mut next = 0;
+    while next < tree.len() {
+        let parent = tree[next];
+        tree.extend(parents.iter().filter(|(_, ppid)| *ppid == parent).map(|(child, _)| *child));
+        next += 1;
+    }
+    tree
+}
+
+fn all_parents() -> Vec<(u32, u32)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| Some((pid, stat_fields(pid)?.ppid)))
+        .collect()
+}
+
+struct StatFields {
+    ppid: u32,
+    cpu_ticks: u64,
+}
+
+/// Reads `/proc/PID/stat`. The command name may hold spaces and brackets,
+/// so the fields are counted from the last `)`.
+fn stat_fields(pid: u32) -> Option<StatFields> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Field 3 of proc(5) is fields[0] here: ppid is field 4, utime 14, stime 15.
+    let ppid = fields.get(1)?.parse().ok()?;
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(StatFields { ppid, cpu_ticks: utime + stime })
+}
+
+/// User plus system CPU time, in seconds, of `pid` and its descendants.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let ticks: u64 = process_tree(pid).into_iter().filter_map(stat_fields).map(|fields| fields.cpu_ticks).sum();
+    ticks as f64 / clock_ticks_per_second()
+}
+
+fn clock_ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 {
+        ticks as f64
+    } else {
+        100.0
+    }
+}
+
+/// Memory of a process tree, in KiB.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Memory {
+    /// Resident set sizes added up; pages shared between the processes of
+    /// the tree (nginx's master and worker) count once per process.
+    pub rss_kib: u64,
+    /// Proportional set sizes added up, so a shared page counts once.
+    pub pss_kib: u64,
+}
+
+/// Reads `/proc/PID/smaps_rollup` of `pid` and each descendant.
+pub fn memory(pid: u32) -> anyhow::Result<Memory> {
+    let mut total = Memory::default();
+    for member in process_tree(pid) {
+        let path = format!("/proc/{member}/smaps_rollup");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("failed to read {path}"))?;
+        total.rss_kib += rollup_field(&text, "Rss:");
+        total.pss_kib += rollup_field(&text, "Pss:");
+    }
+    Ok(total)
+}
+
+fn rollup_field(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name))
+        .and_then(|value| value.split_whitespace().next())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits until something accepts TCP connections on 127.0.0.1:`port`.
+pub fn wait_for_port(port: u16, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("nothing listens on 127.0.0.1:{port} after {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A TCP port that was free a moment ago. Another process may take it before
+/// the target binds it, which then fails to start and says so in its log.
+pub fn free_port() -> anyhow::Result<u16> {
+    let socket = std::net::TcpListener::bind("127.0.0.1:0").context("failed to find a free port on 127.0.0.1")?;
+    Ok(socket.local_addr()?.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_stat_is_parsed() {
+        let fields = stat_fields(std::process::id()).expect("own /proc/PID/stat");
+        assert!(fields.ppid > 0);
+    }
+
+    #[test]
+    fn rollup_field_reads_kib() {
+        let text = "55d0-7ffd ---p 00000000 00:00 0 [rollup]\nRss:                4200 kB\nPss:                1300 kB\n";
+        assert_eq!(rollup_field(text, "Rss:"), 4200);
+        assert_eq!(rollup_field(text, "Pss:"), 1300);
+        assert_eq!(rollup_field(text, "Swap:"), 0);
+    }
+}
