@@ -1,0 +1,221 @@
+//! Decoding Envoy-format YAML into Legate's model: what is accepted, what
+//! is rejected, and how errors name the problem.
+
+use legate_api::envoy::config::bootstrap::v3::Bootstrap;
+use legate_config::model::{ClusterSelection, DiscoveryType, LbPolicy, RouteAction, UpstreamProtocol};
+use legate_config::resource::decode_any;
+use legate_config::text::{parse, parse_resources};
+use legate_config::{ConfigErrors, Resource};
+
+/// Decodes every resource of an apply file; returns the model values or all
+/// errors joined.
+fn decode(yaml: &str) -> Result<Vec<Resource>, String> {
+    let resources = parse_resources(yaml).map_err(|errors| errors.to_string())?;
+    let mut decoded = Vec::new();
+    let mut errors = Vec::new();
+    for any in &resources {
+        match decode_any(any) {
+            Ok(resource) => decoded.push(resource.value),
+            Err(ConfigErrors(list)) => errors.extend(list.into_iter().map(|e| e.to_string())),
+        }
+    }
+    if errors.is_empty() {
+        Ok(decoded)
+    } else {
+        Err(errors.join("\n"))
+    }
+}
+
+fn cluster_yaml(body: &str) -> String {
+    format!("resources:\n- \"@type\": type.googleapis.com/envoy.config.cluster.v3.Cluster\n{body}")
+}
+
+#[test]
+fn unknown_yaml_field_names_its_path() {
+    let error = decode(&cluster_yaml("  name: c\n  outlier_detection: {}\n")).unwrap_err();
+    assert!(error.contains("outlier_detection"), "got {error}");
+    assert!(error.contains("resources[0]"), "path to the field: {error}");
+}
+
+#[test]
+fn unknown_field_inside_typed_config_is_rejected() {
+    let yaml = r#"resources:
+- "@type": type.googleapis.com/envoy.config.listener.v3.Listener
+  name: l
+  address: { socket_address: { address: 127.0.0.1, port_value: 1 } }
+  filter_chains:
+  - filters:
+    - name: envoy.filters.network.http_connection_manager
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+        stat_prefix: s
+        use_remote_address: true
+"#;
+    let error = decode(yaml).unwrap_err();
+    assert!(error.contains("use_remote_address"), "got {error}");
+}
+
+#[test]
+fn unsupported_extension_type_is_rejected() {
+    let yaml = r#"resources:
+- "@type": type.googleapis.com/envoy.config.listener.v3.Listener
+  name: l
+  address: { socket_address: { address: 127.0.0.1, port_value: 1 } }
+  filter_chains:
+  - filters:
+    - name: envoy.filters.network.tcp_proxy
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+"#;
+    let error = decode(yaml).unwrap_err();
+    assert!(error.contains("tcp_proxy"), "got {error}");
+}
+
+#[test]
+fn cluster_defaults_and_protocol() {
+    let yaml = cluster_yaml(
+        r#"  name: c
+  typed_extension_protocol_options:
+    envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+      "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+      explicit_http_config: { http2_protocol_options: {} }
+  load_assignment:
+    cluster_name: c
+    endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: "::1", port_value: 8 } } }, load_balancing_weight: 3 }] }]
+"#,
+    );
+    let resources = decode(&yaml).unwrap();
+    let Resource::Cluster(cluster) = &resources[0] else { panic!("not a cluster") };
+    assert_eq!(cluster.discovery, DiscoveryType::Static);
+    assert_eq!(cluster.lb_policy, LbPolicy::RoundRobin);
+    assert_eq!(cluster.protocol, UpstreamProtocol::Http2);
+    assert_eq!(cluster.connect_timeout, std::time::Duration::from_secs(5));
+    assert_eq!(cluster.load_assignment.as_ref().unwrap().endpoints[0].weight, 3);
+}
+
+#[test]
+fn cluster_value_errors_are_all_listed() {
+    let yaml = cluster_yaml(
+        r#"  name: c
+  type: EDS
+  lb_policy: RING_HASH
+  connect_timeout: 0s
+  load_assignment: { cluster_name: c }
+"#,
+    );
+    let error = decode(&yaml).unwrap_err();
+    assert!(error.contains("RING_HASH"), "unsupported policy: {error}");
+    assert!(error.contains("connect_timeout"), "zero timeout: {error}");
+    assert!(error.contains("load_assignment"), "inline endpoints on EDS: {error}");
+    assert!(error.contains("eds_config"), "missing ADS source: {error}");
+}
+
+#[test]
+fn strict_dns_accepts_host_names_and_static_does_not() {
+    let endpoints = "load_assignment: { cluster_name: c, endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: backend.local, port_value: 80 } } } }] }] }";
+    assert!(decode(&cluster_yaml(&format!("  name: c\n  type: STRICT_DNS\n  {endpoints}\n"))).is_ok());
+    let error = decode(&cluster_yaml(&format!("  name: c\n  {endpoints}\n"))).unwrap_err();
+    assert!(error.contains("not an IP address"), "got {error}");
+}
+
+fn routes_yaml(body: &str) -> String {
+    format!("resources:\n- \"@type\": type.googleapis.com/envoy.config.route.v3.RouteConfiguration\n  name: r\n{body}")
+}
+
+#[test]
+fn route_errors_name_their_place() {
+    let yaml = routes_yaml(
+        r#"  virtual_hosts:
+  - name: a
+    domains: ["a.com", "*.*.com"]
+    routes:
+    - match: { safe_regex: { regex: "(" } }
+      route: { cluster: x }
+    - match: { prefix: "/" }
+      route: { weighted_clusters: { clusters: [{ name: x, weight: 0 }] } }
+    - match: { prefix: "/d" }
+      direct_response: { status: 99 }
+  - name: b
+    domains: ["A.com"]
+    routes: []
+"#,
+    );
+    let error = decode(&yaml).unwrap_err();
+    assert!(error.contains("virtual_hosts[0].domains[1]"), "bad wildcard: {error}");
+    assert!(error.contains("virtual_hosts[0].routes[0].match.safe_regex"), "bad regex: {error}");
+    assert!(error.contains("weights must be greater than 0"), "zero weights: {error}");
+    assert!(error.contains("status 99"), "bad status: {error}");
+    assert!(error.contains("\"A.com\" is also in virtual host \"a\""), "duplicate domain: {error}");
+}
+
+#[test]
+fn route_actions_decode() {
+    let yaml = routes_yaml(
+        r#"  virtual_hosts:
+  - name: a
+    domains: ["*"]
+    routes:
+    - match: { prefix: "/w" }
+      route: { weighted_clusters: { clusters: [{ name: x, weight: 1 }, { name: y, weight: 3 }] }, timeout: 0s }
+    - match: { path: "/d" }
+      direct_response: { status: 204 }
+"#,
+    );
+    let resources = decode(&yaml).unwrap();
+    let Resource::RouteConfiguration(routes) = &resources[0] else { panic!("not routes") };
+    let routes = &routes.virtual_hosts[0].routes;
+    let RouteAction::Forward(action) = &routes[0].action else { panic!("not forward") };
+    assert!(matches!(action.clusters, ClusterSelection::Weighted { total_weight: 4, .. }));
+    assert_eq!(action.timeout, None, "0s disables the route timeout");
+    assert!(matches!(routes[1].action, RouteAction::DirectResponse { status: 204, .. }));
+}
+
+#[test]
+fn ignored_fields_are_reported() {
+    let resources = parse_resources(&cluster_yaml(
+        "  name: c\n  alt_stat_name: x\n  metadata: { filter_metadata: { a: { b: c } } }\n  load_assignment: { cluster_name: c }\n",
+    ))
+    .unwrap();
+    let decoded = decode_any(&resources[0]).unwrap();
+    assert!(decoded.ignored.iter().any(|field| field.ends_with("alt_stat_name")), "{:?}", decoded.ignored);
+    assert!(decoded.ignored.iter().any(|field| field.ends_with("metadata")), "{:?}", decoded.ignored);
+}
+
+#[test]
+fn bootstrap_checks_references() {
+    let yaml = r#"
+dynamic_resources:
+  ads_config: { api_type: GRPC, grpc_services: [{ envoy_grpc: { cluster_name: missing } }] }
+  cds_config: { ads: {} }
+static_resources:
+  listeners:
+  - name: l
+    address: { socket_address: { address: 127.0.0.1, port_value: 1 } }
+    filter_chains: [{ filters: [{ name: hcm, typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager, stat_prefix: s, route_config: { name: r, virtual_hosts: [{ name: v, domains: ["*"], routes: [{ match: { prefix: "/" }, route: { cluster: nowhere } }] }] }, http_filters: [{ name: envoy.filters.http.router }] } }] }]
+"#;
+    let proto: Bootstrap = parse(yaml, "envoy.config.bootstrap.v3.Bootstrap").unwrap();
+    let error = legate_config::decode::bootstrap(&proto).unwrap_err().to_string();
+    assert!(error.contains("\"missing\" is not a static cluster"), "got {error}");
+
+    let static_only = yaml.replace("  cds_config: { ads: {} }\n", "").replace("dynamic_resources:\n  ads_config: { api_type: GRPC, grpc_services: [{ envoy_grpc: { cluster_name: missing } }] }\n", "");
+    let proto: Bootstrap = parse(&static_only, "envoy.config.bootstrap.v3.Bootstrap").unwrap();
+    let error = legate_config::decode::bootstrap(&proto).unwrap_err().to_string();
+    assert!(error.contains("cluster \"nowhere\" does not exist"), "got {error}");
+}
+
+#[test]
+fn duplicate_listener_addresses_are_rejected() {
+    let listener = |name: &str| {
+        format!(
+            r#"- "@type": type.googleapis.com/envoy.config.listener.v3.Listener
+  name: {name}
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 8000 }} }}
+  filter_chains: [{{ filters: [{{ name: hcm, typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager, stat_prefix: s, route_config: {{ name: r }}, http_filters: [{{ name: envoy.filters.http.router }}] }} }}] }}]
+"#
+        )
+    };
+    let yaml = format!("resources:\n{}{}", listener("one"), listener("two"));
+    let resources = decode(&yaml).unwrap();
+    let errors = legate_config::validate::snapshot(&resources).to_string();
+    assert!(errors.contains("127.0.0.1:8000 is also used by listener \"one\""), "got {errors}");
+}
