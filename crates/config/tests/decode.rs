@@ -111,7 +111,7 @@ fn cluster_value_errors_are_all_listed() {
 }
 
 #[test]
-fn strict_dns_accepts_host_names_and_static_does_not() {
+fn host_names_only_in_strict_dns() {
     let endpoints = "load_assignment: { cluster_name: c, endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: backend.local, port_value: 80 } } } }] }] }";
     assert!(decode(&cluster_yaml(&format!("  name: c\n  type: STRICT_DNS\n  {endpoints}\n"))).is_ok());
     let error = decode(&cluster_yaml(&format!("  name: c\n  {endpoints}\n"))).unwrap_err();

@@ -23,7 +23,7 @@ use legate_config::model::{Bootstrap, DiscoveryType, EndpointAddress};
 use listener::ListenerSet;
 use manager::ConfigManager;
 
-/// Why the proxy could not start.
+/// Failure to start the proxy.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("failed to bind the admin listener to {address}")]

@@ -1,4 +1,4 @@
-//! The config manager: holds every listener, route configuration, cluster
+//! The config manager: stores every listener, route configuration, cluster
 //! and endpoint set the proxy knows, decides which are warm, and publishes
 //! the warm ones as one snapshot.
 //!
@@ -158,8 +158,9 @@ impl ConfigManager {
         rejected
     }
 
-    /// Applies an EDS response. Assignments absent from it stay, as the
-    /// state-of-the-world protocol says for non-wildcard types.
+    /// Applies an EDS response. Assignments absent from it stay, because
+    /// state-of-the-world responses for non-wildcard types are not complete
+    /// sets.
     pub fn update_assignments(&self, assignments: Vec<(ClusterLoadAssignment, prost_types::Any)>, version: &str) {
         let mut state = self.lock();
         for (assignment, raw) in assignments {
@@ -233,8 +234,8 @@ impl ConfigManager {
             .collect()
     }
 
-    /// Whether the first full config is applied and warm; stays true once
-    /// reached.
+    /// Returns whether the first full config is applied and warm. Once true,
+    /// it stays true.
     pub fn is_ready(&self) -> bool {
         self.lock().ready
     }
@@ -414,7 +415,7 @@ impl ConfigManager {
     }
 }
 
-/// The endpoints of a cluster, or `None` while it is still warming.
+/// Returns the endpoints of a cluster, or `None` while it is still warming.
 fn endpoints_of(
     entry: &ClusterEntry,
     assignments: &HashMap<String, Versioned<Arc<ClusterLoadAssignment>>>,

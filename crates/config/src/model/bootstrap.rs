@@ -23,10 +23,10 @@ pub struct Bootstrap {
     pub ignored_fields: Vec<String>,
 }
 
-/// Where the proxy fetches dynamic config.
+/// Source of the proxy's dynamic config.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdsConfig {
-    /// Static cluster that holds the control plane's address.
+    /// Static cluster whose endpoint is the control plane.
     pub cluster_name: String,
     /// Subscribe to listeners over ADS (bootstrap `lds_config: {ads: {}}`).
     pub lds: bool,

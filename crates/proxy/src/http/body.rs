@@ -13,7 +13,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::upstream::{UpstreamBody, UpstreamError};
 
-/// Why a downstream request body could not be read to its end.
+/// Failure to read a downstream request body to its end.
 #[derive(Debug, thiserror::Error)]
 pub enum RequestBodyError {
     #[error("reading the request body from downstream failed")]

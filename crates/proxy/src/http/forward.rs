@@ -95,7 +95,8 @@ fn error_reply(error: &UpstreamError, cluster: &str) -> Response<ResponseBody> {
     }
 }
 
-/// A route's upgrade settings override the connection manager's.
+/// Checks an upgrade against the route's settings, which override the
+/// connection manager's.
 fn upgrade_allowed(protocol: &str, action: &ForwardAction, http: &HttpConnectionManager) -> bool {
     if let Some(config) = action.upgrades.iter().find(|config| config.upgrade_type == protocol) {
         return config.enabled;
@@ -120,7 +121,7 @@ fn pick_cluster(action: &ForwardAction) -> (&str, Option<&str>) {
     }
 }
 
-/// Where and how a request goes upstream.
+/// Destination settings of a request sent upstream.
 #[derive(Clone, Copy)]
 struct UpstreamTarget<'a> {
     host_rewrite: Option<&'a str>,

@@ -12,8 +12,8 @@ static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// The request's host: the `Host` header, or the `:authority` of an HTTP/2
-/// request.
+/// Returns the request's host: the `Host` header, or the `:authority` of an
+/// HTTP/2 request.
 pub fn request_host<B>(request: &Request<B>) -> Option<&str> {
     host_of(request.headers(), request.uri())
 }
@@ -29,7 +29,7 @@ fn host_of<'a>(headers: &'a HeaderMap, uri: &'a http::Uri) -> Option<&'a str> {
     }
 }
 
-/// Whether the request asks to switch protocols: `Connection` lists the
+/// Returns the protocol a request upgrades to, when it is an upgrade: `Connection` lists the
 /// `upgrade` token (case-insensitively, among others) and `Upgrade` is set.
 pub fn upgrade_type(headers: &HeaderMap) -> Option<&str> {
     let upgrade = headers.get(header::UPGRADE)?.to_str().ok()?;

@@ -1,5 +1,5 @@
 //! The HTTP connection manager: routes each downstream request and forwards
-//! it to an upstream endpoint, or answers it locally.
+//! it to an upstream endpoint, or replies locally.
 
 pub mod body;
 mod forward;
@@ -22,7 +22,7 @@ use crate::snapshot::SnapshotStore;
 use body::ResponseBody;
 pub use local_reply::local_reply;
 
-/// What every request on one downstream connection shares.
+/// State shared by every request on one downstream connection.
 pub struct ConnectionContext {
     pub listener: Arc<str>,
     pub remote: SocketAddr,

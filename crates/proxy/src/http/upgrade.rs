@@ -1,4 +1,4 @@
-//! Protocol switches (WebSocket): once the upstream answers 101, the two
+//! Protocol switches (WebSocket): once the upstream responds with 101, the two
 //! connections become a byte pipe in both directions.
 
 use std::net::SocketAddr;

@@ -40,8 +40,9 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
-    /// Whether the downstream request body hit the connection manager's
-    /// request timeout, which the upstream client reports as its own error.
+    /// Tells whether the downstream request body hit the connection
+    /// manager's request timeout, which the upstream client reports as its
+    /// own error.
     pub fn is_request_timeout(&self) -> bool {
         let UpstreamError::Request(error) = self else { return false };
         let mut source = std::error::Error::source(error);
@@ -54,8 +55,8 @@ impl UpstreamError {
         false
     }
 
-    /// Whether the request never reached the upstream, so no response bytes
-    /// were lost.
+    /// Tells whether the request never reached the upstream, so no response
+    /// bytes were lost.
     pub fn is_connect_failure(&self) -> bool {
         matches!(self, UpstreamError::Connect { .. } | UpstreamError::ConnectTimeout { .. } | UpstreamError::Handshake { .. })
     }

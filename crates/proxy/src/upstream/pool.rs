@@ -74,8 +74,8 @@ impl EndpointPool {
     }
 
     /// Sends `request` to this endpoint on a pooled or new connection.
-    /// The response body holds the connection until it ends, and gives an
-    /// HTTP/1.1 connection back to the pool then.
+    /// The response body keeps the connection until it ends, then gives an
+    /// HTTP/1.1 connection back to the pool.
     pub async fn send(
         self: &Arc<Self>,
         request: Request<RequestBody>,
@@ -239,10 +239,10 @@ impl StreamTimers {
     }
 }
 
-/// An upstream response body. It keeps the endpoint's request count until
-/// it ends, returns an HTTP/1.1 connection to the pool when the body is read
-/// to its end, and fails the stream when the route timeout passes or the
-/// upstream stays silent longer than the idle timeout.
+/// An upstream response body. It counts as an active request on its
+/// endpoint until it ends, and returns an HTTP/1.1 connection to the pool
+/// once read to its end. It fails the stream when the route timeout passes
+/// or the upstream is silent for longer than the idle timeout.
 pub struct UpstreamBody {
     inner: Incoming,
     give_back: Option<(Arc<EndpointPool>, http1::SendRequest<RequestBody>)>,

@@ -8,7 +8,8 @@ use legate_api::google::rpc::Status;
 
 use legate_config::ResourceType;
 
-/// What the proxy has asked for and accepted of one resource type.
+/// Subscription state of one resource type: names requested, version
+/// accepted and the latest nonce.
 #[derive(Debug, Default, Clone)]
 pub struct Subscription {
     /// Resource names; empty for a wildcard type.
