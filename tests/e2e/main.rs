@@ -5,6 +5,7 @@ mod support;
 
 mod config_errors;
 mod hot_swap;
+mod listeners;
 mod http_framing;
 mod restart;
 mod routing;

@@ -85,6 +85,11 @@ fn check_listeners<'a>(listeners: impl Iterator<Item = &'a Listener>, errors: &m
         if !names.insert(listener.name.as_str()) {
             errors.push(duplicate(&label, "name", "another listener has the same name".into()));
         }
+        // Port 0 asks the system for any free port, so two such listeners
+        // never clash.
+        if listener.address.port() == 0 {
+            continue;
+        }
         if let Some(other) = addresses.insert(listener.address, listener.name.as_str()) {
             errors.push(duplicate(&label, "address", format!("address {} is also used by listener {other:?}", listener.address)));
         }
