@@ -9,51 +9,13 @@ use tokio::net::TcpStream;
 
 use crate::support::*;
 
-/// A static bootstrap whose listener takes `hcm_extra` connection manager
-/// fields and whose routes are `routes` (YAML list items).
-fn bootstrap(backend_port: u16, hcm_extra: &str, routes: &str) -> String {
-    format!(
-        r#"
-node: {{ id: timeouts }}
-admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }} }}
-static_resources:
-  listeners:
-  - name: http
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: t
-{hcm_extra}
-          route_config:
-            name: local
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-{routes}
-          http_filters: [{{ name: envoy.filters.http.router }}]
-  clusters:
-  - name: backend
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: backend
-      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {backend_port} }} }} }} }}] }}]
-  - name: unhealthy
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: unhealthy
-      endpoints: [{{ lb_endpoints: [{{ health_status: UNHEALTHY, endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {backend_port} }} }} }} }}] }}]
-  - name: closed
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: closed
-      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {closed_port} }} }} }} }}] }}]
-"#,
-        closed_port = closed_port()
-    )
+fn bootstrap(backend_port: u16, hcm_extra: &str) -> String {
+    let clusters = [
+        static_cluster("backend", backend_port, None),
+        static_cluster("unhealthy", backend_port, Some("UNHEALTHY")),
+        static_cluster("closed", closed_port(), None),
+    ];
+    static_bootstrap(hcm_extra, ROUTES, &clusters.join("\n"))
 }
 
 /// A loopback port with nothing listening on it.
@@ -76,7 +38,7 @@ const ROUTES: &str = r#"              - match: { prefix: "/timeout/" }
 async fn start(hcm_extra: &str) -> (Proxy, Upstream, std::net::SocketAddr) {
     let dir = temp_dir("timeouts");
     let backend = Upstream::start("backend").await;
-    let proxy = Proxy::start(&bootstrap(backend.address.port(), hcm_extra, ROUTES), &dir);
+    let proxy = Proxy::start(&bootstrap(backend.address.port(), hcm_extra), &dir);
     proxy.wait_ready().await;
     let listener = proxy.listener("http").await;
     (proxy, backend, listener)

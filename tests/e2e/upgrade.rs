@@ -44,41 +44,13 @@ async fn raw_upgrade_upstream() -> std::net::SocketAddr {
     address
 }
 
+const ROUTES: &str = r#"              - match: { prefix: "/no-ws" }
+                route: { cluster: ws, upgrade_configs: [{ upgrade_type: websocket, enabled: false }] }
+              - match: { prefix: "/" }
+                route: { cluster: ws }"#;
+
 fn bootstrap(upstream_port: u16) -> String {
-    format!(
-        r#"
-node: {{ id: upgrade }}
-admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }} }}
-static_resources:
-  listeners:
-  - name: http
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: t
-          upgrade_configs: [{{ upgrade_type: websocket }}]
-          route_config:
-            name: local
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{ prefix: "/no-ws" }}
-                route: {{ cluster: ws, upgrade_configs: [{{ upgrade_type: websocket, enabled: false }}] }}
-              - match: {{ prefix: "/" }}
-                route: {{ cluster: ws }}
-          http_filters: [{{ name: envoy.filters.http.router }}]
-  clusters:
-  - name: ws
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: ws
-      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {upstream_port} }} }} }} }}] }}]
-"#
-    )
+    static_bootstrap("          upgrade_configs: [{ upgrade_type: websocket }]", ROUTES, &static_cluster("ws", upstream_port, None))
 }
 
 async fn read_head(stream: &mut TcpStream) -> String {

@@ -24,7 +24,7 @@ async fn invalid_cluster_is_nacked_without_loop() {
     assert!(ack.error_detail.is_none());
 
     requests.next(LISTENER_TYPE).await;
-    responses.send(response(LISTENER_TYPE, "1", "l1", vec![listener()])).await.unwrap();
+    responses.send(response(LISTENER_TYPE, "1", "l1", vec![listener("backend")])).await.unwrap();
     proxy.wait_ready().await;
     let address = proxy.listener("http").await;
     assert_eq!(http1_get(address, "a", "/x").await.unwrap().0, 200);

@@ -19,26 +19,6 @@ fn assignment(upstreams: &[&Upstream]) -> prost_types::Any {
     pack(ENDPOINT_TYPE, &format!("cluster_name: foo\nendpoints: [{{ lb_endpoints: [{}] }}]", endpoints.join(", ")))
 }
 
-fn listener_to_foo() -> prost_types::Any {
-    pack(
-        LISTENER_TYPE,
-        r#"
-name: http
-address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
-filter_chains:
-- filters:
-  - name: envoy.filters.network.http_connection_manager
-    typed_config:
-      "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-      stat_prefix: test
-      route_config:
-        name: inline
-        virtual_hosts: [{ name: all, domains: ["*"], routes: [{ match: { prefix: "/" }, route: { cluster: foo } }] }]
-      http_filters: [{ name: envoy.filters.http.router }]
-"#,
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_update_without_endpoints_keeps_serving() {
     let dir = temp_dir("warming");
@@ -53,7 +33,7 @@ async fn cluster_update_without_endpoints_keeps_serving() {
     assert_eq!(eds_request.resource_names, vec!["foo".to_string()], "the proxy asks for the endpoints of foo");
     responses.send(response(ENDPOINT_TYPE, "1", "e1", vec![assignment(&[&first, &second])])).await.unwrap();
     requests.next(LISTENER_TYPE).await;
-    responses.send(response(LISTENER_TYPE, "1", "l1", vec![listener_to_foo()])).await.unwrap();
+    responses.send(response(LISTENER_TYPE, "1", "l1", vec![listener("foo")])).await.unwrap();
     proxy.wait_ready().await;
     let address = proxy.listener("http").await;
 

@@ -83,6 +83,7 @@ struct ActiveCluster {
 #[derive(Debug, Clone)]
 pub struct Rejected {
     pub name: String,
+    /// What is wrong, naming the resource.
     pub reason: String,
 }
 
@@ -313,7 +314,7 @@ impl ConfigManager {
     ) -> Result<(), Rejected> {
         self.listeners
             .prepare(&listener)
-            .map_err(|error| Rejected { name: listener.name.clone(), reason: error.to_string() })?;
+            .map_err(|error| Rejected { name: listener.name.clone(), reason: format!("{error}: {}", error.source) })?;
 
         let inline_routes = match &listener.http.routes {
             RouteSource::Inline(config) => Some(Arc::new(RouteTable::new(config.clone()))),

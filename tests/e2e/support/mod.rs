@@ -418,3 +418,46 @@ impl Http2Client {
         self.sender.is_closed()
     }
 }
+
+/// A static bootstrap with one listener `http` on a free loopback port. The
+/// connection manager gets the `hcm_extra` YAML lines (indented by ten
+/// spaces), its one virtual host gets `routes` (items indented by fourteen),
+/// and `clusters` (items indented by two) are the static clusters.
+pub fn static_bootstrap(hcm_extra: &str, routes: &str, clusters: &str) -> String {
+    format!(
+        r#"
+node: {{ id: static }}
+admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }} }}
+static_resources:
+  listeners:
+  - name: http
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: t
+{hcm_extra}
+          route_config:
+            name: local
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+{routes}
+          http_filters: [{{ name: envoy.filters.http.router }}]
+  clusters:
+{clusters}
+"#
+    )
+}
+
+/// A STATIC cluster item for `static_bootstrap`, with one endpoint on
+/// loopback and optional `health_status`.
+pub fn static_cluster(name: &str, port: u16, health_status: Option<&str>) -> String {
+    let health = health_status.map(|status| format!("health_status: {status}, ")).unwrap_or_default();
+    format!(
+        "  - name: {name}\n    connect_timeout: 1s\n    load_assignment:\n      cluster_name: {name}\n      endpoints: [{{ lb_endpoints: [{{ {health}endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }} }}] }}]"
+    )
+}

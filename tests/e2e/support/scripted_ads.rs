@@ -92,10 +92,10 @@ pub fn cluster(name: &str, upstream: SocketAddr, lb_policy: &str) -> prost_types
     )
 }
 
-pub fn listener() -> prost_types::Any {
-    pack(
-        LISTENER_TYPE,
-        r#"
+/// A listener `http` on a free loopback port whose inline routes send
+/// everything to `cluster`.
+pub fn listener(cluster: &str) -> prost_types::Any {
+    let yaml = r#"
 name: http
 address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
 filter_chains:
@@ -106,10 +106,10 @@ filter_chains:
       stat_prefix: test
       route_config:
         name: inline
-        virtual_hosts: [{ name: all, domains: ["*"], routes: [{ match: { prefix: "/" }, route: { cluster: backend } }] }]
+        virtual_hosts: [{ name: all, domains: ["*"], routes: [{ match: { prefix: "/" }, route: { cluster: CLUSTER } }] }]
       http_filters: [{ name: envoy.filters.http.router }]
-"#,
-    )
+"#;
+    pack(LISTENER_TYPE, &yaml.replace("CLUSTER", cluster))
 }
 
 pub fn response(type_url: &str, version: &str, nonce: &str, resources: Vec<prost_types::Any>) -> Result<DiscoveryResponse, Status> {

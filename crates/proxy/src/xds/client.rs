@@ -151,7 +151,7 @@ impl AdsClient {
             info!(type_url = %response.type_url, version = %response.version_info, resources = response.resources.len(), "config applied");
             subscription.request(resource_type, None)
         } else {
-            let detail = rejected.iter().map(|r| format!("{}: {}", r.name, r.reason)).collect::<Vec<_>>().join("; ");
+            let detail = rejected.iter().map(|r| r.reason.as_str()).collect::<Vec<_>>().join("; ");
             warn!(type_url = %response.type_url, version = %response.version_info, nonce = %response.nonce, error = %detail, "config rejected");
             subscription.nack(resource_type, detail)
         };
@@ -191,7 +191,8 @@ impl AdsClient {
             let name = resource_name(any).unwrap_or_else(|| "<unnamed>".to_string());
             named.insert(name.clone());
             if any.type_url != response.type_url {
-                rejected.push(Rejected { name, reason: format!("resource type {} does not match the response type", any.type_url) });
+                let reason = format!("{name:?}: resource type {} does not match the response type", any.type_url);
+                rejected.push(Rejected { name, reason });
                 continue;
             }
             match decode_any(any) {
