@@ -77,10 +77,16 @@ impl Proxy {
         self.manager.bound_listeners()
     }
 
-    /// Stops accepting and lets in-flight requests finish within each
-    /// listener's drain timeout.
-    pub fn drain(&self) {
-        self.manager.drain_listeners();
+    /// Stops accepting, then waits until every connection has closed or
+    /// the longest drain timeout has passed (plus a short grace for the
+    /// closes themselves), whichever comes first.
+    pub async fn shutdown(&self) {
+        let grace = self.manager.drain_listeners() + std::time::Duration::from_millis(250);
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.manager.open_connections() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        info!(open = self.manager.open_connections(), "proxy drained");
     }
 }
 

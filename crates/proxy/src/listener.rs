@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,6 +37,29 @@ pub struct BindError {
 pub struct ListenerSet {
     store: SnapshotStore,
     slots: Mutex<HashMap<String, Slot>>,
+    open: Arc<AtomicUsize>,
+}
+
+/// Counts one open downstream connection or upgraded pipe until dropped, so
+/// shutdown can wait for them.
+pub struct OpenConnection(Arc<AtomicUsize>);
+
+impl OpenConnection {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(count.clone())
+    }
+
+    /// Counts another connection on the same tally.
+    pub fn another(&self) -> OpenConnection {
+        OpenConnection::new(&self.0)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 struct Slot {
@@ -50,7 +74,7 @@ struct Slot {
 
 impl ListenerSet {
     pub fn new(store: SnapshotStore) -> Self {
-        ListenerSet { store, slots: Mutex::new(HashMap::new()) }
+        ListenerSet { store, slots: Mutex::new(HashMap::new()), open: Arc::new(AtomicUsize::new(0)) }
     }
 
     /// Binds the listener's address unless it is bound already, so an
@@ -104,7 +128,8 @@ impl ListenerSet {
             slot.running = Some(signal);
             let name: Arc<str> = Arc::from(listener.name.as_str());
             let span = info_span!("listener", name = %name, address = %slot.bound);
-            tokio::spawn(accept_loop(name, socket, self.store.clone(), drained, slot.drain_timeout).instrument(span));
+            let accept = AcceptLoop { name, store: self.store.clone(), drained, drain_timeout: slot.drain_timeout, open: self.open.clone() };
+            tokio::spawn(accept.run(socket).instrument(span));
         }
     }
 
@@ -116,12 +141,21 @@ impl ListenerSet {
         bound
     }
 
-    /// Drains every listener, for shutdown.
-    pub fn drain_all(&self) {
+    /// Drains every listener, for shutdown, and returns the longest drain
+    /// timeout among them.
+    pub fn drain_all(&self) -> Duration {
         let mut slots = self.lock();
+        let mut longest = Duration::ZERO;
         for slot in slots.values_mut() {
             drain(slot);
+            longest = longest.max(slot.drain_timeout);
         }
+        longest
+    }
+
+    /// Downstream connections and upgraded pipes still open.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
@@ -142,31 +176,45 @@ fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(BACKLOG)
 }
 
-async fn accept_loop(
+/// Everything the accept loop of one listener hands to its connections.
+struct AcceptLoop {
     name: Arc<str>,
-    socket: TcpListener,
     store: SnapshotStore,
-    mut drained: watch::Receiver<bool>,
+    drained: watch::Receiver<bool>,
     drain_timeout: Duration,
-) {
-    loop {
-        tokio::select! {
-            accepted = socket.accept() => match accepted {
-                Ok((stream, remote)) => {
-                    let context = ConnectionContext { listener: name.clone(), remote, store: store.clone() };
-                    let span = info_span!("downstream", client.addr = %remote);
-                    tokio::spawn(serve_connection(stream, context, drained.clone(), drain_timeout).instrument(span));
+    open: Arc<AtomicUsize>,
+}
+
+impl AcceptLoop {
+    async fn run(mut self, socket: TcpListener) {
+        loop {
+            tokio::select! {
+                accepted = socket.accept() => match accepted {
+                    Ok((stream, remote)) => self.spawn_connection(stream, remote),
+                    Err(error) => {
+                        warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                _ = self.drained.changed() => {
+                    debug!("listener stopped accepting");
+                    return;
                 }
-                Err(error) => {
-                    warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            _ = drained.changed() => {
-                debug!("listener stopped accepting");
-                return;
             }
         }
+    }
+
+    fn spawn_connection(&self, stream: TcpStream, remote: SocketAddr) {
+        let context = ConnectionContext {
+            listener: self.name.clone(),
+            remote,
+            store: self.store.clone(),
+            drained: self.drained.clone(),
+            drain_timeout: self.drain_timeout,
+            open: OpenConnection::new(&self.open),
+        };
+        let span = info_span!("downstream", client.addr = %remote);
+        tokio::spawn(serve_connection(stream, context, self.drained.clone(), self.drain_timeout).instrument(span));
     }
 }
 

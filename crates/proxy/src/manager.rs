@@ -269,9 +269,15 @@ impl ConfigManager {
         self.listeners.bound()
     }
 
-    /// Stops every listener from accepting and drains its connections.
-    pub fn drain_listeners(&self) {
-        self.listeners.drain_all();
+    /// Stops every listener from accepting and drains its connections;
+    /// returns the longest drain timeout.
+    pub fn drain_listeners(&self) -> std::time::Duration {
+        self.listeners.drain_all()
+    }
+
+    /// Downstream connections and upgraded pipes still open.
+    pub fn open_connections(&self) -> usize {
+        self.listeners.open_connections()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

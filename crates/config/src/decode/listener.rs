@@ -21,6 +21,9 @@ const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Idle limit of upgraded connections when `stream_idle_timeout` is unset.
+const DEFAULT_UPGRADE_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+
 pub fn listener(proto: &api::Listener, errors: &mut Collector) -> Option<model::Listener> {
     required_name(&proto.name, "name", errors);
     note_ignored(proto.metadata.is_some(), "metadata", errors);
@@ -105,6 +108,10 @@ fn connection_manager(proto: &hcm::HttpConnectionManager, errors: &mut Collector
     let stream_idle_timeout = errors.at("stream_idle_timeout", |errors| {
         timeout_or(proto.stream_idle_timeout.as_ref(), Some(DEFAULT_STREAM_IDLE_TIMEOUT), errors)
     });
+    let upgrade_idle_timeout = match &proto.stream_idle_timeout {
+        Some(_) => stream_idle_timeout,
+        None => Some(DEFAULT_UPGRADE_IDLE_TIMEOUT),
+    };
     let request_timeout = errors.at("request_timeout", |errors| timeout_or(proto.request_timeout.as_ref(), None, errors));
     let drain_timeout = errors
         .at("drain_timeout", |errors| timeout_or(proto.drain_timeout.as_ref(), Some(DEFAULT_DRAIN_TIMEOUT), errors))
@@ -126,6 +133,7 @@ fn connection_manager(proto: &hcm::HttpConnectionManager, errors: &mut Collector
         codec,
         routes: routes?,
         stream_idle_timeout,
+        upgrade_idle_timeout,
         request_timeout,
         idle_timeout,
         drain_timeout,

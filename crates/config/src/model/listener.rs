@@ -47,6 +47,10 @@ pub struct HttpConnectionManager {
     /// Closes a stream with no activity for this long; `None` disables it.
     /// Envoy's default is 5 minutes.
     pub stream_idle_timeout: Option<Duration>,
+    /// Closes an upgraded connection (WebSocket) with no byte either way for
+    /// this long: `stream_idle_timeout` when set, otherwise 1 hour, because
+    /// long-lived WebSockets are often quiet for minutes.
+    pub upgrade_idle_timeout: Option<Duration>,
     /// Time allowed to receive a whole request; `None` disables it.
     pub request_timeout: Option<Duration>,
     /// Closes a downstream connection with no active stream for this long.

@@ -57,8 +57,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     super::shutdown_signal().await;
     info!("shutting down, draining listeners");
-    proxy.drain();
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    proxy.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -11,9 +11,9 @@ use legate_config::model::{
 };
 
 use super::body::{RequestBody, ResponseBody};
-use super::headers::{add_forwarding_headers, remove_hop_by_hop, request_host, upgrade_type};
+use super::headers::{add_forwarding_headers, remove_hop_by_hop, request_host};
 use super::local_reply::local_reply;
-use super::upgrade;
+use super::upgrade::{PipeSettings, UpgradeRequest};
 use super::ConnectionContext;
 use crate::snapshot::Snapshot;
 use crate::upstream::{StreamTimers, UpstreamError};
@@ -26,10 +26,10 @@ pub(super) async fn forward(
     snapshot: &Snapshot,
     connection: &ConnectionContext,
 ) -> Response<ResponseBody> {
-    let upgrade = upgrade_type(request.headers()).map(str::to_ascii_lowercase);
-    if let Some(protocol) = &upgrade {
-        if !upgrade_allowed(protocol, action, http) {
-            debug!(upgrade = %protocol, route = %route.name, "upgrade not allowed on this route");
+    let upgrade = UpgradeRequest::detect(&request);
+    if let Some(upgrade) = &upgrade {
+        if !upgrade_allowed(&upgrade.protocol, action, http) {
+            debug!(upgrade = %upgrade.protocol, route = %route.name, "upgrade not allowed on this route");
             return local_reply(StatusCode::FORBIDDEN, "upgrade not allowed on this route");
         }
     }
@@ -47,7 +47,7 @@ pub(super) async fn forward(
     let downstream_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
     let protocol = if upgrade.is_some() { UpstreamProtocol::Http1 } else { cluster.config.protocol };
     let request_deadline = http.request_timeout.map(|timeout| tokio::time::Instant::now() + timeout);
-    let target = UpstreamTarget { host_rewrite, protocol, is_upgrade: upgrade.is_some(), request_deadline };
+    let target = UpstreamTarget { host_rewrite, protocol, upgrade: upgrade.as_ref(), request_deadline };
     let Some(upstream_request) = upstream_request(request, action, route, &target, connection) else {
         return local_reply(StatusCode::BAD_REQUEST, "invalid request path or host");
     };
@@ -67,21 +67,29 @@ pub(super) async fn forward(
         None => exchange.await,
     };
 
-    match result {
-        Ok(mut response) => {
-            if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-                let Some(downstream) = downstream_upgrade else {
-                    debug!(cluster = cluster_name, "upstream switched protocols without an upgrade request");
-                    return local_reply(StatusCode::BAD_GATEWAY, "upstream switched protocols unasked");
-                };
-                upgrade::bridge(downstream, hyper::upgrade::on(&mut response), endpoint.address());
-                return response.map(ResponseBody::Upstream);
-            }
-            remove_hop_by_hop(response.headers_mut(), false);
-            response.map(ResponseBody::Upstream)
-        }
-        Err(error) => error_reply(&error, cluster_name),
+    let mut response = match result {
+        Ok(response) => response,
+        Err(error) => return error_reply(&error, cluster_name),
+    };
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        remove_hop_by_hop(response.headers_mut(), false);
+        return response.map(ResponseBody::Upstream);
     }
+
+    let (Some(upgrade), Some(downstream)) = (upgrade, downstream_upgrade) else {
+        debug!(cluster = cluster_name, "upstream switched protocols without an upgrade request");
+        return local_reply(StatusCode::BAD_GATEWAY, "upstream switched protocols unasked");
+    };
+    let upstream = hyper::upgrade::on(&mut response);
+    let pipe = PipeSettings {
+        endpoint: endpoint.address(),
+        idle_timeout: action.idle_timeout.or(http.upgrade_idle_timeout),
+        drain_timeout: connection.drain_timeout,
+        listener_drain: connection.drained.clone(),
+        endpoint_membership: endpoint.membership().watch(),
+        _open: connection.open.another(),
+    };
+    upgrade.complete(response.map(ResponseBody::Upstream), upstream, downstream, pipe)
 }
 
 fn error_reply(error: &UpstreamError, cluster: &str) -> Response<ResponseBody> {
@@ -126,7 +134,7 @@ fn pick_cluster(action: &ForwardAction) -> (&str, Option<&str>) {
 struct UpstreamTarget<'a> {
     host_rewrite: Option<&'a str>,
     protocol: UpstreamProtocol,
-    is_upgrade: bool,
+    upgrade: Option<&'a UpgradeRequest>,
     /// The connection manager's `request_timeout`, as a deadline for the
     /// whole request body.
     request_deadline: Option<tokio::time::Instant>,
@@ -142,22 +150,20 @@ fn upstream_request(
     target: &UpstreamTarget<'_>,
     connection: &ConnectionContext,
 ) -> Option<Request<RequestBody>> {
-    let UpstreamTarget { host_rewrite, protocol, is_upgrade, request_deadline } = *target;
+    let UpstreamTarget { host_rewrite, protocol, upgrade, request_deadline } = *target;
     let host = host_rewrite.or_else(|| request_host(&request)).unwrap_or("").to_string();
     let path = rewritten_path(request.uri(), action, route)?;
     let (mut parts, body) = request.into_parts();
 
     let had_transfer_encoding = parts.headers.contains_key(header::TRANSFER_ENCODING);
-    let upgrade_headers = is_upgrade.then(|| parts.headers.get(header::UPGRADE).cloned());
     remove_hop_by_hop(&mut parts.headers, protocol == UpstreamProtocol::Http2);
     if had_transfer_encoding {
         // A message with both framings is re-framed by the upstream codec;
         // forwarding the stale length would let the two sides disagree.
         parts.headers.remove(header::CONTENT_LENGTH);
     }
-    if let Some(Some(upgrade)) = upgrade_headers {
-        parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        parts.headers.insert(header::UPGRADE, upgrade);
+    if let Some(upgrade) = upgrade {
+        upgrade.prepare_upstream(&mut parts.method, &mut parts.headers);
     }
     add_forwarding_headers(&mut parts.headers, connection.remote);
 
@@ -174,7 +180,7 @@ fn upstream_request(
         }
     }
 
-    let body = if is_upgrade { RequestBody::Empty } else { RequestBody::streaming(body, request_deadline) };
+    let body = if upgrade.is_some() { RequestBody::Empty } else { RequestBody::streaming(body, request_deadline) };
     Some(Request::from_parts(parts, body))
 }
 

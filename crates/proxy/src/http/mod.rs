@@ -27,6 +27,10 @@ pub struct ConnectionContext {
     pub listener: Arc<str>,
     pub remote: SocketAddr,
     pub store: SnapshotStore,
+    /// Changes when the listener drains; upgraded pipes watch it.
+    pub drained: tokio::sync::watch::Receiver<bool>,
+    pub drain_timeout: std::time::Duration,
+    pub open: crate::listener::OpenConnection,
 }
 
 /// Handles one downstream request. The snapshot loaded here is the one the

@@ -1,29 +1,165 @@
-//! Protocol switches (WebSocket): once the upstream responds with 101, the two
-//! connections become a byte pipe in both directions.
+//! Protocol upgrades (WebSocket). An HTTP/1.1 `Upgrade` request, or an
+//! HTTP/2 extended CONNECT (RFC 8441), goes upstream as an HTTP/1.1 upgrade.
+//! Once the upstream responds with 101, the two connections become a byte
+//! pipe in both directions until both sides are done, the pipe is idle for
+//! too long, or a drain closes it.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::sync::watch;
 use tracing::debug;
 
-/// Joins the downstream and upstream connections once both have switched
-/// protocols, copying bytes each way until both sides are done. A FIN from
-/// one side is passed on without closing the other direction.
-pub(super) fn bridge(downstream: OnUpgrade, upstream: OnUpgrade, endpoint: SocketAddr) {
-    tokio::spawn(async move {
-        let (downstream, upstream) = match tokio::try_join!(downstream, upstream) {
-            Ok(pair) => pair,
-            Err(error) => {
-                debug!(upstream.addr = %endpoint, %error, "protocol switch failed");
-                return;
+use super::body::ResponseBody;
+use super::headers::upgrade_type;
+use super::local_reply::local_reply;
+use crate::activity::{Activity, ActivityIo};
+use crate::listener::OpenConnection;
+
+const WEBSOCKET_VERSION: &str = "13";
+
+/// An upgrade a downstream request asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct UpgradeRequest {
+    /// Protocol token, lowercased (`websocket`).
+    pub protocol: String,
+    /// For an HTTP/2 extended CONNECT: the `Sec-WebSocket-Key` the proxy
+    /// made for the upstream handshake.
+    pub extended_connect_key: Option<String>,
+}
+
+impl UpgradeRequest {
+    /// Finds the upgrade in a request: `Connection: upgrade` with an
+    /// `Upgrade` header over HTTP/1.1, or CONNECT with a `:protocol` over
+    /// HTTP/2.
+    pub fn detect<B>(request: &Request<B>) -> Option<UpgradeRequest> {
+        if request.method() == Method::CONNECT {
+            let protocol = request.extensions().get::<hyper::ext::Protocol>()?;
+            return Some(UpgradeRequest {
+                protocol: protocol.as_str().to_ascii_lowercase(),
+                extended_connect_key: Some(tungstenite::handshake::client::generate_key()),
+            });
+        }
+        let protocol = upgrade_type(request.headers())?;
+        Some(UpgradeRequest { protocol: protocol.to_ascii_lowercase(), extended_connect_key: None })
+    }
+
+    /// Turns the upstream request into an HTTP/1.1 upgrade, with the protocol
+    /// token in lower case. For an extended
+    /// CONNECT it becomes a complete WebSocket handshake: GET with a fresh
+    /// key, as RFC 8441 section 5 describes.
+    pub fn prepare_upstream(&self, method: &mut Method, headers: &mut HeaderMap) {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        let upgrade = HeaderValue::from_str(&self.protocol).unwrap_or(HeaderValue::from_static("websocket"));
+        headers.insert(header::UPGRADE, upgrade);
+
+        if let Some(key) = &self.extended_connect_key {
+            *method = Method::GET;
+            if let Ok(key) = HeaderValue::from_str(key) {
+                headers.insert(header::SEC_WEBSOCKET_KEY, key);
+            }
+            if !headers.contains_key(header::SEC_WEBSOCKET_VERSION) {
+                headers.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static(WEBSOCKET_VERSION));
+            }
+        }
+    }
+
+    /// Builds the downstream response to the upstream's 101 and starts the
+    /// byte pipe. An extended CONNECT gets 200 without the HTTP/1.1
+    /// handshake headers, after the upstream's accept key is checked.
+    pub fn complete(
+        &self,
+        mut response: Response<ResponseBody>,
+        upstream: OnUpgrade,
+        downstream: OnUpgrade,
+        pipe: PipeSettings,
+    ) -> Response<ResponseBody> {
+        if let Some(key) = &self.extended_connect_key {
+            let expected = tungstenite::handshake::derive_accept_key(key.as_bytes());
+            let accepted = response.headers().get(header::SEC_WEBSOCKET_ACCEPT).is_some_and(|value| value == expected.as_str());
+            if !accepted {
+                debug!(upstream.addr = %pipe.endpoint, "upstream WebSocket handshake has a wrong Sec-WebSocket-Accept");
+                return local_reply(StatusCode::BAD_GATEWAY, "upstream WebSocket handshake failed");
+            }
+            *response.status_mut() = StatusCode::OK;
+            for name in [header::CONNECTION, header::UPGRADE, header::SEC_WEBSOCKET_ACCEPT] {
+                response.headers_mut().remove(name);
+            }
+            *response.body_mut() = ResponseBody::Local(None);
+        }
+
+        tokio::spawn(run_pipe(downstream, upstream, pipe));
+        response
+    }
+}
+
+/// What ends an upgraded connection besides its peers.
+pub(super) struct PipeSettings {
+    pub endpoint: SocketAddr,
+    /// Closes the pipe when no byte moves either way for this long.
+    pub idle_timeout: Option<Duration>,
+    /// Time given to the pipe after a drain starts.
+    pub drain_timeout: Duration,
+    /// Changes when the listener drains.
+    pub listener_drain: watch::Receiver<bool>,
+    /// Closes when the endpoint leaves its cluster.
+    pub endpoint_membership: watch::Receiver<()>,
+    /// Counts the pipe as an open connection while the proxy shuts down.
+    pub _open: OpenConnection,
+}
+
+/// Copies bytes both ways. A FIN from one side is passed on without closing
+/// the other direction, and the pipe ends when both directions are done.
+async fn run_pipe(downstream: OnUpgrade, upstream: OnUpgrade, mut pipe: PipeSettings) {
+    let endpoint = pipe.endpoint;
+    let (downstream, upstream) = match tokio::try_join!(downstream, upstream) {
+        Ok(pair) => pair,
+        Err(error) => {
+            debug!(upstream.addr = %endpoint, %error, "protocol switch failed");
+            return;
+        }
+    };
+
+    let activity = Activity::new();
+    let mut downstream = ActivityIo::new(TokioIo::new(downstream), activity.clone());
+    let mut upstream = ActivityIo::new(TokioIo::new(upstream), activity.clone());
+    let copy = tokio::io::copy_bidirectional(&mut downstream, &mut upstream);
+    tokio::pin!(copy);
+
+    let idle_timeout = pipe.idle_timeout;
+    let reason = loop {
+        let idle_check = async {
+            match idle_timeout {
+                Some(timeout) => tokio::time::sleep_until(activity.idle_deadline(timeout)).await,
+                None => std::future::pending().await,
             }
         };
-        let mut downstream = TokioIo::new(downstream);
-        let mut upstream = TokioIo::new(upstream);
-        match tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await {
-            Ok((sent, received)) => debug!(upstream.addr = %endpoint, sent, received, "upgraded connection closed"),
-            Err(error) => debug!(upstream.addr = %endpoint, %error, "upgraded connection failed"),
+        tokio::select! {
+            result = &mut copy => {
+                match result {
+                    Ok((sent, received)) => debug!(upstream.addr = %endpoint, sent, received, "upgraded connection closed by its peers"),
+                    Err(error) => debug!(upstream.addr = %endpoint, %error, "upgraded connection failed"),
+                }
+                return;
+            }
+            _ = idle_check => {
+                let timeout = idle_timeout.unwrap_or_default();
+                if tokio::time::Instant::now() >= activity.idle_deadline(timeout) {
+                    debug!(upstream.addr = %endpoint, "upgraded connection idle timeout");
+                    return;
+                }
+            }
+            _ = pipe.listener_drain.changed() => break "listener draining",
+            _ = pipe.endpoint_membership.changed() => break "endpoint removed",
         }
-    });
+    };
+
+    debug!(upstream.addr = %endpoint, reason, drain_ms = pipe.drain_timeout.as_millis() as u64, "draining upgraded connection");
+    if tokio::time::timeout(pipe.drain_timeout, &mut copy).await.is_err() {
+        debug!(upstream.addr = %endpoint, reason, "closing upgraded connection after the drain period");
+    }
 }

@@ -12,7 +12,7 @@ use legate_config::model::{Cluster, LbEndpoint};
 
 pub use dns::{spawn_resolver, Resolved};
 pub use lb::LoadBalancer;
-pub use pool::{EndpointPool, PoolSettings, StreamTimers, UpstreamBody};
+pub use pool::{EndpointPool, Membership, PoolSettings, StreamTimers, UpstreamBody};
 
 /// Why an upstream exchange failed, which decides the downstream status.
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +88,8 @@ impl ClusterHandle {
             .map(|(address, endpoint)| {
                 let pool = match reusable.get(address) {
                     Some(pool) if pool.settings() == &settings => Arc::clone(pool),
-                    _ => EndpointPool::new(*address, settings.clone()),
+                    Some(pool) => EndpointPool::new(*address, settings.clone(), pool.membership().clone()),
+                    None => EndpointPool::new(*address, settings.clone(), Membership::new()),
                 };
                 (pool, endpoint.clone())
             })

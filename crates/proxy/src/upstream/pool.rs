@@ -39,6 +39,7 @@ pub struct PoolSettings {
 pub struct EndpointPool {
     address: SocketAddr,
     settings: PoolSettings,
+    membership: Arc<Membership>,
     idle: Mutex<Vec<IdleConnection>>,
     shared_http2: tokio::sync::Mutex<Option<http2::SendRequest<RequestBody>>>,
     active_requests: AtomicUsize,
@@ -50,10 +51,11 @@ struct IdleConnection {
 }
 
 impl EndpointPool {
-    pub fn new(address: SocketAddr, settings: PoolSettings) -> Arc<Self> {
+    pub fn new(address: SocketAddr, settings: PoolSettings, membership: Arc<Membership>) -> Arc<Self> {
         Arc::new(EndpointPool {
             address,
             settings,
+            membership,
             idle: Mutex::new(Vec::new()),
             shared_http2: tokio::sync::Mutex::new(None),
             active_requests: AtomicUsize::new(0),
@@ -66,6 +68,10 @@ impl EndpointPool {
 
     pub fn settings(&self) -> &PoolSettings {
         &self.settings
+    }
+
+    pub fn membership(&self) -> &Arc<Membership> {
+        &self.membership
     }
 
     /// Requests in flight on this endpoint, for least-request balancing.
@@ -194,6 +200,25 @@ impl EndpointPool {
             }
         });
         Ok(sender)
+    }
+}
+
+/// Exists while an endpoint belongs to its cluster, across cluster updates
+/// that replace its pool. Upgraded connections watch it so that they drain
+/// when their endpoint is removed.
+pub struct Membership {
+    removed: tokio::sync::watch::Sender<()>,
+}
+
+impl Membership {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Membership { removed: tokio::sync::watch::channel(()).0 })
+    }
+
+    /// Returns a receiver whose `changed()` fails once the endpoint leaves
+    /// its cluster.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<()> {
+        self.removed.subscribe()
     }
 }
 
