@@ -12,5 +12,6 @@ mod routing;
 mod static_bootstrap;
 mod timeouts;
 mod upgrade;
+mod websocket;
 mod xds_nack;
 mod xds_warming;

@@ -18,6 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpListener, TcpStream};
 
 pub mod scripted_ads;
+pub mod websocket;
 
 /// Path of the `legate` binary, built once per test process.
 pub fn legate_bin() -> PathBuf {
@@ -56,8 +57,12 @@ pub struct Process {
 
 impl Process {
     fn spawn(args: &[&str]) -> Process {
+        // Only warnings and errors from the processes under test, unless
+        // RUST_LOG asks for more.
+        let log_filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_string());
         let mut child = Command::new(legate_bin())
             .args(args)
+            .env("RUST_LOG", log_filter)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
