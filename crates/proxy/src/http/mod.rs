@@ -5,6 +5,7 @@ pub mod body;
 mod forward;
 mod headers;
 mod local_reply;
+mod pipe;
 mod upgrade;
 
 use std::convert::Infallible;

@@ -17,6 +17,7 @@ use tracing::debug;
 use super::body::ResponseBody;
 use super::headers::upgrade_type;
 use super::local_reply::local_reply;
+use super::pipe::copy_both_ways;
 use crate::activity::{Activity, ActivityIo};
 use crate::listener::OpenConnection;
 
@@ -127,7 +128,7 @@ async fn run_pipe(downstream: OnUpgrade, upstream: OnUpgrade, mut pipe: PipeSett
     let activity = Activity::new();
     let mut downstream = ActivityIo::new(TokioIo::new(downstream), activity.clone());
     let mut upstream = ActivityIo::new(TokioIo::new(upstream), activity.clone());
-    let copy = tokio::io::copy_bidirectional(&mut downstream, &mut upstream);
+    let copy = copy_both_ways(&mut downstream, &mut upstream);
     tokio::pin!(copy);
 
     let idle_timeout = pipe.idle_timeout;

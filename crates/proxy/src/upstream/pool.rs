@@ -100,7 +100,7 @@ impl EndpointPool {
         guard: ActiveRequest,
         timers: StreamTimers,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
-        let mut sender = match self.take_idle() {
+        let mut sender = match self.ready_idle().await {
             Some(sender) => sender,
             None => self.connect_http1().await?,
         };
@@ -122,11 +122,23 @@ impl EndpointPool {
         Ok(response.map(|body| UpstreamBody::new(body, None, guard, timers)))
     }
 
+    /// Takes a pooled connection and waits until it accepts a request. A
+    /// connection handed back a moment ago may still be finishing its last
+    /// response, and dropping it then would open a new upstream connection.
+    async fn ready_idle(&self) -> Option<http1::SendRequest<RequestBody>> {
+        while let Some(mut sender) = self.take_idle() {
+            if sender.ready().await.is_ok() {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
     fn take_idle(&self) -> Option<http1::SendRequest<RequestBody>> {
         let mut idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         while let Some(connection) = idle.pop() {
             let fresh = connection.since.elapsed() < self.settings.idle_timeout;
-            if fresh && connection.sender.is_ready() {
+            if fresh && !connection.sender.is_closed() {
                 return Some(connection.sender);
             }
         }
