@@ -13,5 +13,6 @@ mod static_bootstrap;
 mod timeouts;
 mod upgrade;
 mod websocket;
+mod websocket_xds;
 mod xds_nack;
 mod xds_warming;

@@ -213,3 +213,44 @@ async fn sigterm_drains_open_websockets() {
     assert!(status.success(), "the proxy exits 0 after draining: {status:?}");
     assert!(started.elapsed() >= Duration::from_millis(900), "sockets got the drain period");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_headers_reach_upstream_unchanged() {
+    let upstream = WsUpstream::start("headers").await;
+    let (_proxy, listener) = start_proxy(&[upstream.address], "", "").await;
+
+    let mut request = format!("ws://{listener}/headers").into_client_request().unwrap();
+    request.headers_mut().insert("sec-websocket-protocol", "mqtt".parse().unwrap());
+    request
+        .headers_mut()
+        .insert("sec-websocket-extensions", "permessage-deflate; client_max_window_bits".parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let seen = socket.next().await.unwrap().unwrap().into_text().unwrap().to_string();
+    assert!(seen.contains("sec-websocket-protocol: mqtt\n"), "got {seen}");
+    assert!(seen.contains("sec-websocket-extensions: permessage-deflate; client_max_window_bits\n"), "got {seen}");
+    assert!(seen.contains("sec-websocket-version: 13\n"), "got {seen}");
+
+    let (mut plain, _) = tokio_tungstenite::connect_async(format!("ws://{listener}/headers")).await.unwrap();
+    let seen = plain.next().await.unwrap().unwrap().into_text().unwrap().to_string();
+    assert!(!seen.contains("sec-websocket-protocol"), "no subprotocol header is invented: {seen}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_switch_without_101() {
+    let upstream = Upstream::start("plain").await;
+    let (_proxy, listener) = start_proxy(&[upstream.address], "", "").await;
+
+    for upgrade in ["foo", "websocket"] {
+        let mut stream = TcpStream::connect(listener).await.unwrap();
+        let pipelined = format!(
+            "GET /public HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: {upgrade}\r\n\r\nGET /admin HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(pipelined.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await.expect("answers in time").unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(!answer.contains("HTTP/1.1 101"), "no switch without a 101: {answer}");
+        assert!(answer.contains("plain /admin 0"), "the second request is routed as its own ({upgrade}): {answer}");
+        assert_eq!(answer.matches("HTTP/1.1 ").count(), 2, "two responses ({upgrade}): {answer}");
+    }
+}

@@ -12,7 +12,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 /// A WebSocket echo server on loopback. It picks the subprotocol `mqtt`
 /// when offered, sends `<name>` as its first message when the path is
-/// `/hello`, and counts accepted connections.
+/// `/hello` and the `Sec-WebSocket-*` headers it received (one per line,
+/// without the key) when it is `/headers`, and counts accepted connections.
 pub struct WsUpstream {
     pub address: SocketAddr,
     pub accepted: Arc<AtomicUsize>,
@@ -29,8 +30,14 @@ impl WsUpstream {
                 let counter = counter.clone();
                 tokio::spawn(async move {
                     let mut path = String::new();
+                    let mut seen_headers = String::new();
                     let callback = |request: &Request, mut response: Response| {
                         path = request.uri().path().to_string();
+                        for (header, value) in request.headers() {
+                            if header.as_str().starts_with("sec-websocket-") && header != "sec-websocket-key" {
+                                seen_headers.push_str(&format!("{header}: {}\n", value.to_str().unwrap_or("")));
+                            }
+                        }
                         let offered = request.headers().get("sec-websocket-protocol").and_then(|v| v.to_str().ok()).unwrap_or("");
                         if offered.split(',').any(|p| p.trim() == "mqtt") {
                             response.headers_mut().insert("sec-websocket-protocol", HeaderValue::from_static("mqtt"));
@@ -46,6 +53,9 @@ impl WsUpstream {
                     counter.fetch_add(1, Ordering::Relaxed);
                     if path == "/hello" {
                         let _ = socket.send(Message::text(name)).await;
+                    }
+                    if path == "/headers" {
+                        let _ = socket.send(Message::text(seen_headers)).await;
                     }
                     while let Some(Ok(message)) = socket.next().await {
                         if message.is_close() {
