@@ -86,3 +86,52 @@ async fn forwarding_headers_reach_upstream() {
     assert!(!headers.contains_key("x-seen-x-hop"), "headers named in Connection are hop-by-hop");
     assert!(!headers.contains_key("x-seen-connection"));
 }
+
+/// An upstream that answers every request as HTTP/1.0 and closes.
+async fn http10_upstream() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = socket.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = socket.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let _ = stream.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nold-1").await;
+            });
+        }
+    });
+    address
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_with_http10_upstream() {
+    let dir = temp_dir("http10");
+    let upstream = http10_upstream().await;
+    let routes = "              - match: { prefix: \"/\" }\n                route: { cluster: old }";
+    let proxy = Proxy::start(&static_bootstrap("", routes, &static_cluster("old", upstream.port(), None)), &dir);
+    proxy.wait_ready().await;
+    let listener = proxy.listener("http").await;
+
+    let mut client = KeepAlive::connect(listener).await;
+    for _ in 0..3 {
+        assert_eq!(client.get("a", "/").await.unwrap(), (200, "old-1".to_string()), "keep-alive survives an HTTP/1.0 upstream");
+    }
+
+    let request = hyper::Request::get("/")
+        .header("host", "a")
+        .header("connection", "Upgrade, HTTP2-Settings")
+        .header("upgrade", "h2c")
+        .header("http2-settings", "AAMAAABkAAQAoAAAAAIAAAAA")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let (status, body, _) = http1_request(listener, request).await.unwrap();
+    assert_eq!((status, body.as_str()), (200, "old-1"), "an h2c upgrade offer is served as HTTP/1.1");
+}

@@ -32,12 +32,13 @@ pub struct FixedRate {
 }
 
 /// Runs wrk with one thread and `connections` keep-alive connections as
-/// fast as the target answers.
+/// fast as the target responds.
 pub fn wrk(wrk: &Path, port: u16, connections: usize, duration: Duration) -> anyhow::Result<Saturation> {
     let args = [
         "-t1".to_string(),
         format!("-c{connections}"),
-        format!("-d{}ms", duration.as_millis()),
+        // wrk takes whole seconds only.
+        format!("-d{}s", duration.as_secs().max(1)),
         format!("http://127.0.0.1:{port}/"),
     ];
     let output = run_pinned(wrk, &args)?;

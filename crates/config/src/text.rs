@@ -1,45 +1,179 @@
 //! Envoy-format YAML and JSON (the proto3 JSON mapping, with `"@type"` inside
 //! `typed_config`), parsed by reflection so that an unknown field is an error
 //! that names its path.
+//!
+//! Parsing runs in two passes. The first walks the document against the
+//! schema and lists every field Legate does not declare, so a user sees all
+//! of them at once. The second deserializes, and reports the first value of
+//! a wrong type.
 
-use prost_reflect::{DeserializeOptions, DynamicMessage, MessageDescriptor};
+use prost_reflect::{DeserializeOptions, DynamicMessage, Kind, MessageDescriptor};
+use serde_json::Value;
 
 use crate::error::{ConfigError, ConfigErrors, ErrorKind};
 use crate::reflect;
 
+const ANY: &str = "google.protobuf.Any";
+
 /// Parses YAML or JSON text (JSON is YAML) into the message type `T`,
 /// rejecting fields that Legate's schema does not declare.
 pub fn parse<T: prost::Message + Default>(text: &str, message_name: &str) -> Result<T, ConfigErrors> {
-    let descriptor = reflect::pool()
-        .get_message_by_name(message_name)
-        .unwrap_or_else(|| panic!("{message_name} is declared in proto/"));
-    let dynamic = parse_dynamic(text, descriptor)?;
-    dynamic.transcode_to::<T>().map_err(|error| syntax_error(String::new(), error.to_string()).into())
-}
-
-fn parse_dynamic(text: &str, descriptor: MessageDescriptor) -> Result<DynamicMessage, ConfigErrors> {
-    let document: serde_json::Value =
-        serde_yaml_ng::from_str(text).map_err(|error| syntax_error(String::new(), error.to_string()))?;
-
-    let options = DeserializeOptions::new().deny_unknown_fields(true);
-    let mut tracker = serde_path_to_error::Track::new();
-    let deserializer = serde_path_to_error::Deserializer::new(&document, &mut tracker);
-    DynamicMessage::deserialize_with_options(descriptor, deserializer, &options).map_err(|error| {
-        let path = tracker.path().to_string();
-        let path = if path == "." { String::new() } else { path };
-        syntax_error(path, error.to_string()).into()
-    })
-}
-
-fn syntax_error(path: String, message: String) -> ConfigError {
-    ConfigError { kind: ErrorKind::Syntax, resource: String::new(), path, message }
+    let document = parse_document(text)?;
+    parse_value(&document, message_name, "")
 }
 
 /// A file of Envoy resources as `legate apply` reads it: the layout of an
 /// Envoy `DiscoveryResponse`, a `resources` list whose entries each carry
-/// their `"@type"`.
+/// their `"@type"`. Every entry is checked, so the errors of all of them are
+/// listed together.
 pub fn parse_resources(text: &str) -> Result<Vec<prost_types::Any>, ConfigErrors> {
-    let response: legate_api::envoy::service::discovery::v3::DiscoveryResponse =
-        parse(text, "envoy.service.discovery.v3.DiscoveryResponse")?;
-    Ok(response.resources)
+    let document = parse_document(text)?;
+    let Value::Object(fields) = &document else {
+        return Err(syntax_error(String::new(), "expected a mapping with a `resources` list".into()).into());
+    };
+
+    let mut errors = Vec::new();
+    for key in fields.keys().filter(|key| key.as_str() != "resources" && key.as_str() != "version_info") {
+        errors.push(syntax_error(key.clone(), format!("unknown field `{key}`; a resources file has `resources` only")));
+    }
+    let items = match fields.get("resources") {
+        Some(Value::Array(items)) => items.as_slice(),
+        Some(_) => {
+            errors.push(syntax_error("resources".into(), "expected a list of resources".into()));
+            &[]
+        }
+        None => {
+            errors.push(syntax_error(String::new(), "missing `resources` list".into()));
+            &[]
+        }
+    };
+
+    let mut resources = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        match parse_value::<prost_types::Any>(item, ANY, &format!("resources[{index}]")) {
+            Ok(any) => resources.push(any),
+            Err(item_errors) => errors.extend(item_errors.0),
+        }
+    }
+    if errors.is_empty() {
+        Ok(resources)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+fn parse_document(text: &str) -> Result<Value, ConfigErrors> {
+    let document: Value =
+        serde_yaml_ng::from_str(text).map_err(|error| syntax_error(String::new(), error.to_string()))?;
+    if document.is_null() {
+        return Err(syntax_error(String::new(), "the document is empty".into()).into());
+    }
+    Ok(document)
+}
+
+/// Checks `value` for undeclared fields, then deserializes it as
+/// `message_name`; `path` prefixes every error's location.
+fn parse_value<T: prost::Message + Default>(value: &Value, message_name: &str, path: &str) -> Result<T, ConfigErrors> {
+    let descriptor = reflect::pool()
+        .get_message_by_name(message_name)
+        .unwrap_or_else(|| panic!("{message_name} is declared in proto/"));
+
+    let mut errors = Vec::new();
+    unknown_fields(value, &descriptor, path, &mut errors);
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+
+    let options = DeserializeOptions::new().deny_unknown_fields(true);
+    let mut tracker = serde_path_to_error::Track::new();
+    let deserializer = serde_path_to_error::Deserializer::new(value, &mut tracker);
+    let dynamic = DynamicMessage::deserialize_with_options(descriptor, deserializer, &options).map_err(|error| {
+        let inner = tracker.path().to_string();
+        let location = join_path(path, if inner == "." { "" } else { &inner });
+        ConfigErrors::from(syntax_error(location, error.to_string()))
+    })?;
+    dynamic.transcode_to::<T>().map_err(|error| syntax_error(path.to_string(), error.to_string()).into())
+}
+
+/// Records every key of `value` that `descriptor` does not declare,
+/// following nested messages, lists, maps and `Any` values by their
+/// `"@type"`.
+fn unknown_fields(value: &Value, descriptor: &MessageDescriptor, path: &str, errors: &mut Vec<ConfigError>) {
+    let name = descriptor.full_name();
+    if name == ANY {
+        unknown_fields_of_any(value, path, errors);
+        return;
+    }
+    // Other well-known types have their own JSON forms (strings for
+    // Duration, bare values for wrappers, free-form Struct).
+    if name.starts_with("google.protobuf.") {
+        return;
+    }
+    let Value::Object(fields) = value else { return };
+
+    for (key, field_value) in fields {
+        let field_path = join_path(path, key);
+        let field = descriptor.get_field_by_json_name(key).or_else(|| descriptor.get_field_by_name(key));
+        let Some(field) = field else {
+            errors.push(ConfigError {
+                kind: ErrorKind::Unsupported,
+                resource: String::new(),
+                path: field_path,
+                message: format!("unknown field `{key}`: {name} in Legate has no such field"),
+            });
+            continue;
+        };
+        let Kind::Message(inner) = field.kind() else { continue };
+
+        if field.is_map() {
+            let value_field = inner.map_entry_value_field();
+            if let (Kind::Message(value_type), Value::Object(entries)) = (value_field.kind(), field_value) {
+                for (entry_key, entry) in entries {
+                    unknown_fields(entry, &value_type, &format!("{field_path}[{entry_key}]"), errors);
+                }
+            }
+        } else if let Value::Array(items) = field_value {
+            for (index, item) in items.iter().enumerate() {
+                unknown_fields(item, &inner, &format!("{field_path}[{index}]"), errors);
+            }
+        } else {
+            unknown_fields(field_value, &inner, &field_path, errors);
+        }
+    }
+}
+
+fn unknown_fields_of_any(value: &Value, path: &str, errors: &mut Vec<ConfigError>) {
+    let Value::Object(fields) = value else { return };
+    let Some(type_url) = fields.get("@type").and_then(Value::as_str) else {
+        errors.push(syntax_error(path.to_string(), "missing \"@type\"".into()));
+        return;
+    };
+    let Some(inner) = reflect::message_for_type_url(type_url) else {
+        errors.push(ConfigError {
+            kind: ErrorKind::Unsupported,
+            resource: String::new(),
+            path: join_path(path, "@type"),
+            message: format!("type {type_url:?} is not supported by Legate"),
+        });
+        return;
+    };
+    if inner.full_name().starts_with("google.protobuf.") {
+        return;
+    }
+    let rest: serde_json::Map<String, Value> =
+        fields.iter().filter(|(key, _)| key.as_str() != "@type").map(|(k, v)| (k.clone(), v.clone())).collect();
+    unknown_fields(&Value::Object(rest), &inner, path, errors);
+}
+
+fn join_path(prefix: &str, rest: &str) -> String {
+    match (prefix.is_empty(), rest.is_empty()) {
+        (true, _) => rest.to_string(),
+        (false, true) => prefix.to_string(),
+        (false, false) if rest.starts_with('[') => format!("{prefix}{rest}"),
+        (false, false) => format!("{prefix}.{rest}"),
+    }
+}
+
+fn syntax_error(path: String, message: String) -> ConfigError {
+    ConfigError { kind: ErrorKind::Syntax, resource: String::new(), path, message }
 }

@@ -219,3 +219,31 @@ fn duplicate_listener_addresses_are_rejected() {
     let errors = legate_config::validate::snapshot(&resources).to_string();
     assert!(errors.contains("127.0.0.1:8000 is also used by listener \"one\""), "got {errors}");
 }
+
+#[test]
+fn every_unknown_field_is_listed() {
+    let yaml = r#"resources:
+- "@type": type.googleapis.com/envoy.config.cluster.v3.Cluster
+  name: a
+  outlier_detection: {}
+- "@type": type.googleapis.com/envoy.config.cluster.v3.Cluster
+  name: b
+  circuit_breakers: {}
+  load_assignment: { cluster_name: b, endpoints: [{ lb_endpoints: [{ endpoint: { adress: {} } }] }] }
+- "@type": type.googleapis.com/envoy.config.cluster.v3.Clustr
+  name: c
+"#;
+    let errors = parse_resources(yaml).unwrap_err().to_string();
+    assert!(errors.contains("resources[0].outlier_detection"), "got {errors}");
+    assert!(errors.contains("resources[1].circuit_breakers"), "got {errors}");
+    assert!(errors.contains("resources[1].load_assignment.endpoints[0].lb_endpoints[0].endpoint.adress"), "got {errors}");
+    assert!(errors.contains("envoy.config.cluster.v3.Clustr"), "got {errors}");
+}
+
+#[test]
+fn empty_or_shapeless_files_are_explained() {
+    let empty = parse_resources("").unwrap_err().to_string();
+    assert!(empty.contains("empty"), "got {empty}");
+    let list = parse_resources("- a\n- b\n").unwrap_err().to_string();
+    assert!(list.contains("`resources`"), "got {list}");
+}

@@ -99,7 +99,10 @@ impl Store {
         let snapshot = match state_file.load()? {
             Some(stored) => snapshot_from_stored(stored)
                 .map_err(|errors| LoadError::Invalid { path: state_file.path().display().to_string(), errors })?,
-            None => Snapshot::default(),
+            None => {
+                tracing::info!(path = %state_file.path().display(), "no saved config, starting empty at version 0");
+                return Ok(Self::with_snapshot(Snapshot::default(), Some(state_file)));
+            }
         };
 
         tracing::info!(

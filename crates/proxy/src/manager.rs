@@ -115,11 +115,13 @@ impl ConfigManager {
                 state.awaiting_first.insert(legate_config::ResourceType::Listener.type_url());
             }
         }
-        for cluster in &bootstrap.clusters {
-            self.insert_cluster(&mut state, cluster.clone(), STATIC_VERSION, None, true);
+        for (index, cluster) in bootstrap.clusters.iter().enumerate() {
+            let raw = bootstrap.raw_clusters.get(index).cloned();
+            self.insert_cluster(&mut state, cluster.clone(), STATIC_VERSION, raw, true);
         }
-        for listener in &bootstrap.listeners {
-            self.insert_listener(&mut state, listener.clone(), STATIC_VERSION, None, true)?;
+        for (index, listener) in bootstrap.listeners.iter().enumerate() {
+            let raw = bootstrap.raw_listeners.get(index).cloned();
+            self.insert_listener(&mut state, listener.clone(), STATIC_VERSION, raw, true)?;
         }
         self.publish(&mut state);
         Ok(())

@@ -8,6 +8,7 @@ use super::{host_port, HostPort};
 use crate::error::{Collector, ConfigErrors, ErrorKind};
 use crate::model::{AdsConfig, Bootstrap, Node};
 use crate::validate;
+use crate::ResourceType;
 
 /// Admin listener of a bootstrap without an `admin` block: loopback only.
 const DEFAULT_ADMIN_ADDRESS: std::net::SocketAddr =
@@ -62,7 +63,13 @@ pub fn bootstrap(proto: &api::Bootstrap) -> Result<Bootstrap, ConfigErrors> {
         return Err(reference_errors);
     }
 
-    Ok(Bootstrap { node, admin_address, listeners, clusters, ads, ignored_fields: decoded.ignored })
+    let raw_listeners = statics.listeners.iter().map(|listener| pack(ResourceType::Listener, listener)).collect();
+    let raw_clusters = statics.clusters.iter().map(|cluster| pack(ResourceType::Cluster, cluster)).collect();
+    Ok(Bootstrap { node, admin_address, listeners, clusters, ads, raw_listeners, raw_clusters, ignored_fields: decoded.ignored })
+}
+
+fn pack(resource_type: ResourceType, message: &impl prost::Message) -> prost_types::Any {
+    prost_types::Any { type_url: resource_type.type_url().to_string(), value: message.encode_to_vec() }
 }
 
 fn dynamic_resources(proto: &api::bootstrap::DynamicResources, errors: &mut Collector) -> Option<AdsConfig> {

@@ -19,6 +19,10 @@ pub struct Bootstrap {
     pub listeners: Vec<Listener>,
     pub clusters: Vec<Cluster>,
     pub ads: Option<AdsConfig>,
+    /// The static listeners and clusters as packed protos, in the order of
+    /// `listeners` and `clusters`, for the admin config dump.
+    pub raw_listeners: Vec<prost_types::Any>,
+    pub raw_clusters: Vec<prost_types::Any>,
     /// Fields that were accepted but change nothing about traffic.
     pub ignored_fields: Vec<String>,
 }

@@ -41,6 +41,7 @@ const DEMO_CONFIG: &str = include_str!("demo_config.yaml");
 const DEMO_BOOTSTRAP: &str = include_str!("demo_bootstrap.yaml");
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let temporary = args.data_dir.is_none();
     let data_dir = match &args.data_dir {
         Some(dir) => dir.clone(),
         None => std::env::temp_dir().join(format!("legate-demo-{}", std::process::id())),
@@ -74,6 +75,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     let _ = proxy.kill().await;
     let _ = control_plane.kill().await;
+    if temporary {
+        let _ = std::fs::remove_dir_all(&data_dir);
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -124,7 +128,8 @@ fn spawn_proxy(executable: &Path, bootstrap: &Path) -> anyhow::Result<Child> {
 }
 
 async fn apply(server: SocketAddr, config: &str) -> anyhow::Result<String> {
-    let resources = legate_config::text::parse_resources(config).map_err(|errors| anyhow::anyhow!("demo config is invalid: {errors}"))?;
+    let resources = legate_config::text::parse_resources(config)
+        .map_err(|errors| anyhow::anyhow!("demo config is invalid: {errors}"))?;
     let mut client = ConfigServiceClient::connect(format!("http://{server}")).await.context("failed to reach the control plane")?;
     let response = client.apply(ApplyRequest { resources, remove: Vec::new() }).await;
     match response {

@@ -15,7 +15,13 @@ pub const DEFAULT_SERVER: &str = "127.0.0.1:18000";
 /// Logs to stderr at `info`, or as `RUST_LOG` sets.
 pub fn init_logging() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    let colors = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(colors)
+        .with_target(false)
+        .init();
 }
 
 /// Builds the tokio runtime with `threads` workers, or one per core.

@@ -26,6 +26,7 @@ pub(super) async fn forward(
     snapshot: &Snapshot,
     connection: &ConnectionContext,
 ) -> Response<ResponseBody> {
+    let downstream_version = request.version();
     let upgrade = UpgradeRequest::detect(&request);
     if let Some(upgrade) = &upgrade {
         if !upgrade_allowed(&upgrade.protocol, action, http) {
@@ -73,6 +74,9 @@ pub(super) async fn forward(
     };
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         remove_hop_by_hop(response.headers_mut(), false);
+        // The downstream connection keeps its own HTTP version whatever the
+        // upstream spoke: an HTTP/1.0 upstream must not end keep-alive.
+        *response.version_mut() = downstream_version;
         return response.map(ResponseBody::Upstream);
     }
 

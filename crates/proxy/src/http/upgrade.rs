@@ -45,8 +45,14 @@ impl UpgradeRequest {
                 extended_connect_key: Some(tungstenite::handshake::client::generate_key()),
             });
         }
-        let protocol = upgrade_type(request.headers())?;
-        Some(UpgradeRequest { protocol: protocol.to_ascii_lowercase(), extended_connect_key: None })
+        let protocol = upgrade_type(request.headers())?.to_ascii_lowercase();
+        if protocol == "h2c" {
+            // As Envoy does, a cleartext HTTP/2 upgrade offer is dropped and
+            // the request served as HTTP/1.1: hop-by-hop removal takes out
+            // `Upgrade` and the `HTTP2-Settings` that `Connection` names.
+            return None;
+        }
+        Some(UpgradeRequest { protocol, extended_connect_key: None })
     }
 
     /// Turns the upstream request into an HTTP/1.1 upgrade, with the protocol

@@ -1,0 +1,213 @@
+//! One benchmark run: settings, the Legate build, the processes shared by
+//! the HTTP scenarios, and the loop over scenarios that ends in the report.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::machine::{self, Machine};
+use crate::peers::{self, Layout, RunningProxy, Target};
+use crate::report::{self, Page, Section};
+use crate::scenarios::{self, http1};
+use crate::tools::Tools;
+use crate::upstream::EchoUpstream;
+use crate::RunArgs;
+
+/// How long and how often each measurement runs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub quick: bool,
+    pub runs: usize,
+    pub warm_up: Duration,
+    pub saturation_duration: Duration,
+    pub fixed_rate_duration: Duration,
+    /// Downstream keep-alive connections of the load generators.
+    pub connections: usize,
+    /// Size of the echo upstream's responses, in bytes.
+    pub body_bytes: usize,
+    /// Idle keep-alive connections held open to measure memory per connection.
+    pub idle_connections: usize,
+    /// Extra clusters and routes for the config-size memory figure.
+    pub scale: usize,
+}
+
+impl Settings {
+    fn new(args: &RunArgs) -> Settings {
+        let quick = args.quick;
+        let seconds = |quick_value: u64, full_value: u64| Duration::from_secs(if quick { quick_value } else { full_value });
+        Settings {
+            quick,
+            runs: args.runs.unwrap_or(if quick { 2 } else { 5 }).max(1),
+            warm_up: seconds(1, 2),
+            saturation_duration: seconds(2, 10),
+            fixed_rate_duration: seconds(2, 15),
+            connections: 64,
+            body_bytes: 1024,
+            idle_connections: if quick { 200 } else { 1000 },
+            scale: 1000,
+        }
+    }
+}
+
+/// The echo upstream and every proxy, started once for the HTTP scenarios.
+pub struct Http1Lab {
+    pub upstream: EchoUpstream,
+    pub proxies: Vec<RunningProxy>,
+}
+
+impl Http1Lab {
+    pub fn port(&self, target: Target) -> u16 {
+        self.proxy(target).map_or(self.upstream.port, |proxy| proxy.port)
+    }
+
+    pub fn proxy_pid(&self, target: Target) -> Option<u32> {
+        self.proxy(target).map(|proxy| proxy.process.pid())
+    }
+
+    /// Fails when a proxy exited in the middle of the measurements.
+    pub fn ensure_running(&mut self) -> anyhow::Result<()> {
+        self.proxies.iter_mut().try_for_each(|proxy| proxy.process.ensure_running())
+    }
+
+    fn proxy(&self, target: Target) -> Option<&RunningProxy> {
+        self.proxies.iter().find(|proxy| proxy.target == target)
+    }
+}
+
+/// Everything the scenarios share.
+pub struct Bench {
+    pub settings: Settings,
+    pub tools: Tools,
+    pub legate_bin: PathBuf,
+    /// Folder for configs, logs and h2load's per-request files.
+    pub work_dir: PathBuf,
+    pub lab: Option<Http1Lab>,
+    pub saturation: Option<http1::SaturationResults>,
+    pub fixed_rate: Option<http1::FixedRateResults>,
+}
+
+impl Bench {
+    /// Starts the echo upstream and the three proxies unless they run already.
+    pub fn ensure_lab(&mut self) -> anyhow::Result<()> {
+        if self.lab.is_some() {
+            return Ok(());
+        }
+        let dir = self.work_dir.join("http1");
+        std::fs::create_dir_all(&dir)?;
+        let upstream = EchoUpstream::start(self.settings.body_bytes, &dir)?;
+        let layout = Layout { upstream_port: upstream.port, scale: 0 };
+        let proxies = Target::PROXIES
+            .iter()
+            .map(|&target| peers::start(target, layout, &self.tools, &self.legate_bin, &dir))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        self.lab = Some(Http1Lab { upstream, proxies });
+        Ok(())
+    }
+
+    /// Saturation runs, measured on first use.
+    pub fn saturation(&mut self) -> anyhow::Result<&http1::SaturationResults> {
+        if self.saturation.is_none() {
+            self.saturation = Some(http1::measure_saturation(self)?);
+        }
+        Ok(self.saturation.as_ref().expect("set above"))
+    }
+
+    /// Fixed-rate runs at half the slowest proxy's saturation rate, measured
+    /// on first use.
+    pub fn fixed_rate(&mut self) -> anyhow::Result<&http1::FixedRateResults> {
+        if self.fixed_rate.is_none() {
+            let rate = http1::half_of_slowest_proxy(self.saturation()?)?;
+            self.fixed_rate = Some(http1::measure_fixed_rate(self, rate)?);
+        }
+        Ok(self.fixed_rate.as_ref().expect("set above"))
+    }
+
+    /// Stops the HTTP scenarios' processes.
+    pub fn stop_lab(&mut self) {
+        self.lab = None;
+    }
+}
+
+/// Runs the scenarios selected by `args` and writes the results page.
+pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    let settings = Settings::new(&args);
+    let work_dir = args.out.join("work");
+    std::fs::create_dir_all(&work_dir).with_context(|| format!("failed to create {}", work_dir.display()))?;
+    let work_dir = work_dir.canonicalize()?;
+
+    let tools = Tools::find()?;
+    let legate_bin = match &args.legate_bin {
+        Some(path) => path.canonicalize().with_context(|| format!("legate binary {} not found", path.display()))?,
+        None => build_legate()?,
+    };
+    let machine = Machine::describe();
+    let load_before = machine::load_average();
+    eprintln!("load average before the run: {load_before}");
+
+    let mut bench = Bench { settings, tools, legate_bin, work_dir, lab: None, saturation: None, fixed_rate: None };
+    let mut sections = Vec::new();
+    for scenario in scenarios::all() {
+        if !args.scenarios.is_empty() && !args.scenarios.contains(&scenario.number()) {
+            continue;
+        }
+        eprintln!("scenario {}: {}", scenario.number(), scenario.title());
+        if scenario.number() == scenarios::memory::NUMBER {
+            // The memory scenario starts its own processes.
+            bench.stop_lab();
+        }
+        let section = scenario.run(&mut bench).unwrap_or_else(|error| Section::failed(scenario.as_ref(), &error));
+        sections.push(section);
+    }
+    bench.stop_lab();
+
+    let page = Page {
+        machine,
+        load_before,
+        load_after: machine::load_average(),
+        tool_versions: bench.tools.versions.clone(),
+        legate_version: legate_revision(),
+        settings: bench.settings.clone(),
+        sections,
+    };
+    let written = report::write(&args.out, &page)?;
+    eprintln!("results written to {}", written.display());
+    Ok(())
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Builds `legate` with `cargo build --release` and returns its path.
+fn build_legate() -> anyhow::Result<PathBuf> {
+    eprintln!("building legate in release mode");
+    let root = workspace_root();
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string()))
+        .args(["build", "--release", "-p", "legate", "--bin", "legate"])
+        .current_dir(&root)
+        .status()
+        .context("failed to run cargo build")?;
+    if !status.success() {
+        anyhow::bail!("cargo build --release -p legate failed with {status}");
+    }
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    let binary = target_dir.join("release/legate");
+    binary.canonicalize().with_context(|| format!("built legate not found at {}", binary.display()))
+}
+
+/// Returns the workspace's git commit, with "+changes" when the tree differs from it.
+fn legate_revision() -> String {
+    let git = |args: &[&str]| -> Option<String> {
+        let output = Command::new("git").args(args).current_dir(workspace_root()).output().ok()?;
+        output.status.success().then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
+    };
+    let commit = git(&["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown commit".to_string());
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|changes| !changes.is_empty());
+    if dirty {
+        format!("{commit}+changes")
+    } else {
+        commit
+    }
+}

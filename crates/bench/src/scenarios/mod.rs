@@ -1,0 +1,33 @@
+//! One module per scenario. Each runs its measurements (or reuses ones
+//! another scenario already took) and returns a section of the results page.
+//!
+//! A new scenario (gRPC, grpc-web, WebSocket, config change at scale) is a
+//! module with a `Scenario` implementation added to `all()`.
+
+pub mod added_latency;
+pub mod cpu_per_request;
+pub mod http1;
+pub mod memory;
+pub mod throughput;
+
+use crate::bench::Bench;
+use crate::report::Section;
+
+pub trait Scenario {
+    /// The scenario's number in the benchmark plan, used to order the page
+    /// and to select scenarios with `--scenarios`.
+    fn number(&self) -> u8;
+    fn title(&self) -> &'static str;
+    fn run(&self, bench: &mut Bench) -> anyhow::Result<Section>;
+}
+
+/// Every scenario in the order it runs: throughput first, because the
+/// fixed-rate scenarios take their rate from it.
+pub fn all() -> Vec<Box<dyn Scenario>> {
+    vec![
+        Box::new(throughput::Throughput),
+        Box::new(cpu_per_request::CpuPerRequest),
+        Box::new(added_latency::AddedLatency),
+        Box::new(memory::Memory),
+    ]
+}
