@@ -254,3 +254,38 @@ async fn no_switch_without_101() {
         assert_eq!(answer.matches("HTTP/1.1 ").count(), 2, "two responses ({upgrade}): {answer}");
     }
 }
+
+/// Echo through the proxy with Python's `websockets` library, an
+/// implementation independent of the Rust stack on both ends of the proxy.
+const PYTHON_CLIENT: &str = r#"
+import asyncio, sys
+import websockets
+
+async def main(url):
+    async with websockets.connect(url, max_size=None, subprotocols=["mqtt"]) as socket:
+        assert socket.subprotocol == "mqtt", socket.subprotocol
+        await socket.send("text from python")
+        assert await socket.recv() == "text from python"
+        payload = bytes(range(256)) * 4096
+        await socket.send(payload)
+        assert await socket.recv() == payload
+    print("python echo ok")
+
+asyncio.run(main(sys.argv[1]))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_client_echoes() {
+    let upstream = WsUpstream::start("python").await;
+    let (_proxy, listener) = start_proxy(&[upstream.address], "", "").await;
+
+    let url = format!("ws://{listener}/py");
+    let output = tokio::process::Command::new("python3").args(["-c", PYTHON_CLIENT, &url]).output().await.expect("python3 runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stderr.contains("No module named 'websockets'"),
+        "the Python websockets package is missing: pip install websockets (.ci/run installs it)"
+    );
+    assert!(output.status.success(), "python client failed: {stderr}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "python echo ok");
+}
