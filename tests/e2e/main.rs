@@ -6,6 +6,7 @@ mod support;
 mod config_errors;
 mod hot_swap;
 mod listeners;
+mod metrics;
 mod http_framing;
 mod restart;
 mod routing;

@@ -47,7 +47,8 @@ async fn respond(request: Request<Incoming>, manager: Arc<ConfigManager>) -> Res
         "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "PRE_INITIALIZING\n".into()),
         "/config_dump" => json(config_dump(&manager)),
         "/listeners" => json(listeners(&manager)),
-        _ => text(StatusCode::NOT_FOUND, "admin endpoints: /ready, /config_dump, /listeners\n".into()),
+        "/stats/prometheus" => prometheus(&manager),
+        _ => text(StatusCode::NOT_FOUND, "admin endpoints: /ready, /config_dump, /listeners, /stats/prometheus\n".into()),
     };
     Ok(response)
 }
@@ -76,6 +77,13 @@ fn listeners(manager: &ConfigManager) -> serde_json::Value {
         .map(|(name, address): (String, SocketAddr)| serde_json::json!({ "name": name, "address": address.to_string() }))
         .collect();
     serde_json::Value::Array(bound)
+}
+
+fn prometheus(manager: &ConfigManager) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(manager.stats().encode())));
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
 }
 
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {

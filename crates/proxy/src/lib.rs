@@ -9,6 +9,7 @@ mod listener;
 mod manager;
 mod router;
 mod snapshot;
+mod stats;
 mod upstream;
 mod xds;
 
@@ -49,7 +50,9 @@ impl Proxy {
     /// the bootstrap names one. Must run inside a tokio runtime.
     pub async fn start(bootstrap: Bootstrap) -> Result<Proxy, StartError> {
         let store = snapshot::new_store();
-        let manager = ConfigManager::new(store.clone(), ListenerSet::new(store));
+        let stats = stats::ProxyStats::new();
+        let listeners = ListenerSet::new(store.clone(), stats.clone());
+        let manager = ConfigManager::new(store, listeners, stats);
 
         let admin_address = match bootstrap.admin_address {
             Some(address) => Some(start_admin(address, manager.clone()).await?),

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,6 +19,7 @@ use legate_config::model::{Codec, HttpConnectionManager, Listener};
 use crate::activity::{Activity, ActivityIo};
 use crate::http::{handle, ConnectionContext};
 use crate::snapshot::SnapshotStore;
+use crate::stats::{ListenerStats, ProxyStats};
 
 /// Pending connections the kernel queues per listener.
 const BACKLOG: u32 = 1024;
@@ -38,6 +39,7 @@ pub struct ListenerSet {
     store: SnapshotStore,
     slots: Mutex<HashMap<String, Slot>>,
     open: Arc<AtomicUsize>,
+    stats: Arc<ProxyStats>,
 }
 
 /// Counts one open downstream connection or upgraded pipe until dropped, so
@@ -73,8 +75,8 @@ struct Slot {
 }
 
 impl ListenerSet {
-    pub fn new(store: SnapshotStore) -> Self {
-        ListenerSet { store, slots: Mutex::new(HashMap::new()), open: Arc::new(AtomicUsize::new(0)) }
+    pub fn new(store: SnapshotStore, stats: Arc<ProxyStats>) -> Self {
+        ListenerSet { store, slots: Mutex::new(HashMap::new()), open: Arc::new(AtomicUsize::new(0)), stats }
     }
 
     /// Binds the listener's address unless it is bound already, so an
@@ -128,7 +130,15 @@ impl ListenerSet {
             slot.running = Some(signal);
             let name: Arc<str> = Arc::from(listener.name.as_str());
             let span = info_span!("listener", name = %name, address = %slot.bound);
-            let accept = AcceptLoop { name, store: self.store.clone(), drained, drain_timeout: slot.drain_timeout, open: self.open.clone() };
+            let accept = AcceptLoop {
+                listener_stats: self.stats.downstream.listener(&name),
+                name,
+                store: self.store.clone(),
+                drained,
+                drain_timeout: slot.drain_timeout,
+                open: self.open.clone(),
+                stats: self.stats.clone(),
+            };
             tokio::spawn(accept.run(socket).instrument(span));
         }
     }
@@ -183,6 +193,8 @@ struct AcceptLoop {
     drained: watch::Receiver<bool>,
     drain_timeout: Duration,
     open: Arc<AtomicUsize>,
+    stats: Arc<ProxyStats>,
+    listener_stats: ListenerStats,
 }
 
 impl AcceptLoop {
@@ -212,7 +224,11 @@ impl AcceptLoop {
             drained: self.drained.clone(),
             drain_timeout: self.drain_timeout,
             open: OpenConnection::new(&self.open),
+            stats: self.stats.clone(),
+            listener_stats: self.listener_stats.clone(),
+            protocol_counted: AtomicBool::new(false),
         };
+        self.listener_stats.accepted.inc();
         let span = info_span!("downstream", client.addr = %remote);
         tokio::spawn(serve_connection(stream, context, self.drained.clone(), self.drain_timeout).instrument(span));
     }
@@ -229,6 +245,7 @@ async fn serve_connection(stream: TcpStream, context: ConnectionContext, mut dra
         debug!("listener has no active config, closing connection");
         return;
     };
+    let _counted = CountedConnection::new(&context.listener_stats);
 
     let builder = connection_builder(&settings);
     let activity = Activity::new();
@@ -266,6 +283,23 @@ async fn serve_connection(stream: TcpStream, context: ConnectionContext, mut dra
     match tokio::time::timeout(drain_timeout, connection.as_mut()).await {
         Ok(result) => log_connection_end(result),
         Err(_) => debug!("drain timeout passed, closing connection"),
+    }
+}
+
+/// Counts a downstream connection as active until dropped, then as closed.
+struct CountedConnection(ListenerStats);
+
+impl CountedConnection {
+    fn new(stats: &ListenerStats) -> Self {
+        stats.active.inc();
+        CountedConnection(stats.clone())
+    }
+}
+
+impl Drop for CountedConnection {
+    fn drop(&mut self) {
+        self.0.active.dec();
+        self.0.closed.inc();
     }
 }
 

@@ -21,6 +21,7 @@ use legate_config::model::{
 use crate::listener::ListenerSet;
 use crate::router::RouteTable;
 use crate::snapshot::{ListenerRoutes, Snapshot, SnapshotStore};
+use crate::stats::ProxyStats;
 use crate::upstream::{spawn_resolver, ClusterHandle, Resolved};
 
 /// Version label of resources from the bootstrap file.
@@ -28,6 +29,7 @@ const STATIC_VERSION: &str = "static";
 
 pub struct ConfigManager {
     store: SnapshotStore,
+    stats: Arc<ProxyStats>,
     state: Mutex<State>,
     dns_results: mpsc::Sender<Resolved>,
     listeners: ListenerSet,
@@ -89,9 +91,10 @@ pub struct Rejected {
 
 impl ConfigManager {
     /// Creates the manager and starts the task that applies DNS results.
-    pub fn new(store: SnapshotStore, listeners: ListenerSet) -> Arc<Self> {
+    pub fn new(store: SnapshotStore, listeners: ListenerSet, stats: Arc<ProxyStats>) -> Arc<Self> {
         let (dns_results, mut results) = mpsc::channel(64);
-        let manager = Arc::new(ConfigManager { store, state: Mutex::new(State::default()), dns_results, listeners });
+        let state = Mutex::new(State::default());
+        let manager = Arc::new(ConfigManager { store, stats, state, dns_results, listeners });
 
         let weak = Arc::downgrade(&manager);
         tokio::spawn(async move {
@@ -212,7 +215,8 @@ impl ConfigManager {
         let mut state = self.lock();
         for (config, raw) in route_configs {
             let name = config.name.clone();
-            let entry = Versioned { value: Arc::new(RouteTable::new(config)), version: version.to_string(), raw: Some(raw) };
+            let table = Arc::new(RouteTable::new(config, &self.stats.http));
+            let entry = Versioned { value: table, version: version.to_string(), raw: Some(raw) };
             state.route_configs.insert(name, entry);
         }
         self.publish(&mut state);
@@ -263,6 +267,10 @@ impl ConfigManager {
         }
         entries.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
         entries
+    }
+
+    pub fn stats(&self) -> &ProxyStats {
+        &self.stats
     }
 
     /// Addresses the listeners are bound to, for the admin endpoint and the
@@ -325,7 +333,7 @@ impl ConfigManager {
             .map_err(|error| Rejected { name: listener.name.clone(), reason: format!("{error}: {}", error.source) })?;
 
         let inline_routes = match &listener.http.routes {
-            RouteSource::Inline(config) => Some(Arc::new(RouteTable::new(config.clone()))),
+            RouteSource::Inline(config) => Some(Arc::new(RouteTable::new(config.clone(), &self.stats.http))),
             RouteSource::Rds(_) => None,
         };
         let entry = ListenerEntry { config: Arc::new(listener), version: version.to_string(), raw, is_static, inline_routes };
@@ -347,6 +355,9 @@ impl ConfigManager {
     /// version of anything still warming, and publishes it.
     fn publish(&self, state: &mut State) {
         let clusters = self.warm_clusters(state);
+        for name in state.active_clusters.keys().filter(|name| !clusters.contains_key(*name)) {
+            self.stats.upstream.remove_cluster(name);
+        }
         state.active_clusters = clusters;
 
         let mut listeners = HashMap::new();
@@ -403,7 +414,7 @@ impl ConfigManager {
                 Some(previous) => previous.handle.clone(),
                 None => {
                     let old = previous.map(|p| p.handle.as_ref());
-                    Arc::new(ClusterHandle::new(entry.config.clone(), &endpoints, old))
+                    Arc::new(ClusterHandle::new(entry.config.clone(), &endpoints, old, &self.stats.upstream))
                 }
             };
             warm.insert(key, ActiveCluster { handle, endpoints });

@@ -4,13 +4,16 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use prometheus_client::metrics::counter::Counter;
 use tokio::time::{Instant, Sleep};
 
+use crate::stats::RouteStats;
 use crate::upstream::{UpstreamBody, UpstreamError};
 
 /// Failure to read a downstream request body to its end.
@@ -27,14 +30,15 @@ pub enum RequestBodyError {
 /// Body of a request sent upstream.
 pub enum RequestBody {
     Empty,
-    Streaming { incoming: Incoming, deadline: Option<Pin<Box<Sleep>>> },
+    Streaming { incoming: Incoming, deadline: Option<Pin<Box<Sleep>>>, received: Counter },
 }
 
 impl RequestBody {
-    /// Streams `incoming`, failing it if it has not ended by `deadline`.
-    pub fn streaming(incoming: Incoming, deadline: Option<Instant>) -> Self {
+    /// Streams `incoming`, failing it if it has not ended by `deadline`, and
+    /// counts its bytes in `received`.
+    pub fn streaming(incoming: Incoming, deadline: Option<Instant>, received: Counter) -> Self {
         let deadline = deadline.filter(|_| !incoming.is_end_stream()).map(|at| Box::pin(tokio::time::sleep_until(at)));
-        RequestBody::Streaming { incoming, deadline }
+        RequestBody::Streaming { incoming, deadline, received }
     }
 }
 
@@ -56,13 +60,16 @@ impl Body for RequestBody {
     type Error = RequestBodyError;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
-        let RequestBody::Streaming { incoming, deadline } = self.get_mut() else {
+        let RequestBody::Streaming { incoming, deadline, received } = self.get_mut() else {
             return Poll::Ready(None);
         };
         match Pin::new(&mut *incoming).poll_frame(cx) {
             Poll::Ready(frame) => {
                 if incoming.is_end_stream() || frame.is_none() {
                     *deadline = None;
+                }
+                if let Some(data) = frame.as_ref().and_then(|frame| frame.as_ref().ok()).and_then(Frame::data_ref) {
+                    received.inc_by(data.len() as u64);
                 }
                 Poll::Ready(frame.map(|frame| frame.map_err(RequestBodyError::Downstream)))
             }
@@ -115,5 +122,70 @@ impl Body for ResponseBody {
             ResponseBody::Local(None) => SizeHint::with_exact(0),
             ResponseBody::Upstream(upstream) => upstream.size_hint(),
         }
+    }
+}
+
+/// A downstream response body that records, once it ends or is dropped,
+/// the request's duration and the bytes sent in its route's metrics.
+pub struct RecordedBody {
+    inner: ResponseBody,
+    recorder: Option<Recorder>,
+}
+
+struct Recorder {
+    stats: Arc<RouteStats>,
+    start: Instant,
+    sent: u64,
+}
+
+impl Recorder {
+    fn finish(self) {
+        self.stats.duration.observe(self.start.elapsed().as_secs_f64());
+        self.stats.response_bytes.inc_by(self.sent);
+    }
+}
+
+impl RecordedBody {
+    pub fn new(inner: ResponseBody, stats: Arc<RouteStats>, start: Instant) -> Self {
+        RecordedBody { inner, recorder: Some(Recorder { stats, start, sent: 0 }) }
+    }
+}
+
+impl Drop for RecordedBody {
+    fn drop(&mut self) {
+        if let Some(recorder) = self.recorder.take() {
+            recorder.finish();
+        }
+    }
+}
+
+impl Body for RecordedBody {
+    type Data = Bytes;
+    type Error = UpstreamError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
+        let this = &mut *self;
+        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        match &frame {
+            Some(Ok(frame)) => {
+                if let (Some(recorder), Some(data)) = (this.recorder.as_mut(), frame.data_ref()) {
+                    recorder.sent += data.len() as u64;
+                }
+            }
+            Some(Err(_)) | None => {
+                if let Some(recorder) = this.recorder.take() {
+                    recorder.finish();
+                }
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

@@ -4,6 +4,7 @@ use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
+use prometheus_client::metrics::counter::Counter;
 use tracing::debug;
 
 use legate_config::model::{
@@ -16,21 +17,27 @@ use super::local_reply::local_reply;
 use super::upgrade::{PipeSettings, UpgradeRequest};
 use super::ConnectionContext;
 use crate::snapshot::Snapshot;
+use crate::stats::{ProxyStats, ResponseFlag, RouteStats, UpgradeResultLabels};
 use crate::upstream::{StreamTimers, UpstreamError};
 
-pub(super) async fn forward(
-    mut request: Request<Incoming>,
-    action: &ForwardAction,
-    route: &Route,
-    http: &HttpConnectionManager,
-    snapshot: &Snapshot,
-    connection: &ConnectionContext,
-) -> Response<ResponseBody> {
+/// What a forwarded request shares with the rest of its handling.
+pub(super) struct RequestContext<'a> {
+    pub route: &'a Route,
+    pub route_stats: &'a RouteStats,
+    pub http: &'a HttpConnectionManager,
+    pub snapshot: &'a Snapshot,
+    pub connection: &'a ConnectionContext,
+}
+
+pub(super) async fn forward(mut request: Request<Incoming>, action: &ForwardAction, context: &RequestContext<'_>) -> Response<ResponseBody> {
+    let RequestContext { route, route_stats, http, snapshot, connection } = *context;
+    let stats = &connection.stats;
     let downstream_version = request.version();
     let upgrade = UpgradeRequest::detect(&request);
     if let Some(upgrade) = &upgrade {
         if !upgrade_allowed(&upgrade.protocol, action, http) {
             debug!(upgrade = %upgrade.protocol, route = %route.name, "upgrade not allowed on this route");
+            stats.websocket.upgrades.get_or_create(&UpgradeResultLabels { result: "refused" }).inc();
             return local_reply(StatusCode::FORBIDDEN, "upgrade not allowed on this route");
         }
     }
@@ -38,22 +45,31 @@ pub(super) async fn forward(
     let (cluster_name, host_rewrite) = pick_cluster(action);
     let Some(cluster) = snapshot.clusters.get(cluster_name) else {
         debug!(cluster = cluster_name, "route names a cluster that is not active");
+        stats.http.count_flag(ResponseFlag::NoCluster);
         return local_reply(StatusCode::SERVICE_UNAVAILABLE, "cluster not found");
     };
     let Some(endpoint) = cluster.balancer.pick() else {
         debug!(cluster = cluster_name, "no healthy endpoint");
+        stats.http.count_flag(ResponseFlag::NoHealthyUpstream);
         return local_reply(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
     };
 
     let downstream_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
     let protocol = if upgrade.is_some() { UpstreamProtocol::Http1 } else { cluster.config.protocol };
     let request_deadline = http.request_timeout.map(|timeout| tokio::time::Instant::now() + timeout);
-    let target = UpstreamTarget { host_rewrite, protocol, upgrade: upgrade.as_ref(), request_deadline };
+    let target = UpstreamTarget {
+        host_rewrite,
+        protocol,
+        upgrade: upgrade.as_ref(),
+        request_deadline,
+        received: &route_stats.request_bytes,
+    };
     let Some(upstream_request) = upstream_request(request, action, route, &target, connection) else {
         return local_reply(StatusCode::BAD_REQUEST, "invalid request path or host");
     };
 
     let now = tokio::time::Instant::now();
+    let sent_at = now;
     let timers = StreamTimers {
         deadline: action.timeout.map(|timeout| now + timeout),
         idle: action.idle_timeout.or(http.stream_idle_timeout),
@@ -70,9 +86,14 @@ pub(super) async fn forward(
 
     let mut response = match result {
         Ok(response) => response,
-        Err(error) => return error_reply(&error, cluster_name),
+        Err(error) => return error_reply(&error, cluster_name, stats),
     };
+    cluster.stats.count_status(response.status().as_u16());
+    cluster.stats.duration.observe(sent_at.elapsed().as_secs_f64());
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        if upgrade.is_some() {
+            stats.websocket.upgrades.get_or_create(&UpgradeResultLabels { result: "failed" }).inc();
+        }
         remove_hop_by_hop(response.headers_mut(), false);
         // The downstream connection keeps its own HTTP version whatever the
         // upstream spoke: an HTTP/1.0 upstream must not end keep-alive.
@@ -92,19 +113,24 @@ pub(super) async fn forward(
         listener_drain: connection.drained.clone(),
         endpoint_membership: endpoint.membership().watch(),
         _open: connection.open.another(),
+        stats: connection.stats.clone(),
     };
     upgrade.complete(response.map(ResponseBody::Upstream), upstream, downstream, pipe)
 }
 
-fn error_reply(error: &UpstreamError, cluster: &str) -> Response<ResponseBody> {
+fn error_reply(error: &UpstreamError, cluster: &str, stats: &ProxyStats) -> Response<ResponseBody> {
     debug!(cluster, error = %error, source = ?std::error::Error::source(error), "upstream request failed");
-    match error {
-        UpstreamError::Timeout => local_reply(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout"),
-        UpstreamError::IdleTimeout => local_reply(StatusCode::REQUEST_TIMEOUT, "stream idle timeout"),
-        error if error.is_request_timeout() => local_reply(StatusCode::REQUEST_TIMEOUT, "request timeout"),
-        error if error.is_connect_failure() => local_reply(StatusCode::BAD_GATEWAY, "upstream connect error"),
-        _ => local_reply(StatusCode::BAD_GATEWAY, "upstream reset before response"),
-    }
+    let (flag, status, reason) = match error {
+        UpstreamError::Timeout => (ResponseFlag::UpstreamTimeout, StatusCode::GATEWAY_TIMEOUT, "upstream request timeout"),
+        UpstreamError::IdleTimeout => (ResponseFlag::StreamIdleTimeout, StatusCode::REQUEST_TIMEOUT, "stream idle timeout"),
+        error if error.is_request_timeout() => (ResponseFlag::RequestTimeout, StatusCode::REQUEST_TIMEOUT, "request timeout"),
+        error if error.is_connect_failure() => {
+            (ResponseFlag::UpstreamConnectFailure, StatusCode::BAD_GATEWAY, "upstream connect error")
+        }
+        _ => (ResponseFlag::UpstreamConnectionTermination, StatusCode::BAD_GATEWAY, "upstream reset before response"),
+    };
+    stats.http.count_flag(flag);
+    local_reply(status, reason)
 }
 
 /// Checks an upgrade against the route's settings, which override the
@@ -142,6 +168,8 @@ struct UpstreamTarget<'a> {
     /// The connection manager's `request_timeout`, as a deadline for the
     /// whole request body.
     request_deadline: Option<tokio::time::Instant>,
+    /// Counter of the route's request body bytes.
+    received: &'a Counter,
 }
 
 /// Builds the request sent upstream: path rewritten, hop-by-hop headers
@@ -154,7 +182,7 @@ fn upstream_request(
     target: &UpstreamTarget<'_>,
     connection: &ConnectionContext,
 ) -> Option<Request<RequestBody>> {
-    let UpstreamTarget { host_rewrite, protocol, upgrade, request_deadline } = *target;
+    let UpstreamTarget { host_rewrite, protocol, upgrade, request_deadline, received } = *target;
     let host = host_rewrite.or_else(|| request_host(&request)).unwrap_or("").to_string();
     let path = rewritten_path(request.uri(), action, route)?;
     let (mut parts, body) = request.into_parts();
@@ -184,7 +212,7 @@ fn upstream_request(
         }
     }
 
-    let body = if upgrade.is_some() { RequestBody::Empty } else { RequestBody::streaming(body, request_deadline) };
+    let body = if upgrade.is_some() { RequestBody::Empty } else { RequestBody::streaming(body, request_deadline, received.clone()) };
     Some(Request::from_parts(parts, body))
 }
 

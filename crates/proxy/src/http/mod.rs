@@ -10,17 +10,19 @@ mod upgrade;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use http::{Request, Response, StatusCode};
+use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use tracing::debug;
 
 use legate_config::model::RouteAction;
 
-use crate::router::host_without_port;
+use crate::router::{host_without_port, RouteMatchResult};
+use crate::stats::{ListenerStats, ProxyStats, ResponseFlag, RouteStats};
 use crate::snapshot::SnapshotStore;
-use body::ResponseBody;
+use body::{RecordedBody, ResponseBody};
 pub use local_reply::local_reply;
 
 /// State shared by every request on one downstream connection.
@@ -32,34 +34,71 @@ pub struct ConnectionContext {
     pub drained: tokio::sync::watch::Receiver<bool>,
     pub drain_timeout: std::time::Duration,
     pub open: crate::listener::OpenConnection,
+    pub stats: Arc<ProxyStats>,
+    pub listener_stats: ListenerStats,
+    /// Set once the connection's protocol has been counted.
+    pub protocol_counted: AtomicBool,
 }
 
 /// Handles one downstream request. The snapshot loaded here is the one the
 /// request uses to its end, whatever config changes meanwhile.
-pub async fn handle(request: Request<Incoming>, connection: Arc<ConnectionContext>) -> Result<Response<ResponseBody>, Infallible> {
+pub async fn handle(request: Request<Incoming>, connection: Arc<ConnectionContext>) -> Result<Response<RecordedBody>, Infallible> {
+    let start = tokio::time::Instant::now();
     let snapshot = connection.store.load_full();
     let Some(listener) = snapshot.listeners.get(&connection.listener) else {
-        return Ok(local_reply(StatusCode::SERVICE_UNAVAILABLE, "listener is draining"));
+        let stats = connection.stats.http.route("none", "none");
+        return Ok(record(local_reply(StatusCode::SERVICE_UNAVAILABLE, "listener is draining"), stats, start, &connection));
     };
+    count_protocol(&connection, request.version());
 
     let (parts, body) = request.into_parts();
     let host = headers::parts_host(&parts).map(host_without_port).unwrap_or("");
-    let Some(route) = listener.routes.route(host, &parts) else {
-        debug!(host, path = parts.uri.path(), "no route matched");
-        return Ok(local_reply(StatusCode::NOT_FOUND, "no route matched"));
+    let (route, route_stats) = match listener.routes.route(host, &parts) {
+        RouteMatchResult::Matched(route, stats) => (route, stats.clone()),
+        RouteMatchResult::NoRoute(stats) => {
+            debug!(host, path = parts.uri.path(), "no route matched");
+            connection.stats.http.count_flag(ResponseFlag::NoRoute);
+            let response = local_reply(StatusCode::NOT_FOUND, "no route matched");
+            return Ok(record(response, stats.clone(), start, &connection));
+        }
     };
 
     let response = match &route.action {
         RouteAction::DirectResponse { status, body } => {
             let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
-            Response::builder().status(status).body(ResponseBody::local(bytes::Bytes::copy_from_slice(body))).unwrap_or_else(|_| {
-                local_reply(StatusCode::INTERNAL_SERVER_ERROR, "invalid direct response")
-            })
+            let mut response = Response::new(ResponseBody::local(bytes::Bytes::copy_from_slice(body)));
+            *response.status_mut() = status;
+            response
         }
         RouteAction::Forward(action) => {
             let request = Request::from_parts(parts, body);
-            forward::forward(request, action, route, &listener.http, &snapshot, &connection).await
+            let context = forward::RequestContext { route, route_stats: &route_stats, http: &listener.http, snapshot: &snapshot, connection: &connection };
+            forward::forward(request, action, &context).await
         }
     };
-    Ok(response)
+    Ok(record(response, route_stats, start, &connection))
+}
+
+/// Counts the response status and wraps the body so that the duration and
+/// bytes are recorded when it ends.
+fn record(
+    response: Response<ResponseBody>,
+    stats: Arc<RouteStats>,
+    start: tokio::time::Instant,
+    connection: &ConnectionContext,
+) -> Response<RecordedBody> {
+    let status = response.status().as_u16();
+    stats.count_status(status);
+    connection.stats.http.count_code(status);
+    response.map(|body| RecordedBody::new(body, stats, start))
+}
+
+fn count_protocol(connection: &ConnectionContext, version: Version) {
+    if connection.protocol_counted.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    match version {
+        Version::HTTP_2 => connection.listener_stats.http2.inc(),
+        _ => connection.listener_stats.http1.inc(),
+    };
 }

@@ -14,10 +14,20 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// Bytes read per wakeup; on the stack, so it costs nothing between reads.
 const SCRATCH: usize = 16 * 1024;
 
+/// Bytes copied each way; kept outside the copy so that they can be read
+/// even when the copy is cut short.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Transferred {
+    /// From the first stream to the second.
+    pub forward: u64,
+    /// From the second stream to the first.
+    pub backward: u64,
+}
+
 /// Copies both ways until both directions have seen end of stream. A FIN
 /// from one side is passed on with a write shutdown while the other
-/// direction keeps flowing. Returns the bytes copied each way.
-pub async fn copy_both_ways<A, B>(a: &mut A, b: &mut B) -> io::Result<(u64, u64)>
+/// direction keeps flowing.
+pub async fn copy_both_ways<A, B>(a: &mut A, b: &mut B, transferred: &mut Transferred) -> io::Result<()>
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
@@ -25,10 +35,10 @@ where
     let mut a_to_b = Direction::default();
     let mut b_to_a = Direction::default();
     poll_fn(|cx| {
-        let forward = a_to_b.poll(cx, a, b)?;
-        let backward = b_to_a.poll(cx, b, a)?;
+        let forward = a_to_b.poll(cx, a, b, &mut transferred.forward)?;
+        let backward = b_to_a.poll(cx, b, a, &mut transferred.backward)?;
         if forward.is_ready() && backward.is_ready() {
-            Poll::Ready(Ok((a_to_b.copied, b_to_a.copied)))
+            Poll::Ready(Ok(()))
         } else {
             Poll::Pending
         }
@@ -43,7 +53,6 @@ struct Direction {
     read_done: bool,
     done: bool,
     needs_flush: bool,
-    copied: u64,
 }
 
 struct Pending {
@@ -52,7 +61,7 @@ struct Pending {
 }
 
 impl Direction {
-    fn poll<R, W>(&mut self, cx: &mut Context<'_>, reader: &mut R, writer: &mut W) -> Poll<io::Result<()>>
+    fn poll<R, W>(&mut self, cx: &mut Context<'_>, reader: &mut R, writer: &mut W, copied: &mut u64) -> Poll<io::Result<()>>
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
@@ -61,7 +70,7 @@ impl Direction {
             return Poll::Ready(Ok(()));
         }
         loop {
-            ready!(self.poll_write_pending(cx, writer))?;
+            ready!(self.poll_write_pending(cx, writer, copied))?;
 
             if self.read_done {
                 ready!(Pin::new(&mut *writer).poll_shutdown(cx))?;
@@ -88,12 +97,18 @@ impl Direction {
                 self.read_done = true;
                 continue;
             }
-            self.write_now_or_keep(cx, writer, data)?;
+            self.write_now_or_keep(cx, writer, data, copied)?;
         }
     }
 
     /// Writes as much of `data` as the writer takes now and keeps the rest.
-    fn write_now_or_keep<W: AsyncWrite + Unpin>(&mut self, cx: &mut Context<'_>, writer: &mut W, data: &[u8]) -> io::Result<()> {
+    fn write_now_or_keep<W: AsyncWrite + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        writer: &mut W,
+        data: &[u8],
+        copied: &mut u64,
+    ) -> io::Result<()> {
         let mut written = 0;
         while written < data.len() {
             match Pin::new(&mut *writer).poll_write(cx, &data[written..]) {
@@ -103,7 +118,7 @@ impl Direction {
                 Poll::Pending => break,
             }
         }
-        self.copied += written as u64;
+        *copied += written as u64;
         self.needs_flush = true;
         if written < data.len() {
             self.pending = Some(Pending { bytes: data[written..].into(), written: 0 });
@@ -111,7 +126,12 @@ impl Direction {
         Ok(())
     }
 
-    fn poll_write_pending<W: AsyncWrite + Unpin>(&mut self, cx: &mut Context<'_>, writer: &mut W) -> Poll<io::Result<()>> {
+    fn poll_write_pending<W: AsyncWrite + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        writer: &mut W,
+        copied: &mut u64,
+    ) -> Poll<io::Result<()>> {
         let Some(pending) = &mut self.pending else {
             return Poll::Ready(Ok(()));
         };
@@ -121,7 +141,7 @@ impl Direction {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             pending.written += count;
-            self.copied += count as u64;
+            *copied += count as u64;
         }
         self.pending = None;
         Poll::Ready(Ok(()))
@@ -138,7 +158,10 @@ mod tests {
     async fn copies_both_ways_with_half_close() {
         let (mut client, mut proxy_down) = duplex(64);
         let (mut proxy_up, mut server) = duplex(64);
-        let pipe = tokio::spawn(async move { copy_both_ways(&mut proxy_down, &mut proxy_up).await });
+        let pipe = tokio::spawn(async move {
+            let mut transferred = Transferred::default();
+            copy_both_ways(&mut proxy_down, &mut proxy_up, &mut transferred).await.map(|()| transferred)
+        });
 
         let payload: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
         let sent = payload.clone();
@@ -157,7 +180,7 @@ mod tests {
         server.shutdown().await.unwrap();
 
         assert_eq!(writer.await.unwrap(), b"done", "the other direction works after a FIN");
-        let (forward, backward) = pipe.await.unwrap().unwrap();
-        assert_eq!((forward, backward), (100_000, 4));
+        let transferred = pipe.await.unwrap().unwrap();
+        assert_eq!((transferred.forward, transferred.backward), (100_000, 4));
     }
 }

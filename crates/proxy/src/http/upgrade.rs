@@ -5,6 +5,7 @@
 //! too long, or a drain closes it.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderValue};
@@ -17,9 +18,10 @@ use tracing::debug;
 use super::body::ResponseBody;
 use super::headers::upgrade_type;
 use super::local_reply::local_reply;
-use super::pipe::copy_both_ways;
+use super::pipe::{copy_both_ways, Transferred};
 use crate::activity::{Activity, ActivityIo};
 use crate::listener::OpenConnection;
+use crate::stats::{CloseReasonLabels, DirectionLabels, ProxyStats, UpgradeResultLabels};
 
 const WEBSOCKET_VERSION: &str = "13";
 
@@ -99,6 +101,7 @@ impl UpgradeRequest {
             *response.body_mut() = ResponseBody::Local(None);
         }
 
+        pipe.stats.websocket.upgrades.get_or_create(&UpgradeResultLabels { result: "accepted" }).inc();
         tokio::spawn(run_pipe(downstream, upstream, pipe));
         response
     }
@@ -117,6 +120,7 @@ pub(super) struct PipeSettings {
     pub endpoint_membership: watch::Receiver<()>,
     /// Counts the pipe as an open connection while the proxy shuts down.
     pub _open: OpenConnection,
+    pub stats: Arc<ProxyStats>,
 }
 
 /// Copies bytes both ways. A FIN from one side is passed on without closing
@@ -131,14 +135,35 @@ async fn run_pipe(downstream: OnUpgrade, upstream: OnUpgrade, mut pipe: PipeSett
         }
     };
 
+    let stats = pipe.stats.clone();
+    stats.websocket.active.inc();
+    let mut transferred = Transferred::default();
+    let reason = pipe_until_closed(downstream, upstream, &mut pipe, &mut transferred).await;
+    stats.websocket.active.dec();
+
+    let websocket = &stats.websocket;
+    websocket.bytes.get_or_create(&DirectionLabels { direction: "downstream_to_upstream" }).inc_by(transferred.forward);
+    websocket.bytes.get_or_create(&DirectionLabels { direction: "upstream_to_downstream" }).inc_by(transferred.backward);
+    websocket.closes.get_or_create(&CloseReasonLabels { reason }).inc();
+    debug!(upstream.addr = %endpoint, reason, sent = transferred.forward, received = transferred.backward, "upgraded connection closed");
+}
+
+/// Pipes until the peers finish, the pipe idles out, or a drain ends it;
+/// returns the reason, as the metrics label it.
+async fn pipe_until_closed(
+    downstream: hyper::upgrade::Upgraded,
+    upstream: hyper::upgrade::Upgraded,
+    pipe: &mut PipeSettings,
+    transferred: &mut Transferred,
+) -> &'static str {
     let activity = Activity::new();
     let mut downstream = ActivityIo::new(TokioIo::new(downstream), activity.clone());
     let mut upstream = ActivityIo::new(TokioIo::new(upstream), activity.clone());
-    let copy = copy_both_ways(&mut downstream, &mut upstream);
+    let copy = copy_both_ways(&mut downstream, &mut upstream, transferred);
     tokio::pin!(copy);
 
     let idle_timeout = pipe.idle_timeout;
-    let reason = loop {
+    let drain_reason = loop {
         let idle_check = async {
             match idle_timeout {
                 Some(timeout) => tokio::time::sleep_until(activity.idle_deadline(timeout)).await,
@@ -147,26 +172,29 @@ async fn run_pipe(downstream: OnUpgrade, upstream: OnUpgrade, mut pipe: PipeSett
         };
         tokio::select! {
             result = &mut copy => {
-                match result {
-                    Ok((sent, received)) => debug!(upstream.addr = %endpoint, sent, received, "upgraded connection closed by its peers"),
-                    Err(error) => debug!(upstream.addr = %endpoint, %error, "upgraded connection failed"),
-                }
-                return;
+                return match result {
+                    Ok(()) => "peers_closed",
+                    Err(error) => {
+                        debug!(upstream.addr = %pipe.endpoint, %error, "upgraded connection failed");
+                        "error"
+                    }
+                };
             }
             _ = idle_check => {
                 let timeout = idle_timeout.unwrap_or_default();
                 if tokio::time::Instant::now() >= activity.idle_deadline(timeout) {
-                    debug!(upstream.addr = %endpoint, "upgraded connection idle timeout");
-                    return;
+                    return "idle_timeout";
                 }
             }
-            _ = pipe.listener_drain.changed() => break "listener draining",
-            _ = pipe.endpoint_membership.changed() => break "endpoint removed",
+            _ = pipe.listener_drain.changed() => break "listener_drain",
+            _ = pipe.endpoint_membership.changed() => break "endpoint_removed",
         }
     };
 
-    debug!(upstream.addr = %endpoint, reason, drain_ms = pipe.drain_timeout.as_millis() as u64, "draining upgraded connection");
-    if tokio::time::timeout(pipe.drain_timeout, &mut copy).await.is_err() {
-        debug!(upstream.addr = %endpoint, reason, "closing upgraded connection after the drain period");
+    debug!(upstream.addr = %pipe.endpoint, reason = drain_reason, drain_ms = pipe.drain_timeout.as_millis() as u64, "draining upgraded connection");
+    match tokio::time::timeout(pipe.drain_timeout, &mut copy).await {
+        Ok(Ok(())) => "peers_closed",
+        Ok(Err(_)) => "error",
+        Err(_) => drain_reason,
     }
 }

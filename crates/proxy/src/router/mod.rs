@@ -8,7 +8,15 @@ use std::sync::Arc;
 
 use http::request::Parts;
 
-use legate_config::model::{DomainMatcher, Route, RouteConfiguration, VirtualHost};
+use legate_config::model::{DomainMatcher, Route, RouteConfiguration};
+#[cfg(test)]
+use legate_config::model::VirtualHost;
+
+use crate::stats::{HttpStats, RouteStats};
+
+/// Route label of requests that matched no route, and virtual host label of
+/// requests that matched no virtual host.
+const NO_MATCH: &str = "none";
 
 /// A route configuration with its domain index built at config-load time.
 pub struct RouteTable {
@@ -19,11 +27,46 @@ pub struct RouteTable {
     /// `example.*` entries as (prefix, host index), longest first.
     prefixes: Vec<(String, usize)>,
     any: Option<usize>,
+    /// Metric handles per virtual host: one per route, in route order, then
+    /// one for requests that matched no route of that host.
+    stats: Vec<Vec<Arc<RouteStats>>>,
+    /// Metric handle of requests that matched no virtual host.
+    no_host_stats: Arc<RouteStats>,
+}
+
+/// The route a request matched with its metric handles, or the handles to
+/// count a request that matched none.
+pub enum RouteMatchResult<'a> {
+    Matched(&'a Route, &'a Arc<RouteStats>),
+    NoRoute(&'a Arc<RouteStats>),
 }
 
 impl RouteTable {
-    pub fn new(config: Arc<RouteConfiguration>) -> Self {
-        let mut table = RouteTable { config, exact: HashMap::new(), suffixes: Vec::new(), prefixes: Vec::new(), any: None };
+    pub fn new(config: Arc<RouteConfiguration>, http_stats: &HttpStats) -> Self {
+        let stats = config
+            .virtual_hosts
+            .iter()
+            .map(|host| {
+                let mut handles: Vec<_> = host
+                    .routes
+                    .iter()
+                    .enumerate()
+                    .map(|(index, route)| http_stats.route(&host.name, &route_label(route, index)))
+                    .collect();
+                handles.push(http_stats.route(&host.name, NO_MATCH));
+                handles
+            })
+            .collect();
+        let no_host_stats = http_stats.route(NO_MATCH, NO_MATCH);
+        let mut table = RouteTable {
+            config,
+            exact: HashMap::new(),
+            suffixes: Vec::new(),
+            prefixes: Vec::new(),
+            any: None,
+            stats,
+            no_host_stats,
+        };
         for (index, host) in table.config.virtual_hosts.iter().enumerate() {
             for domain in &host.domains {
                 match domain {
@@ -46,7 +89,12 @@ impl RouteTable {
     /// Finds the virtual host for `host` (port already removed). Exact
     /// domains win over suffix wildcards, suffixes over prefixes, and `*`
     /// comes last, as in Envoy.
+    #[cfg(test)]
     pub fn virtual_host(&self, host: &str) -> Option<&VirtualHost> {
+        self.virtual_host_index(host).and_then(|index| self.config.virtual_hosts.get(index))
+    }
+
+    fn virtual_host_index(&self, host: &str) -> Option<usize> {
         let lowered;
         let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
             lowered = host.to_ascii_lowercase();
@@ -72,15 +120,31 @@ impl RouteTable {
                     .map(|(_, index)| *index)
             })
             .or(self.any)?;
-        self.config.virtual_hosts.get(index)
+        Some(index)
     }
 
     /// Finds the route for a request: its virtual host by `host`, then the
     /// first route that matches the path and headers.
-    pub fn route<'a>(&'a self, host: &str, request: &Parts) -> Option<&'a Route> {
-        let virtual_host = self.virtual_host(host)?;
+    pub fn route<'a>(&'a self, host: &str, request: &Parts) -> RouteMatchResult<'a> {
+        let Some(host_index) = self.virtual_host_index(host) else {
+            return RouteMatchResult::NoRoute(&self.no_host_stats);
+        };
+        let virtual_host = &self.config.virtual_hosts[host_index];
+        let stats = &self.stats[host_index];
         let path = request.uri.path();
-        virtual_host.routes.iter().find(|route| matching::matches(&route.matcher, path, &request.headers))
+        match virtual_host.routes.iter().position(|route| matching::matches(&route.matcher, path, &request.headers)) {
+            Some(index) => RouteMatchResult::Matched(&virtual_host.routes[index], &stats[index]),
+            None => RouteMatchResult::NoRoute(&stats[stats.len() - 1]),
+        }
+    }
+}
+
+/// Names a route for metrics: its `name`, or its position when unnamed.
+fn route_label(route: &Route, index: usize) -> String {
+    if route.name.is_empty() {
+        format!("#{index}")
+    } else {
+        route.name.clone()
     }
 }
 

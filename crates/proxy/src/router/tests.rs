@@ -10,7 +10,7 @@ fn table(yaml: &str) -> RouteTable {
     let mut errors = Collector::new("test");
     let config = legate_config::decode::route_configuration(&proto, &mut errors).unwrap();
     assert!(!errors.has_errors());
-    RouteTable::new(Arc::new(config))
+    RouteTable::new(Arc::new(config), &crate::stats::ProxyStats::new().http)
 }
 
 fn parts(path: &str) -> http::request::Parts {
@@ -53,7 +53,10 @@ fn virtual_host_precedence() {
 #[test]
 fn path_matchers() {
     let table = table(ROUTES);
-    let name = |path: &str| table.route("other", &parts(path)).map(|route| format!("{:?}", route.action));
+    let name = |path: &str| match table.route("other", &parts(path)) {
+        RouteMatchResult::Matched(route, _) => Some(format!("{:?}", route.action)),
+        RouteMatchResult::NoRoute(_) => None,
+    };
     assert!(name("/exact").unwrap().contains("\"path\""));
     assert!(name("/items/42").unwrap().contains("\"regex\""));
     assert!(name("/items/4x").is_none());

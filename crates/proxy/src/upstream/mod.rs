@@ -10,6 +10,8 @@ use std::sync::Arc;
 
 use legate_config::model::{Cluster, LbEndpoint};
 
+use crate::stats::{ClusterStats, UpstreamStats};
+
 pub use dns::{spawn_resolver, Resolved};
 pub use lb::LoadBalancer;
 pub use pool::{EndpointPool, Membership, PoolSettings, StreamTimers, UpstreamBody};
@@ -66,13 +68,22 @@ impl UpstreamError {
 pub struct ClusterHandle {
     pub config: Arc<Cluster>,
     pub balancer: LoadBalancer,
+    pub stats: Arc<ClusterStats>,
 }
 
 impl ClusterHandle {
     /// Builds a cluster over `endpoints` (already resolved to addresses),
     /// reusing the pools of `previous` for endpoints that stay, so live
     /// connections survive config changes.
-    pub fn new(config: Arc<Cluster>, endpoints: &[(SocketAddr, LbEndpoint)], previous: Option<&ClusterHandle>) -> Self {
+    pub fn new(
+        config: Arc<Cluster>,
+        endpoints: &[(SocketAddr, LbEndpoint)],
+        previous: Option<&ClusterHandle>,
+        stats: &UpstreamStats,
+    ) -> Self {
+        let stats = stats.cluster(&config.name);
+        stats.endpoints.set(endpoints.len() as i64);
+        stats.endpoints_healthy.set(endpoints.iter().filter(|(_, e)| e.is_routable()).count() as i64);
         let settings = PoolSettings {
             protocol: config.protocol,
             connect_timeout: config.connect_timeout,
@@ -88,12 +99,12 @@ impl ClusterHandle {
             .map(|(address, endpoint)| {
                 let pool = match reusable.get(address) {
                     Some(pool) if pool.settings() == &settings => Arc::clone(pool),
-                    Some(pool) => EndpointPool::new(*address, settings.clone(), pool.membership().clone()),
-                    None => EndpointPool::new(*address, settings.clone(), Membership::new()),
+                    Some(pool) => EndpointPool::new(*address, settings.clone(), pool.membership().clone(), stats.clone()),
+                    None => EndpointPool::new(*address, settings.clone(), Membership::new(), stats.clone()),
                 };
                 (pool, endpoint.clone())
             })
             .collect();
-        ClusterHandle { balancer: LoadBalancer::new(config.lb_policy, members), config }
+        ClusterHandle { balancer: LoadBalancer::new(config.lb_policy, members), config, stats }
     }
 }

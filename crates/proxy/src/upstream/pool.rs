@@ -25,6 +25,7 @@ use tracing::debug;
 use legate_config::model::{Http2Settings, UpstreamProtocol};
 
 use super::UpstreamError;
+use crate::stats::ClusterStats;
 use crate::http::body::RequestBody;
 
 /// Settings shared by every endpoint of a cluster.
@@ -40,6 +41,7 @@ pub struct EndpointPool {
     address: SocketAddr,
     settings: PoolSettings,
     membership: Arc<Membership>,
+    stats: Arc<ClusterStats>,
     idle: Mutex<Vec<IdleConnection>>,
     shared_http2: tokio::sync::Mutex<Option<http2::SendRequest<RequestBody>>>,
     active_requests: AtomicUsize,
@@ -51,11 +53,12 @@ struct IdleConnection {
 }
 
 impl EndpointPool {
-    pub fn new(address: SocketAddr, settings: PoolSettings, membership: Arc<Membership>) -> Arc<Self> {
+    pub fn new(address: SocketAddr, settings: PoolSettings, membership: Arc<Membership>, stats: Arc<ClusterStats>) -> Arc<Self> {
         Arc::new(EndpointPool {
             address,
             settings,
             membership,
+            stats,
             idle: Mutex::new(Vec::new()),
             shared_http2: tokio::sync::Mutex::new(None),
             active_requests: AtomicUsize::new(0),
@@ -166,12 +169,26 @@ impl EndpointPool {
     }
 
     async fn connect(&self) -> Result<TokioIo<TcpStream>, UpstreamError> {
-        let stream = tokio::time::timeout(self.settings.connect_timeout, TcpStream::connect(self.address))
-            .await
-            .map_err(|_| UpstreamError::ConnectTimeout { address: self.address })?
-            .map_err(|source| UpstreamError::Connect { address: self.address, source })?;
+        let stream = match tokio::time::timeout(self.settings.connect_timeout, TcpStream::connect(self.address)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(source)) => {
+                self.stats.connect_failures.inc();
+                return Err(UpstreamError::Connect { address: self.address, source });
+            }
+            Err(_) => {
+                self.stats.connect_timeouts.inc();
+                return Err(UpstreamError::ConnectTimeout { address: self.address });
+            }
+        };
         let _ = stream.set_nodelay(true);
+        self.stats.connections_opened.inc();
         Ok(TokioIo::new(stream))
+    }
+
+    /// Counts a connection as active until its task ends.
+    fn track_connection(&self) -> ActiveConnection {
+        self.stats.connections_active.inc();
+        ActiveConnection(self.stats.clone())
     }
 
     async fn connect_http1(&self) -> Result<http1::SendRequest<RequestBody>, UpstreamError> {
@@ -182,7 +199,9 @@ impl EndpointPool {
             .map_err(|source| UpstreamError::Handshake { address: self.address, source })?;
 
         let address = self.address;
+        let active = self.track_connection();
         tokio::spawn(async move {
+            let _active = active;
             if let Err(error) = connection.with_upgrades().await {
                 debug!(upstream.addr = %address, %error, "upstream connection closed with an error");
             }
@@ -206,7 +225,9 @@ impl EndpointPool {
             builder.handshake(io).await.map_err(|source| UpstreamError::Handshake { address: self.address, source })?;
 
         let address = self.address;
+        let active = self.track_connection();
         tokio::spawn(async move {
+            let _active = active;
             if let Err(error) = connection.await {
                 debug!(upstream.addr = %address, %error, "upstream HTTP/2 connection closed with an error");
             }
@@ -240,6 +261,7 @@ pub struct ActiveRequest(Arc<EndpointPool>);
 impl ActiveRequest {
     fn new(pool: Arc<EndpointPool>) -> Self {
         pool.active_requests.fetch_add(1, Ordering::Relaxed);
+        pool.stats.active_requests.inc();
         ActiveRequest(pool)
     }
 }
@@ -247,6 +269,16 @@ impl ActiveRequest {
 impl Drop for ActiveRequest {
     fn drop(&mut self) {
         self.0.active_requests.fetch_sub(1, Ordering::Relaxed);
+        self.0.stats.active_requests.dec();
+    }
+}
+
+/// Counts an upstream connection as active until dropped.
+struct ActiveConnection(Arc<ClusterStats>);
+
+impl Drop for ActiveConnection {
+    fn drop(&mut self) {
+        self.0.connections_active.dec();
     }
 }
 

@@ -91,10 +91,21 @@ impl AdsClient {
             .map_err(StreamEnd::NeverConnected)?
             .into_inner();
         info!(server = %server, node = %self.node.id, "ADS stream established");
+        let xds_stats = &self.manager.stats().xds;
+        xds_stats.connected.set(1);
+        let result = self.read_responses(&mut responses, &requests).await;
+        self.manager.stats().xds.connected.set(0);
+        result
+    }
 
+    async fn read_responses(
+        &mut self,
+        responses: &mut tonic::Streaming<DiscoveryResponse>,
+        requests: &mpsc::Sender<DiscoveryRequest>,
+    ) -> Result<(), StreamEnd> {
         while let Some(response) = responses.next().await {
             let response = response.map_err(StreamEnd::Connected)?;
-            self.handle_response(response, &requests).await;
+            self.handle_response(response, requests).await;
         }
         Ok(())
     }
@@ -146,7 +157,10 @@ impl AdsClient {
 
         let subscription = self.subscriptions.entry(resource_type).or_default();
         subscription.nonce = response.nonce.clone();
+        let stats = &self.manager.stats().xds;
+        stats.count_update(resource_type.short_name(), rejected.is_empty());
         let reply = if rejected.is_empty() {
+            stats.set_version(resource_type.short_name(), &response.version_info);
             subscription.accepted_version = response.version_info.clone();
             info!(type_url = %response.type_url, version = %response.version_info, resources = response.resources.len(), "config applied");
             subscription.request(resource_type, None)

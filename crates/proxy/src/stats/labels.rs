@@ -1,0 +1,112 @@
+//! Label sets of the data plane's metrics.
+
+use prometheus_client::encoding::EncodeLabelSet;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    pub listener: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProtocolLabels {
+    pub listener: String,
+    pub protocol: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub virtual_host: String,
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteClassLabels {
+    pub virtual_host: String,
+    pub route: String,
+    pub code_class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabels {
+    pub code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FlagLabels {
+    pub flag: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterLabels {
+    pub cluster: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterClassLabels {
+    pub cluster: String,
+    pub code_class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpgradeResultLabels {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabels {
+    pub direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CloseReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct XdsUpdateLabels {
+    pub resource_type: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct XdsVersionLabels {
+    pub resource_type: &'static str,
+    pub version: String,
+}
+
+/// Envoy's response flags for requests the proxy ended or answered itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResponseFlag {
+    /// NR: no route matched.
+    NoRoute,
+    /// NC: the route's cluster does not exist.
+    NoCluster,
+    /// UH: no healthy endpoint.
+    NoHealthyUpstream,
+    /// UF: the upstream connection failed.
+    UpstreamConnectFailure,
+    /// UT: the route timeout passed.
+    UpstreamTimeout,
+    /// SI: the stream idle timeout passed.
+    StreamIdleTimeout,
+    /// UC: the upstream connection ended before the response.
+    UpstreamConnectionTermination,
+    /// RT: the connection manager's request timeout passed (Legate's flag;
+    /// Envoy logs these without a flag).
+    RequestTimeout,
+}
+
+impl ResponseFlag {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ResponseFlag::NoRoute => "NR",
+            ResponseFlag::NoCluster => "NC",
+            ResponseFlag::NoHealthyUpstream => "UH",
+            ResponseFlag::UpstreamConnectFailure => "UF",
+            ResponseFlag::UpstreamTimeout => "UT",
+            ResponseFlag::StreamIdleTimeout => "SI",
+            ResponseFlag::UpstreamConnectionTermination => "UC",
+            ResponseFlag::RequestTimeout => "RT",
+        }
+    }
+}

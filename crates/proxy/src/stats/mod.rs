@@ -1,0 +1,356 @@
+//! The data plane's Prometheus metrics, declared in one place.
+//!
+//! Every label value comes from config (listener, virtual host, route and
+//! cluster names) or from a fixed set (code class, protocol, flag, reason),
+//! so no request can create a new series. Handles for a route or a cluster
+//! are looked up once when the route table or cluster is built, and the
+//! request path only increments them.
+
+mod labels;
+
+use std::sync::{Arc, OnceLock};
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+
+pub use labels::*;
+
+/// Histogram buckets for durations: 0.5 ms to about 65 s, doubling.
+fn duration_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 18))
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Every metric family of one proxy process.
+pub struct ProxyStats {
+    registry: Registry,
+    pub downstream: DownstreamStats,
+    pub http: HttpStats,
+    pub upstream: UpstreamStats,
+    pub websocket: WebSocketStats,
+    pub xds: XdsStats,
+}
+
+pub struct DownstreamStats {
+    accepted: Family<ListenerLabels, Counter>,
+    active: Family<ListenerLabels, Gauge>,
+    closed: Family<ListenerLabels, Counter>,
+    by_protocol: Family<ProtocolLabels, Counter>,
+}
+
+pub struct HttpStats {
+    requests: Family<RouteClassLabels, Counter>,
+    duration: HistogramFamily<RouteLabels>,
+    request_bytes: Family<RouteLabels, Counter>,
+    response_bytes: Family<RouteLabels, Counter>,
+    responses_by_code: Family<CodeLabels, Counter>,
+    response_flags: Family<FlagLabels, Counter>,
+    codes: Box<[OnceLock<Counter>]>,
+}
+
+pub struct UpstreamStats {
+    requests: Family<ClusterClassLabels, Counter>,
+    duration: HistogramFamily<ClusterLabels>,
+    active_requests: Family<ClusterLabels, Gauge>,
+    connections_opened: Family<ClusterLabels, Counter>,
+    connections_active: Family<ClusterLabels, Gauge>,
+    connect_failures: Family<ClusterLabels, Counter>,
+    connect_timeouts: Family<ClusterLabels, Counter>,
+    endpoints: Family<ClusterLabels, Gauge>,
+    endpoints_healthy: Family<ClusterLabels, Gauge>,
+}
+
+pub struct WebSocketStats {
+    pub upgrades: Family<UpgradeResultLabels, Counter>,
+    pub active: Gauge,
+    pub bytes: Family<DirectionLabels, Counter>,
+    pub closes: Family<CloseReasonLabels, Counter>,
+}
+
+pub struct XdsStats {
+    updates: Family<XdsUpdateLabels, Counter>,
+    version: Family<XdsVersionLabels, Gauge>,
+    pub connected: Gauge,
+    current_versions: std::sync::Mutex<std::collections::HashMap<&'static str, String>>,
+}
+
+impl ProxyStats {
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("legate");
+        let downstream = DownstreamStats::register(&mut registry);
+        let http = HttpStats::register(&mut registry);
+        let upstream = UpstreamStats::register(&mut registry);
+        let websocket = WebSocketStats::register(&mut registry);
+        let xds = XdsStats::register(&mut registry);
+        Arc::new(ProxyStats { registry, downstream, http, upstream, websocket, xds })
+    }
+
+    /// Renders every metric in the OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+}
+
+impl DownstreamStats {
+    fn register(registry: &mut Registry) -> Self {
+        let stats = DownstreamStats {
+            accepted: Family::default(),
+            active: Family::default(),
+            closed: Family::default(),
+            by_protocol: Family::default(),
+        };
+        registry.register("downstream_connections_accepted", "Downstream connections accepted, per listener", stats.accepted.clone());
+        registry.register("downstream_connections_active", "Downstream connections open now, per listener", stats.active.clone());
+        registry.register("downstream_connections_closed", "Downstream connections closed, per listener", stats.closed.clone());
+        registry.register(
+            "downstream_connections_by_protocol",
+            "Downstream connections per listener by the protocol of their first request (http1, http2)",
+            stats.by_protocol.clone(),
+        );
+        stats
+    }
+
+    /// Handles for one listener's connections.
+    pub fn listener(&self, listener: &str) -> ListenerStats {
+        let labels = ListenerLabels { listener: listener.to_string() };
+        ListenerStats {
+            accepted: self.accepted.get_or_create_owned(&labels),
+            active: self.active.get_or_create_owned(&labels),
+            closed: self.closed.get_or_create_owned(&labels),
+            http1: self.by_protocol.get_or_create_owned(&ProtocolLabels { listener: listener.to_string(), protocol: "http1" }),
+            http2: self.by_protocol.get_or_create_owned(&ProtocolLabels { listener: listener.to_string(), protocol: "http2" }),
+        }
+    }
+}
+
+/// Counters of one listener, cloned into each of its connections.
+#[derive(Clone)]
+pub struct ListenerStats {
+    pub accepted: Counter,
+    pub active: Gauge,
+    pub closed: Counter,
+    pub http1: Counter,
+    pub http2: Counter,
+}
+
+impl HttpStats {
+    fn register(registry: &mut Registry) -> Self {
+        let stats = HttpStats {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(duration_buckets),
+            request_bytes: Family::default(),
+            response_bytes: Family::default(),
+            responses_by_code: Family::default(),
+            response_flags: Family::default(),
+            codes: (0..600).map(|_| OnceLock::new()).collect(),
+        };
+        registry.register(
+            "http_requests",
+            "HTTP requests per virtual host and route by response code class; route \"none\" counts requests no route matched",
+            stats.requests.clone(),
+        );
+        registry.register_with_unit(
+            "http_request_duration",
+            "Time from request headers to the end of the response, per virtual host and route",
+            Unit::Seconds,
+            stats.duration.clone(),
+        );
+        registry.register_with_unit("http_request_body", "Request body bytes received", Unit::Bytes, stats.request_bytes.clone());
+        registry.register_with_unit("http_response_body", "Response body bytes sent", Unit::Bytes, stats.response_bytes.clone());
+        registry.register("http_responses_by_code", "HTTP responses by status code", stats.responses_by_code.clone());
+        registry.register(
+            "http_response_flags",
+            "Requests the proxy ended or answered itself, by Envoy response flag (NR, NC, UH, UF, UT, SI, UC, RT)",
+            stats.response_flags.clone(),
+        );
+        stats
+    }
+
+    /// Handles for one route; `route` is `none` for requests that matched
+    /// no route.
+    pub fn route(&self, virtual_host: &str, route: &str) -> Arc<RouteStats> {
+        let class = |code_class: &'static str| {
+            self.requests.get_or_create_owned(&RouteClassLabels {
+                virtual_host: virtual_host.to_string(),
+                route: route.to_string(),
+                code_class,
+            })
+        };
+        let labels = RouteLabels { virtual_host: virtual_host.to_string(), route: route.to_string() };
+        Arc::new(RouteStats {
+            by_class: [class("1xx"), class("2xx"), class("3xx"), class("4xx"), class("5xx")],
+            duration: self.duration.get_or_create_owned(&labels),
+            request_bytes: self.request_bytes.get_or_create_owned(&labels),
+            response_bytes: self.response_bytes.get_or_create_owned(&labels),
+        })
+    }
+
+    /// Counts a response by its exact status code.
+    pub fn count_code(&self, code: u16) {
+        let Some(slot) = self.codes.get(usize::from(code)) else { return };
+        slot.get_or_init(|| self.responses_by_code.get_or_create_owned(&CodeLabels { code })).inc();
+    }
+
+    pub fn count_flag(&self, flag: ResponseFlag) {
+        self.response_flags.get_or_create(&FlagLabels { flag: flag.as_str() }).inc();
+    }
+}
+
+/// Counters of one route.
+pub struct RouteStats {
+    by_class: [Counter; 5],
+    pub duration: Histogram,
+    pub request_bytes: Counter,
+    pub response_bytes: Counter,
+}
+
+impl RouteStats {
+    pub fn count_status(&self, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.by_class[class].inc();
+    }
+}
+
+impl UpstreamStats {
+    fn register(registry: &mut Registry) -> Self {
+        let stats = UpstreamStats {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(duration_buckets),
+            active_requests: Family::default(),
+            connections_opened: Family::default(),
+            connections_active: Family::default(),
+            connect_failures: Family::default(),
+            connect_timeouts: Family::default(),
+            endpoints: Family::default(),
+            endpoints_healthy: Family::default(),
+        };
+        registry.register("upstream_requests", "Upstream requests per cluster by response code class", stats.requests.clone());
+        registry.register_with_unit(
+            "upstream_request_duration",
+            "Time from sending the request upstream to the end of the response headers, per cluster",
+            Unit::Seconds,
+            stats.duration.clone(),
+        );
+        registry.register("upstream_requests_active", "Upstream requests in flight, per cluster", stats.active_requests.clone());
+        registry.register("upstream_connections_opened", "Upstream connections opened, per cluster", stats.connections_opened.clone());
+        registry.register("upstream_connections_active", "Upstream connections open now, per cluster", stats.connections_active.clone());
+        registry.register("upstream_connect_failures", "Upstream connection attempts refused or failed, per cluster", stats.connect_failures.clone());
+        registry.register("upstream_connect_timeouts", "Upstream connection attempts that timed out, per cluster", stats.connect_timeouts.clone());
+        registry.register("upstream_endpoints", "Endpoints of each warm cluster", stats.endpoints.clone());
+        registry.register("upstream_endpoints_healthy", "Endpoints of each warm cluster that take traffic", stats.endpoints_healthy.clone());
+        stats
+    }
+
+    /// Handles for one cluster.
+    pub fn cluster(&self, cluster: &str) -> Arc<ClusterStats> {
+        let labels = ClusterLabels { cluster: cluster.to_string() };
+        let class = |code_class: &'static str| {
+            self.requests.get_or_create_owned(&ClusterClassLabels { cluster: cluster.to_string(), code_class })
+        };
+        Arc::new(ClusterStats {
+            by_class: [class("1xx"), class("2xx"), class("3xx"), class("4xx"), class("5xx")],
+            duration: self.duration.get_or_create_owned(&labels),
+            active_requests: self.active_requests.get_or_create_owned(&labels),
+            connections_opened: self.connections_opened.get_or_create_owned(&labels),
+            connections_active: self.connections_active.get_or_create_owned(&labels),
+            connect_failures: self.connect_failures.get_or_create_owned(&labels),
+            connect_timeouts: self.connect_timeouts.get_or_create_owned(&labels),
+            endpoints: self.endpoints.get_or_create_owned(&labels),
+            endpoints_healthy: self.endpoints_healthy.get_or_create_owned(&labels),
+        })
+    }
+
+    /// Drops the series of a cluster that no longer exists.
+    pub fn remove_cluster(&self, cluster: &str) {
+        let labels = ClusterLabels { cluster: cluster.to_string() };
+        self.endpoints.remove(&labels);
+        self.endpoints_healthy.remove(&labels);
+    }
+}
+
+/// Counters of one cluster, shared by its endpoint pools.
+pub struct ClusterStats {
+    by_class: [Counter; 5],
+    pub duration: Histogram,
+    pub active_requests: Gauge,
+    pub connections_opened: Counter,
+    pub connections_active: Gauge,
+    pub connect_failures: Counter,
+    pub connect_timeouts: Counter,
+    pub endpoints: Gauge,
+    pub endpoints_healthy: Gauge,
+}
+
+impl ClusterStats {
+    pub fn count_status(&self, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.by_class[class].inc();
+    }
+}
+
+impl WebSocketStats {
+    fn register(registry: &mut Registry) -> Self {
+        let stats = WebSocketStats {
+            upgrades: Family::default(),
+            active: Gauge::default(),
+            bytes: Family::default(),
+            closes: Family::default(),
+        };
+        registry.register(
+            "websocket_upgrades",
+            "WebSocket upgrades by result: accepted (101), refused by the route, failed (upstream did not switch)",
+            stats.upgrades.clone(),
+        );
+        registry.register("websocket_active", "WebSockets open now", stats.active.clone());
+        registry.register_with_unit(
+            "websocket_transferred",
+            "Bytes piped through WebSockets, by direction",
+            Unit::Bytes,
+            stats.bytes.clone(),
+        );
+        registry.register("websocket_closes", "WebSockets closed, by reason", stats.closes.clone());
+        stats
+    }
+}
+
+impl XdsStats {
+    fn register(registry: &mut Registry) -> Self {
+        let stats = XdsStats {
+            updates: Family::default(),
+            version: Family::default(),
+            connected: Gauge::default(),
+            current_versions: Default::default(),
+        };
+        registry.register("xds_updates", "xDS responses per resource type by result (applied, rejected)", stats.updates.clone());
+        registry.register(
+            "xds_version_info",
+            "Config version in force per resource type, as the version label; the value is always 1",
+            stats.version.clone(),
+        );
+        registry.register("xds_connected", "1 while the ADS stream to the control plane is established", stats.connected.clone());
+        stats
+    }
+
+    pub fn count_update(&self, type_name: &'static str, applied: bool) {
+        let result = if applied { "applied" } else { "rejected" };
+        self.updates.get_or_create(&XdsUpdateLabels { resource_type: type_name, result }).inc();
+    }
+
+    /// Records the version in force for a type, replacing the previous one
+    /// so that each type has one series.
+    pub fn set_version(&self, type_name: &'static str, version: &str) {
+        let mut current = self.current_versions.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(previous) = current.insert(type_name, version.to_string()) {
+            self.version.remove(&XdsVersionLabels { resource_type: type_name, version: previous });
+        }
+        self.version.get_or_create(&XdsVersionLabels { resource_type: type_name, version: version.to_string() }).set(1);
+    }
+}

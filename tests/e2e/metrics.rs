@@ -1,0 +1,129 @@
+//! Prometheus metrics on the admin port count exactly the traffic sent, and
+//! random paths and hosts create no new series.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::websocket::WsUpstream;
+use crate::support::*;
+
+const ROUTES: &str = r#"              - name: ok
+                match: { prefix: "/ok" }
+                route: { cluster: backend }
+              - name: ws
+                match: { prefix: "/ws" }
+                route: { cluster: ws }
+              - name: down
+                match: { prefix: "/down" }
+                route: { cluster: unhealthy }"#;
+
+async fn scrape(proxy: &Proxy) -> String {
+    let (status, body) = http1_get(proxy.admin, "admin", "/stats/prometheus").await.unwrap();
+    assert_eq!(status, 200);
+    body
+}
+
+/// Finds the value of the sample whose name and labels are exactly `series`.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_is_counted_exactly() {
+    let dir = temp_dir("metrics");
+    let backend = Upstream::start("backend").await;
+    let ws = WsUpstream::start("ws").await;
+    let clusters = [
+        static_cluster("backend", backend.address.port(), None),
+        static_cluster("ws", ws.address.port(), None),
+        static_cluster("unhealthy", backend.address.port(), Some("UNHEALTHY")),
+    ];
+    let bootstrap = static_bootstrap("          upgrade_configs: [{ upgrade_type: websocket }]", ROUTES, &clusters.join("\n"));
+    let proxy = Proxy::start(&bootstrap, &dir);
+    proxy.wait_ready().await;
+    let listener = proxy.listener("http").await;
+
+    for _ in 0..3 {
+        assert_eq!(http1_get(listener, "a", "/ok").await.unwrap().0, 200);
+    }
+    assert_eq!(http2_get(listener, "a", "/ok/h2").await.unwrap().0, 200);
+    for _ in 0..2 {
+        assert_eq!(http1_get(listener, "a", "/missing").await.unwrap().0, 404);
+    }
+    assert_eq!(http1_get(listener, "a", "/down").await.unwrap().0, 503);
+
+    let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://{listener}/ws")).await.unwrap();
+    socket.send(Message::text("12345")).await.unwrap();
+    assert_eq!(socket.next().await.unwrap().unwrap(), Message::text("12345"));
+    socket.close(None).await.unwrap();
+    while socket.next().await.is_some() {}
+    drop(socket);
+
+    let closed = eventually(Duration::from_secs(5), || async {
+        sample(&scrape(&proxy).await, "legate_websocket_closes_total{reason=\"peers_closed\"}") == Some(1.0)
+    })
+    .await;
+    let text = scrape(&proxy).await;
+    assert!(closed, "the WebSocket close is counted:\n{text}");
+
+    let expected = [
+        ("legate_http_requests_total{virtual_host=\"all\",route=\"ok\",code_class=\"2xx\"}", 4.0),
+        ("legate_http_requests_total{virtual_host=\"all\",route=\"none\",code_class=\"4xx\"}", 2.0),
+        ("legate_http_requests_total{virtual_host=\"all\",route=\"down\",code_class=\"5xx\"}", 1.0),
+        ("legate_http_requests_total{virtual_host=\"all\",route=\"ws\",code_class=\"1xx\"}", 1.0),
+        ("legate_http_responses_by_code_total{code=\"200\"}", 4.0),
+        ("legate_http_responses_by_code_total{code=\"404\"}", 2.0),
+        ("legate_http_responses_by_code_total{code=\"503\"}", 1.0),
+        ("legate_http_response_flags_total{flag=\"NR\"}", 2.0),
+        ("legate_http_response_flags_total{flag=\"UH\"}", 1.0),
+        ("legate_http_request_duration_seconds_count{virtual_host=\"all\",route=\"ok\"}", 4.0),
+        ("legate_upstream_requests_total{cluster=\"backend\",code_class=\"2xx\"}", 4.0),
+        ("legate_upstream_endpoints{cluster=\"backend\"}", 1.0),
+        ("legate_upstream_endpoints_healthy{cluster=\"unhealthy\"}", 0.0),
+        ("legate_downstream_connections_by_protocol_total{listener=\"http\",protocol=\"http2\"}", 1.0),
+        ("legate_websocket_upgrades_total{result=\"accepted\"}", 1.0),
+        ("legate_websocket_active", 0.0),
+    ];
+    for (series, value) in expected {
+        assert_eq!(sample(&text, series), Some(value), "{series}\n{text}");
+    }
+    assert!(sample(&text, "legate_websocket_transferred_bytes_total{direction=\"downstream_to_upstream\"}").unwrap() >= 5.0);
+    assert!(text.trim_end().ends_with("# EOF"), "OpenMetrics text ends with # EOF");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_requests_add_no_series() {
+    let dir = temp_dir("metrics-series");
+    let backend = Upstream::start("backend").await;
+    let clusters = [
+        static_cluster("backend", backend.address.port(), None),
+        static_cluster("ws", backend.address.port(), None),
+        static_cluster("unhealthy", backend.address.port(), Some("UNHEALTHY")),
+    ];
+    let proxy = Proxy::start(&static_bootstrap("", ROUTES, &clusters.join("\n")), &dir);
+    proxy.wait_ready().await;
+    let listener = proxy.listener("http").await;
+
+    let mut client = KeepAlive::connect(listener).await;
+    for _ in 0..3 {
+        client.get("warm.test", "/ok").await.unwrap();
+        client.get("warm.test", "/missing").await.unwrap();
+    }
+    let series = |text: &str| text.lines().filter(|line| !line.starts_with('#')).count();
+    let before = series(&scrape(&proxy).await);
+
+    for index in 0..2000 {
+        let host = format!("host-{}.test", fastrand_like(index));
+        let path = format!("/{}/{}", if index % 2 == 0 { "ok" } else { "nowhere" }, fastrand_like(index * 7));
+        client.get(&host, &path).await.unwrap();
+    }
+    let after = series(&scrape(&proxy).await);
+    assert_eq!(before, after, "requests with random hosts and paths created series");
+}
+
+/// A cheap deterministic scramble, so each request has another host and path.
+fn fastrand_like(seed: usize) -> u64 {
+    (seed as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17)
+}
