@@ -289,3 +289,39 @@ async fn python_client_echoes() {
     assert!(output.status.success(), "python client failed: {stderr}");
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "python echo ok");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hash_policy_keeps_reconnects_sticky() {
+    let upstreams = [WsUpstream::start("a").await, WsUpstream::start("b").await, WsUpstream::start("c").await];
+    let endpoints: Vec<String> = upstreams
+        .iter()
+        .map(|u| format!("{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }} }} }}", u.address.port()))
+        .collect();
+    let cluster = format!(
+        "  - name: ws\n    connect_timeout: 1s\n    lb_policy: RING_HASH\n    load_assignment:\n      cluster_name: ws\n      endpoints: [{{ lb_endpoints: [{}] }}]",
+        endpoints.join(", ")
+    );
+    let routes = "              - match: { prefix: \"/\" }\n                route: { cluster: ws, hash_policy: [{ header: { header_name: x-user } }] }";
+    let bootstrap = static_bootstrap("          upgrade_configs: [{ upgrade_type: websocket }]", routes, &cluster);
+    let dir = temp_dir("ws-sticky");
+    let proxy = Proxy::start(&bootstrap, &dir);
+    proxy.wait_ready().await;
+    let listener = proxy.listener("http").await;
+
+    let endpoint_of = |user: String| async move {
+        let mut request = format!("ws://{listener}/hello").into_client_request().unwrap();
+        request.headers_mut().insert("x-user", user.parse().unwrap());
+        let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        socket.next().await.unwrap().unwrap().into_text().unwrap().to_string()
+    };
+
+    let mut seen = std::collections::BTreeSet::new();
+    for user in 0..12 {
+        let first = endpoint_of(format!("user-{user}")).await;
+        for _ in 0..3 {
+            assert_eq!(endpoint_of(format!("user-{user}")).await, first, "reconnects of user-{user} land on one endpoint");
+        }
+        seen.insert(first);
+    }
+    assert!(seen.len() >= 2, "different users spread over the endpoints: {seen:?}");
+}

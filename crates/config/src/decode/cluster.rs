@@ -25,7 +25,7 @@ pub fn cluster(proto: &api::Cluster, errors: &mut Collector) -> Option<Cluster> 
 
     let discovery = errors.at("type", |errors| discovery_type(proto, errors));
     let connect_timeout = errors.at("connect_timeout", |errors| connect_timeout(proto.connect_timeout.as_ref(), errors));
-    let lb_policy = errors.at("lb_policy", |errors| lb_policy(proto.lb_policy, errors));
+    let lb_policy = lb_policy(proto, errors);
     let protocol = protocol_options(proto, errors);
 
     let load_assignment = match (&discovery, &proto.load_assignment) {
@@ -117,18 +117,82 @@ fn connect_timeout(value: Option<&prost_types::Duration>, errors: &mut Collector
     Some(timeout)
 }
 
-fn lb_policy(value: i32, errors: &mut Collector) -> Option<LbPolicy> {
+/// Envoy's defaults and limits for the hashing load balancers.
+const DEFAULT_MINIMUM_RING_SIZE: u64 = 1024;
+const DEFAULT_MAXIMUM_RING_SIZE: u64 = 8 * 1024 * 1024;
+const DEFAULT_MAGLEV_TABLE_SIZE: u64 = 65537;
+const MAXIMUM_MAGLEV_TABLE_SIZE: u64 = 5_000_011;
+
+fn lb_policy(proto: &api::Cluster, errors: &mut Collector) -> Option<LbPolicy> {
+    use api::cluster::LbConfig;
     use api::cluster::LbPolicy as Policy;
 
-    match enum_value::<Policy>(value, "lb_policy", errors)? {
+    let policy = errors.at("lb_policy", |errors| enum_value::<Policy>(proto.lb_policy, "lb_policy", errors))?;
+    let config = proto.lb_config.as_ref();
+    let mismatch = match (policy, config) {
+        (Policy::RingHash, Some(LbConfig::MaglevLbConfig(_))) | (Policy::Maglev, Some(LbConfig::RingHashLbConfig(_))) => true,
+        (Policy::RingHash | Policy::Maglev, _) | (_, None) => false,
+        (_, Some(_)) => true,
+    };
+    if mismatch {
+        errors.invalid(format!("the lb_config set does not belong to lb_policy {}", policy.as_str_name()));
+    }
+
+    match policy {
         Policy::RoundRobin => Some(LbPolicy::RoundRobin),
         Policy::LeastRequest => Some(LbPolicy::LeastRequest),
         Policy::Random => Some(LbPolicy::Random),
+        Policy::RingHash => {
+            let ring = match config {
+                Some(LbConfig::RingHashLbConfig(ring)) => Some(ring),
+                _ => None,
+            };
+            errors.at("ring_hash_lb_config", |errors| ring_hash(ring, errors))
+        }
+        Policy::Maglev => {
+            let maglev = match config {
+                Some(LbConfig::MaglevLbConfig(maglev)) => maglev.table_size,
+                _ => None,
+            };
+            errors.at("maglev_lb_config.table_size", |errors| maglev_table(maglev, errors))
+        }
         other => {
-            errors.unsupported(format!("lb_policy {} is not supported by Legate", other.as_str_name()));
+            errors.at("lb_policy", |errors| {
+                errors.unsupported(format!("lb_policy {} is not supported by Legate", other.as_str_name()))
+            });
             None
         }
     }
+}
+
+fn ring_hash(proto: Option<&api::cluster::RingHashLbConfig>, errors: &mut Collector) -> Option<LbPolicy> {
+    use api::cluster::ring_hash_lb_config::HashFunction;
+
+    let minimum_ring_size = proto.and_then(|p| p.minimum_ring_size).unwrap_or(DEFAULT_MINIMUM_RING_SIZE);
+    let maximum_ring_size = proto.and_then(|p| p.maximum_ring_size).unwrap_or(DEFAULT_MAXIMUM_RING_SIZE);
+    if proto.is_some_and(|p| p.hash_function == HashFunction::MurmurHash2 as i32) {
+        errors.unsupported("hash_function MURMUR_HASH_2 is not supported; Legate hashes with XX_HASH");
+    }
+    if minimum_ring_size == 0 || minimum_ring_size > maximum_ring_size || maximum_ring_size > DEFAULT_MAXIMUM_RING_SIZE {
+        errors.invalid(format!(
+            "ring sizes must satisfy 0 < minimum_ring_size ({minimum_ring_size}) <= maximum_ring_size ({maximum_ring_size}) <= {DEFAULT_MAXIMUM_RING_SIZE}"
+        ));
+        return None;
+    }
+    Some(LbPolicy::RingHash { minimum_ring_size, maximum_ring_size })
+}
+
+fn maglev_table(table_size: Option<u64>, errors: &mut Collector) -> Option<LbPolicy> {
+    let table_size = table_size.unwrap_or(DEFAULT_MAGLEV_TABLE_SIZE);
+    if table_size > MAXIMUM_MAGLEV_TABLE_SIZE || !is_prime(table_size) {
+        errors.invalid(format!("table_size {table_size} must be a prime no larger than {MAXIMUM_MAGLEV_TABLE_SIZE}"));
+        return None;
+    }
+    Some(LbPolicy::Maglev { table_size })
+}
+
+fn is_prime(value: u64) -> bool {
+    value >= 2 && (2..).take_while(|divisor| divisor * divisor <= value).all(|divisor| value % divisor != 0)
 }
 
 /// Reads the upstream HTTP version, HTTP/2 settings and idle timeout from

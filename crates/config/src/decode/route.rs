@@ -13,7 +13,7 @@ use super::listener::upgrade;
 use super::{duration, note_ignored, required_name, timeout_or};
 use crate::error::Collector;
 use crate::model::{
-    ClusterSelection, DomainMatcher, ForwardAction, HeaderMatch, HeaderMatcher, PathMatch, Route, RouteAction,
+    ClusterSelection, DomainMatcher, ForwardAction, HashPolicy, HashSource, HeaderMatch, HeaderMatcher, PathMatch, Route, RouteAction,
     RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster,
 };
 
@@ -279,7 +279,50 @@ fn forward_action(proto: &api::RouteAction, matcher: Option<&RouteMatch>, errors
         })
         .collect();
 
-    Some(ForwardAction { clusters: clusters?, prefix_rewrite, host_rewrite, timeout, idle_timeout, upgrades })
+    let hash_policies = proto
+        .hash_policy
+        .iter()
+        .enumerate()
+        .filter_map(|(index, policy)| errors.at(format!("hash_policy[{index}]"), |errors| hash_policy(policy, errors)))
+        .collect();
+
+    Some(ForwardAction { clusters: clusters?, prefix_rewrite, host_rewrite, timeout, idle_timeout, upgrades, hash_policies })
+}
+
+fn hash_policy(proto: &api::route_action::HashPolicy, errors: &mut Collector) -> Option<HashPolicy> {
+    use api::route_action::hash_policy::PolicySpecifier;
+
+    let source = match proto.policy_specifier.as_ref() {
+        Some(PolicySpecifier::Header(header)) => {
+            if http_header_name_is_invalid(&header.header_name) || header.header_name.is_empty() {
+                errors.invalid(format!("header_name {:?} is not a valid header name", header.header_name));
+                return None;
+            }
+            HashSource::Header(header.header_name.to_ascii_lowercase())
+        }
+        Some(PolicySpecifier::Cookie(cookie)) => {
+            required_name(&cookie.name, "cookie.name", errors);
+            let ttl = cookie.ttl.as_ref().and_then(|ttl| errors.at("cookie.ttl", |errors| duration(ttl, errors)));
+            let path = (!cookie.path.is_empty()).then(|| cookie.path.clone());
+            HashSource::Cookie { name: cookie.name.clone(), ttl, path }
+        }
+        Some(PolicySpecifier::ConnectionProperties(properties)) => {
+            if !properties.source_ip {
+                errors.invalid("connection_properties needs source_ip: true");
+                return None;
+            }
+            HashSource::SourceIp
+        }
+        Some(PolicySpecifier::QueryParameter(parameter)) => {
+            required_name(&parameter.name, "query_parameter.name", errors);
+            HashSource::QueryParameter(parameter.name.clone())
+        }
+        None => {
+            errors.missing("header, cookie, connection_properties or query_parameter");
+            return None;
+        }
+    };
+    Some(HashPolicy { source, terminal: proto.terminal })
 }
 
 fn weighted_clusters(proto: &api::WeightedCluster, errors: &mut Collector) -> Option<ClusterSelection> {

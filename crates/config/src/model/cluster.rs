@@ -36,6 +36,12 @@ pub enum LbPolicy {
     /// Power of two choices on active requests.
     LeastRequest,
     Random,
+    /// Consistent hashing on a ring of `ring_size` points (Envoy's
+    /// `minimum_ring_size`, 1024 by default, capped by `maximum_ring_size`).
+    RingHash { minimum_ring_size: u64, maximum_ring_size: u64 },
+    /// Maglev consistent hashing with a lookup table of `table_size` entries,
+    /// a prime (65537 by default).
+    Maglev { table_size: u64 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

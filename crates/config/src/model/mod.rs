@@ -12,6 +12,6 @@ pub use cluster::{Cluster, DiscoveryType, Http2Settings, LbPolicy, UpstreamProto
 pub use endpoint::{ClusterLoadAssignment, EndpointAddress, HealthStatus, LbEndpoint};
 pub use listener::{Codec, HttpConnectionManager, Listener, RouteSource, UpgradeConfig};
 pub use route::{
-    ClusterSelection, DomainMatcher, ForwardAction, HeaderMatch, HeaderMatcher, PathMatch, Route, RouteAction,
-    RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster,
+    ClusterSelection, DomainMatcher, ForwardAction, HashPolicy, HashSource, HeaderMatch, HeaderMatcher, PathMatch, Route,
+    RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster,
 };

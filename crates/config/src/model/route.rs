@@ -129,6 +129,29 @@ pub struct ForwardAction {
     pub idle_timeout: Option<Duration>,
     /// Per-route overrides of the connection manager's upgrade settings.
     pub upgrades: Vec<super::UpgradeConfig>,
+    /// How a request is hashed for RING_HASH and MAGLEV clusters.
+    pub hash_policies: Vec<HashPolicy>,
+}
+
+/// One source of a request's hash, as Envoy's route `hash_policy`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HashPolicy {
+    pub source: HashSource,
+    /// Stops at this policy when it produced a hash.
+    pub terminal: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashSource {
+    /// A request header, lowercased name.
+    Header(String),
+    /// A cookie. With a `ttl`, a request without the cookie gets one made
+    /// by the proxy, sent back in `Set-Cookie`.
+    Cookie { name: String, ttl: Option<Duration>, path: Option<String> },
+    /// The downstream client's IP address.
+    SourceIp,
+    /// A query parameter.
+    QueryParameter(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]

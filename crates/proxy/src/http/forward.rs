@@ -12,6 +12,7 @@ use legate_config::model::{
 };
 
 use super::body::{RequestBody, ResponseBody};
+use super::hash::{request_hash, RequestHash};
 use super::headers::{add_forwarding_headers, remove_hop_by_hop, request_host};
 use super::local_reply::local_reply;
 use super::upgrade::{PipeSettings, UpgradeRequest};
@@ -48,7 +49,12 @@ pub(super) async fn forward(mut request: Request<Incoming>, action: &ForwardActi
         stats.http.count_flag(ResponseFlag::NoCluster);
         return local_reply(StatusCode::SERVICE_UNAVAILABLE, "cluster not found");
     };
-    let Some(endpoint) = cluster.balancer.pick() else {
+    let hashed = if action.hash_policies.is_empty() {
+        RequestHash::default()
+    } else {
+        request_hash(&action.hash_policies, request.headers(), request.uri(), connection.remote)
+    };
+    let Some(endpoint) = cluster.balancer.pick(hashed.hash) else {
         debug!(cluster = cluster_name, "no healthy endpoint");
         stats.http.count_flag(ResponseFlag::NoHealthyUpstream);
         return local_reply(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
@@ -90,6 +96,9 @@ pub(super) async fn forward(mut request: Request<Incoming>, action: &ForwardActi
     };
     cluster.stats.count_status(response.status().as_u16());
     cluster.stats.duration.observe(sent_at.elapsed().as_secs_f64());
+    if let Some(cookie) = hashed.set_cookie {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         if upgrade.is_some() {
             stats.websocket.upgrades.get_or_create(&UpgradeResultLabels { result: "failed" }).inc();

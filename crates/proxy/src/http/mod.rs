@@ -3,6 +3,7 @@
 
 pub mod body;
 mod forward;
+mod hash;
 mod headers;
 mod local_reply;
 mod pipe;

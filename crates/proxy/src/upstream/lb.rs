@@ -1,11 +1,14 @@
 //! Load balancing over a cluster's endpoints: round robin weighted by
-//! `load_balancing_weight`, least request (power of two choices) and random.
-//! Only the lowest priority level with a routable endpoint takes traffic.
+//! `load_balancing_weight`, least request (power of two choices), random,
+//! and the consistent-hashing ring hash and Maglev. Only the lowest priority
+//! level with a routable endpoint takes traffic. Every table is built when
+//! the cluster or its endpoints change, never per request.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use legate_config::model::{LbEndpoint, LbPolicy};
+use xxhash_rust::xxh64::xxh64;
 
 use super::EndpointPool;
 
@@ -19,12 +22,31 @@ pub struct LoadBalancer {
     /// proportion to its weight, built at config time.
     schedule: Vec<usize>,
     next: AtomicUsize,
+    /// Lookup table of the hashing policies.
+    hash_table: HashTable,
+}
+
+enum HashTable {
+    None,
+    /// Points on the ring, sorted by hash, each naming a member.
+    Ring(Vec<(u64, usize)>),
+    /// Maglev's lookup table of member indexes.
+    Maglev(Vec<usize>),
 }
 
 impl LoadBalancer {
     pub fn new(policy: LbPolicy, members: Vec<(Arc<EndpointPool>, LbEndpoint)>) -> Self {
-        let schedule = build_schedule(&members);
-        LoadBalancer { policy, members, schedule, next: AtomicUsize::new(fastrand::usize(..usize::MAX / 2)) }
+        let level = priority_level(&members);
+        let schedule = build_schedule(&members, &level);
+        let hash_table = match policy {
+            LbPolicy::RingHash { minimum_ring_size, maximum_ring_size } => {
+                HashTable::Ring(build_ring(&members, &level, minimum_ring_size, maximum_ring_size))
+            }
+            LbPolicy::Maglev { table_size } => HashTable::Maglev(build_maglev(&members, &level, table_size)),
+            _ => HashTable::None,
+        };
+        let next = AtomicUsize::new(fastrand::usize(..usize::MAX / 2));
+        LoadBalancer { policy, members, schedule, next, hash_table }
     }
 
     /// Every endpoint pool, routable or not.
@@ -33,17 +55,34 @@ impl LoadBalancer {
     }
 
     /// Picks the endpoint for the next request, or `None` when no endpoint
-    /// is routable.
-    pub fn pick(&self) -> Option<&Arc<EndpointPool>> {
+    /// is routable. The hashing policies use `hash`, the request's hash from
+    /// the route's hash policies, and pick at random without one.
+    pub fn pick(&self, hash: Option<u64>) -> Option<&Arc<EndpointPool>> {
         if self.schedule.is_empty() {
             return None;
         }
         let slot = match self.policy {
             LbPolicy::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed) % self.schedule.len(),
-            LbPolicy::Random => fastrand::usize(..self.schedule.len()),
             LbPolicy::LeastRequest => return Some(self.pick_least_request()),
+            LbPolicy::Random => fastrand::usize(..self.schedule.len()),
+            LbPolicy::RingHash { .. } | LbPolicy::Maglev { .. } => {
+                let hash = hash.unwrap_or_else(|| fastrand::u64(..));
+                return self.pick_by_hash(hash);
+            }
         };
         Some(&self.members[self.schedule[slot]].0)
+    }
+
+    fn pick_by_hash(&self, hash: u64) -> Option<&Arc<EndpointPool>> {
+        let member = match &self.hash_table {
+            HashTable::Ring(ring) => {
+                let point = ring.partition_point(|(point, _)| *point < hash);
+                ring.get(point).or_else(|| ring.first())?.1
+            }
+            HashTable::Maglev(table) => *table.get((hash % table.len() as u64) as usize)?,
+            HashTable::None => return None,
+        };
+        Some(&self.members[member].0)
     }
 
     /// Power of two choices: of two endpoints drawn by weight, the one with
@@ -59,14 +98,19 @@ impl LoadBalancer {
     }
 }
 
-fn build_schedule(members: &[(Arc<EndpointPool>, LbEndpoint)]) -> Vec<usize> {
+/// Indexes of the routable members in the lowest priority level that has
+/// any.
+fn priority_level(members: &[(Arc<EndpointPool>, LbEndpoint)]) -> Vec<usize> {
     let Some(priority) = members.iter().filter(|(_, e)| e.is_routable()).map(|(_, e)| e.priority).min() else {
         return Vec::new();
     };
-    let level: Vec<usize> = (0..members.len())
-        .filter(|&index| members[index].1.is_routable() && members[index].1.priority == priority)
-        .collect();
+    (0..members.len()).filter(|&index| members[index].1.is_routable() && members[index].1.priority == priority).collect()
+}
 
+fn build_schedule(members: &[(Arc<EndpointPool>, LbEndpoint)], level: &[usize]) -> Vec<usize> {
+    if level.is_empty() {
+        return Vec::new();
+    }
     let divisor = level.iter().map(|&index| members[index].1.weight as u64).fold(0, gcd).max(1);
     let total: u64 = level.iter().map(|&index| members[index].1.weight as u64 / divisor).sum();
     let scale = total.div_ceil(MAX_SCHEDULE).max(1);
@@ -85,6 +129,78 @@ fn build_schedule(members: &[(Arc<EndpointPool>, LbEndpoint)]) -> Vec<usize> {
     schedule
 }
 
+/// Key an endpoint is hashed by: its address, so every proxy with the same
+/// endpoints builds the same ring and table.
+fn endpoint_key(members: &[(Arc<EndpointPool>, LbEndpoint)], index: usize) -> String {
+    members[index].0.address().to_string()
+}
+
+/// Builds a ring of about `minimum_ring_size` points (at most
+/// `maximum_ring_size`), each endpoint owning points in proportion to its
+/// weight, at the xxHash64 of `address_n`.
+fn build_ring(members: &[(Arc<EndpointPool>, LbEndpoint)], level: &[usize], minimum: u64, maximum: u64) -> Vec<(u64, usize)> {
+    let total_weight: u64 = level.iter().map(|&index| members[index].1.weight as u64).sum();
+    if total_weight == 0 {
+        return Vec::new();
+    }
+    let ring_size = minimum.max(level.len() as u64).min(maximum);
+
+    let mut ring = Vec::with_capacity(ring_size as usize);
+    for &index in level {
+        let share = (ring_size * members[index].1.weight as u64).div_ceil(total_weight).max(1);
+        let key = endpoint_key(members, index);
+        for point in 0..share {
+            ring.push((xxh64(format!("{key}_{point}").as_bytes(), 0), index));
+        }
+    }
+    ring.sort_unstable();
+    ring
+}
+
+/// Builds Maglev's lookup table: each endpoint walks its own permutation of
+/// the slots and claims the next free one in turn, taking turns in
+/// proportion to its weight, until every slot is owned.
+fn build_maglev(members: &[(Arc<EndpointPool>, LbEndpoint)], level: &[usize], table_size: u64) -> Vec<usize> {
+    if level.is_empty() {
+        return Vec::new();
+    }
+    let size = table_size as usize;
+    let max_weight = level.iter().map(|&index| members[index].1.weight).max().unwrap_or(1) as f64;
+    let permutations: Vec<(u64, u64)> = level
+        .iter()
+        .map(|&index| {
+            let key = endpoint_key(members, index);
+            let offset = xxh64(key.as_bytes(), 0) % table_size;
+            let skip = xxh64(key.as_bytes(), 1) % (table_size - 1) + 1;
+            (offset, skip)
+        })
+        .collect();
+
+    let mut table = vec![usize::MAX; size];
+    let mut next = vec![0u64; level.len()];
+    let mut credit = vec![0.0f64; level.len()];
+    let mut filled = 0;
+    while filled < size {
+        for (position, &index) in level.iter().enumerate() {
+            credit[position] += members[index].1.weight as f64 / max_weight;
+            while credit[position] >= 1.0 && filled < size {
+                credit[position] -= 1.0;
+                let (offset, skip) = permutations[position];
+                loop {
+                    let slot = ((offset + next[position] * skip) % table_size) as usize;
+                    next[position] += 1;
+                    if table[slot] == usize::MAX {
+                        table[slot] = index;
+                        filled += 1;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    table
+}
+
 fn gcd(a: u64, b: u64) -> u64 {
     if b == 0 {
         a
@@ -92,3 +208,6 @@ fn gcd(a: u64, b: u64) -> u64 {
         gcd(b, a % b)
     }
 }
+
+#[cfg(test)]
+mod tests;
