@@ -107,6 +107,11 @@ virtual_hosts:
       timeout: 3s
       idle_timeout: 9s
       upgrade_configs: [{ upgrade_type: websocket, enabled: false }]
+      hash_policy:
+      - { header: { header_name: x-user }, terminal: true }
+      - { cookie: { name: sticky, ttl: 60s, path: / } }
+      - { connection_properties: { source_ip: true } }
+      - { query_parameter: { name: user } }
     metadata: { filter_metadata: { a: { b: c } } }
   - match: { safe_regex: { regex: "/x/[0-9]+" } }
     route: { cluster: c, host_rewrite_literal: c.internal }
@@ -145,6 +150,22 @@ fn cluster_matches_envoy() {
 }
 
 #[test]
+fn hashing_cluster_configs_match_envoy() {
+    let ring = "name: r\nlb_policy: RING_HASH\nring_hash_lb_config: { minimum_ring_size: 2048, maximum_ring_size: 4096, hash_function: XX_HASH }";
+    let ours: legate::config::cluster::v3::Cluster = parse(ring, "envoy.config.cluster.v3.Cluster");
+    let theirs: official::config::cluster::v3::Cluster = round_trip(&ours);
+    let Some(official::config::cluster::v3::cluster::LbConfig::RingHashLbConfig(config)) = theirs.lb_config else {
+        panic!("ring_hash_lb_config lost");
+    };
+    assert_eq!(config.minimum_ring_size.map(|v| v.value), Some(2048));
+
+    let maglev = "name: m\nlb_policy: MAGLEV\nmaglev_lb_config: { table_size: 65537 }";
+    let ours: legate::config::cluster::v3::Cluster = parse(maglev, "envoy.config.cluster.v3.Cluster");
+    let theirs: official::config::cluster::v3::Cluster = round_trip(&ours);
+    assert_eq!(theirs.lb_policy, official::config::cluster::v3::cluster::LbPolicy::Maglev as i32);
+}
+
+#[test]
 fn listener_matches_envoy() {
     let ours: legate::config::listener::v3::Listener = parse(LISTENER, "envoy.config.listener.v3.Listener");
     let theirs: official::config::listener::v3::Listener = round_trip(&ours);
@@ -175,6 +196,9 @@ fn route_configuration_matches_envoy() {
     let route = &theirs.virtual_hosts[0].routes[0];
     assert_eq!(route.name, "r1");
     assert_eq!(route.r#match.as_ref().unwrap().headers.len(), 7);
+    let Some(official::config::route::v3::route::Action::Route(action)) = &route.action else { panic!("route action lost") };
+    assert_eq!(action.hash_policy.len(), 4);
+    assert!(action.hash_policy[0].terminal);
 }
 
 #[test]
