@@ -14,6 +14,7 @@ mod static_bootstrap;
 mod timeouts;
 mod upgrade;
 mod websocket;
+mod websocket_frames;
 mod websocket_xds;
 mod xds_nack;
 mod xds_warming;

@@ -84,7 +84,9 @@ impl Proxy {
     /// the longest drain timeout has passed (plus a short grace for the
     /// closes themselves), whichever comes first.
     pub async fn shutdown(&self) {
-        let grace = self.manager.drain_listeners() + std::time::Duration::from_millis(250);
+        // Frame-aware WebSockets send their Close at the end of the drain
+        // period and wait a little for the answer.
+        let grace = self.manager.drain_listeners() + http::CLOSE_GRACE + std::time::Duration::from_millis(250);
         let deadline = tokio::time::Instant::now() + grace;
         while self.manager.open_connections() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;

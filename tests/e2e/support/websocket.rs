@@ -8,12 +8,15 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
 /// A WebSocket echo server on loopback. It picks the subprotocol `mqtt`
 /// when offered, sends `<name>` as its first message when the path is
 /// `/hello` and the `Sec-WebSocket-*` headers it received (one per line,
-/// without the key) when it is `/headers`, and counts accepted connections.
+/// without the key) when it is `/headers`, closes with code 4001 after the
+/// first message on `/close-me`, and counts accepted connections.
 pub struct WsUpstream {
     pub address: SocketAddr,
     pub accepted: Arc<AtomicUsize>,
@@ -60,6 +63,11 @@ impl WsUpstream {
                     while let Some(Ok(message)) = socket.next().await {
                         if message.is_close() {
                             break;
+                        }
+                        if path == "/close-me" {
+                            let frame = CloseFrame { code: CloseCode::Library(4001), reason: "done by upstream".into() };
+                            let _ = socket.close(Some(frame)).await;
+                            continue;
                         }
                         if (message.is_text() || message.is_binary()) && socket.send(message).await.is_err() {
                             break;

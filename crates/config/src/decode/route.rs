@@ -10,12 +10,20 @@ use legate_api::envoy::config::route::v3 as api;
 use legate_api::envoy::r#type::matcher::v3 as matcher;
 
 use super::listener::upgrade;
-use super::{duration, note_ignored, required_name, timeout_or};
+use super::{decode_message, duration, note_ignored, required_name, timeout_or};
 use crate::error::Collector;
 use crate::model::{
     ClusterSelection, DomainMatcher, ForwardAction, HashPolicy, HashSource, HeaderMatch, HeaderMatcher, PathMatch, Route, RouteAction,
-    RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster,
+    RouteConfiguration, RouteMatch, VirtualHost, WebSocketFrames, WeightedCluster,
 };
+use legate_api::legate::extensions::websocket::v1::WebSocketRoute;
+
+/// Key and type of Legate's WebSocket settings in `typed_per_filter_config`.
+const WEBSOCKET_FILTER_KEY: &str = "legate.websocket";
+const WEBSOCKET_ROUTE_TYPE: &str = "legate.extensions.websocket.v1.WebSocketRoute";
+
+/// Largest WebSocket message in frame-aware mode unless configured.
+const DEFAULT_MAX_WEBSOCKET_MESSAGE: usize = 16 * 1024 * 1024;
 
 /// Envoy's default route timeout.
 const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -62,11 +70,14 @@ fn virtual_host(proto: &api::VirtualHost, errors: &mut Collector) -> Option<Virt
         .filter_map(|(index, domain)| errors.at(format!("domains[{index}]"), |errors| domain_matcher(domain, errors)))
         .collect();
 
+    let host_websocket = errors.at("typed_per_filter_config", |errors| per_filter_config(&proto.typed_per_filter_config, errors));
     let routes = proto
         .routes
         .iter()
         .enumerate()
-        .filter_map(|(index, proto_route)| errors.at(format!("routes[{index}]"), |errors| route(proto_route, errors)))
+        .filter_map(|(index, proto_route)| {
+            errors.at(format!("routes[{index}]"), |errors| route(proto_route, host_websocket, errors))
+        })
         .collect();
 
     Some(VirtualHost { name: proto.name.clone(), domains, routes })
@@ -96,8 +107,37 @@ fn domain_matcher(domain: &str, errors: &mut Collector) -> Option<DomainMatcher>
     Some(DomainMatcher::Exact(domain))
 }
 
-fn route(proto: &api::Route, errors: &mut Collector) -> Option<Route> {
+/// Reads `typed_per_filter_config`, where Legate knows one key,
+/// `legate.websocket`. Returns its frame-aware settings when it enables them.
+fn per_filter_config(
+    entries: &std::collections::HashMap<String, prost_types::Any>,
+    errors: &mut Collector,
+) -> Option<Option<WebSocketFrames>> {
+    let mut websocket = None;
+    for (key, any) in entries {
+        errors.at(format!("[{key}]"), |errors| {
+            if key != WEBSOCKET_FILTER_KEY || !any.type_url.ends_with(WEBSOCKET_ROUTE_TYPE) {
+                errors.unsupported(format!(
+                    "per-filter config for {key:?} ({}) is not supported; Legate reads only {WEBSOCKET_FILTER_KEY:?}",
+                    any.type_url
+                ));
+                return;
+            }
+            let Some(config) = decode_message::<WebSocketRoute>(&any.value, errors) else { return };
+            let max_message_bytes = config.max_message_bytes.map_or(DEFAULT_MAX_WEBSOCKET_MESSAGE, |bytes| bytes as usize);
+            if config.frame_aware && max_message_bytes == 0 {
+                errors.invalid("max_message_bytes must be greater than 0");
+            }
+            websocket = Some(config.frame_aware.then_some(WebSocketFrames { max_message_bytes }));
+        });
+    }
+    websocket
+}
+
+fn route(proto: &api::Route, host_websocket: Option<Option<WebSocketFrames>>, errors: &mut Collector) -> Option<Route> {
     note_ignored(proto.metadata.is_some(), "metadata", errors);
+    let route_websocket = errors.at("typed_per_filter_config", |errors| per_filter_config(&proto.typed_per_filter_config, errors));
+    let websocket_frames = route_websocket.or(host_websocket).flatten();
 
     let matcher = match &proto.r#match {
         Some(proto_match) => errors.at("match", |errors| route_match(proto_match, errors)),
@@ -108,9 +148,9 @@ fn route(proto: &api::Route, errors: &mut Collector) -> Option<Route> {
     };
 
     let action = match &proto.action {
-        Some(api::route::Action::Route(action)) => {
-            errors.at("route", |errors| forward_action(action, matcher.as_ref(), errors)).map(RouteAction::Forward)
-        }
+        Some(api::route::Action::Route(action)) => errors
+            .at("route", |errors| forward_action(action, matcher.as_ref(), errors))
+            .map(|action| RouteAction::Forward(ForwardAction { websocket_frames, ..action })),
         Some(api::route::Action::DirectResponse(response)) => {
             errors.at("direct_response", |errors| direct_response(response, errors))
         }
@@ -286,7 +326,16 @@ fn forward_action(proto: &api::RouteAction, matcher: Option<&RouteMatch>, errors
         .filter_map(|(index, policy)| errors.at(format!("hash_policy[{index}]"), |errors| hash_policy(policy, errors)))
         .collect();
 
-    Some(ForwardAction { clusters: clusters?, prefix_rewrite, host_rewrite, timeout, idle_timeout, upgrades, hash_policies })
+    Some(ForwardAction {
+        clusters: clusters?,
+        prefix_rewrite,
+        host_rewrite,
+        timeout,
+        idle_timeout,
+        upgrades,
+        hash_policies,
+        websocket_frames: None,
+    })
 }
 
 fn hash_policy(proto: &api::route_action::HashPolicy, errors: &mut Collector) -> Option<HashPolicy> {

@@ -131,6 +131,15 @@ pub struct ForwardAction {
     pub upgrades: Vec<super::UpgradeConfig>,
     /// How a request is hashed for RING_HASH and MAGLEV clusters.
     pub hash_policies: Vec<HashPolicy>,
+    /// Frame-aware WebSocket relaying; `None` pipes bytes.
+    pub websocket_frames: Option<WebSocketFrames>,
+}
+
+/// Settings of frame-aware WebSocket relaying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebSocketFrames {
+    /// Largest message accepted; a larger one closes with code 1009.
+    pub max_message_bytes: usize,
 }
 
 /// One source of a request's hash, as Envoy's route `hash_policy`.

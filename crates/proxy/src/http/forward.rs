@@ -123,6 +123,7 @@ pub(super) async fn forward(mut request: Request<Incoming>, action: &ForwardActi
         endpoint_membership: endpoint.membership().watch(),
         _open: connection.open.another(),
         stats: connection.stats.clone(),
+        frames: action.websocket_frames,
     };
     upgrade.complete(response.map(ResponseBody::Upstream), upstream, downstream, pipe)
 }

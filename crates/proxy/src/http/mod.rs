@@ -3,6 +3,7 @@
 
 pub mod body;
 mod forward;
+mod frames;
 mod hash;
 mod headers;
 mod local_reply;
@@ -24,6 +25,7 @@ use crate::router::{host_without_port, RouteMatchResult};
 use crate::stats::{ListenerStats, ProxyStats, ResponseFlag, RouteStats};
 use crate::snapshot::SnapshotStore;
 use body::{RecordedBody, ResponseBody};
+pub(crate) use frames::CLOSE_GRACE;
 pub use local_reply::local_reply;
 
 /// State shared by every request on one downstream connection.

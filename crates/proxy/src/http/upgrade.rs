@@ -15,8 +15,11 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
 use tracing::debug;
 
+use legate_config::model::WebSocketFrames;
+
 use super::body::ResponseBody;
 use super::headers::upgrade_type;
+use super::frames::relay_frames;
 use super::local_reply::local_reply;
 use super::pipe::{copy_both_ways, Transferred};
 use crate::activity::{Activity, ActivityIo};
@@ -121,6 +124,8 @@ pub(super) struct PipeSettings {
     /// Counts the pipe as an open connection while the proxy shuts down.
     pub _open: OpenConnection,
     pub stats: Arc<ProxyStats>,
+    /// Relays parsed frames instead of bytes when set.
+    pub frames: Option<WebSocketFrames>,
 }
 
 /// Copies bytes both ways. A FIN from one side is passed on without closing
@@ -138,7 +143,10 @@ async fn run_pipe(downstream: OnUpgrade, upstream: OnUpgrade, mut pipe: PipeSett
     let stats = pipe.stats.clone();
     stats.websocket.active.inc();
     let mut transferred = Transferred::default();
-    let reason = pipe_until_closed(downstream, upstream, &mut pipe, &mut transferred).await;
+    let reason = match pipe.frames {
+        Some(frames) => relay_frames(downstream, upstream, &mut pipe, frames, &mut transferred).await,
+        None => pipe_until_closed(downstream, upstream, &mut pipe, &mut transferred).await,
+    };
     stats.websocket.active.dec();
 
     let websocket = &stats.websocket;
