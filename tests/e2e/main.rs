@@ -3,6 +3,7 @@
 
 mod support;
 
+mod circuit_breakers;
 mod config_errors;
 mod hot_swap;
 mod listeners;

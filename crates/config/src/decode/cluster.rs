@@ -9,12 +9,18 @@ use legate_api::envoy::extensions::upstreams::http::v3 as upstream_http;
 use super::listener::{ads_source, http2_settings};
 use super::{decode_message, duration, enum_value, note_ignored, required_name, timeout_or};
 use crate::error::Collector;
-use crate::model::{Cluster, DiscoveryType, Http2Settings, LbPolicy, UpstreamProtocol};
+use crate::model::{
+    CircuitBreakers, Cluster, DiscoveryType, Http2Settings, LbPolicy, Priority, RetryBudget, Thresholds, UpstreamProtocol,
+};
 
 /// Envoy's defaults.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_DNS_REFRESH_RATE: Duration = Duration::from_secs(5);
 const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Envoy's retry budget defaults.
+const DEFAULT_RETRY_BUDGET_PERCENT: f64 = 20.0;
+const DEFAULT_MIN_RETRY_CONCURRENCY: u32 = 3;
 
 const HTTP_PROTOCOL_OPTIONS_KEY: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 
@@ -46,6 +52,11 @@ pub fn cluster(proto: &api::Cluster, errors: &mut Collector) -> Option<Cluster> 
         }
     };
 
+    let circuit_breakers = match &proto.circuit_breakers {
+        Some(breakers) => errors.at("circuit_breakers", |errors| circuit_breakers(breakers, errors)),
+        None => CircuitBreakers::default(),
+    };
+
     let (protocol, http2, idle_timeout) = protocol?;
     Some(Cluster {
         name: proto.name.clone(),
@@ -56,7 +67,71 @@ pub fn cluster(proto: &api::Cluster, errors: &mut Collector) -> Option<Cluster> 
         http2,
         idle_timeout,
         load_assignment,
+        circuit_breakers,
     })
+}
+
+fn circuit_breakers(proto: &api::CircuitBreakers, errors: &mut Collector) -> CircuitBreakers {
+    let mut breakers = CircuitBreakers::default();
+    let mut seen = [false; 2];
+    for (index, thresholds) in proto.thresholds.iter().enumerate() {
+        errors.at(format!("thresholds[{index}]"), |errors| {
+            let Some(priority) = priority(thresholds.priority, errors) else { return };
+            if std::mem::replace(&mut seen[priority.index()], true) {
+                errors.invalid(format!("priority {} has thresholds twice", priority.as_str()));
+            }
+            breakers.thresholds[priority.index()] = decode_thresholds(thresholds, errors);
+        });
+    }
+
+    let mut seen_per_host = [false; 2];
+    for (index, thresholds) in proto.per_host_thresholds.iter().enumerate() {
+        errors.at(format!("per_host_thresholds[{index}]"), |errors| {
+            let Some(priority) = priority(thresholds.priority, errors) else { return };
+            if std::mem::replace(&mut seen_per_host[priority.index()], true) {
+                errors.invalid(format!("priority {} has per-host thresholds twice", priority.as_str()));
+            }
+            let others = thresholds.max_pending_requests.is_some()
+                || thresholds.max_requests.is_some()
+                || thresholds.max_retries.is_some()
+                || thresholds.retry_budget.is_some();
+            if others {
+                errors.unsupported("per_host_thresholds support max_connections only, as in Envoy");
+            }
+            breakers.per_host_max_connections[priority.index()] = thresholds.max_connections;
+        });
+    }
+    breakers
+}
+
+fn decode_thresholds(proto: &api::circuit_breakers::Thresholds, errors: &mut Collector) -> Thresholds {
+    let defaults = Thresholds::default();
+    let retry_budget = proto.retry_budget.as_ref().map(|budget| {
+        let budget_percent = budget.budget_percent.as_ref().map_or(DEFAULT_RETRY_BUDGET_PERCENT, |p| p.value);
+        if !(0.0..=100.0).contains(&budget_percent) {
+            errors.at("retry_budget.budget_percent", |errors| {
+                errors.invalid(format!("budget_percent {budget_percent} is outside 0-100"))
+            });
+        }
+        RetryBudget {
+            budget_percent,
+            min_retry_concurrency: budget.min_retry_concurrency.unwrap_or(DEFAULT_MIN_RETRY_CONCURRENCY),
+        }
+    });
+    Thresholds {
+        max_connections: proto.max_connections.unwrap_or(defaults.max_connections),
+        max_pending_requests: proto.max_pending_requests.unwrap_or(defaults.max_pending_requests),
+        max_requests: proto.max_requests.unwrap_or(defaults.max_requests),
+        max_retries: proto.max_retries.unwrap_or(defaults.max_retries),
+        retry_budget,
+    }
+}
+
+pub(crate) fn priority(value: i32, errors: &mut Collector) -> Option<Priority> {
+    match enum_value::<core::RoutingPriority>(value, "priority", errors)? {
+        core::RoutingPriority::Default => Some(Priority::Default),
+        core::RoutingPriority::High => Some(Priority::High),
+    }
 }
 
 fn discovery_type(proto: &api::Cluster, errors: &mut Collector) -> Option<DiscoveryType> {

@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use legate_api::envoy::config::core::v3 as core;
 use legate_api::envoy::config::listener::v3 as api;
-use legate_api::envoy::extensions::filters::http::router::v3::Router;
 use legate_api::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
 
 use super::{decode_message, enum_value, host_port, note_ignored, required_name, timeout_or, HostPort};
@@ -13,8 +12,6 @@ use crate::model::{self, Codec, Http2Settings, RouteSource, UpgradeConfig};
 use crate::reflect::type_url_of;
 
 const HCM_TYPE: &str = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
-const ROUTER_TYPE: &str = "envoy.extensions.filters.http.router.v3.Router";
-const ROUTER_NAME: &str = "envoy.filters.http.router";
 
 /// Envoy's defaults for the connection manager's timeouts.
 const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -96,7 +93,7 @@ fn connection_manager(proto: &hcm::HttpConnectionManager, errors: &mut Collector
     };
 
     let routes = route_source(proto, errors);
-    errors.at("http_filters", |errors| http_filters(&proto.http_filters, errors));
+    let http_filters = errors.at("http_filters", |errors| super::filter::http_filters(&proto.http_filters, errors));
 
     let idle_timeout = proto.common_http_protocol_options.as_ref().and_then(|options| {
         errors.at("common_http_protocol_options.idle_timeout", |errors| {
@@ -139,6 +136,7 @@ fn connection_manager(proto: &hcm::HttpConnectionManager, errors: &mut Collector
         drain_timeout,
         upgrades,
         http2: http2_settings(proto.http2_protocol_options.as_ref()),
+        http_filters,
     })
 }
 
@@ -166,47 +164,6 @@ pub(crate) fn ads_source(source: Option<&core::ConfigSource>, field: &str, error
     match source.and_then(|source| source.config_source_specifier.as_ref()) {
         Some(core::config_source::ConfigSourceSpecifier::Ads(_)) => {}
         None => errors.at(field, |errors| errors.missing("ads")),
-    }
-}
-
-fn http_filters(filters: &[hcm::HttpFilter], errors: &mut Collector) {
-    if filters.is_empty() {
-        errors.missing(ROUTER_NAME);
-        return;
-    }
-
-    let last = filters.len() - 1;
-    for (index, filter) in filters.iter().enumerate() {
-        errors.at(format!("[{index}]"), |errors| {
-            let type_url = match &filter.config_type {
-                Some(hcm::http_filter::ConfigType::TypedConfig(config)) => Some(config),
-                None => None,
-            };
-            let is_router = match type_url {
-                Some(config) => config.type_url == type_url_of(ROUTER_TYPE),
-                None => filter.name == ROUTER_NAME,
-            };
-
-            if !is_router {
-                if filter.is_optional {
-                    errors.ignored(&format!("optional HTTP filter {:?}", filter.name));
-                } else {
-                    errors.unsupported(format!("HTTP filter {:?} is not supported by Legate", filter.name));
-                }
-                return;
-            }
-            if index != last {
-                errors.invalid(format!("{ROUTER_NAME} must be the last HTTP filter"));
-            }
-            if filter.disabled {
-                errors.invalid(format!("{ROUTER_NAME} cannot be disabled"));
-            }
-            if let Some(config) = type_url {
-                if let Some(router) = errors.at("typed_config", |errors| decode_message::<Router>(&config.value, errors)) {
-                    note_ignored(router.dynamic_stats.is_some(), "typed_config.dynamic_stats", errors);
-                }
-            }
-        });
     }
 }
 

@@ -8,6 +8,7 @@
 mod bootstrap;
 mod cluster;
 mod endpoint;
+mod filter;
 mod listener;
 mod route;
 

@@ -70,13 +70,19 @@ fn virtual_host(proto: &api::VirtualHost, errors: &mut Collector) -> Option<Virt
         .filter_map(|(index, domain)| errors.at(format!("domains[{index}]"), |errors| domain_matcher(domain, errors)))
         .collect();
 
-    let host_websocket = errors.at("typed_per_filter_config", |errors| per_filter_config(&proto.typed_per_filter_config, errors));
+    let host_filters = errors.at("typed_per_filter_config", |errors| per_filter_config(&proto.typed_per_filter_config, errors));
+    #[allow(deprecated)]
+    let host_cors = match &proto.cors {
+        Some(cors) => errors.at("cors", |errors| super::filter::route_cors(cors, errors)),
+        None => host_filters.cors.clone(),
+    };
+    let host_websocket = host_filters.websocket;
     let routes = proto
         .routes
         .iter()
         .enumerate()
         .filter_map(|(index, proto_route)| {
-            errors.at(format!("routes[{index}]"), |errors| route(proto_route, host_websocket, errors))
+            errors.at(format!("routes[{index}]"), |errors| route(proto_route, host_websocket, host_cors.as_ref(), errors))
         })
         .collect();
 
@@ -107,37 +113,60 @@ fn domain_matcher(domain: &str, errors: &mut Collector) -> Option<DomainMatcher>
     Some(DomainMatcher::Exact(domain))
 }
 
-/// Reads `typed_per_filter_config`, where Legate knows one key,
-/// `legate.websocket`. Returns its frame-aware settings when it enables them.
-fn per_filter_config(
-    entries: &std::collections::HashMap<String, prost_types::Any>,
-    errors: &mut Collector,
-) -> Option<Option<WebSocketFrames>> {
-    let mut websocket = None;
+/// What a route's or virtual host's `typed_per_filter_config` sets.
+#[derive(Default)]
+struct PerFilterConfig {
+    /// `legate.websocket`: frame-aware settings when it enables them.
+    websocket: Option<Option<WebSocketFrames>>,
+    /// `envoy.filters.http.cors`: the CORS policy.
+    cors: Option<std::sync::Arc<crate::model::CorsPolicy>>,
+}
+
+/// Reads `typed_per_filter_config`, where Legate knows the keys
+/// `legate.websocket` and `envoy.filters.http.cors`.
+fn per_filter_config(entries: &std::collections::HashMap<String, prost_types::Any>, errors: &mut Collector) -> PerFilterConfig {
+    let mut config = PerFilterConfig::default();
     for (key, any) in entries {
         errors.at(format!("[{key}]"), |errors| {
+            if key == super::filter::CORS_NAME && any.type_url.ends_with(super::filter::CORS_POLICY_TYPE) {
+                config.cors = super::filter::filter_cors(&any.value, errors);
+                return;
+            }
             if key != WEBSOCKET_FILTER_KEY || !any.type_url.ends_with(WEBSOCKET_ROUTE_TYPE) {
                 errors.unsupported(format!(
-                    "per-filter config for {key:?} ({}) is not supported; Legate reads only {WEBSOCKET_FILTER_KEY:?}",
-                    any.type_url
+                    "per-filter config for {key:?} ({}) is not supported; Legate reads {WEBSOCKET_FILTER_KEY:?} and {:?}",
+                    any.type_url,
+                    super::filter::CORS_NAME
                 ));
                 return;
             }
-            let Some(config) = decode_message::<WebSocketRoute>(&any.value, errors) else { return };
-            let max_message_bytes = config.max_message_bytes.map_or(DEFAULT_MAX_WEBSOCKET_MESSAGE, |bytes| bytes as usize);
-            if config.frame_aware && max_message_bytes == 0 {
+            let Some(websocket) = decode_message::<WebSocketRoute>(&any.value, errors) else { return };
+            let max_message_bytes = websocket.max_message_bytes.map_or(DEFAULT_MAX_WEBSOCKET_MESSAGE, |bytes| bytes as usize);
+            if websocket.frame_aware && max_message_bytes == 0 {
                 errors.invalid("max_message_bytes must be greater than 0");
             }
-            websocket = Some(config.frame_aware.then_some(WebSocketFrames { max_message_bytes }));
+            config.websocket = Some(websocket.frame_aware.then_some(WebSocketFrames { max_message_bytes }));
         });
     }
-    websocket
+    config
 }
 
-fn route(proto: &api::Route, host_websocket: Option<Option<WebSocketFrames>>, errors: &mut Collector) -> Option<Route> {
+fn route(
+    proto: &api::Route,
+    host_websocket: Option<Option<WebSocketFrames>>,
+    host_cors: Option<&std::sync::Arc<crate::model::CorsPolicy>>,
+    errors: &mut Collector,
+) -> Option<Route> {
     note_ignored(proto.metadata.is_some(), "metadata", errors);
-    let route_websocket = errors.at("typed_per_filter_config", |errors| per_filter_config(&proto.typed_per_filter_config, errors));
-    let websocket_frames = route_websocket.or(host_websocket).flatten();
+    let route_filters = errors.at("typed_per_filter_config", |errors| per_filter_config(&proto.typed_per_filter_config, errors));
+    let websocket_frames = route_filters.websocket.or(host_websocket).flatten();
+    #[allow(deprecated)]
+    let action_cors = match &proto.action {
+        Some(api::route::Action::Route(action)) => action.cors.as_ref(),
+        _ => None,
+    };
+    let action_cors = action_cors.and_then(|cors| errors.at("route.cors", |errors| super::filter::route_cors(cors, errors)));
+    let cors = route_filters.cors.or(action_cors).or_else(|| host_cors.cloned());
 
     let matcher = match &proto.r#match {
         Some(proto_match) => errors.at("match", |errors| route_match(proto_match, errors)),
@@ -160,7 +189,7 @@ fn route(proto: &api::Route, host_websocket: Option<Option<WebSocketFrames>>, er
         }
     };
 
-    Some(Route { name: proto.name.clone(), matcher: matcher?, action: action? })
+    Some(Route { name: proto.name.clone(), matcher: matcher?, action: action?, cors })
 }
 
 fn route_match(proto: &api::RouteMatch, errors: &mut Collector) -> Option<RouteMatch> {
@@ -185,7 +214,7 @@ fn route_match(proto: &api::RouteMatch, errors: &mut Collector) -> Option<RouteM
         .filter_map(|(index, header)| errors.at(format!("headers[{index}]"), |errors| header_matcher(header, errors)))
         .collect();
 
-    Some(RouteMatch { path: path?, case_sensitive, headers })
+    Some(RouteMatch { path: path?, case_sensitive, headers, grpc: proto.grpc.is_some() })
 }
 
 /// Compiles an RE2-style regex anchored to match the whole input.
@@ -235,7 +264,7 @@ fn http_header_name_is_invalid(name: &str) -> bool {
     !name.is_empty() && http::HeaderName::from_bytes(name.trim_start_matches(':').as_bytes()).is_err()
 }
 
-fn string_matcher(proto: &matcher::StringMatcher, errors: &mut Collector) -> Option<HeaderMatch> {
+pub(super) fn string_matcher(proto: &matcher::StringMatcher, errors: &mut Collector) -> Option<HeaderMatch> {
     use matcher::string_matcher::MatchPattern;
 
     let with_case = |value: &String| (value.clone(), proto.ignore_case);
@@ -304,7 +333,14 @@ fn forward_action(proto: &api::RouteAction, matcher: Option<&RouteMatch>, errors
         }
     }
 
+    let max_stream_duration = proto
+        .max_stream_duration
+        .as_ref()
+        .map(|value| errors.at("max_stream_duration", |errors| super::filter::max_stream_duration(value, errors)));
     let timeout = errors.at("timeout", |errors| timeout_or(proto.timeout.as_ref(), Some(DEFAULT_ROUTE_TIMEOUT), errors));
+    // As in Envoy, a route with max_stream_duration leaves the route timeout
+    // unused, so the stream's own limit (or grpc-timeout) governs it.
+    let timeout = if max_stream_duration.is_some() { None } else { timeout };
     let idle_timeout = proto
         .idle_timeout
         .as_ref()
@@ -335,6 +371,8 @@ fn forward_action(proto: &api::RouteAction, matcher: Option<&RouteMatch>, errors
         upgrades,
         hash_policies,
         websocket_frames: None,
+        max_stream_duration,
+        priority: errors.at("priority", |errors| super::cluster::priority(proto.priority, errors)).unwrap_or_default(),
     })
 }
 

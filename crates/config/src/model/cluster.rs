@@ -18,6 +18,72 @@ pub struct Cluster {
     pub idle_timeout: Duration,
     /// Endpoints given inline; for EDS clusters they arrive separately.
     pub load_assignment: Option<ClusterLoadAssignment>,
+    pub circuit_breakers: CircuitBreakers,
+}
+
+/// Routing priority of a route, choosing which circuit-breaker thresholds
+/// its requests count against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Priority {
+    #[default]
+    Default,
+    High,
+}
+
+impl Priority {
+    pub const fn index(self) -> usize {
+        match self {
+            Priority::Default => 0,
+            Priority::High => 1,
+        }
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Priority::Default => "default",
+            Priority::High => "high",
+        }
+    }
+}
+
+/// A cluster's limits per routing priority (`[default, high]`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CircuitBreakers {
+    pub thresholds: [Thresholds; 2],
+    /// `per_host_thresholds.max_connections` per priority; `None` is no limit.
+    pub per_host_max_connections: [Option<u32>; 2],
+}
+
+/// Envoy's circuit-breaker limits; the defaults are 1024 connections,
+/// pending requests and requests, and 3 retries.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Thresholds {
+    pub max_connections: u32,
+    pub max_pending_requests: u32,
+    pub max_requests: u32,
+    pub max_retries: u32,
+    pub retry_budget: Option<RetryBudget>,
+}
+
+/// Retries allowed as a share of active requests, instead of `max_retries`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryBudget {
+    /// Percent of active plus pending requests; Envoy's default is 20.
+    pub budget_percent: f64,
+    /// Retries always allowed; Envoy's default is 3.
+    pub min_retry_concurrency: u32,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds { max_connections: 1024, max_pending_requests: 1024, max_requests: 1024, max_retries: 3, retry_budget: None }
+    }
+}
+
+impl Default for CircuitBreakers {
+    fn default() -> Self {
+        CircuitBreakers { thresholds: [Thresholds::default(); 2], per_host_max_connections: [None; 2] }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

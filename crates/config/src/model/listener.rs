@@ -59,4 +59,6 @@ pub struct HttpConnectionManager {
     pub drain_timeout: Duration,
     pub upgrades: Vec<UpgradeConfig>,
     pub http2: Http2Settings,
+    /// The HTTP filters in config order, the router last.
+    pub http_filters: Vec<super::HttpFilter>,
 }

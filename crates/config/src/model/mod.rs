@@ -4,11 +4,15 @@
 mod bootstrap;
 mod cluster;
 mod endpoint;
+mod grpc;
 mod listener;
 mod route;
 
 pub use bootstrap::{AdsConfig, Bootstrap, Node};
-pub use cluster::{Cluster, DiscoveryType, Http2Settings, LbPolicy, UpstreamProtocol};
+pub use cluster::{
+    CircuitBreakers, Cluster, DiscoveryType, Http2Settings, LbPolicy, Priority, RetryBudget, Thresholds, UpstreamProtocol,
+};
+pub use grpc::{CorsPolicy, GrpcStatsConfig, HttpFilter, MaxStreamDuration};
 pub use endpoint::{ClusterLoadAssignment, EndpointAddress, HealthStatus, LbEndpoint};
 pub use listener::{Codec, HttpConnectionManager, Listener, RouteSource, UpgradeConfig};
 pub use route::{

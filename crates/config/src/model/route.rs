@@ -38,6 +38,8 @@ pub struct Route {
     pub name: String,
     pub matcher: RouteMatch,
     pub action: RouteAction,
+    /// The route's CORS policy, else its virtual host's.
+    pub cors: Option<Arc<super::CorsPolicy>>,
 }
 
 #[derive(Debug, Clone)]
@@ -45,11 +47,14 @@ pub struct RouteMatch {
     pub path: PathMatch,
     pub case_sensitive: bool,
     pub headers: Vec<HeaderMatcher>,
+    /// Matches only gRPC requests (`content-type: application/grpc` or
+    /// `application/grpc+...`), as Envoy's `grpc: {}`.
+    pub grpc: bool,
 }
 
 impl PartialEq for RouteMatch {
     fn eq(&self, other: &Self) -> bool {
-        self.path == other.path && self.case_sensitive == other.case_sensitive && self.headers == other.headers
+        self.path == other.path && self.case_sensitive == other.case_sensitive && self.headers == other.headers && self.grpc == other.grpc
     }
 }
 
@@ -133,6 +138,10 @@ pub struct ForwardAction {
     pub hash_policies: Vec<HashPolicy>,
     /// Frame-aware WebSocket relaying; `None` pipes bytes.
     pub websocket_frames: Option<WebSocketFrames>,
+    /// The route's `max_stream_duration`; when set, `timeout` is `None`.
+    pub max_stream_duration: Option<super::MaxStreamDuration>,
+    /// Circuit-breaker thresholds the route's requests count against.
+    pub priority: super::Priority,
 }
 
 /// Settings of frame-aware WebSocket relaying.

@@ -19,7 +19,9 @@ use super::upgrade::{PipeSettings, UpgradeRequest};
 use super::ConnectionContext;
 use crate::snapshot::Snapshot;
 use crate::stats::{ProxyStats, ResponseFlag, RouteStats, UpgradeResultLabels};
-use crate::upstream::{StreamTimers, UpstreamError};
+use crate::upstream::{ConnectionLimits, Resource, StreamTimers, UpstreamError};
+
+static X_ENVOY_OVERLOADED: http::HeaderName = http::HeaderName::from_static("x-envoy-overloaded");
 
 /// What a forwarded request shares with the rest of its handling.
 pub(super) struct RequestContext<'a> {
@@ -49,6 +51,13 @@ pub(super) async fn forward(mut request: Request<Incoming>, action: &ForwardActi
         stats.http.count_flag(ResponseFlag::NoCluster);
         return local_reply(StatusCode::SERVICE_UNAVAILABLE, "cluster not found");
     };
+    let breakers = &cluster.config.circuit_breakers;
+    let max_requests = breakers.thresholds[action.priority.index()].max_requests;
+    let Some(request_slot) = cluster.circuit.try_acquire(action.priority, Resource::Requests, max_requests) else {
+        return overflow_reply(cluster_name, stats);
+    };
+    let limits = ConnectionLimits::new(breakers, action.priority);
+
     let hashed = if action.hash_policies.is_empty() {
         RequestHash::default()
     } else {
@@ -80,7 +89,7 @@ pub(super) async fn forward(mut request: Request<Incoming>, action: &ForwardActi
         deadline: action.timeout.map(|timeout| now + timeout),
         idle: action.idle_timeout.or(http.stream_idle_timeout),
     };
-    let exchange = endpoint.send(upstream_request, timers);
+    let exchange = endpoint.send(upstream_request, timers, &limits);
     let result = match timers.next_expiry() {
         Some(expiry) => match tokio::time::timeout_at(expiry, exchange).await {
             Ok(result) => result,
@@ -92,6 +101,7 @@ pub(super) async fn forward(mut request: Request<Incoming>, action: &ForwardActi
 
     let mut response = match result {
         Ok(response) => response,
+        Err(UpstreamError::Overflow(_)) => return overflow_reply(cluster_name, stats),
         Err(error) => return error_reply(&error, cluster_name, stats),
     };
     cluster.stats.count_status(response.status().as_u16());
@@ -107,6 +117,7 @@ pub(super) async fn forward(mut request: Request<Incoming>, action: &ForwardActi
         // The downstream connection keeps its own HTTP version whatever the
         // upstream spoke: an HTTP/1.0 upstream must not end keep-alive.
         *response.version_mut() = downstream_version;
+        response.body_mut().hold(request_slot);
         return response.map(ResponseBody::Upstream);
     }
 
@@ -124,8 +135,19 @@ pub(super) async fn forward(mut request: Request<Incoming>, action: &ForwardActi
         _open: connection.open.another(),
         stats: connection.stats.clone(),
         frames: action.websocket_frames,
+        _request_slot: request_slot,
     };
     upgrade.complete(response.map(ResponseBody::Upstream), upstream, downstream, pipe)
+}
+
+/// Answers a request a full circuit breaker turned away, as Envoy does: 503
+/// with `x-envoy-overloaded: true`.
+fn overflow_reply(cluster: &str, stats: &ProxyStats) -> Response<ResponseBody> {
+    debug!(cluster, "circuit breaker full");
+    stats.http.count_flag(ResponseFlag::UpstreamOverflow);
+    let mut response = local_reply(StatusCode::SERVICE_UNAVAILABLE, "upstream overflow");
+    response.headers_mut().insert(X_ENVOY_OVERLOADED.clone(), HeaderValue::from_static("true"));
+    response
 }
 
 fn error_reply(error: &UpstreamError, cluster: &str, stats: &ProxyStats) -> Response<ResponseBody> {

@@ -126,6 +126,9 @@ pub(super) struct PipeSettings {
     pub stats: Arc<ProxyStats>,
     /// Relays parsed frames instead of bytes when set.
     pub frames: Option<WebSocketFrames>,
+    /// The WebSocket's place under the cluster's `max_requests`, held for
+    /// as long as it is open.
+    pub _request_slot: crate::upstream::Slot,
 }
 
 /// Copies bytes both ways. A FIN from one side is passed on without closing

@@ -48,6 +48,13 @@ pub struct ClusterClassLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BreakerLabels {
+    pub cluster: String,
+    pub priority: &'static str,
+    pub resource: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpgradeResultLabels {
     pub result: &'static str,
 }
@@ -94,6 +101,8 @@ pub enum ResponseFlag {
     /// RT: the connection manager's request timeout passed (Legate's flag;
     /// Envoy logs these without a flag).
     RequestTimeout,
+    /// UO: a circuit breaker was full.
+    UpstreamOverflow,
 }
 
 impl ResponseFlag {
@@ -107,6 +116,7 @@ impl ResponseFlag {
             ResponseFlag::StreamIdleTimeout => "SI",
             ResponseFlag::UpstreamConnectionTermination => "UC",
             ResponseFlag::RequestTimeout => "RT",
+            ResponseFlag::UpstreamOverflow => "UO",
         }
     }
 }

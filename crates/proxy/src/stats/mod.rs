@@ -63,6 +63,9 @@ pub struct UpstreamStats {
     connect_timeouts: Family<ClusterLabels, Counter>,
     endpoints: Family<ClusterLabels, Gauge>,
     endpoints_healthy: Family<ClusterLabels, Gauge>,
+    breaker_open: Family<BreakerLabels, Gauge>,
+    breaker_remaining: Family<BreakerLabels, Gauge>,
+    overflow: Family<BreakerLabels, Counter>,
 }
 
 pub struct WebSocketStats {
@@ -231,6 +234,9 @@ impl UpstreamStats {
             connect_timeouts: Family::default(),
             endpoints: Family::default(),
             endpoints_healthy: Family::default(),
+            breaker_open: Family::default(),
+            breaker_remaining: Family::default(),
+            overflow: Family::default(),
         };
         registry.register("upstream_requests", "Upstream requests per cluster by response code class", stats.requests.clone());
         registry.register_with_unit(
@@ -246,7 +252,37 @@ impl UpstreamStats {
         registry.register("upstream_connect_timeouts", "Upstream connection attempts that timed out, per cluster", stats.connect_timeouts.clone());
         registry.register("upstream_endpoints", "Endpoints of each warm cluster", stats.endpoints.clone());
         registry.register("upstream_endpoints_healthy", "Endpoints of each warm cluster that take traffic", stats.endpoints_healthy.clone());
+        registry.register(
+            "circuit_breaker_open",
+            "1 while a circuit breaker is full, per cluster, priority and resource",
+            stats.breaker_open.clone(),
+        );
+        registry.register(
+            "circuit_breaker_remaining",
+            "Units left before a circuit breaker is full, per cluster, priority and resource",
+            stats.breaker_remaining.clone(),
+        );
+        registry.register(
+            "upstream_overflow",
+            "Requests, connections or retries refused by a full circuit breaker",
+            stats.overflow.clone(),
+        );
         stats
+    }
+
+    /// Handles of one circuit breaker.
+    pub fn breaker(
+        &self,
+        cluster: &str,
+        priority: legate_config::model::Priority,
+        resource: crate::upstream::Resource,
+    ) -> crate::upstream::BreakerStats {
+        let labels = BreakerLabels { cluster: cluster.to_string(), priority: priority.as_str(), resource: resource.as_str() };
+        crate::upstream::BreakerStats {
+            open: self.breaker_open.get_or_create_owned(&labels),
+            remaining: self.breaker_remaining.get_or_create_owned(&labels),
+            overflow: self.overflow.get_or_create_owned(&labels),
+        }
     }
 
     /// Handles for one cluster.

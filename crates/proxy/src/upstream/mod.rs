@@ -1,5 +1,6 @@
 //! Upstream clusters: endpoints, load balancing and connection pools.
 
+mod circuit;
 mod dns;
 mod lb;
 mod pool;
@@ -12,9 +13,10 @@ use legate_config::model::{Cluster, LbEndpoint};
 
 use crate::stats::{ClusterStats, UpstreamStats};
 
+pub use circuit::{BreakerStats, ClusterCircuit, Resource, Slot};
 pub use dns::{spawn_resolver, Resolved};
 pub use lb::LoadBalancer;
-pub use pool::{EndpointPool, Membership, PoolSettings, StreamTimers, UpstreamBody};
+pub use pool::{ConnectionLimits, EndpointPool, Membership, PoolSettings, StreamTimers, UpstreamBody};
 
 /// Why an upstream exchange failed, which decides the downstream status.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +41,8 @@ pub enum UpstreamError {
     Timeout,
     #[error("upstream stream was idle longer than the idle timeout")]
     IdleTimeout,
+    #[error("circuit breaker for {} is full", .0.as_str())]
+    Overflow(Resource),
 }
 
 impl UpstreamError {
@@ -69,6 +73,9 @@ pub struct ClusterHandle {
     pub config: Arc<Cluster>,
     pub balancer: LoadBalancer,
     pub stats: Arc<ClusterStats>,
+    /// Circuit breakers, carried over from the previous handle of the same
+    /// cluster so that counts survive updates.
+    pub circuit: Arc<ClusterCircuit>,
 }
 
 impl ClusterHandle {
@@ -81,6 +88,7 @@ impl ClusterHandle {
         previous: Option<&ClusterHandle>,
         stats: &UpstreamStats,
     ) -> Self {
+        let circuit = previous.map_or_else(|| ClusterCircuit::new(&config.name, stats), |p| p.circuit.clone());
         let stats = stats.cluster(&config.name);
         stats.endpoints.set(endpoints.len() as i64);
         stats.endpoints_healthy.set(endpoints.iter().filter(|(_, e)| e.is_routable()).count() as i64);
@@ -99,12 +107,14 @@ impl ClusterHandle {
             .map(|(address, endpoint)| {
                 let pool = match reusable.get(address) {
                     Some(pool) if pool.settings() == &settings => Arc::clone(pool),
-                    Some(pool) => EndpointPool::new(*address, settings.clone(), pool.membership().clone(), stats.clone()),
-                    None => EndpointPool::new(*address, settings.clone(), Membership::new(), stats.clone()),
+                    Some(pool) => {
+                        EndpointPool::new(*address, settings.clone(), pool.membership().clone(), stats.clone(), circuit.clone())
+                    }
+                    None => EndpointPool::new(*address, settings.clone(), Membership::new(), stats.clone(), circuit.clone()),
                 };
                 (pool, endpoint.clone())
             })
             .collect();
-        ClusterHandle { balancer: LoadBalancer::new(config.lb_policy, members), config, stats }
+        ClusterHandle { balancer: LoadBalancer::new(config.lb_policy, members), config, stats, circuit }
     }
 }

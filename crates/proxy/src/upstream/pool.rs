@@ -22,8 +22,9 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tracing::debug;
 
-use legate_config::model::{Http2Settings, UpstreamProtocol};
+use legate_config::model::{CircuitBreakers, Http2Settings, Priority, UpstreamProtocol};
 
+use super::circuit::{ClusterCircuit, Resource, Slot};
 use super::UpstreamError;
 use crate::stats::ClusterStats;
 use crate::http::body::RequestBody;
@@ -42,6 +43,9 @@ pub struct EndpointPool {
     settings: PoolSettings,
     membership: Arc<Membership>,
     stats: Arc<ClusterStats>,
+    circuit: Arc<ClusterCircuit>,
+    /// Connections open to this endpoint, for `per_host_thresholds`.
+    connections: Arc<AtomicUsize>,
     idle: Mutex<Vec<IdleConnection>>,
     shared_http2: tokio::sync::Mutex<Option<http2::SendRequest<RequestBody>>>,
     active_requests: AtomicUsize,
@@ -53,12 +57,20 @@ struct IdleConnection {
 }
 
 impl EndpointPool {
-    pub fn new(address: SocketAddr, settings: PoolSettings, membership: Arc<Membership>, stats: Arc<ClusterStats>) -> Arc<Self> {
+    pub fn new(
+        address: SocketAddr,
+        settings: PoolSettings,
+        membership: Arc<Membership>,
+        stats: Arc<ClusterStats>,
+        circuit: Arc<ClusterCircuit>,
+    ) -> Arc<Self> {
         Arc::new(EndpointPool {
             address,
             settings,
             membership,
             stats,
+            circuit,
+            connections: Arc::new(AtomicUsize::new(0)),
             idle: Mutex::new(Vec::new()),
             shared_http2: tokio::sync::Mutex::new(None),
             active_requests: AtomicUsize::new(0),
@@ -89,11 +101,12 @@ impl EndpointPool {
         self: &Arc<Self>,
         request: Request<RequestBody>,
         timers: StreamTimers,
+        limits: &ConnectionLimits,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let guard = ActiveRequest::new(self.clone());
         match self.settings.protocol {
-            UpstreamProtocol::Http1 => self.send_http1(request, guard, timers).await,
-            UpstreamProtocol::Http2 => self.send_http2(request, guard, timers).await,
+            UpstreamProtocol::Http1 => self.send_http1(request, guard, timers, limits).await,
+            UpstreamProtocol::Http2 => self.send_http2(request, guard, timers, limits).await,
         }
     }
 
@@ -102,11 +115,9 @@ impl EndpointPool {
         request: Request<RequestBody>,
         guard: ActiveRequest,
         timers: StreamTimers,
+        limits: &ConnectionLimits,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
-        let mut sender = match self.ready_idle().await {
-            Some(sender) => sender,
-            None => self.connect_http1().await?,
-        };
+        let mut sender = self.checkout_http1(limits, timers.deadline).await?;
 
         let response = sender.send_request(request).await.map_err(UpstreamError::Request)?;
         let is_upgrade = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
@@ -119,10 +130,60 @@ impl EndpointPool {
         request: Request<RequestBody>,
         guard: ActiveRequest,
         timers: StreamTimers,
+        limits: &ConnectionLimits,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
-        let mut sender = self.http2_sender().await?;
+        let mut sender = self.http2_sender(limits).await?;
         let response = sender.send_request(request).await.map_err(UpstreamError::Request)?;
         Ok(response.map(|body| UpstreamBody::new(body, None, guard, timers)))
+    }
+
+    /// Finds a connection for one HTTP/1.1 request: an idle one, else a new
+    /// one if the circuit breakers allow it. Otherwise the request waits as
+    /// pending (if `max_pending_requests` allows) until a connection is
+    /// handed back or closed, or until `deadline`.
+    async fn checkout_http1(
+        &self,
+        limits: &ConnectionLimits,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<http1::SendRequest<RequestBody>, UpstreamError> {
+        let mut pending: Option<Slot> = None;
+        loop {
+            let released = self.circuit.released();
+            tokio::pin!(released);
+            released.as_mut().enable();
+
+            if let Some(sender) = self.ready_idle().await {
+                return Ok(sender);
+            }
+            if let Some(slot) = self.try_connection_slot(limits) {
+                return self.connect_http1(slot).await;
+            }
+            if pending.is_none() {
+                let slot = self.circuit.try_acquire(limits.priority, Resource::PendingRequests, limits.max_pending_requests);
+                pending = Some(slot.ok_or(UpstreamError::Overflow(Resource::PendingRequests))?);
+            }
+            match deadline {
+                Some(deadline) => {
+                    if tokio::time::timeout_at(deadline, released).await.is_err() {
+                        return Err(UpstreamError::Timeout);
+                    }
+                }
+                None => released.await,
+            }
+        }
+    }
+
+    /// Takes a connection slot from the cluster's breaker and this
+    /// endpoint's per-host limit, or `None` when either is full.
+    fn try_connection_slot(&self, limits: &ConnectionLimits) -> Option<ConnectionSlot> {
+        if let Some(per_host) = limits.per_host_max_connections {
+            if self.connections.load(Ordering::Acquire) >= per_host as usize {
+                return None;
+            }
+        }
+        let slot = self.circuit.try_acquire(limits.priority, Resource::Connections, limits.max_connections)?;
+        self.connections.fetch_add(1, Ordering::AcqRel);
+        Some(ConnectionSlot { _slot: slot, connections: self.connections.clone(), circuit: self.circuit.clone() })
     }
 
     /// Takes a pooled connection and waits until it accepts a request. A
@@ -154,16 +215,19 @@ impl EndpointPool {
         }
         let mut idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         idle.push(IdleConnection { sender, since: std::time::Instant::now() });
+        drop(idle);
+        self.circuit.notify_released();
     }
 
-    async fn http2_sender(&self) -> Result<http2::SendRequest<RequestBody>, UpstreamError> {
+    async fn http2_sender(&self, limits: &ConnectionLimits) -> Result<http2::SendRequest<RequestBody>, UpstreamError> {
         let mut shared = self.shared_http2.lock().await;
         if let Some(sender) = shared.as_ref() {
             if !sender.is_closed() {
                 return Ok(sender.clone());
             }
         }
-        let sender = self.connect_http2().await?;
+        let slot = self.try_connection_slot(limits).ok_or(UpstreamError::Overflow(Resource::Connections))?;
+        let sender = self.connect_http2(slot).await?;
         *shared = Some(sender.clone());
         Ok(sender)
     }
@@ -185,13 +249,14 @@ impl EndpointPool {
         Ok(TokioIo::new(stream))
     }
 
-    /// Counts a connection as active until its task ends.
-    fn track_connection(&self) -> ActiveConnection {
+    /// Counts a connection as active until its task ends, holding its
+    /// circuit-breaker slot for as long.
+    fn track_connection(&self, slot: ConnectionSlot) -> ActiveConnection {
         self.stats.connections_active.inc();
-        ActiveConnection(self.stats.clone())
+        ActiveConnection { stats: self.stats.clone(), _slot: slot }
     }
 
-    async fn connect_http1(&self) -> Result<http1::SendRequest<RequestBody>, UpstreamError> {
+    async fn connect_http1(&self, slot: ConnectionSlot) -> Result<http1::SendRequest<RequestBody>, UpstreamError> {
         let io = self.connect().await?;
         let (sender, connection) = http1::Builder::new()
             .handshake(io)
@@ -199,7 +264,7 @@ impl EndpointPool {
             .map_err(|source| UpstreamError::Handshake { address: self.address, source })?;
 
         let address = self.address;
-        let active = self.track_connection();
+        let active = self.track_connection(slot);
         tokio::spawn(async move {
             let _active = active;
             if let Err(error) = connection.with_upgrades().await {
@@ -209,7 +274,7 @@ impl EndpointPool {
         Ok(sender)
     }
 
-    async fn connect_http2(&self) -> Result<http2::SendRequest<RequestBody>, UpstreamError> {
+    async fn connect_http2(&self, slot: ConnectionSlot) -> Result<http2::SendRequest<RequestBody>, UpstreamError> {
         let io = self.connect().await?;
         let mut builder = http2::Builder::new(TokioExecutor::new());
         let settings = &self.settings.http2;
@@ -225,7 +290,7 @@ impl EndpointPool {
             builder.handshake(io).await.map_err(|source| UpstreamError::Handshake { address: self.address, source })?;
 
         let address = self.address;
-        let active = self.track_connection();
+        let active = self.track_connection(slot);
         tokio::spawn(async move {
             let _active = active;
             if let Err(error) = connection.await {
@@ -274,11 +339,51 @@ impl Drop for ActiveRequest {
 }
 
 /// Counts an upstream connection as active until dropped.
-struct ActiveConnection(Arc<ClusterStats>);
+struct ActiveConnection {
+    stats: Arc<ClusterStats>,
+    _slot: ConnectionSlot,
+}
 
 impl Drop for ActiveConnection {
     fn drop(&mut self) {
-        self.0.connections_active.dec();
+        self.stats.connections_active.dec();
+    }
+}
+
+/// A connection's place under the cluster's and the endpoint's connection
+/// limits; dropping it wakes requests pending for a connection.
+struct ConnectionSlot {
+    _slot: Slot,
+    connections: Arc<AtomicUsize>,
+    circuit: Arc<ClusterCircuit>,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.connections.fetch_sub(1, Ordering::AcqRel);
+        self.circuit.notify_released();
+    }
+}
+
+/// Circuit-breaker limits for opening connections, from the cluster config
+/// in force when the request started.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    pub priority: Priority,
+    pub max_connections: u32,
+    pub max_pending_requests: u32,
+    pub per_host_max_connections: Option<u32>,
+}
+
+impl ConnectionLimits {
+    pub fn new(breakers: &CircuitBreakers, priority: Priority) -> Self {
+        let thresholds = &breakers.thresholds[priority.index()];
+        ConnectionLimits {
+            priority,
+            max_connections: thresholds.max_connections,
+            max_pending_requests: thresholds.max_pending_requests,
+            per_host_max_connections: breakers.per_host_max_connections[priority.index()],
+        }
     }
 }
 
@@ -320,6 +425,8 @@ pub struct UpstreamBody {
     /// One timer per stream, moved forward on each frame rather than
     /// replaced, so a frame costs no allocation.
     timer: Option<Pin<Box<Sleep>>>,
+    /// The request's circuit-breaker slot, given back when the body ends.
+    request_slot: Option<Slot>,
 }
 
 impl UpstreamBody {
@@ -330,15 +437,24 @@ impl UpstreamBody {
         timers: StreamTimers,
     ) -> Self {
         let timer = timers.next_expiry().map(|at| Box::pin(tokio::time::sleep_until(at)));
-        let mut body = UpstreamBody { inner, give_back, _active: active, timers, timer };
+        let mut body = UpstreamBody { inner, give_back, _active: active, timers, timer, request_slot: None };
         if body.inner.is_end_stream() {
             body.release();
         }
         body
     }
 
+    /// Keeps `slot` until the body ends, so the request counts as active
+    /// for as long as its response streams.
+    pub fn hold(&mut self, slot: Slot) {
+        if !self.inner.is_end_stream() {
+            self.request_slot = Some(slot);
+        }
+    }
+
     fn release(&mut self) {
         self.timer = None;
+        self.request_slot = None;
         if let Some((pool, sender)) = self.give_back.take() {
             pool.give_back(sender);
         }
