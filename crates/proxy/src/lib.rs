@@ -4,6 +4,7 @@
 
 mod activity;
 mod admin;
+mod grpc;
 mod http;
 mod listener;
 mod manager;

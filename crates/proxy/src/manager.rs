@@ -74,6 +74,7 @@ struct ListenerEntry {
     is_static: bool,
     /// Route table of an inline route configuration, built once.
     inline_routes: Option<Arc<RouteTable>>,
+    filters: Arc<crate::http::FilterPlan>,
 }
 
 struct ActiveCluster {
@@ -336,7 +337,8 @@ impl ConfigManager {
             RouteSource::Inline(config) => Some(Arc::new(RouteTable::new(config.clone(), &self.stats.http))),
             RouteSource::Rds(_) => None,
         };
-        let entry = ListenerEntry { config: Arc::new(listener), version: version.to_string(), raw, is_static, inline_routes };
+        let filters = crate::http::FilterPlan::new(&listener.http.http_filters, &self.stats);
+        let entry = ListenerEntry { config: Arc::new(listener), version: version.to_string(), raw, is_static, inline_routes, filters };
         state.listeners.insert(entry.config.name.clone(), entry);
         Ok(())
     }
@@ -369,7 +371,7 @@ impl ConfigManager {
             let name: Arc<str> = Arc::from(name.as_str());
             match routes {
                 Some(routes) => {
-                    listeners.insert(name, ListenerRoutes { http: Arc::new(entry.config.http.clone()), routes });
+                    listeners.insert(name, ListenerRoutes { http: Arc::new(entry.config.http.clone()), routes, filters: entry.filters.clone() });
                 }
                 None => {
                     if let Some(previous) = state.active_listeners.get(&name) {

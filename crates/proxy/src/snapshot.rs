@@ -27,6 +27,7 @@ pub struct Snapshot {
 pub struct ListenerRoutes {
     pub http: Arc<HttpConnectionManager>,
     pub routes: Arc<RouteTable>,
+    pub filters: Arc<crate::http::FilterPlan>,
 }
 
 /// Shared handle through which the config manager publishes snapshots and

@@ -30,13 +30,75 @@ pub enum RequestBodyError {
 /// Body of a request sent upstream.
 pub enum RequestBody {
     Empty,
-    Streaming { incoming: Incoming, deadline: Option<Pin<Box<Sleep>>>, received: Counter },
+    Streaming { incoming: DownstreamBody, deadline: Option<Pin<Box<Sleep>>>, received: Counter },
+}
+
+/// A downstream request body as the router forwards it: streamed as it
+/// arrives, or already read whole (a decoded gRPC-Web body). For a gRPC
+/// call with statistics, its messages are counted as they pass.
+pub struct DownstreamBody {
+    source: DownstreamSource,
+    grpc: Option<(crate::grpc::MessageCounter, Arc<crate::grpc::GrpcCall>)>,
+}
+
+enum DownstreamSource {
+    Incoming(Incoming),
+    Buffered(Option<Bytes>),
+}
+
+impl DownstreamBody {
+    pub fn incoming(incoming: Incoming) -> Self {
+        DownstreamBody { source: DownstreamSource::Incoming(incoming), grpc: None }
+    }
+
+    pub fn buffered(bytes: Bytes) -> Self {
+        DownstreamBody { source: DownstreamSource::Buffered(Some(bytes).filter(|bytes| !bytes.is_empty())), grpc: None }
+    }
+
+    /// Counts the body's gRPC messages as received by `call`.
+    pub fn count_messages(&mut self, call: Arc<crate::grpc::GrpcCall>) {
+        self.grpc = Some((crate::grpc::MessageCounter::default(), call));
+    }
+}
+
+impl Body for DownstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let frame = match &mut this.source {
+            DownstreamSource::Incoming(incoming) => ready!(Pin::new(incoming).poll_frame(cx)),
+            DownstreamSource::Buffered(bytes) => bytes.take().map(|bytes| Ok(Frame::data(bytes))),
+        };
+        if let (Some((counter, call)), Some(Ok(frame))) = (this.grpc.as_mut(), frame.as_ref()) {
+            if let Some(data) = frame.data_ref() {
+                call.add_received(counter.feed(data));
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.source {
+            DownstreamSource::Incoming(incoming) => incoming.is_end_stream(),
+            DownstreamSource::Buffered(bytes) => bytes.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.source {
+            DownstreamSource::Incoming(incoming) => incoming.size_hint(),
+            DownstreamSource::Buffered(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
+            DownstreamSource::Buffered(None) => SizeHint::with_exact(0),
+        }
+    }
 }
 
 impl RequestBody {
     /// Streams `incoming`, failing it if it has not ended by `deadline`, and
     /// counts its bytes in `received`.
-    pub fn streaming(incoming: Incoming, deadline: Option<Instant>, received: Counter) -> Self {
+    pub fn streaming(incoming: DownstreamBody, deadline: Option<Instant>, received: Counter) -> Self {
         let deadline = deadline.filter(|_| !incoming.is_end_stream()).map(|at| Box::pin(tokio::time::sleep_until(at)));
         RequestBody::Streaming { incoming, deadline, received }
     }
@@ -47,6 +109,8 @@ pub enum ResponseBody {
     /// A response the proxy makes itself (errors, direct responses).
     Local(Option<Bytes>),
     Upstream(UpstreamBody),
+    /// A response to a gRPC or gRPC-Web call.
+    Grpc(Box<crate::grpc::GrpcResponseBody>),
 }
 
 impl ResponseBody {
@@ -106,6 +170,7 @@ impl Body for ResponseBody {
         match self.get_mut() {
             ResponseBody::Local(bytes) => Poll::Ready(bytes.take().map(|bytes| Ok(Frame::data(bytes)))),
             ResponseBody::Upstream(upstream) => Pin::new(upstream).poll_frame(cx),
+            ResponseBody::Grpc(grpc) => Pin::new(grpc.as_mut()).poll_frame(cx),
         }
     }
 
@@ -113,6 +178,7 @@ impl Body for ResponseBody {
         match self {
             ResponseBody::Local(bytes) => bytes.is_none(),
             ResponseBody::Upstream(upstream) => upstream.is_end_stream(),
+            ResponseBody::Grpc(grpc) => grpc.is_end_stream(),
         }
     }
 
@@ -121,6 +187,7 @@ impl Body for ResponseBody {
             ResponseBody::Local(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
             ResponseBody::Local(None) => SizeHint::with_exact(0),
             ResponseBody::Upstream(upstream) => upstream.size_hint(),
+            ResponseBody::Grpc(grpc) => grpc.size_hint(),
         }
     }
 }

@@ -3,7 +3,6 @@
 use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response, StatusCode, Version};
-use hyper::body::Incoming;
 use prometheus_client::metrics::counter::Counter;
 use tracing::debug;
 
@@ -11,10 +10,11 @@ use legate_config::model::{
     ClusterSelection, ForwardAction, HttpConnectionManager, PathMatch, Route, UpstreamProtocol,
 };
 
-use super::body::{RequestBody, ResponseBody};
+use super::body::{DownstreamBody, RequestBody, ResponseBody};
 use super::hash::{request_hash, RequestHash};
 use super::headers::{add_forwarding_headers, remove_hop_by_hop, request_host};
 use super::local_reply::local_reply;
+use super::retry::{effective_policy, Outcome, RequestTemplate, Tries};
 use super::upgrade::{PipeSettings, UpgradeRequest};
 use super::ConnectionContext;
 use crate::snapshot::Snapshot;
@@ -32,7 +32,7 @@ pub(super) struct RequestContext<'a> {
     pub connection: &'a ConnectionContext,
 }
 
-pub(super) async fn forward(mut request: Request<Incoming>, action: &ForwardAction, context: &RequestContext<'_>) -> Response<ResponseBody> {
+pub(super) async fn forward(mut request: Request<DownstreamBody>, action: &ForwardAction, context: &RequestContext<'_>) -> Response<ResponseBody> {
     let RequestContext { route, route_stats, http, snapshot, connection } = *context;
     let stats = &connection.stats;
     let downstream_version = request.version();
@@ -79,25 +79,31 @@ pub(super) async fn forward(mut request: Request<Incoming>, action: &ForwardActi
         request_deadline,
         received: &route_stats.request_bytes,
     };
-    let Some(upstream_request) = upstream_request(request, action, route, &target, connection) else {
+    let Some(mut upstream_request) = upstream_request(request, action, route, &target, connection) else {
         return local_reply(StatusCode::BAD_REQUEST, "invalid request path or host");
     };
 
     let now = tokio::time::Instant::now();
     let sent_at = now;
-    let timers = StreamTimers {
-        deadline: action.timeout.map(|timeout| now + timeout),
-        idle: action.idle_timeout.or(http.stream_idle_timeout),
+    let deadline = match stream_deadline(action, upstream_request.headers_mut(), now) {
+        Ok(deadline) => deadline,
+        Err(error) => return crate::grpc::local_status_reply(crate::grpc::Code::InvalidArgument, &error.to_string()),
     };
-    let exchange = endpoint.send(upstream_request, timers, &limits);
-    let result = match timers.next_expiry() {
-        Some(expiry) => match tokio::time::timeout_at(expiry, exchange).await {
-            Ok(result) => result,
-            Err(_) if timers.deadline == Some(expiry) => Err(UpstreamError::Timeout),
-            Err(_) => Err(UpstreamError::IdleTimeout),
-        },
-        None => exchange.await,
+    let policy = match upgrade {
+        None => effective_policy(action.retry_policy.as_ref(), upstream_request.headers_mut()),
+        Some(_) => None,
     };
+    let tries = Tries {
+        cluster,
+        limits: &limits,
+        priority: action.priority,
+        hash: hashed.hash,
+        route_deadline: deadline,
+        idle_timeout: action.idle_timeout.or(http.stream_idle_timeout),
+        policy,
+    };
+    let (parts, body) = upstream_request.into_parts();
+    let Outcome { result, endpoint, retry_slots } = tries.run(RequestTemplate::new(parts), body, endpoint.clone()).await;
 
     let mut response = match result {
         Ok(response) => response,
@@ -118,6 +124,7 @@ pub(super) async fn forward(mut request: Request<Incoming>, action: &ForwardActi
         // upstream spoke: an HTTP/1.0 upstream must not end keep-alive.
         *response.version_mut() = downstream_version;
         response.body_mut().hold(request_slot);
+        response.body_mut().hold_retries(retry_slots);
         return response.map(ResponseBody::Upstream);
     }
 
@@ -138,6 +145,22 @@ pub(super) async fn forward(mut request: Request<Incoming>, action: &ForwardActi
         _request_slot: request_slot,
     };
     upgrade.complete(response.map(ResponseBody::Upstream), upstream, downstream, pipe)
+}
+
+/// Computes the stream's deadline: the route's `max_stream_duration` (with
+/// `grpc-timeout` for gRPC requests) when it is set, else the route
+/// timeout. Rejects a gRPC request whose `grpc-timeout` is malformed.
+fn stream_deadline(
+    action: &ForwardAction,
+    headers: &mut http::HeaderMap,
+    now: tokio::time::Instant,
+) -> Result<Option<tokio::time::Instant>, crate::grpc::timeout::InvalidTimeout> {
+    let is_grpc = crate::grpc::Protocol::of(headers) == crate::grpc::Protocol::Grpc;
+    match &action.max_stream_duration {
+        Some(limits) => crate::grpc::timeout::stream_deadline(limits, headers, is_grpc, now),
+        None if is_grpc => crate::grpc::timeout::check(headers).map(|()| action.timeout.map(|timeout| now + timeout)),
+        None => Ok(action.timeout.map(|timeout| now + timeout)),
+    }
 }
 
 /// Answers a request a full circuit breaker turned away, as Envoy does: 503
@@ -208,7 +231,7 @@ struct UpstreamTarget<'a> {
 /// replaced by forwarding headers, and the HTTP version of the cluster.
 /// Returns `None` when the rewritten path or the host is not valid.
 fn upstream_request(
-    request: Request<Incoming>,
+    request: Request<DownstreamBody>,
     action: &ForwardAction,
     route: &Route,
     target: &UpstreamTarget<'_>,

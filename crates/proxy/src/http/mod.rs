@@ -2,12 +2,16 @@
 //! it to an upstream endpoint, or replies locally.
 
 pub mod body;
+mod cors;
+mod filters;
 mod forward;
 mod frames;
+mod grpc_web;
 mod hash;
 mod headers;
 mod local_reply;
 mod pipe;
+mod retry;
 mod upgrade;
 
 use std::convert::Infallible;
@@ -19,12 +23,16 @@ use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use tracing::debug;
 
-use legate_config::model::RouteAction;
+use http::HeaderValue;
+use legate_config::model::{CorsPolicy, RouteAction};
+
+use crate::grpc::{adapt_response, GrpcCall, GrpcResponseBody, Protocol, WebMode};
 
 use crate::router::{host_without_port, RouteMatchResult};
 use crate::stats::{ListenerStats, ProxyStats, ResponseFlag, RouteStats};
 use crate::snapshot::SnapshotStore;
-use body::{RecordedBody, ResponseBody};
+use body::{DownstreamBody, RecordedBody, ResponseBody};
+pub(crate) use filters::FilterPlan;
 pub(crate) use frames::CLOSE_GRACE;
 pub use local_reply::local_reply;
 
@@ -54,7 +62,15 @@ pub async fn handle(request: Request<Incoming>, connection: Arc<ConnectionContex
     };
     count_protocol(&connection, request.version());
 
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
+    let filters = &listener.filters;
+    let protocol = match Protocol::of(&parts.headers) {
+        Protocol::GrpcWeb { .. } if !filters.grpc_web => Protocol::Other,
+        protocol => protocol,
+    };
+    if let Protocol::GrpcWeb { .. } = protocol {
+        grpc_web::translate_headers(&mut parts);
+    }
     let host = headers::parts_host(&parts).map(host_without_port).unwrap_or("");
     let (route, route_stats) = match listener.routes.route(host, &parts) {
         RouteMatchResult::Matched(route, stats) => (route, stats.clone()),
@@ -62,9 +78,36 @@ pub async fn handle(request: Request<Incoming>, connection: Arc<ConnectionContex
             debug!(host, path = parts.uri.path(), "no route matched");
             connection.stats.http.count_flag(ResponseFlag::NoRoute);
             let response = local_reply(StatusCode::NOT_FOUND, "no route matched");
-            return Ok(record(response, stats.clone(), start, &connection));
+            let exchange = Exchange { protocol, call: None, cors: None };
+            return Ok(record(exchange.finish(response), stats.clone(), start, &connection));
         }
     };
+
+    let cors = route.cors.as_deref().filter(|_| filters.cors);
+    if let Some(policy) = cors {
+        if cors::is_preflight(&parts) {
+            return Ok(record(cors::preflight_reply(policy, &parts), route_stats, start, &connection));
+        }
+    }
+    let mut exchange = Exchange {
+        protocol,
+        call: None,
+        cors: cors.and_then(|policy| Some((policy, cors::allowed_origin(policy, &parts.headers)?.clone()))),
+    };
+    if let (true, Some(table)) = (protocol.is_grpc_family(), &filters.grpc_stats) {
+        exchange.call = Some(GrpcCall::start(table.lookup(parts.uri.path()), start));
+    }
+
+    let mut body = match protocol {
+        Protocol::GrpcWeb { text } => match grpc_web::read_body(body, text).await {
+            Ok(body) => body,
+            Err(reply) => return Ok(record(exchange.finish(reply), route_stats, start, &connection)),
+        },
+        _ => DownstreamBody::incoming(body),
+    };
+    if let Some(call) = &exchange.call {
+        body.count_messages(call.clone());
+    }
 
     let response = match &route.action {
         RouteAction::DirectResponse { status, body } => {
@@ -79,7 +122,36 @@ pub async fn handle(request: Request<Incoming>, connection: Arc<ConnectionContex
             forward::forward(request, action, &context).await
         }
     };
-    Ok(record(response, route_stats, start, &connection))
+    Ok(record(exchange.finish(response), route_stats, start, &connection))
+}
+
+/// What the response of a request still needs from the filters: the gRPC
+/// form for gRPC and gRPC-Web calls, and CORS headers for an allowed origin.
+struct Exchange<'a> {
+    protocol: Protocol,
+    call: Option<Arc<GrpcCall>>,
+    cors: Option<(&'a CorsPolicy, HeaderValue)>,
+}
+
+impl Exchange<'_> {
+    fn finish(self, response: Response<ResponseBody>) -> Response<ResponseBody> {
+        let mode = match self.protocol {
+            Protocol::Other => None,
+            Protocol::Grpc => Some(WebMode::Grpc),
+            Protocol::GrpcWeb { text: false } => Some(WebMode::Binary),
+            Protocol::GrpcWeb { text: true } => Some(WebMode::Text),
+        };
+        let mut response = match mode {
+            Some(mode) if response.status() != StatusCode::SWITCHING_PROTOCOLS => {
+                GrpcResponseBody::wrap(adapt_response(response), mode, self.call)
+            }
+            _ => response,
+        };
+        if let Some((policy, origin)) = &self.cors {
+            cors::add_response_headers(policy, origin, response.headers_mut());
+        }
+        response
+    }
 }
 
 /// Counts the response status and wraps the body so that the duration and

@@ -6,6 +6,7 @@ use legate_config::model::{HeaderMatch, HeaderMatcher, PathMatch, RouteMatch};
 
 pub(super) fn matches(matcher: &RouteMatch, path: &str, headers: &HeaderMap) -> bool {
     path_matches(&matcher.path, matcher.case_sensitive, path)
+        && (!matcher.grpc || crate::grpc::Protocol::of(headers) == crate::grpc::Protocol::Grpc)
         && matcher.headers.iter().all(|header| header_matches(header, headers))
 }
 
@@ -49,7 +50,7 @@ fn join_values<'a>(values: impl Iterator<Item = &'a http::HeaderValue>) -> Strin
     joined
 }
 
-fn value_matches(matcher: &HeaderMatch, value: &str) -> bool {
+pub(crate) fn value_matches(matcher: &HeaderMatch, value: &str) -> bool {
     match matcher {
         HeaderMatch::Present(_) => true,
         HeaderMatch::Exact { value: expected, ignore_case } => compare(value, expected, *ignore_case, |v, e| v == e),

@@ -3,6 +3,8 @@
 
 mod matching;
 
+pub(crate) use matching::value_matches;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 

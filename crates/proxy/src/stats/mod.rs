@@ -6,17 +6,19 @@
 //! are looked up once when the route table or cluster is built, and the
 //! request path only increments them.
 
+mod grpc;
 mod labels;
 
 use std::sync::{Arc, OnceLock};
 
-use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
+pub use grpc::{GrpcMethodStats, GrpcStats, OTHER_METHOD};
 pub use labels::*;
 
 /// Histogram buckets for durations: 0.5 ms to about 65 s, doubling.
@@ -34,6 +36,10 @@ pub struct ProxyStats {
     pub upstream: UpstreamStats,
     pub websocket: WebSocketStats,
     pub xds: XdsStats,
+    /// The gRPC families, in a registry of their own because their names
+    /// take no `legate_` prefix.
+    grpc_registry: Registry,
+    pub grpc: Arc<GrpcStats>,
 }
 
 pub struct DownstreamStats {
@@ -66,6 +72,8 @@ pub struct UpstreamStats {
     breaker_open: Family<BreakerLabels, Gauge>,
     breaker_remaining: Family<BreakerLabels, Gauge>,
     overflow: Family<BreakerLabels, Counter>,
+    retries: Family<ClusterLabels, Counter>,
+    retries_skipped: Family<ClusterLabels, Counter>,
 }
 
 pub struct WebSocketStats {
@@ -90,14 +98,18 @@ impl ProxyStats {
         let upstream = UpstreamStats::register(&mut registry);
         let websocket = WebSocketStats::register(&mut registry);
         let xds = XdsStats::register(&mut registry);
-        Arc::new(ProxyStats { registry, downstream, http, upstream, websocket, xds })
+        let mut grpc_registry = Registry::default();
+        let grpc = GrpcStats::register(&mut grpc_registry);
+        Arc::new(ProxyStats { registry, downstream, http, upstream, websocket, xds, grpc_registry, grpc })
     }
 
     /// Renders every metric in the OpenMetrics text format.
     pub fn encode(&self) -> String {
         let mut text = String::new();
         // Writing to a String cannot fail.
-        let _ = encode(&mut text, &self.registry);
+        let _ = encode_registry(&mut text, &self.registry);
+        let _ = encode_registry(&mut text, &self.grpc_registry);
+        let _ = encode_eof(&mut text);
         text
     }
 }
@@ -237,6 +249,8 @@ impl UpstreamStats {
             breaker_open: Family::default(),
             breaker_remaining: Family::default(),
             overflow: Family::default(),
+            retries: Family::default(),
+            retries_skipped: Family::default(),
         };
         registry.register("upstream_requests", "Upstream requests per cluster by response code class", stats.requests.clone());
         registry.register_with_unit(
@@ -261,6 +275,12 @@ impl UpstreamStats {
             "circuit_breaker_remaining",
             "Units left before a circuit breaker is full, per cluster, priority and resource",
             stats.breaker_remaining.clone(),
+        );
+        registry.register("upstream_retries", "Retries sent, per cluster", stats.retries.clone());
+        registry.register(
+            "upstream_retries_skipped",
+            "Retries not sent because the request body was too large to replay (1 MiB), per cluster",
+            stats.retries_skipped.clone(),
         );
         registry.register(
             "upstream_overflow",
@@ -301,6 +321,8 @@ impl UpstreamStats {
             connect_timeouts: self.connect_timeouts.get_or_create_owned(&labels),
             endpoints: self.endpoints.get_or_create_owned(&labels),
             endpoints_healthy: self.endpoints_healthy.get_or_create_owned(&labels),
+            retries: self.retries.get_or_create_owned(&labels),
+            retries_skipped: self.retries_skipped.get_or_create_owned(&labels),
         })
     }
 
@@ -323,6 +345,8 @@ pub struct ClusterStats {
     pub connect_timeouts: Counter,
     pub endpoints: Gauge,
     pub endpoints_healthy: Gauge,
+    pub retries: Counter,
+    pub retries_skipped: Counter,
 }
 
 impl ClusterStats {

@@ -1,0 +1,94 @@
+//! gRPC and gRPC-Web support: request classification, status mapping,
+//! deadlines, message framing and per-method statistics.
+
+mod call;
+mod frames;
+mod response;
+mod status;
+pub mod timeout;
+
+use http::{header, HeaderMap};
+
+pub use call::{GrpcCall, MethodTable};
+pub use frames::{decode_base64_segments, MessageCounter};
+pub use response::{adapt_response, local_status_reply, GrpcResponseBody, WebMode};
+pub use status::{Code, CODE_NAMES};
+
+/// What protocol a request speaks, from its `content-type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Other,
+    /// `application/grpc` or `application/grpc+...`.
+    Grpc,
+    /// `application/grpc-web`, `application/grpc-web+...`; `text` for
+    /// `application/grpc-web-text` and `application/grpc-web-text+...`.
+    GrpcWeb { text: bool },
+}
+
+impl Protocol {
+    pub fn of(headers: &HeaderMap) -> Protocol {
+        let Some(value) = headers.get(header::CONTENT_TYPE) else { return Protocol::Other };
+        let value = value.as_bytes();
+        let Some(rest) = strip_prefix_ignore_case(value, b"application/grpc") else { return Protocol::Other };
+        if rest.is_empty() || rest[0] == b'+' || rest[0] == b';' {
+            return Protocol::Grpc;
+        }
+        if let Some(web) = strip_prefix_ignore_case(rest, b"-web-text") {
+            if web.is_empty() || web[0] == b'+' || web[0] == b';' {
+                return Protocol::GrpcWeb { text: true };
+            }
+        }
+        if let Some(web) = strip_prefix_ignore_case(rest, b"-web") {
+            if web.is_empty() || web[0] == b'+' || web[0] == b';' {
+                return Protocol::GrpcWeb { text: false };
+            }
+        }
+        Protocol::Other
+    }
+
+    pub fn is_grpc_family(self) -> bool {
+        self != Protocol::Other
+    }
+}
+
+fn strip_prefix_ignore_case<'a>(value: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
+    (value.len() >= prefix.len() && value[..prefix.len()].eq_ignore_ascii_case(prefix)).then(|| &value[prefix.len()..])
+}
+
+/// Splits a gRPC path `/package.Service/Method` into service and method.
+pub fn split_path(path: &str) -> Option<(&str, &str)> {
+    let (service, method) = path.strip_prefix('/')?.split_once('/')?;
+    (!service.is_empty() && !method.is_empty() && !method.contains('/')).then_some((service, method))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn protocol(content_type: &'static str) -> Protocol {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, content_type.parse().unwrap());
+        Protocol::of(&headers)
+    }
+
+    #[test]
+    fn content_types_classify() {
+        assert_eq!(protocol("application/grpc"), Protocol::Grpc);
+        assert_eq!(protocol("application/grpc+proto"), Protocol::Grpc);
+        assert_eq!(protocol("Application/GRPC+json"), Protocol::Grpc);
+        assert_eq!(protocol("application/grpc-web"), Protocol::GrpcWeb { text: false });
+        assert_eq!(protocol("application/grpc-web+proto"), Protocol::GrpcWeb { text: false });
+        assert_eq!(protocol("application/grpc-web-text"), Protocol::GrpcWeb { text: true });
+        assert_eq!(protocol("application/grpc-web-text+proto"), Protocol::GrpcWeb { text: true });
+        assert_eq!(protocol("application/grpcx"), Protocol::Other);
+        assert_eq!(protocol("application/json"), Protocol::Other);
+    }
+
+    #[test]
+    fn grpc_paths_split() {
+        assert_eq!(split_path("/pkg.Svc/Method"), Some(("pkg.Svc", "Method")));
+        assert_eq!(split_path("/pkg.Svc/"), None);
+        assert_eq!(split_path("/a/b/c"), None);
+        assert_eq!(split_path("nope"), None);
+    }
+}
