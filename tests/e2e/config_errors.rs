@@ -27,14 +27,14 @@ async fn invalid_apply_lists_every_error() {
       route: { cluster: missing }
 - "@type": type.googleapis.com/envoy.config.cluster.v3.Cluster
   name: broken
-  lb_policy: MAGLEV
+  lb_policy: CLUSTER_PROVIDED
   load_assignment: { cluster_name: broken }
 "#;
     let output = control_plane.apply(unknown_cluster);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(stderr.contains("\"missing\""), "names the unknown cluster: {stderr}");
-    assert!(stderr.contains("MAGLEV"), "names the unsupported lb_policy: {stderr}");
+    assert!(stderr.contains("CLUSTER_PROVIDED"), "names the unsupported lb_policy: {stderr}");
 
     let unsupported_field = r#"resources:
 - "@type": type.googleapis.com/envoy.config.cluster.v3.Cluster

@@ -10,6 +10,7 @@ mod listeners;
 mod metrics;
 mod http_framing;
 mod restart;
+mod retries;
 mod routing;
 mod static_bootstrap;
 mod timeouts;

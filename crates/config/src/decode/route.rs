@@ -77,7 +77,7 @@ fn virtual_host(proto: &api::VirtualHost, errors: &mut Collector) -> Option<Virt
         None => host_filters.cors.clone(),
     };
     let host_websocket = host_filters.websocket;
-    let routes = proto
+    let mut routes: Vec<Route> = proto
         .routes
         .iter()
         .enumerate()
@@ -85,6 +85,15 @@ fn virtual_host(proto: &api::VirtualHost, errors: &mut Collector) -> Option<Virt
             errors.at(format!("routes[{index}]"), |errors| route(proto_route, host_websocket, host_cors.as_ref(), errors))
         })
         .collect();
+
+    let host_retry = proto.retry_policy.as_ref().and_then(|policy| errors.at("retry_policy", |errors| retry_policy(policy, errors)));
+    if let Some(host_retry) = host_retry {
+        for route in &mut routes {
+            if let RouteAction::Forward(action) = &mut route.action {
+                action.retry_policy.get_or_insert_with(|| host_retry.clone());
+            }
+        }
+    }
 
     Some(VirtualHost { name: proto.name.clone(), domains, routes })
 }
@@ -373,6 +382,7 @@ fn forward_action(proto: &api::RouteAction, matcher: Option<&RouteMatch>, errors
         websocket_frames: None,
         max_stream_duration,
         priority: errors.at("priority", |errors| super::cluster::priority(proto.priority, errors)).unwrap_or_default(),
+        retry_policy: proto.retry_policy.as_ref().and_then(|policy| errors.at("retry_policy", |errors| retry_policy(policy, errors))),
     })
 }
 
@@ -467,4 +477,70 @@ fn direct_response(proto: &api::DirectResponseAction, errors: &mut Collector) ->
     }
 
     Some(RouteAction::DirectResponse { status: status?, body: body.into() })
+}
+
+/// Envoy's retry defaults.
+const DEFAULT_RETRY_BASE_INTERVAL: Duration = Duration::from_millis(25);
+const PREVIOUS_HOSTS_PREDICATE: &str = "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate";
+
+fn retry_policy(proto: &api::RetryPolicy, errors: &mut Collector) -> Option<crate::model::RetryPolicy> {
+    let retry_on = match crate::model::RetryOn::parse(&proto.retry_on) {
+        Ok(retry_on) => retry_on,
+        Err(token) => {
+            errors.at("retry_on", |errors| errors.unsupported(format!("retry condition {token:?} is not supported by Legate")));
+            return None;
+        }
+    };
+
+    let per_try_timeout = proto
+        .per_try_timeout
+        .as_ref()
+        .and_then(|value| errors.at("per_try_timeout", |errors| duration(value, errors)))
+        .filter(|value| !value.is_zero());
+    let back_off = proto.retry_back_off.as_ref();
+    let base_interval = back_off
+        .and_then(|b| b.base_interval.as_ref())
+        .and_then(|value| errors.at("retry_back_off.base_interval", |errors| duration(value, errors)))
+        .unwrap_or(DEFAULT_RETRY_BASE_INTERVAL);
+    let max_interval = back_off
+        .and_then(|b| b.max_interval.as_ref())
+        .and_then(|value| errors.at("retry_back_off.max_interval", |errors| duration(value, errors)))
+        .unwrap_or(base_interval * 10);
+    if base_interval.is_zero() || max_interval < base_interval {
+        errors.at("retry_back_off", |errors| errors.invalid("base_interval must be above 0 and at most max_interval"));
+    }
+
+    let mut avoid_previous_hosts = false;
+    for (index, predicate) in proto.retry_host_predicate.iter().enumerate() {
+        errors.at(format!("retry_host_predicate[{index}]"), |errors| {
+            let type_url = match &predicate.config_type {
+                Some(api::retry_policy::retry_host_predicate::ConfigType::TypedConfig(any)) => any.type_url.as_str(),
+                None => "",
+            };
+            if type_url.ends_with(PREVIOUS_HOSTS_PREDICATE) || predicate.name == "envoy.retry_host_predicates.previous_hosts" {
+                avoid_previous_hosts = true;
+            } else {
+                errors.unsupported(format!("retry host predicate {:?} is not supported; Legate supports previous_hosts", predicate.name));
+            }
+        });
+    }
+
+    let mut retriable_status_codes = Vec::new();
+    for code in &proto.retriable_status_codes {
+        match u16::try_from(*code) {
+            Ok(code) if (100..=599).contains(&code) => retriable_status_codes.push(code),
+            _ => errors.at("retriable_status_codes", |errors| errors.invalid(format!("{code} is not an HTTP status code"))),
+        }
+    }
+
+    Some(crate::model::RetryPolicy {
+        retry_on,
+        num_retries: proto.num_retries.unwrap_or(1),
+        per_try_timeout,
+        base_interval,
+        max_interval,
+        avoid_previous_hosts,
+        host_selection_max_attempts: u32::try_from(proto.host_selection_retry_max_attempts.max(1)).unwrap_or(u32::MAX),
+        retriable_status_codes,
+    })
 }

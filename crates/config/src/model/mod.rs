@@ -17,5 +17,5 @@ pub use endpoint::{ClusterLoadAssignment, EndpointAddress, HealthStatus, LbEndpo
 pub use listener::{Codec, HttpConnectionManager, Listener, RouteSource, UpgradeConfig};
 pub use route::{
     ClusterSelection, DomainMatcher, ForwardAction, HashPolicy, HashSource, HeaderMatch, HeaderMatcher, PathMatch, Route,
-    RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WebSocketFrames, WeightedCluster,
+    RetryOn, RetryPolicy, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WebSocketFrames, WeightedCluster,
 };

@@ -142,6 +142,85 @@ pub struct ForwardAction {
     pub max_stream_duration: Option<super::MaxStreamDuration>,
     /// Circuit-breaker thresholds the route's requests count against.
     pub priority: super::Priority,
+    /// The route's retry policy, or its virtual host's when it has none.
+    pub retry_policy: Option<RetryPolicy>,
+}
+
+/// Envoy's `RetryPolicy`, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub retry_on: RetryOn,
+    /// Retries after the first try; Envoy's default is 1.
+    pub num_retries: u32,
+    /// Time allowed for each try; `None` leaves only the route timeout.
+    pub per_try_timeout: Option<Duration>,
+    /// Envoy's defaults: 25 ms, and 10 times the base.
+    pub base_interval: Duration,
+    pub max_interval: Duration,
+    /// Retries prefer endpoints not tried yet for the request.
+    pub avoid_previous_hosts: bool,
+    /// Picks made to find an endpoint not tried yet; Envoy's default is 1.
+    pub host_selection_max_attempts: u32,
+    pub retriable_status_codes: Vec<u16>,
+}
+
+/// The conditions of `retry_on`, as bits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetryOn(pub u32);
+
+impl RetryOn {
+    pub const SERVER_ERROR: u32 = 1 << 0;
+    pub const GATEWAY_ERROR: u32 = 1 << 1;
+    pub const RESET: u32 = 1 << 2;
+    pub const CONNECT_FAILURE: u32 = 1 << 3;
+    pub const RETRIABLE_4XX: u32 = 1 << 4;
+    pub const REFUSED_STREAM: u32 = 1 << 5;
+    pub const RETRIABLE_STATUS_CODES: u32 = 1 << 6;
+    pub const GRPC_CANCELLED: u32 = 1 << 7;
+    pub const GRPC_DEADLINE_EXCEEDED: u32 = 1 << 8;
+    pub const GRPC_INTERNAL: u32 = 1 << 9;
+    pub const GRPC_RESOURCE_EXHAUSTED: u32 = 1 << 10;
+    pub const GRPC_UNAVAILABLE: u32 = 1 << 11;
+
+    /// Parses Envoy's comma-separated `retry_on` (also the value of the
+    /// `x-envoy-retry-on` header); returns the first unknown token on error.
+    pub fn parse(text: &str) -> Result<RetryOn, String> {
+        let mut bits = 0;
+        for token in text.split(',').map(str::trim).filter(|token| !token.is_empty()) {
+            bits |= match token {
+                "5xx" => Self::SERVER_ERROR,
+                "gateway-error" => Self::GATEWAY_ERROR,
+                "reset" => Self::RESET,
+                "connect-failure" => Self::CONNECT_FAILURE,
+                "retriable-4xx" => Self::RETRIABLE_4XX,
+                "refused-stream" => Self::REFUSED_STREAM,
+                "retriable-status-codes" => Self::RETRIABLE_STATUS_CODES,
+                "cancelled" => Self::GRPC_CANCELLED,
+                "deadline-exceeded" => Self::GRPC_DEADLINE_EXCEEDED,
+                "internal" => Self::GRPC_INTERNAL,
+                "resource-exhausted" => Self::GRPC_RESOURCE_EXHAUSTED,
+                "unavailable" => Self::GRPC_UNAVAILABLE,
+                unknown => return Err(unknown.to_string()),
+            };
+        }
+        Ok(RetryOn(bits))
+    }
+
+    pub fn has(self, bits: u32) -> bool {
+        self.0 & bits != 0
+    }
+
+    /// Whether a gRPC status code is one of the retried gRPC conditions.
+    pub fn retries_grpc_status(self, code: u32) -> bool {
+        match code {
+            1 => self.has(Self::GRPC_CANCELLED),
+            4 => self.has(Self::GRPC_DEADLINE_EXCEEDED),
+            8 => self.has(Self::GRPC_RESOURCE_EXHAUSTED),
+            13 => self.has(Self::GRPC_INTERNAL),
+            14 => self.has(Self::GRPC_UNAVAILABLE),
+            _ => false,
+        }
+    }
 }
 
 /// Settings of frame-aware WebSocket relaying.

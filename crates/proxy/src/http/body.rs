@@ -31,6 +31,8 @@ pub enum RequestBodyError {
 pub enum RequestBody {
     Empty,
     Streaming { incoming: DownstreamBody, deadline: Option<Pin<Box<Sleep>>>, received: Counter },
+    /// A body kept for retries.
+    Replay(ReplayBody),
 }
 
 /// A downstream request body as the router forwards it: streamed as it
@@ -124,8 +126,10 @@ impl Body for RequestBody {
     type Error = RequestBodyError;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
-        let RequestBody::Streaming { incoming, deadline, received } = self.get_mut() else {
-            return Poll::Ready(None);
+        let (incoming, deadline, received) = match self.get_mut() {
+            RequestBody::Empty => return Poll::Ready(None),
+            RequestBody::Replay(replay) => return Pin::new(replay).poll_frame(cx),
+            RequestBody::Streaming { incoming, deadline, received } => (incoming, deadline, received),
         };
         match Pin::new(&mut *incoming).poll_frame(cx) {
             Poll::Ready(frame) => {
@@ -151,6 +155,7 @@ impl Body for RequestBody {
         match self {
             RequestBody::Empty => true,
             RequestBody::Streaming { incoming, .. } => incoming.is_end_stream(),
+            RequestBody::Replay(replay) => replay.is_end_stream(),
         }
     }
 
@@ -158,6 +163,7 @@ impl Body for RequestBody {
         match self {
             RequestBody::Empty => SizeHint::with_exact(0),
             RequestBody::Streaming { incoming, .. } => incoming.size_hint(),
+            RequestBody::Replay(_) => SizeHint::default(),
         }
     }
 }
@@ -254,5 +260,111 @@ impl Body for RecordedBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// A request body kept for replay, so that a retry can send it again. The
+/// first try streams it from downstream while a copy is kept, up to a limit;
+/// past the limit the copy is dropped and the request can no longer be
+/// retried. Tries run one after another, and a new try detaches the
+/// previous one, so two tries never read the downstream body at once.
+pub struct ReplayBody {
+    shared: Arc<std::sync::Mutex<ReplayState>>,
+    cursor: usize,
+    generation: u64,
+}
+
+struct ReplayState {
+    source: RequestBody,
+    kept: Vec<Kept>,
+    kept_bytes: usize,
+    limit: usize,
+    overflowed: bool,
+    ended: bool,
+    generation: u64,
+}
+
+enum Kept {
+    Data(Bytes),
+    Trailers(http::HeaderMap),
+}
+
+impl ReplayBody {
+    /// Wraps `source`, keeping up to `limit` bytes for replay.
+    pub fn new(source: RequestBody, limit: usize) -> Self {
+        let state = ReplayState { source, kept: Vec::new(), kept_bytes: 0, limit, overflowed: false, ended: false, generation: 0 };
+        ReplayBody { shared: Arc::new(std::sync::Mutex::new(state)), cursor: 0, generation: 0 }
+    }
+
+    /// A body for the next try, replaying from the start; any earlier try's
+    /// body stops yielding frames.
+    pub fn next_try(&self) -> ReplayBody {
+        let mut state = self.lock();
+        state.generation += 1;
+        ReplayBody { shared: self.shared.clone(), cursor: 0, generation: state.generation }
+    }
+
+    /// Whether everything read so far was kept, so a retry can resend it.
+    pub fn can_replay(&self) -> bool {
+        !self.lock().overflowed
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ReplayState> {
+        self.shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Body for ReplayBody {
+    type Data = Bytes;
+    type Error = RequestBodyError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
+        let this = self.get_mut();
+        let mut state = this.shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if state.generation != this.generation {
+            return Poll::Ready(None);
+        }
+        if let Some(kept) = state.kept.get(this.cursor) {
+            this.cursor += 1;
+            let frame = match kept {
+                Kept::Data(bytes) => Frame::data(bytes.clone()),
+                Kept::Trailers(trailers) => Frame::trailers(trailers.clone()),
+            };
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        if state.ended {
+            return Poll::Ready(None);
+        }
+
+        let frame = ready!(Pin::new(&mut state.source).poll_frame(cx));
+        match &frame {
+            None => state.ended = true,
+            Some(Ok(frame)) => {
+                if !state.overflowed {
+                    let kept = match (frame.data_ref(), frame.trailers_ref()) {
+                        (Some(data), _) => Some((Kept::Data(data.clone()), data.len())),
+                        (None, Some(trailers)) => Some((Kept::Trailers(trailers.clone()), 0)),
+                        _ => None,
+                    };
+                    if let Some((kept, size)) = kept {
+                        if state.kept_bytes + size <= state.limit {
+                            state.kept_bytes += size;
+                            state.kept.push(kept);
+                            this.cursor = state.kept.len();
+                        } else {
+                            state.overflowed = true;
+                            state.kept.clear();
+                        }
+                    }
+                }
+            }
+            Some(Err(_)) => state.overflowed = true,
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let state = self.lock();
+        state.ended && self.cursor >= state.kept.len()
     }
 }

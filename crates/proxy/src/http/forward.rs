@@ -19,7 +19,7 @@ use super::upgrade::{PipeSettings, UpgradeRequest};
 use super::ConnectionContext;
 use crate::snapshot::Snapshot;
 use crate::stats::{ProxyStats, ResponseFlag, RouteStats, UpgradeResultLabels};
-use crate::upstream::{ConnectionLimits, Resource, StreamTimers, UpstreamError};
+use crate::upstream::{ConnectionLimits, Resource, UpstreamError};
 
 static X_ENVOY_OVERLOADED: http::HeaderName = http::HeaderName::from_static("x-envoy-overloaded");
 

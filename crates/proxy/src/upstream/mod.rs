@@ -117,4 +117,8 @@ impl ClusterHandle {
             .collect();
         ClusterHandle { balancer: LoadBalancer::new(config.lb_policy, members), config, stats, circuit }
     }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
 }

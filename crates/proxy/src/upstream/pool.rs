@@ -427,6 +427,10 @@ pub struct UpstreamBody {
     timer: Option<Pin<Box<Sleep>>>,
     /// The request's circuit-breaker slot, given back when the body ends.
     request_slot: Option<Slot>,
+    /// Slots of the request's retries, given back with it.
+    retry_slots: Vec<Slot>,
+    /// A frame read ahead (to find a gRPC status) and returned first.
+    pushed_back: Option<Frame<Bytes>>,
 }
 
 impl UpstreamBody {
@@ -437,7 +441,7 @@ impl UpstreamBody {
         timers: StreamTimers,
     ) -> Self {
         let timer = timers.next_expiry().map(|at| Box::pin(tokio::time::sleep_until(at)));
-        let mut body = UpstreamBody { inner, give_back, _active: active, timers, timer, request_slot: None };
+        let mut body = UpstreamBody { inner, give_back, _active: active, timers, timer, request_slot: None, retry_slots: Vec::new(), pushed_back: None };
         if body.inner.is_end_stream() {
             body.release();
         }
@@ -452,9 +456,22 @@ impl UpstreamBody {
         }
     }
 
+    /// Keeps the retry slots of the request until the body ends.
+    pub fn hold_retries(&mut self, slots: Vec<Slot>) {
+        if !self.inner.is_end_stream() {
+            self.retry_slots = slots;
+        }
+    }
+
+    /// Returns `frame` before anything else read from upstream.
+    pub fn push_back(&mut self, frame: Frame<Bytes>) {
+        self.pushed_back = Some(frame);
+    }
+
     fn release(&mut self) {
         self.timer = None;
         self.request_slot = None;
+        self.retry_slots.clear();
         if let Some((pool, sender)) = self.give_back.take() {
             pool.give_back(sender);
         }
@@ -467,6 +484,12 @@ impl Body for UpstreamBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
         let this = &mut *self;
+        if let Some(frame) = this.pushed_back.take() {
+            if frame.is_trailers() || this.inner.is_end_stream() {
+                this.release();
+            }
+            return Poll::Ready(Some(Ok(frame)));
+        }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(None) => {
                 this.release();

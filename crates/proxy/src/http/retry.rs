@@ -1,0 +1,306 @@
+//! Retries of a forwarded request, as a route's `RetryPolicy` says: which
+//! failures are retried, how many times, with what back-off, on which
+//! endpoint, and within the cluster's retry circuit breaker.
+//!
+//! A retry is decided before any response byte goes downstream: on a
+//! connect failure, a reset, a per-try timeout, a retriable status, or a
+//! gRPC status that is retriable, read from the response headers or, for a
+//! response that starts with its trailers, from the trailers.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::HeaderMap;
+use http::{HeaderName, Request, Response};
+use http_body_util::BodyExt;
+use tracing::debug;
+
+use legate_config::model::{Priority, RetryOn, RetryPolicy};
+
+use super::body::{ReplayBody, RequestBody};
+use crate::upstream::{ClusterHandle, ConnectionLimits, EndpointPool, Resource, Slot, StreamTimers, UpstreamBody, UpstreamError};
+
+/// Bytes of a request body kept so that it can be sent again; a larger
+/// body is not retried.
+const REPLAY_LIMIT: usize = 1024 * 1024;
+
+static X_ENVOY_RETRY_ON: HeaderName = HeaderName::from_static("x-envoy-retry-on");
+static X_ENVOY_MAX_RETRIES: HeaderName = HeaderName::from_static("x-envoy-max-retries");
+static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+
+/// The retry policy for one request: the route's, changed by the
+/// `x-envoy-retry-on` and `x-envoy-max-retries` request headers, which are
+/// removed before the request goes upstream.
+pub(super) fn effective_policy<'a>(route: Option<&'a RetryPolicy>, headers: &mut HeaderMap) -> Option<Cow<'a, RetryPolicy>> {
+    let retry_on = headers.remove(&X_ENVOY_RETRY_ON).and_then(|value| RetryOn::parse(value.to_str().ok()?).ok());
+    let max_retries = headers.remove(&X_ENVOY_MAX_RETRIES).and_then(|value| value.to_str().ok()?.trim().parse::<u32>().ok());
+    if retry_on.is_none() && max_retries.is_none() {
+        return route.map(Cow::Borrowed);
+    }
+
+    let mut policy = route.cloned().unwrap_or_else(default_policy);
+    if let Some(retry_on) = retry_on {
+        policy.retry_on = RetryOn(policy.retry_on.0 | retry_on.0);
+    }
+    if let Some(max_retries) = max_retries {
+        policy.num_retries = max_retries;
+    }
+    Some(Cow::Owned(policy))
+}
+
+fn default_policy() -> RetryPolicy {
+    RetryPolicy {
+        retry_on: RetryOn::default(),
+        num_retries: 1,
+        per_try_timeout: None,
+        base_interval: Duration::from_millis(25),
+        max_interval: Duration::from_millis(250),
+        avoid_previous_hosts: false,
+        host_selection_max_attempts: 1,
+        retriable_status_codes: Vec::new(),
+    }
+}
+
+/// What every try of one request shares.
+pub(super) struct Tries<'a> {
+    pub cluster: &'a ClusterHandle,
+    pub limits: &'a ConnectionLimits,
+    pub priority: Priority,
+    pub hash: Option<u64>,
+    pub route_deadline: Option<tokio::time::Instant>,
+    pub idle_timeout: Option<Duration>,
+    pub policy: Option<Cow<'a, RetryPolicy>>,
+}
+
+/// The result of the last try, the endpoint it went to, and the retry
+/// breaker slots to hold until the response ends.
+pub(super) struct Outcome {
+    pub result: Result<Response<UpstreamBody>, UpstreamError>,
+    pub endpoint: Arc<EndpointPool>,
+    pub retry_slots: Vec<Slot>,
+}
+
+/// The parts of the upstream request that every try sends again.
+pub(super) struct RequestTemplate {
+    parts: http::request::Parts,
+}
+
+impl RequestTemplate {
+    pub fn new(parts: http::request::Parts) -> Self {
+        RequestTemplate { parts }
+    }
+
+    fn build(&self, body: RequestBody) -> Request<RequestBody> {
+        let mut request = Request::new(body);
+        *request.method_mut() = self.parts.method.clone();
+        *request.uri_mut() = self.parts.uri.clone();
+        *request.version_mut() = self.parts.version;
+        *request.headers_mut() = self.parts.headers.clone();
+        request
+    }
+
+    /// Turns the template into the one request, when no retry can follow.
+    fn into_request(self, body: RequestBody) -> Request<RequestBody> {
+        Request::from_parts(self.parts, body)
+    }
+}
+
+impl Tries<'_> {
+    /// Sends the request to `first`, then retries as the policy allows.
+    pub async fn run(self, template: RequestTemplate, body: RequestBody, first: Arc<EndpointPool>) -> Outcome {
+        let Some(policy) = self.policy.clone() else {
+            let timers = self.timers(None);
+            let result = send_once(&first, template.into_request(body), timers, self.limits).await;
+            return Outcome { result, endpoint: first, retry_slots: Vec::new() };
+        };
+
+        let replay = ReplayBody::new(body, REPLAY_LIMIT);
+        let mut endpoint = first;
+        let mut tried = vec![endpoint.address()];
+        let mut retry_slots = Vec::new();
+        let mut attempt = 0;
+        loop {
+            let timers = self.timers(policy.per_try_timeout);
+            let request = template.build(RequestBody::Replay(replay.next_try()));
+            let result = send_once(&endpoint, request, timers, self.limits).await;
+            let result = peek_grpc_trailers(result, &policy, timers).await;
+
+            let Some(reason) = retry_reason(&result, &policy, timers, self.route_deadline) else {
+                return Outcome { result, endpoint, retry_slots };
+            };
+            if attempt >= policy.num_retries {
+                return Outcome { result, endpoint, retry_slots };
+            }
+            if !replay.can_replay() {
+                debug!(cluster = self.cluster.name(), "request body too large to replay, not retried");
+                self.cluster.stats.retries_skipped.inc();
+                return Outcome { result, endpoint, retry_slots };
+            }
+            let Some(slot) = self.retry_slot() else {
+                debug!(cluster = self.cluster.name(), "retry circuit breaker full, not retried");
+                return Outcome { result, endpoint, retry_slots };
+            };
+            retry_slots.push(slot);
+            attempt += 1;
+
+            if !self.back_off(&policy, attempt).await {
+                return Outcome { result, endpoint, retry_slots };
+            }
+            let Some(next) = self.pick(&policy, &tried) else {
+                return Outcome { result, endpoint, retry_slots };
+            };
+            debug!(cluster = self.cluster.name(), attempt, reason, upstream.addr = %next.address(), "retrying request");
+            self.cluster.stats.retries.inc();
+            tried.push(next.address());
+            endpoint = next;
+        }
+    }
+
+    /// Timers of one try: the route deadline, cut short by the per-try
+    /// timeout.
+    fn timers(&self, per_try: Option<Duration>) -> StreamTimers {
+        let per_try_deadline = per_try.map(|timeout| tokio::time::Instant::now() + timeout);
+        let deadline = match (self.route_deadline, per_try_deadline) {
+            (Some(route), Some(per_try)) => Some(route.min(per_try)),
+            (route, per_try) => route.or(per_try),
+        };
+        StreamTimers { deadline, idle: self.idle_timeout }
+    }
+
+    /// Takes a place under `max_retries`, or under the retry budget when the
+    /// cluster has one.
+    fn retry_slot(&self) -> Option<Slot> {
+        let thresholds = &self.cluster.config.circuit_breakers.thresholds[self.priority.index()];
+        let limit = match thresholds.retry_budget {
+            None => thresholds.max_retries,
+            Some(budget) => {
+                let circuit = &self.cluster.circuit;
+                let active = circuit.in_use(self.priority, Resource::Requests) + circuit.in_use(self.priority, Resource::PendingRequests);
+                let allowed = (active as f64 * budget.budget_percent / 100.0) as u32;
+                allowed.max(budget.min_retry_concurrency)
+            }
+        };
+        self.cluster.circuit.try_acquire(self.priority, Resource::Retries, limit)
+    }
+
+    /// Waits a jittered exponential back-off; returns false when the route
+    /// deadline would pass first.
+    async fn back_off(&self, policy: &RetryPolicy, attempt: u32) -> bool {
+        let ceiling = policy.base_interval.saturating_mul(1u32 << attempt.min(16)).min(policy.max_interval);
+        let wait = ceiling.mul_f64(fastrand::f64());
+        let wake = tokio::time::Instant::now() + wait;
+        if self.route_deadline.is_some_and(|deadline| wake >= deadline) {
+            return false;
+        }
+        tokio::time::sleep_until(wake).await;
+        true
+    }
+
+    /// Picks the endpoint of a retry, avoiding those tried already when the
+    /// policy asks, within `host_selection_max_attempts` picks.
+    fn pick(&self, policy: &RetryPolicy, tried: &[std::net::SocketAddr]) -> Option<Arc<EndpointPool>> {
+        let balancer = &self.cluster.balancer;
+        let mut candidate = balancer.pick(self.hash.map(|hash| hash.rotate_left(tried.len() as u32)))?.clone();
+        if !policy.avoid_previous_hosts {
+            return Some(candidate);
+        }
+        for _ in 1..policy.host_selection_max_attempts {
+            if !tried.contains(&candidate.address()) {
+                break;
+            }
+            candidate = balancer.pick(None)?.clone();
+        }
+        Some(candidate)
+    }
+}
+
+/// Sends one try, failing it when the try's deadline or idle timeout
+/// passes before the response headers.
+pub(super) async fn send_once(
+    endpoint: &Arc<EndpointPool>,
+    request: Request<RequestBody>,
+    timers: StreamTimers,
+    limits: &ConnectionLimits,
+) -> Result<Response<UpstreamBody>, UpstreamError> {
+    let exchange = endpoint.send(request, timers, limits);
+    match timers.next_expiry() {
+        Some(expiry) => match tokio::time::timeout_at(expiry, exchange).await {
+            Ok(result) => result,
+            Err(_) if timers.deadline == Some(expiry) => Err(UpstreamError::Timeout),
+            Err(_) => Err(UpstreamError::IdleTimeout),
+        },
+        None => exchange.await,
+    }
+}
+
+/// For a gRPC response whose status may come in trailers, reads the first
+/// frame: trailers right away mean the status is known before any byte
+/// goes downstream. A data frame is put back for the downstream.
+async fn peek_grpc_trailers(
+    result: Result<Response<UpstreamBody>, UpstreamError>,
+    policy: &RetryPolicy,
+    timers: StreamTimers,
+) -> Result<Response<UpstreamBody>, UpstreamError> {
+    let Ok(mut response) = result else { return result };
+    let grpc_retries = (7..=11).any(|bit| policy.retry_on.has(1 << bit));
+    let is_grpc = response.headers().get(http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if !grpc_retries || !is_grpc || response.headers().contains_key(&GRPC_STATUS) || response.status() != http::StatusCode::OK {
+        return Ok(response);
+    }
+
+    let first = match timers.next_expiry() {
+        Some(expiry) => match tokio::time::timeout_at(expiry, response.body_mut().frame()).await {
+            Ok(frame) => frame,
+            Err(_) => return Err(UpstreamError::Timeout),
+        },
+        None => response.body_mut().frame().await,
+    };
+    match first {
+        Some(Ok(frame)) => {
+            if let Some(trailers) = frame.trailers_ref() {
+                if let Some(status) = trailers.get(&GRPC_STATUS).cloned() {
+                    response.headers_mut().insert(GRPC_STATUS.clone(), status);
+                }
+            }
+            response.body_mut().push_back(frame);
+            Ok(response)
+        }
+        Some(Err(error)) => Err(error),
+        None => Ok(response),
+    }
+}
+
+/// Names the retried condition `result` meets, or `None` when it is final.
+fn retry_reason(
+    result: &Result<Response<UpstreamBody>, UpstreamError>,
+    policy: &RetryPolicy,
+    timers: StreamTimers,
+    route_deadline: Option<tokio::time::Instant>,
+) -> Option<&'static str> {
+    let on = policy.retry_on;
+    match result {
+        Err(UpstreamError::Overflow(_)) => None,
+        Err(UpstreamError::Timeout) => {
+            let per_try_expired = timers.deadline.is_some() && timers.deadline != route_deadline;
+            (per_try_expired && on.has(RetryOn::SERVER_ERROR | RetryOn::GATEWAY_ERROR)).then_some("per_try_timeout")
+        }
+        Err(error) if error.is_connect_failure() => {
+            on.has(RetryOn::CONNECT_FAILURE | RetryOn::SERVER_ERROR | RetryOn::GATEWAY_ERROR).then_some("connect_failure")
+        }
+        Err(UpstreamError::Request(_)) => {
+            on.has(RetryOn::RESET | RetryOn::REFUSED_STREAM | RetryOn::SERVER_ERROR).then_some("reset")
+        }
+        Err(_) => None,
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let grpc_status = response.headers().get(&GRPC_STATUS).and_then(|v| v.to_str().ok()?.trim().parse::<u32>().ok());
+            let retried = (status >= 500 && on.has(RetryOn::SERVER_ERROR))
+                || (matches!(status, 502..=504) && on.has(RetryOn::GATEWAY_ERROR))
+                || (status == 409 && on.has(RetryOn::RETRIABLE_4XX))
+                || (on.has(RetryOn::RETRIABLE_STATUS_CODES) && policy.retriable_status_codes.contains(&status))
+                || grpc_status.is_some_and(|code| on.retries_grpc_status(code));
+            retried.then_some("response")
+        }
+    }
+}
