@@ -24,6 +24,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .include_file("_includes.rs")
         .compile_fds(descriptors)?;
+
+    compile_test_protos(&out_dir)?;
+    Ok(())
+}
+
+/// Compiles `tests/proto/` (the gRPC test service of the end-to-end tests)
+/// into `OUT_DIR/test_protos`, apart from the library's own types.
+fn compile_test_protos(out_dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    let root = Path::new("tests/proto");
+    let files = proto_files(root)?;
+    for file in &files {
+        println!("cargo:rerun-if-changed={}", file.display());
+    }
+    let descriptors = protox::Compiler::new([root])?.include_imports(true).open_files(&files)?.file_descriptor_set();
+    let target = out_dir.join("test_protos");
+    std::fs::create_dir_all(&target)?;
+    tonic_prost_build::configure().build_client(true).build_server(true).out_dir(&target).compile_fds(descriptors)?;
     Ok(())
 }
 

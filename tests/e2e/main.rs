@@ -5,6 +5,9 @@ mod support;
 
 mod circuit_breakers;
 mod config_errors;
+mod grpc;
+mod grpc_clients;
+mod grpc_web;
 mod hot_swap;
 mod listeners;
 mod metrics;

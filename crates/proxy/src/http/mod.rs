@@ -71,6 +71,10 @@ pub async fn handle(request: Request<Incoming>, connection: Arc<ConnectionContex
     if let Protocol::GrpcWeb { .. } = protocol {
         grpc_web::translate_headers(&mut parts);
     }
+    let call = match (protocol.is_grpc_family(), &filters.grpc_stats) {
+        (true, Some(table)) => Some(GrpcCall::start(table.lookup(parts.uri.path()), start)),
+        _ => None,
+    };
     let host = headers::parts_host(&parts).map(host_without_port).unwrap_or("");
     let (route, route_stats) = match listener.routes.route(host, &parts) {
         RouteMatchResult::Matched(route, stats) => (route, stats.clone()),
@@ -78,7 +82,7 @@ pub async fn handle(request: Request<Incoming>, connection: Arc<ConnectionContex
             debug!(host, path = parts.uri.path(), "no route matched");
             connection.stats.http.count_flag(ResponseFlag::NoRoute);
             let response = local_reply(StatusCode::NOT_FOUND, "no route matched");
-            let exchange = Exchange { protocol, call: None, cors: None };
+            let exchange = Exchange { protocol, call, cors: None };
             return Ok(record(exchange.finish(response), stats.clone(), start, &connection));
         }
     };
@@ -89,14 +93,11 @@ pub async fn handle(request: Request<Incoming>, connection: Arc<ConnectionContex
             return Ok(record(cors::preflight_reply(policy, &parts), route_stats, start, &connection));
         }
     }
-    let mut exchange = Exchange {
+    let exchange = Exchange {
         protocol,
-        call: None,
+        call,
         cors: cors.and_then(|policy| Some((policy, cors::allowed_origin(policy, &parts.headers)?.clone()))),
     };
-    if let (true, Some(table)) = (protocol.is_grpc_family(), &filters.grpc_stats) {
-        exchange.call = Some(GrpcCall::start(table.lookup(parts.uri.path()), start));
-    }
 
     let mut body = match protocol {
         Protocol::GrpcWeb { text } => match grpc_web::read_body(body, text).await {
