@@ -284,3 +284,66 @@ fn unknown_field_in_binary_is_rejected_by_number() {
     let text = errors.to_string();
     assert!(text.contains("field number 19") && text.contains("envoy.config.cluster.v3.Cluster"), "got {text}");
 }
+
+const GRPC_ROUTES: &str = r#"
+name: grpc
+virtual_hosts:
+- name: web
+  domains: ["*"]
+  cors:
+    allow_origin_string_match: [{ exact: "https://app.example" }, { suffix: ".example.org" }]
+    allow_methods: "POST, OPTIONS"
+    allow_headers: "content-type,x-grpc-web"
+    expose_headers: "grpc-status,grpc-message"
+    max_age: "600"
+    allow_credentials: true
+  routes:
+  - match: { prefix: "/pkg.Svc/", grpc: {} }
+    route:
+      cluster: grpc
+      max_stream_duration: { max_stream_duration: 30s, grpc_timeout_header_max: 10s, grpc_timeout_header_offset: 0.1s }
+      cors: { allow_origin_string_match: [{ prefix: "https://" }], max_age: "60" }
+"#;
+
+#[test]
+fn grpc_route_fields_match_envoy() {
+    let ours: legate::config::route::v3::RouteConfiguration = parse(GRPC_ROUTES, "envoy.config.route.v3.RouteConfiguration");
+    let theirs: official::config::route::v3::RouteConfiguration = round_trip(&ours);
+    let host = &theirs.virtual_hosts[0];
+    #[allow(deprecated)]
+    let cors = host.cors.as_ref().expect("virtual host cors kept");
+    assert_eq!(cors.allow_origin_string_match.len(), 2);
+    assert_eq!(cors.allow_credentials.map(|value| value.value), Some(true));
+    let route = &host.routes[0];
+    assert!(route.r#match.as_ref().unwrap().grpc.is_some());
+    let Some(official::config::route::v3::route::Action::Route(action)) = &route.action else { panic!("route action lost") };
+    let limits = action.max_stream_duration.as_ref().expect("max_stream_duration kept");
+    assert_eq!(limits.grpc_timeout_header_max.as_ref().unwrap().seconds, 10);
+    assert_eq!(limits.grpc_timeout_header_offset.as_ref().unwrap().nanos, 100_000_000);
+}
+
+#[test]
+fn grpc_filter_configs_match_envoy() {
+    use legate::extensions::filters::http as ours;
+    use official::extensions::filters::http as theirs;
+
+    let stats: ours::grpc_stats::v3::FilterConfig = parse(
+        "individual_method_stats_allowlist: { services: [{ name: pkg.Svc, method_names: [A, B] }] }",
+        "envoy.extensions.filters.http.grpc_stats.v3.FilterConfig",
+    );
+    let official_stats: theirs::grpc_stats::v3::FilterConfig = round_trip(&stats);
+    assert!(official_stats.per_method_stat_specifier.is_some());
+    let all: ours::grpc_stats::v3::FilterConfig =
+        parse("stats_for_all_methods: true", "envoy.extensions.filters.http.grpc_stats.v3.FilterConfig");
+    let _: theirs::grpc_stats::v3::FilterConfig = round_trip(&all);
+
+    let policy: ours::cors::v3::CorsPolicy = parse(
+        r#"{ allow_origin_string_match: [{ exact: "https://a" }], allow_methods: POST, allow_headers: x, expose_headers: grpc-status, max_age: "5", allow_credentials: false }"#,
+        "envoy.extensions.filters.http.cors.v3.CorsPolicy",
+    );
+    let official_policy: theirs::cors::v3::CorsPolicy = round_trip(&policy);
+    assert_eq!(official_policy.expose_headers, "grpc-status");
+    assert_eq!(official_policy.allow_credentials.map(|value| value.value), Some(false));
+    let _: theirs::cors::v3::Cors = round_trip(&ours::cors::v3::Cors {});
+    let _: theirs::grpc_web::v3::GrpcWeb = round_trip(&ours::grpc_web::v3::GrpcWeb {});
+}

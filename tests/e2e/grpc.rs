@@ -1,6 +1,6 @@
-//! gRPC through the proxy: the four call kinds, metadata and trailers,
-//! deadlines, proxy-made statuses, cancellation, load balancing and the
-//! per-method metrics, with tonic and Python's grpcio as clients.
+//! gRPC through the proxy with a tonic client: the four call kinds,
+//! metadata and trailers, deadlines, proxy-made statuses, cancellation,
+//! load balancing and the per-method metrics.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -79,7 +79,8 @@ async fn grpc_streams_pass_whole() {
     let outbound = tokio_stream::iter((0..500).map(|i| request(&format!("{i},"))));
     let joined = echo.client_stream(outbound).await.unwrap().into_inner();
     assert_eq!(joined.index, 500);
-    assert!(joined.message.starts_with("0,1,2,") && joined.message.ends_with("499,"));
+    assert!(joined.message.starts_with("0,1,2,"), "{}", joined.message);
+    assert!(joined.message.ends_with("499,"), "{}", joined.message);
 
     let outbound = tokio_stream::iter((0..300).map(|i| request(&i.to_string())));
     let mut replies = echo.bidi_stream(outbound).await.unwrap().into_inner();
@@ -107,13 +108,15 @@ async fn grpc_deadline_ends_call() {
     let status = echo.unary(call).await.expect_err("the deadline passes");
     let elapsed = started.elapsed();
     assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
-    assert!(elapsed >= Duration::from_millis(180) && elapsed < Duration::from_millis(1000), "ended after {elapsed:?}");
+    assert!(elapsed >= Duration::from_millis(180), "ended after {elapsed:?}");
+    assert!(elapsed < Duration::from_millis(1000), "ended after {elapsed:?}");
 
     let mut call = tonic::Request::new(request("quick"));
     call.set_timeout(Duration::from_secs(5));
     let seen = echo.unary(call).await.unwrap().into_inner().grpc_timeout;
     let seen = parse_grpc_timeout(&seen);
-    assert!(seen <= Duration::from_secs(5) && seen > Duration::from_secs(4), "upstream saw {seen:?}");
+    assert!(seen <= Duration::from_secs(5), "upstream saw {seen:?}");
+    assert!(seen > Duration::from_secs(4), "upstream saw {seen:?}");
 }
 
 fn parse_grpc_timeout(text: &str) -> Duration {
@@ -164,7 +167,7 @@ async fn grpc_proxy_errors_are_statuses() {
         assert_eq!(headers["content-type"], "application/grpc");
         assert_eq!(headers["grpc-status"], code, "{path}");
         let text = headers["grpc-message"].to_str().unwrap();
-        assert!(text.contains(&message.replace(' ', " ")), "{path}: {text}");
+        assert!(text.contains(message), "{path}: {text}");
     }
 }
 

@@ -14,7 +14,7 @@ use super::HeaderMatch;
 pub enum HttpFilter {
     /// `envoy.filters.http.grpc_web`: translates gRPC-Web to gRPC and back.
     GrpcWeb,
-    /// `envoy.filters.http.cors`: answers preflights and adds CORS headers
+    /// `envoy.filters.http.cors`: replies to preflights and adds CORS headers
     /// by the route's or virtual host's policy.
     Cors,
     /// `envoy.filters.http.grpc_stats`: per-method gRPC metrics.
@@ -23,7 +23,7 @@ pub enum HttpFilter {
     Router,
 }
 
-/// Which gRPC methods get their own metric series. The others share one
+/// The set of gRPC methods that get their own metric series. The others share one
 /// fallback series, so a client cannot create series by inventing names.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum GrpcStatsConfig {
@@ -40,7 +40,7 @@ pub enum GrpcStatsConfig {
 /// `timeout` no longer applies, as in Envoy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct MaxStreamDuration {
-    /// Longest a stream may last; `None` is unlimited.
+    /// Maximum duration of a stream; `None` is unlimited.
     pub max_stream_duration: Option<Duration>,
     /// When set, a gRPC request's `grpc-timeout` sets the stream's
     /// deadline, capped at this value; zero means no cap.

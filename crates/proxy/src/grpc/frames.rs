@@ -46,7 +46,7 @@ impl MessageCounter {
         self.messages - before
     }
 
-    /// Whether the stream so far ends at a message boundary.
+    /// Tells whether the stream so far ends at a message boundary.
     pub fn at_boundary(&self) -> bool {
         self.prefix_len == 0 && self.remaining == 0
     }
@@ -115,7 +115,7 @@ pub fn decode_base64_segments(text: &[u8]) -> Result<Vec<u8>, InvalidBase64> {
     let mut decoded = Vec::with_capacity(cleaned.len() / 4 * 3 + 3);
     let mut rest = cleaned.as_slice();
     while !rest.is_empty() {
-        // A segment ends after the quadruplet that holds its padding.
+        // A segment ends after the quadruplet that contains its padding.
         let end = match rest.iter().position(|&b| b == b'=') {
             Some(first_pad) => {
                 let quad_end = (first_pad / 4 + 1) * 4;

@@ -14,7 +14,7 @@ pub use frames::{decode_base64_segments, MessageCounter};
 pub use response::{adapt_response, local_status_reply, GrpcResponseBody, WebMode};
 pub use status::{Code, CODE_NAMES};
 
-/// What protocol a request speaks, from its `content-type`.
+/// The protocol of a request, from its `content-type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     Other,

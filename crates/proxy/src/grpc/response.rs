@@ -20,7 +20,7 @@ use crate::upstream::UpstreamError;
 pub static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 pub static GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 
-/// How the response body goes to the client.
+/// The form of the response body sent to the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WebMode {
     /// gRPC: trailers stay HTTP/2 trailers.
@@ -31,7 +31,7 @@ pub enum WebMode {
     Text,
 }
 
-/// A trailers-only gRPC response: HTTP 200 and the status in the headers,
+/// Builds a trailers-only gRPC response: HTTP 200 and the status in the headers,
 /// with no body.
 pub fn local_status_reply(code: Code, message: &str) -> Response<ResponseBody> {
     let mut response = Response::new(ResponseBody::Local(None));
@@ -44,7 +44,7 @@ pub fn local_status_reply(code: Code, message: &str) -> Response<ResponseBody> {
 
 /// Turns a response to a gRPC request into a gRPC one. A reply the proxy
 /// made itself becomes trailers-only with the status its HTTP status
-/// stands for. An upstream's non-200 answer without `grpc-status` is mapped
+/// means. An upstream's non-200 response without `grpc-status` is mapped
 /// by gRPC's HTTP-to-gRPC table.
 pub fn adapt_response(response: Response<ResponseBody>) -> Response<ResponseBody> {
     let status = response.status();
@@ -183,7 +183,7 @@ fn status_trailers(code: Code, message: &str) -> HeaderMap {
     trailers
 }
 
-/// The status a call ends with when its upstream stream fails midway.
+/// Returns the status a call ends with when its upstream stream fails midway.
 fn error_status(error: &UpstreamError) -> (Code, &'static str) {
     match error {
         UpstreamError::Timeout => (Code::DeadlineExceeded, "upstream request timeout"),

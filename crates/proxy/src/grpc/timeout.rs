@@ -38,7 +38,7 @@ pub fn parse(value: &HeaderValue) -> Result<Duration, InvalidTimeout> {
 }
 
 /// Formats a duration as a `grpc-timeout` value, in the finest unit whose
-/// amount fits in 8 digits, rounding down so the upstream never sees more
+/// amount fits in 8 digits, rounding down so the upstream never gets more
 /// time than is left.
 pub fn format(duration: Duration) -> HeaderValue {
     const MAX: u128 = 99_999_999;

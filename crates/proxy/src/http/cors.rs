@@ -1,4 +1,4 @@
-//! The CORS filter: preflight requests answered at the proxy, and CORS
+//! The CORS filter: replies to preflight requests at the proxy, and CORS
 //! headers on the responses to allowed origins.
 
 use http::header::{self, HeaderMap, HeaderValue};
@@ -10,7 +10,7 @@ use legate_config::model::CorsPolicy;
 use super::body::ResponseBody;
 use crate::router::value_matches;
 
-/// Whether a request is a CORS preflight: `OPTIONS` with `Origin` and
+/// Tells whether a request is a CORS preflight: `OPTIONS` with `Origin` and
 /// `Access-Control-Request-Method`.
 pub fn is_preflight(parts: &Parts) -> bool {
     parts.method == Method::OPTIONS
@@ -25,7 +25,7 @@ pub fn allowed_origin<'a>(policy: &CorsPolicy, headers: &'a HeaderMap) -> Option
     policy.allow_origins.iter().any(|matcher| value_matches(matcher, text)).then_some(origin)
 }
 
-/// Answers a preflight. An allowed origin gets the policy's methods,
+/// Builds the reply to a preflight. An allowed origin gets the policy's methods,
 /// headers and max age; any other origin gets a 200 with no CORS header,
 /// so the browser blocks the real request. The preflight never reaches
 /// the upstream.

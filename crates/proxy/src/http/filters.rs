@@ -2,7 +2,7 @@
 //! a request only checks flags.
 //!
 //! Each filter acts at a fixed point of the request: gRPC-Web rewrites the
-//! request before routing and the response at its end, CORS answers
+//! request before routing and the response at its end, CORS replies to
 //! preflights once the route is known and adds headers to every response,
 //! and gRPC statistics count from the request headers to the status. The
 //! router is always last.

@@ -14,7 +14,7 @@ use crate::grpc::{decode_base64_segments, local_status_reply, Code, MessageCount
 
 /// Largest gRPC-Web request body read, after base64 decoding, as gRPC's
 /// default largest message (4 MiB) plus its 5-byte prefix. A gRPC-Web
-/// request holds one message, because browsers send the body whole.
+/// request contains one message, because browsers send the body whole.
 const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024 + 5;
 
 /// Rewrites a gRPC-Web request's headers to gRPC's, before the route is
@@ -60,7 +60,7 @@ pub async fn read_body(body: Incoming, text: bool) -> Result<DownstreamBody, Res
     if counter.messages > 1 {
         return Err(local_status_reply(
             Code::Unimplemented,
-            "gRPC-Web carries unary and server-streaming calls only; this request holds several messages",
+            "gRPC-Web carries unary and server-streaming calls only; this request contains several messages",
         ));
     }
     if !counter.at_boundary() {
