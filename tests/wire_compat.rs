@@ -272,17 +272,17 @@ fn official_encoding_decodes_in_legate() {
 #[test]
 fn unknown_field_in_binary_is_rejected_by_number() {
     // An official Cluster with a field Legate does not implement
-    // (outlier_detection, field 19).
+    // (upstream_bind_config, field 21).
     let theirs = official::config::cluster::v3::Cluster {
         name: "c".into(),
-        outlier_detection: Some(Default::default()),
+        upstream_bind_config: Some(Default::default()),
         load_assignment: Some(official::config::endpoint::v3::ClusterLoadAssignment { cluster_name: "c".into(), ..Default::default() }),
         ..Default::default()
     };
     let any = prost_types::Any { type_url: legate_config::ResourceType::Cluster.type_url().into(), value: theirs.encode_to_vec() };
     let errors = legate_config::resource::decode_any(&any).expect_err("unknown field is rejected");
     let text = errors.to_string();
-    assert!(text.contains("field number 19") && text.contains("envoy.config.cluster.v3.Cluster"), "got {text}");
+    assert!(text.contains("field number 21") && text.contains("envoy.config.cluster.v3.Cluster"), "got {text}");
 }
 
 const GRPC_ROUTES: &str = r#"

@@ -5,6 +5,7 @@ mod support;
 
 mod circuit_breakers;
 mod config_errors;
+mod endpoint_health;
 mod grpc;
 mod grpc_clients;
 mod grpc_web;

@@ -32,8 +32,8 @@ fn cluster_yaml(body: &str) -> String {
 
 #[test]
 fn unknown_yaml_field_names_its_path() {
-    let error = decode(&cluster_yaml("  name: c\n  outlier_detection: {}\n")).unwrap_err();
-    assert!(error.contains("outlier_detection"), "got {error}");
+    let error = decode(&cluster_yaml("  name: c\n  upstream_bind_config: {}\n")).unwrap_err();
+    assert!(error.contains("upstream_bind_config"), "got {error}");
     assert!(error.contains("resources[0]"), "path to the field: {error}");
 }
 
@@ -98,13 +98,13 @@ fn cluster_value_errors_are_all_listed() {
     let yaml = cluster_yaml(
         r#"  name: c
   type: EDS
-  lb_policy: RING_HASH
+  lb_policy: CLUSTER_PROVIDED
   connect_timeout: 0s
   load_assignment: { cluster_name: c }
 "#,
     );
     let error = decode(&yaml).unwrap_err();
-    assert!(error.contains("RING_HASH"), "unsupported policy: {error}");
+    assert!(error.contains("CLUSTER_PROVIDED"), "unsupported policy: {error}");
     assert!(error.contains("connect_timeout"), "zero timeout: {error}");
     assert!(error.contains("load_assignment"), "inline endpoints on EDS: {error}");
     assert!(error.contains("eds_config"), "missing ADS source: {error}");
@@ -225,17 +225,17 @@ fn every_unknown_field_is_listed() {
     let yaml = r#"resources:
 - "@type": type.googleapis.com/envoy.config.cluster.v3.Cluster
   name: a
-  outlier_detection: {}
+  upstream_bind_config: {}
 - "@type": type.googleapis.com/envoy.config.cluster.v3.Cluster
   name: b
-  circuit_breakers: {}
+  cluster_type: {}
   load_assignment: { cluster_name: b, endpoints: [{ lb_endpoints: [{ endpoint: { adress: {} } }] }] }
 - "@type": type.googleapis.com/envoy.config.cluster.v3.Clustr
   name: c
 "#;
     let errors = parse_resources(yaml).unwrap_err().to_string();
-    assert!(errors.contains("resources[0].outlier_detection"), "got {errors}");
-    assert!(errors.contains("resources[1].circuit_breakers"), "got {errors}");
+    assert!(errors.contains("resources[0].upstream_bind_config"), "got {errors}");
+    assert!(errors.contains("resources[1].cluster_type"), "got {errors}");
     assert!(errors.contains("resources[1].load_assignment.endpoints[0].lb_endpoints[0].endpoint.adress"), "got {errors}");
     assert!(errors.contains("envoy.config.cluster.v3.Clustr"), "got {errors}");
 }

@@ -416,7 +416,9 @@ impl ConfigManager {
                 Some(previous) => previous.handle.clone(),
                 None => {
                     let old = previous.map(|p| p.handle.as_ref());
-                    Arc::new(ClusterHandle::new(entry.config.clone(), &endpoints, old, &self.stats.upstream))
+                    let handle = Arc::new(ClusterHandle::new(entry.config.clone(), &endpoints, old, &self.stats.upstream));
+                    handle.start_health_tasks();
+                    handle
                 }
             };
             warm.insert(key, ActiveCluster { handle, endpoints });

@@ -57,6 +57,17 @@ pub fn cluster(proto: &api::Cluster, errors: &mut Collector) -> Option<Cluster> 
         None => CircuitBreakers::default(),
     };
 
+    let outlier_detection = proto
+        .outlier_detection
+        .as_ref()
+        .map(|outlier| errors.at("outlier_detection", |errors| super::health::outlier_detection(outlier, errors)));
+    let health_checks = proto
+        .health_checks
+        .iter()
+        .enumerate()
+        .filter_map(|(index, check)| errors.at(format!("health_checks[{index}]"), |errors| super::health::health_check(check, errors)))
+        .collect();
+
     let (protocol, http2, idle_timeout) = protocol?;
     Some(Cluster {
         name: proto.name.clone(),
@@ -68,6 +79,8 @@ pub fn cluster(proto: &api::Cluster, errors: &mut Collector) -> Option<Cluster> 
         idle_timeout,
         load_assignment,
         circuit_breakers,
+        outlier_detection,
+        health_checks,
     })
 }
 

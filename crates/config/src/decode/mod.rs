@@ -9,6 +9,7 @@ mod bootstrap;
 mod cluster;
 mod endpoint;
 mod filter;
+mod health;
 mod listener;
 mod route;
 

@@ -19,6 +19,8 @@ pub struct Cluster {
     /// Endpoints given inline; for EDS clusters they arrive separately.
     pub load_assignment: Option<ClusterLoadAssignment>,
     pub circuit_breakers: CircuitBreakers,
+    pub outlier_detection: Option<super::OutlierDetection>,
+    pub health_checks: Vec<super::HealthCheck>,
 }
 
 /// Routing priority of a route, choosing which circuit-breaker thresholds

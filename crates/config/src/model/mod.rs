@@ -5,6 +5,7 @@ mod bootstrap;
 mod cluster;
 mod endpoint;
 mod grpc;
+mod health;
 mod listener;
 mod route;
 
@@ -13,6 +14,7 @@ pub use cluster::{
     CircuitBreakers, Cluster, DiscoveryType, Http2Settings, LbPolicy, Priority, RetryBudget, Thresholds, UpstreamProtocol,
 };
 pub use grpc::{CorsPolicy, GrpcStatsConfig, HttpFilter, MaxStreamDuration};
+pub use health::{HealthCheck, HealthCheckKind, OutlierDetection};
 pub use endpoint::{ClusterLoadAssignment, EndpointAddress, HealthStatus, LbEndpoint};
 pub use listener::{Codec, HttpConnectionManager, Listener, RouteSource, UpgradeConfig};
 pub use route::{

@@ -19,7 +19,10 @@ use tracing::debug;
 use legate_config::model::{Priority, RetryOn, RetryPolicy};
 
 use super::body::{ReplayBody, RequestBody};
-use crate::upstream::{ClusterHandle, ConnectionLimits, EndpointPool, Resource, Slot, StreamTimers, UpstreamBody, UpstreamError};
+use crate::upstream::{
+    grpc_outcome, status_outcome, ClusterHandle, ConnectionLimits, EndpointPool, RequestOutcome, Resource, Slot, StreamTimers,
+    UpstreamBody, UpstreamError,
+};
 
 /// Bytes of a request body kept so that it can be sent again; a larger
 /// body is not retried.
@@ -64,7 +67,7 @@ fn default_policy() -> RetryPolicy {
 
 /// What every try of one request shares.
 pub(super) struct Tries<'a> {
-    pub cluster: &'a ClusterHandle,
+    pub cluster: &'a Arc<ClusterHandle>,
     pub limits: &'a ConnectionLimits,
     pub priority: Priority,
     pub hash: Option<u64>,
@@ -111,7 +114,8 @@ impl Tries<'_> {
     pub async fn run(self, template: RequestTemplate, body: RequestBody, first: Arc<EndpointPool>) -> Outcome {
         let Some(policy) = self.policy.clone() else {
             let timers = self.timers(None);
-            let result = send_once(&first, template.into_request(body), timers, self.limits).await;
+            let mut result = send_once(&first, template.into_request(body), timers, self.limits).await;
+            self.record(&first, &mut result);
             return Outcome { result, endpoint: first, retry_slots: Vec::new() };
         };
 
@@ -124,9 +128,13 @@ impl Tries<'_> {
             let timers = self.timers(policy.per_try_timeout);
             let request = template.build(RequestBody::Replay(replay.next_try()));
             let result = send_once(&endpoint, request, timers, self.limits).await;
-            let result = peek_grpc_trailers(result, &policy, timers).await;
+            let (mut result, trailer_status) = peek_grpc_trailers(result, &policy, timers).await;
+            match trailer_status {
+                Some(code) => self.cluster.record_outcome(&endpoint, grpc_outcome(code)),
+                None => self.record(&endpoint, &mut result),
+            }
 
-            let Some(reason) = retry_reason(&result, &policy, timers, self.route_deadline) else {
+            let Some(reason) = retry_reason(&result, trailer_status, &policy, timers, self.route_deadline) else {
                 return Outcome { result, endpoint, retry_slots };
             };
             if attempt >= policy.num_retries {
@@ -155,6 +163,28 @@ impl Tries<'_> {
             tried.push(next.address());
             endpoint = next;
         }
+    }
+
+    /// Feeds a try's result to outlier detection. A gRPC response whose
+    /// status is still to come in trailers reports it when they arrive.
+    fn record(&self, endpoint: &EndpointPool, result: &mut Result<Response<UpstreamBody>, UpstreamError>) {
+        let outcome = match result {
+            Err(UpstreamError::Overflow(_)) => return,
+            Err(_) => RequestOutcome::LocalFailure,
+            Ok(response) => {
+                let grpc = response.headers().get(http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+                let grpc_status = response.headers().get(&GRPC_STATUS).and_then(|v| v.to_str().ok()?.trim().parse::<u32>().ok());
+                match (grpc, grpc_status) {
+                    (_, Some(code)) => grpc_outcome(code),
+                    (true, None) if response.status() == http::StatusCode::OK => {
+                        response.body_mut().report_grpc_trailers(self.cluster.clone());
+                        return;
+                    }
+                    _ => status_outcome(response.status().as_u16()),
+                }
+            }
+        };
+        self.cluster.record_outcome(endpoint, outcome);
     }
 
     /// Timers of one try: the route deadline, cut short by the per-try
@@ -236,44 +266,44 @@ pub(super) async fn send_once(
 
 /// For a gRPC response whose status may come in trailers, reads the first
 /// frame: trailers right away mean the status is known before any byte
-/// goes downstream. A data frame is put back for the downstream.
+/// goes downstream, and it is returned. The frame is put back for the
+/// downstream either way.
 async fn peek_grpc_trailers(
     result: Result<Response<UpstreamBody>, UpstreamError>,
     policy: &RetryPolicy,
     timers: StreamTimers,
-) -> Result<Response<UpstreamBody>, UpstreamError> {
-    let Ok(mut response) = result else { return result };
+) -> (Result<Response<UpstreamBody>, UpstreamError>, Option<u32>) {
+    let Ok(mut response) = result else { return (result, None) };
     let grpc_retries = (7..=11).any(|bit| policy.retry_on.has(1 << bit));
     let is_grpc = response.headers().get(http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
     if !grpc_retries || !is_grpc || response.headers().contains_key(&GRPC_STATUS) || response.status() != http::StatusCode::OK {
-        return Ok(response);
+        return (Ok(response), None);
     }
 
     let first = match timers.next_expiry() {
         Some(expiry) => match tokio::time::timeout_at(expiry, response.body_mut().frame()).await {
             Ok(frame) => frame,
-            Err(_) => return Err(UpstreamError::Timeout),
+            Err(_) => return (Err(UpstreamError::Timeout), None),
         },
         None => response.body_mut().frame().await,
     };
     match first {
         Some(Ok(frame)) => {
-            if let Some(trailers) = frame.trailers_ref() {
-                if let Some(status) = trailers.get(&GRPC_STATUS).cloned() {
-                    response.headers_mut().insert(GRPC_STATUS.clone(), status);
-                }
-            }
+            let status = frame
+                .trailers_ref()
+                .and_then(|trailers| trailers.get(&GRPC_STATUS)?.to_str().ok()?.trim().parse::<u32>().ok());
             response.body_mut().push_back(frame);
-            Ok(response)
+            (Ok(response), status)
         }
-        Some(Err(error)) => Err(error),
-        None => Ok(response),
+        Some(Err(error)) => (Err(error), None),
+        None => (Ok(response), None),
     }
 }
 
 /// Names the retried condition `result` meets, or `None` when it is final.
 fn retry_reason(
     result: &Result<Response<UpstreamBody>, UpstreamError>,
+    trailer_status: Option<u32>,
     policy: &RetryPolicy,
     timers: StreamTimers,
     route_deadline: Option<tokio::time::Instant>,
@@ -294,7 +324,8 @@ fn retry_reason(
         Err(_) => None,
         Ok(response) => {
             let status = response.status().as_u16();
-            let grpc_status = response.headers().get(&GRPC_STATUS).and_then(|v| v.to_str().ok()?.trim().parse::<u32>().ok());
+            let header_status = response.headers().get(&GRPC_STATUS).and_then(|v| v.to_str().ok()?.trim().parse::<u32>().ok());
+            let grpc_status = header_status.or(trailer_status);
             let retried = (status >= 500 && on.has(RetryOn::SERVER_ERROR))
                 || (matches!(status, 502..=504) && on.has(RetryOn::GATEWAY_ERROR))
                 || (status == 409 && on.has(RetryOn::RETRIABLE_4XX))

@@ -74,6 +74,9 @@ pub struct UpstreamStats {
     overflow: Family<BreakerLabels, Counter>,
     retries: Family<ClusterLabels, Counter>,
     retries_skipped: Family<ClusterLabels, Counter>,
+    ejections: Family<ClusterLabels, Counter>,
+    endpoints_ejected: Family<ClusterLabels, Gauge>,
+    health_checks: Family<HealthCheckLabels, Counter>,
 }
 
 pub struct WebSocketStats {
@@ -251,6 +254,9 @@ impl UpstreamStats {
             overflow: Family::default(),
             retries: Family::default(),
             retries_skipped: Family::default(),
+            ejections: Family::default(),
+            endpoints_ejected: Family::default(),
+            health_checks: Family::default(),
         };
         registry.register("upstream_requests", "Upstream requests per cluster by response code class", stats.requests.clone());
         registry.register_with_unit(
@@ -277,6 +283,9 @@ impl UpstreamStats {
             stats.breaker_remaining.clone(),
         );
         registry.register("upstream_retries", "Retries sent, per cluster", stats.retries.clone());
+        registry.register("upstream_outlier_ejections", "Endpoints ejected by outlier detection, per cluster", stats.ejections.clone());
+        registry.register("upstream_endpoints_ejected", "Endpoints ejected now, per cluster", stats.endpoints_ejected.clone());
+        registry.register("upstream_health_checks", "Active health checks by result (passed, failed), per cluster", stats.health_checks.clone());
         registry.register(
             "upstream_retries_skipped",
             "Retries not sent because the request body was too large to replay (1 MiB), per cluster",
@@ -323,6 +332,10 @@ impl UpstreamStats {
             endpoints_healthy: self.endpoints_healthy.get_or_create_owned(&labels),
             retries: self.retries.get_or_create_owned(&labels),
             retries_skipped: self.retries_skipped.get_or_create_owned(&labels),
+            ejections: self.ejections.get_or_create_owned(&labels),
+            endpoints_ejected: self.endpoints_ejected.get_or_create_owned(&labels),
+            health_checks_passed: self.health_checks.get_or_create_owned(&HealthCheckLabels { cluster: cluster.to_string(), result: "passed" }),
+            health_checks_failed: self.health_checks.get_or_create_owned(&HealthCheckLabels { cluster: cluster.to_string(), result: "failed" }),
         })
     }
 
@@ -347,6 +360,10 @@ pub struct ClusterStats {
     pub endpoints_healthy: Gauge,
     pub retries: Counter,
     pub retries_skipped: Counter,
+    pub ejections: Counter,
+    pub endpoints_ejected: Gauge,
+    pub health_checks_passed: Counter,
+    pub health_checks_failed: Counter,
 }
 
 impl ClusterStats {

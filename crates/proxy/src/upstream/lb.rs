@@ -57,40 +57,74 @@ impl LoadBalancer {
     /// Picks the endpoint for the next request, or `None` when no endpoint
     /// is routable. The hashing policies use `hash`, the request's hash from
     /// the route's hash policies, and pick at random without one.
+    ///
+    /// Endpoints ejected by outlier detection or failing active health checks
+    /// are skipped; when every endpoint is, one is used anyway (Envoy's
+    /// panic mode), since an unhealthy endpoint beats a certain failure.
     pub fn pick(&self, hash: Option<u64>) -> Option<&Arc<EndpointPool>> {
         if self.schedule.is_empty() {
             return None;
         }
-        let slot = match self.policy {
-            LbPolicy::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed) % self.schedule.len(),
-            LbPolicy::LeastRequest => return Some(self.pick_least_request()),
-            LbPolicy::Random => fastrand::usize(..self.schedule.len()),
+        let member = match self.policy {
+            LbPolicy::RoundRobin => self.pick_round_robin(),
+            LbPolicy::LeastRequest => self.pick_least_request(),
+            LbPolicy::Random => self.probe_schedule(fastrand::usize(..self.schedule.len())),
             LbPolicy::RingHash { .. } | LbPolicy::Maglev { .. } => {
-                let hash = hash.unwrap_or_else(|| fastrand::u64(..));
-                return self.pick_by_hash(hash);
+                self.pick_by_hash(hash.unwrap_or_else(|| fastrand::u64(..)))?
             }
-        };
-        Some(&self.members[self.schedule[slot]].0)
-    }
-
-    fn pick_by_hash(&self, hash: u64) -> Option<&Arc<EndpointPool>> {
-        let member = match &self.hash_table {
-            HashTable::Ring(ring) => {
-                let point = ring.partition_point(|(point, _)| *point < hash);
-                ring.get(point).or_else(|| ring.first())?.1
-            }
-            HashTable::Maglev(table) => *table.get((hash % table.len() as u64) as usize)?,
-            HashTable::None => return None,
         };
         Some(&self.members[member].0)
     }
 
-    /// Power of two choices: of two endpoints drawn by weight, the one with
-    /// fewer requests in flight.
-    fn pick_least_request(&self) -> &Arc<EndpointPool> {
-        let first = &self.members[self.schedule[fastrand::usize(..self.schedule.len())]].0;
-        let second = &self.members[self.schedule[fastrand::usize(..self.schedule.len())]].0;
-        if second.active_requests() < first.active_requests() {
+    fn available(&self, member: usize) -> bool {
+        self.members[member].0.membership().health.is_available()
+    }
+
+    fn pick_round_robin(&self) -> usize {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let first = self.schedule[start % self.schedule.len()];
+        if self.available(first) {
+            return first;
+        }
+        self.probe_schedule(start)
+    }
+
+    /// The first available member from `start` on in the schedule, or the
+    /// member at `start` when none is available.
+    fn probe_schedule(&self, start: usize) -> usize {
+        let length = self.schedule.len();
+        (0..length)
+            .map(|offset| self.schedule[(start + offset) % length])
+            .find(|&member| self.available(member))
+            .unwrap_or(self.schedule[start % length])
+    }
+
+    /// The first available member at or after the hash's place on the ring
+    /// or in the Maglev table.
+    fn pick_by_hash(&self, hash: u64) -> Option<usize> {
+        match &self.hash_table {
+            HashTable::Ring(ring) => {
+                let start = ring.partition_point(|(point, _)| *point < hash) % ring.len().max(1);
+                let first = ring.get(start)?.1;
+                let probe = (0..ring.len()).map(|offset| ring[(start + offset) % ring.len()].1);
+                Some(probe.take(ring.len()).find(|&member| self.available(member)).unwrap_or(first))
+            }
+            HashTable::Maglev(table) => {
+                let start = (hash % table.len() as u64) as usize;
+                let first = *table.get(start)?;
+                let mut probe = (0..table.len()).map(|offset| table[(start + offset) % table.len()]);
+                Some(probe.find(|&member| self.available(member)).unwrap_or(first))
+            }
+            HashTable::None => None,
+        }
+    }
+
+    /// Power of two choices: of two available endpoints drawn by weight,
+    /// the one with fewer requests in flight.
+    fn pick_least_request(&self) -> usize {
+        let first = self.probe_schedule(fastrand::usize(..self.schedule.len()));
+        let second = self.probe_schedule(fastrand::usize(..self.schedule.len()));
+        if self.members[second].0.active_requests() < self.members[first].0.active_requests() {
             second
         } else {
             first

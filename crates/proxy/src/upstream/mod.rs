@@ -1,7 +1,9 @@
 //! Upstream clusters: endpoints, load balancing and connection pools.
 
+mod checks;
 mod circuit;
 mod dns;
+mod health;
 mod lb;
 mod pool;
 
@@ -15,6 +17,7 @@ use crate::stats::{ClusterStats, UpstreamStats};
 
 pub use circuit::{BreakerStats, ClusterCircuit, Resource, Slot};
 pub use dns::{spawn_resolver, Resolved};
+pub use health::{grpc_outcome, status_outcome, EndpointHealth, RequestOutcome};
 pub use lb::LoadBalancer;
 pub use pool::{ConnectionLimits, EndpointPool, Membership, PoolSettings, StreamTimers, UpstreamBody};
 

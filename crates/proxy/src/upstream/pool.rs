@@ -306,11 +306,13 @@ impl EndpointPool {
 /// when their endpoint is removed.
 pub struct Membership {
     removed: tokio::sync::watch::Sender<()>,
+    /// Outlier and health-check state of the endpoint.
+    pub health: super::EndpointHealth,
 }
 
 impl Membership {
     pub fn new() -> Arc<Self> {
-        Arc::new(Membership { removed: tokio::sync::watch::channel(()).0 })
+        Arc::new(Membership { removed: tokio::sync::watch::channel(()).0, health: Default::default() })
     }
 
     /// Returns a receiver whose `changed()` fails once the endpoint leaves
@@ -321,7 +323,7 @@ impl Membership {
 }
 
 /// Counts a request as active on its endpoint until dropped.
-pub struct ActiveRequest(Arc<EndpointPool>);
+pub struct ActiveRequest(pub(super) Arc<EndpointPool>);
 
 impl ActiveRequest {
     fn new(pool: Arc<EndpointPool>) -> Self {
@@ -431,6 +433,9 @@ pub struct UpstreamBody {
     retry_slots: Vec<Slot>,
     /// A frame read ahead (to find a gRPC status) and returned first.
     pushed_back: Option<Frame<Bytes>>,
+    /// Cluster to tell the gRPC status found in the trailers, for outlier
+    /// detection.
+    grpc_report: Option<Arc<super::ClusterHandle>>,
 }
 
 impl UpstreamBody {
@@ -441,7 +446,7 @@ impl UpstreamBody {
         timers: StreamTimers,
     ) -> Self {
         let timer = timers.next_expiry().map(|at| Box::pin(tokio::time::sleep_until(at)));
-        let mut body = UpstreamBody { inner, give_back, _active: active, timers, timer, request_slot: None, retry_slots: Vec::new(), pushed_back: None };
+        let mut body = UpstreamBody { inner, give_back, _active: active, timers, timer, request_slot: None, retry_slots: Vec::new(), pushed_back: None, grpc_report: None };
         if body.inner.is_end_stream() {
             body.release();
         }
@@ -468,6 +473,19 @@ impl UpstreamBody {
         self.pushed_back = Some(frame);
     }
 
+    /// Reports the gRPC status of the trailers to `cluster`'s outlier
+    /// detection when they arrive.
+    pub fn report_grpc_trailers(&mut self, cluster: Arc<super::ClusterHandle>) {
+        self.grpc_report = Some(cluster);
+    }
+
+    fn report_trailers(&mut self, frame: &Frame<Bytes>) {
+        let Some(trailers) = frame.trailers_ref() else { return };
+        let Some(cluster) = self.grpc_report.take() else { return };
+        let code = trailers.get("grpc-status").and_then(|value| value.to_str().ok()?.trim().parse::<u32>().ok());
+        cluster.record_outcome(&self._active.0, super::health::grpc_outcome(code.unwrap_or(0)));
+    }
+
     fn release(&mut self) {
         self.timer = None;
         self.request_slot = None;
@@ -485,6 +503,7 @@ impl Body for UpstreamBody {
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
         let this = &mut *self;
         if let Some(frame) = this.pushed_back.take() {
+            this.report_trailers(&frame);
             if frame.is_trailers() || this.inner.is_end_stream() {
                 this.release();
             }
@@ -496,6 +515,7 @@ impl Body for UpstreamBody {
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Ok(frame))) => {
+                this.report_trailers(&frame);
                 if this.inner.is_end_stream() {
                     this.release();
                 } else if let (Some(timer), Some(_)) = (this.timer.as_mut(), this.timers.idle) {

@@ -9,7 +9,9 @@ use crate::stats::ProxyStats;
 use crate::upstream::{Membership, PoolSettings};
 
 fn members(weights: &[u32]) -> Vec<(Arc<EndpointPool>, LbEndpoint)> {
-    let stats = ProxyStats::new().upstream.cluster("test");
+    let proxy_stats = ProxyStats::new();
+    let stats = proxy_stats.upstream.cluster("test");
+    let circuit = crate::upstream::ClusterCircuit::new("test", &proxy_stats.upstream);
     let settings = PoolSettings {
         protocol: UpstreamProtocol::Http1,
         connect_timeout: Duration::from_secs(1),
@@ -21,7 +23,7 @@ fn members(weights: &[u32]) -> Vec<(Arc<EndpointPool>, LbEndpoint)> {
         .enumerate()
         .map(|(index, &weight)| {
             let address: SocketAddr = format!("127.0.0.1:{}", 9000 + index).parse().unwrap();
-            let pool = EndpointPool::new(address, settings.clone(), Membership::new(), stats.clone());
+            let pool = EndpointPool::new(address, settings.clone(), Membership::new(), stats.clone(), circuit.clone());
             let endpoint =
                 LbEndpoint { address: EndpointAddress::Socket(address), weight, health: HealthStatus::Healthy, priority: 0 };
             (pool, endpoint)
