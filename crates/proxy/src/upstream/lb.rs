@@ -1,8 +1,10 @@
 //! Load balancing over a cluster's endpoints: round robin weighted by
 //! `load_balancing_weight`, least request (power of two choices), random,
-//! and the consistent-hashing ring hash and Maglev. Only the lowest priority
-//! level with a routable endpoint takes traffic. Every table is built when
-//! the cluster or its endpoints change, never per request.
+//! and the consistent-hashing ring hash and Maglev. Priority levels share
+//! traffic as Envoy's do: a level takes as much as its healthy share times
+//! the overprovisioning factor covers, and the rest spills to the next
+//! level. Every table is built when the cluster or its endpoints change,
+//! never per request.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -15,15 +17,27 @@ use super::EndpointPool;
 /// Largest round-robin schedule; weights are scaled down to fit.
 const MAX_SCHEDULE: u64 = 4096;
 
+/// Envoy's default overprovisioning factor, in percent: a level with 72% of
+/// its endpoints healthy still takes all its traffic.
+const OVERPROVISIONING_PERCENT: u64 = 140;
+
 pub struct LoadBalancer {
     policy: LbPolicy,
     members: Vec<(Arc<EndpointPool>, LbEndpoint)>,
-    /// Indexes into `members` of the priority level in use, each repeated in
-    /// proportion to its weight, built at config time.
-    schedule: Vec<usize>,
+    /// Priority levels that take traffic, lowest priority first.
+    levels: Vec<Level>,
     next: AtomicUsize,
+}
+
+/// One priority level's tables, built at config time.
+struct Level {
+    /// Indexes into `members`, each repeated in proportion to its weight.
+    schedule: Vec<usize>,
     /// Lookup table of the hashing policies.
     hash_table: HashTable,
+    /// Upper bound (exclusive, out of 100) of the traffic share of this level
+    /// and the ones before it.
+    cumulative_load: u64,
 }
 
 enum HashTable {
@@ -36,17 +50,22 @@ enum HashTable {
 
 impl LoadBalancer {
     pub fn new(policy: LbPolicy, members: Vec<(Arc<EndpointPool>, LbEndpoint)>) -> Self {
-        let level = priority_level(&members);
-        let schedule = build_schedule(&members, &level);
-        let hash_table = match policy {
-            LbPolicy::RingHash { minimum_ring_size, maximum_ring_size } => {
-                HashTable::Ring(build_ring(&members, &level, minimum_ring_size, maximum_ring_size))
-            }
-            LbPolicy::Maglev { table_size } => HashTable::Maglev(build_maglev(&members, &level, table_size)),
-            _ => HashTable::None,
-        };
+        let levels = priority_levels(&members)
+            .into_iter()
+            .map(|(routable, cumulative_load)| {
+                let schedule = build_schedule(&members, &routable);
+                let hash_table = match policy {
+                    LbPolicy::RingHash { minimum_ring_size, maximum_ring_size } => {
+                        HashTable::Ring(build_ring(&members, &routable, minimum_ring_size, maximum_ring_size))
+                    }
+                    LbPolicy::Maglev { table_size } => HashTable::Maglev(build_maglev(&members, &routable, table_size)),
+                    _ => HashTable::None,
+                };
+                Level { schedule, hash_table, cumulative_load }
+            })
+            .collect();
         let next = AtomicUsize::new(fastrand::usize(..usize::MAX / 2));
-        LoadBalancer { policy, members, schedule, next, hash_table }
+        LoadBalancer { policy, members, levels, next }
     }
 
     /// Every endpoint pool, routable or not.
@@ -56,58 +75,69 @@ impl LoadBalancer {
 
     /// Picks the endpoint for the next request, or `None` when no endpoint
     /// is routable. The hashing policies use `hash`, the request's hash from
-    /// the route's hash policies, and pick at random without one.
+    /// the route's hash policies, and pick at random without one; the hash
+    /// also chooses the priority level, so a key stays on one level.
     ///
     /// Endpoints ejected by outlier detection or failing active health checks
-    /// are skipped; when every endpoint is, one is used anyway (Envoy's
-    /// panic mode), since an unhealthy endpoint beats a certain failure.
+    /// are skipped; when every endpoint of the level is, one is used anyway
+    /// (Envoy's panic mode), since an unhealthy endpoint beats a certain
+    /// failure.
     pub fn pick(&self, hash: Option<u64>) -> Option<&Arc<EndpointPool>> {
-        if self.schedule.is_empty() {
-            return None;
-        }
+        let hashing = matches!(self.policy, LbPolicy::RingHash { .. } | LbPolicy::Maglev { .. });
+        let hash = if hashing { Some(hash.unwrap_or_else(|| fastrand::u64(..))) } else { None };
+        let level = self.level_for(hash)?;
         let member = match self.policy {
-            LbPolicy::RoundRobin => self.pick_round_robin(),
-            LbPolicy::LeastRequest => self.pick_least_request(),
-            LbPolicy::Random => self.probe_schedule(fastrand::usize(..self.schedule.len())),
-            LbPolicy::RingHash { .. } | LbPolicy::Maglev { .. } => {
-                self.pick_by_hash(hash.unwrap_or_else(|| fastrand::u64(..)))?
-            }
+            LbPolicy::RoundRobin => self.pick_round_robin(level),
+            LbPolicy::LeastRequest => self.pick_least_request(level),
+            LbPolicy::Random => self.probe_schedule(level, fastrand::usize(..level.schedule.len())),
+            LbPolicy::RingHash { .. } | LbPolicy::Maglev { .. } => self.pick_by_hash(level, hash.unwrap_or_default())?,
         };
         Some(&self.members[member].0)
+    }
+
+    fn level_for(&self, hash: Option<u64>) -> Option<&Level> {
+        if self.levels.len() <= 1 {
+            return self.levels.first();
+        }
+        let point = match hash {
+            Some(hash) => xxh64(&hash.to_le_bytes(), 0) % 100,
+            None => fastrand::u64(..100),
+        };
+        self.levels.iter().find(|level| point < level.cumulative_load).or_else(|| self.levels.last())
     }
 
     fn available(&self, member: usize) -> bool {
         self.members[member].0.membership().health.is_available()
     }
 
-    fn pick_round_robin(&self) -> usize {
+    fn pick_round_robin(&self, level: &Level) -> usize {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let first = self.schedule[start % self.schedule.len()];
+        let first = level.schedule[start % level.schedule.len()];
         if self.available(first) {
             return first;
         }
-        self.probe_schedule(start)
+        self.probe_schedule(level, start)
     }
 
     /// The first available member from `start` on in the schedule, or the
     /// member at `start` when none is available.
-    fn probe_schedule(&self, start: usize) -> usize {
-        let length = self.schedule.len();
+    fn probe_schedule(&self, level: &Level, start: usize) -> usize {
+        let length = level.schedule.len();
         (0..length)
-            .map(|offset| self.schedule[(start + offset) % length])
+            .map(|offset| level.schedule[(start + offset) % length])
             .find(|&member| self.available(member))
-            .unwrap_or(self.schedule[start % length])
+            .unwrap_or(level.schedule[start % length])
     }
 
     /// The first available member at or after the hash's place on the ring
     /// or in the Maglev table.
-    fn pick_by_hash(&self, hash: u64) -> Option<usize> {
-        match &self.hash_table {
+    fn pick_by_hash(&self, level: &Level, hash: u64) -> Option<usize> {
+        match &level.hash_table {
             HashTable::Ring(ring) => {
                 let start = ring.partition_point(|(point, _)| *point < hash) % ring.len().max(1);
                 let first = ring.get(start)?.1;
-                let probe = (0..ring.len()).map(|offset| ring[(start + offset) % ring.len()].1);
-                Some(probe.take(ring.len()).find(|&member| self.available(member)).unwrap_or(first))
+                let mut probe = (0..ring.len()).map(|offset| ring[(start + offset) % ring.len()].1);
+                Some(probe.find(|&member| self.available(member)).unwrap_or(first))
             }
             HashTable::Maglev(table) => {
                 let start = (hash % table.len() as u64) as usize;
@@ -121,9 +151,9 @@ impl LoadBalancer {
 
     /// Power of two choices: of two available endpoints drawn by weight,
     /// the one with fewer requests in flight.
-    fn pick_least_request(&self) -> usize {
-        let first = self.probe_schedule(fastrand::usize(..self.schedule.len()));
-        let second = self.probe_schedule(fastrand::usize(..self.schedule.len()));
+    fn pick_least_request(&self, level: &Level) -> usize {
+        let first = self.probe_schedule(level, fastrand::usize(..level.schedule.len()));
+        let second = self.probe_schedule(level, fastrand::usize(..level.schedule.len()));
         if self.members[second].0.active_requests() < self.members[first].0.active_requests() {
             second
         } else {
@@ -132,13 +162,43 @@ impl LoadBalancer {
     }
 }
 
-/// Indexes of the routable members in the lowest priority level that has
-/// any.
-fn priority_level(members: &[(Arc<EndpointPool>, LbEndpoint)]) -> Vec<usize> {
-    let Some(priority) = members.iter().filter(|(_, e)| e.is_routable()).map(|(_, e)| e.priority).min() else {
+/// Splits traffic over the priority levels: each level's health is the
+/// share of its endpoints that are routable times the overprovisioning
+/// factor, capped at 100%; levels take their health in turn until 100% is
+/// given out. When the levels together are less than 100% healthy, the
+/// shares are scaled up to fill 100%. Returns, per level that takes traffic,
+/// its routable members and its cumulative load.
+fn priority_levels(members: &[(Arc<EndpointPool>, LbEndpoint)]) -> Vec<(Vec<usize>, u64)> {
+    let mut priorities: Vec<u32> = members.iter().map(|(_, endpoint)| endpoint.priority).collect();
+    priorities.sort_unstable();
+    priorities.dedup();
+
+    let mut levels = Vec::new();
+    for priority in priorities {
+        let in_level: Vec<usize> = (0..members.len()).filter(|&index| members[index].1.priority == priority).collect();
+        let routable: Vec<usize> = in_level.iter().copied().filter(|&index| members[index].1.is_routable()).collect();
+        let health = (routable.len() as u64 * OVERPROVISIONING_PERCENT / in_level.len().max(1) as u64).min(100);
+        levels.push((routable, health));
+    }
+
+    let total_health: u64 = levels.iter().map(|(_, health)| health).sum::<u64>().min(100);
+    if total_health == 0 {
         return Vec::new();
-    };
-    (0..members.len()).filter(|&index| members[index].1.is_routable() && members[index].1.priority == priority).collect()
+    }
+    let mut given = 0;
+    let mut result = Vec::new();
+    for (routable, health) in levels {
+        let share = (health * 100 / total_health).min(100 - given);
+        if share == 0 || routable.is_empty() {
+            continue;
+        }
+        given += share;
+        result.push((routable, given));
+    }
+    if let Some(last) = result.last_mut() {
+        last.1 = 100;
+    }
+    result
 }
 
 fn build_schedule(members: &[(Arc<EndpointPool>, LbEndpoint)], level: &[usize]) -> Vec<usize> {

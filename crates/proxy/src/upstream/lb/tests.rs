@@ -93,3 +93,50 @@ fn round_robin_follows_weights() {
     assert_eq!(counts[&"127.0.0.1:9000".parse().unwrap()], 200);
     assert_eq!(counts[&"127.0.0.1:9001".parse().unwrap()], 100);
 }
+
+#[test]
+fn degraded_priority_spills_over() {
+    // Priority 0 has 10 endpoints, 5 healthy: 5 / 10 x 1.4 = 70% of the
+    // traffic stays there and 30% spills to priority 1.
+    let mut all = members(&[1; 11]);
+    for (index, (_, endpoint)) in all.iter_mut().enumerate() {
+        if index == 10 {
+            endpoint.priority = 1;
+        } else if index >= 5 {
+            endpoint.health = HealthStatus::Unhealthy;
+        }
+    }
+    let balancer = LoadBalancer::new(LbPolicy::Random, all);
+    let spill: SocketAddr = "127.0.0.1:9010".parse().unwrap();
+    let picked = (0..10_000).filter(|_| balancer.pick(None).unwrap().address() == spill).count();
+    let share = picked as f64 / 10_000.0;
+    assert!((0.27..0.33).contains(&share), "priority 1 took {share:.3} of the traffic");
+}
+
+#[test]
+fn healthy_priority_keeps_everything() {
+    let mut all = members(&[1; 4]);
+    all[3].1.priority = 1;
+    let balancer = LoadBalancer::new(LbPolicy::RoundRobin, all);
+    let spill: SocketAddr = "127.0.0.1:9003".parse().unwrap();
+    assert!((0..1000).all(|_| balancer.pick(None).unwrap().address() != spill), "a fully healthy level takes all traffic");
+}
+
+#[test]
+fn adding_an_endpoint_moves_about_one_in_n() {
+    for (policy, limit) in [(RING, 0.35), (MAGLEV, 0.3)] {
+        let before = picks(&LoadBalancer::new(policy, members(&[1, 1, 1, 1])), 10_000);
+        let after = picks(&LoadBalancer::new(policy, members(&[1, 1, 1, 1, 1])), 10_000);
+        let moved = before.iter().zip(&after).filter(|(b, a)| b != a).count() as f64 / 10_000.0;
+        assert!(moved >= 0.15 && moved < limit, "{policy:?}: {moved:.3} of the keys moved for 1 endpoint in 5");
+    }
+}
+
+#[test]
+fn weighted_round_robin_one_to_three() {
+    let balancer = LoadBalancer::new(LbPolicy::RoundRobin, members(&[1, 3]));
+    let picked: Vec<SocketAddr> = (0..4000).map(|_| balancer.pick(None).unwrap().address()).collect();
+    let counts = shares(&picked);
+    let heavy = counts[&"127.0.0.1:9001".parse().unwrap()] as f64 / 4000.0;
+    assert!((0.7125..=0.7875).contains(&heavy), "weight 3 of 4 took {heavy:.3}");
+}
