@@ -74,8 +74,8 @@ pub enum HealthCheckKind {
     /// GET `path`; healthy when the status is in one of the `[start, end)`
     /// ranges (200 only by default).
     Http { host: Option<String>, path: String, expected_statuses: Vec<(u16, u16)> },
-    /// A TCP connect, optionally sending `send` and expecting the answer
-    /// to contain every `receive` block.
+    /// A TCP connect, optionally sending `send` and expecting the reply to
+    /// contain every `receive` block.
     Tcp { send: Option<Vec<u8>>, receive: Vec<Vec<u8>> },
     /// `grpc.health.v1.Health/Check` for `service_name`; healthy when SERVING.
     Grpc { service_name: String, authority: Option<String> },

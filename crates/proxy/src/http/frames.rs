@@ -23,10 +23,10 @@ use crate::activity::{Activity, ActivityIo};
 
 type Leg = WebSocketStream<ActivityIo<TokioIo<Upgraded>>>;
 
-/// Time a side gets to answer a Close before its connection is dropped.
+/// Time a side gets to reply to a Close before its connection is dropped.
 pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
-/// What one relayed message did.
+/// Effect of one relayed message on the relay.
 enum Step {
     Continue,
     Closed(&'static str),

@@ -1,6 +1,6 @@
 //! A bidirectional byte pipe for upgraded connections that keeps no buffer
 //! while idle. Each direction reads into a stack buffer and writes straight
-//! on; only bytes the writer cannot take at once are copied to the heap, and
+//! on. Only bytes the writer cannot take at once are copied to the heap, and
 //! that copy is freed as soon as it is written. A WebSocket that is quiet
 //! therefore costs no buffer memory in the proxy.
 

@@ -65,7 +65,7 @@ fn default_policy() -> RetryPolicy {
     }
 }
 
-/// What every try of one request shares.
+/// State shared by every try of one request.
 pub(super) struct Tries<'a> {
     pub cluster: &'a Arc<ClusterHandle>,
     pub limits: &'a ConnectionLimits,
@@ -228,7 +228,7 @@ impl Tries<'_> {
     }
 
     /// Picks the endpoint of a retry, avoiding those tried already when the
-    /// policy asks, within `host_selection_max_attempts` picks.
+    /// policy sets `previous_hosts`, within `host_selection_max_attempts` picks.
     fn pick(&self, policy: &RetryPolicy, tried: &[std::net::SocketAddr]) -> Option<Arc<EndpointPool>> {
         let balancer = &self.cluster.balancer;
         let mut candidate = balancer.pick(self.hash.map(|hash| hash.rotate_left(tried.len() as u32)))?.clone();

@@ -18,7 +18,7 @@ use legate_config::model::{HealthCheck, HealthCheckKind};
 
 use super::{ClusterHandle, EndpointPool};
 
-/// Largest answer a TCP check reads while looking for its `receive` blocks.
+/// Most bytes a TCP check reads while looking for its `receive` blocks.
 const TCP_READ_LIMIT: usize = 64 * 1024;
 
 pub(super) async fn run(cluster: Weak<ClusterHandle>, index: usize, endpoint: Arc<EndpointPool>, check: HealthCheck) {

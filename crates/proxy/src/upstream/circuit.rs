@@ -2,8 +2,8 @@
 //! connections, pending requests, active requests and retries are open,
 //! checked against the cluster's thresholds.
 //!
-//! Counts belong to the cluster and survive cluster updates (a new handle
-//! takes over its predecessor's breaker), while limits come from the config
+//! Counts belong to the cluster and survive cluster updates, because a new
+//! handle takes over its predecessor's breaker. Limits come from the config
 //! in force at each check, so a CDS change applies at once without dropping
 //! what is in flight. The counts are atomics, so the limits hold exactly
 //! across worker threads.

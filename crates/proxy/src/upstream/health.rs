@@ -37,7 +37,7 @@ pub struct EndpointHealth {
     check_streak: AtomicU32,
 }
 
-/// What one request told about its endpoint.
+/// The result of one request, as outlier detection reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestOutcome {
     Success,
@@ -48,8 +48,8 @@ pub enum RequestOutcome {
 }
 
 impl EndpointHealth {
-    /// Whether the endpoint takes new requests: not ejected, and not failing
-    /// its active health checks.
+    /// Tells whether the endpoint takes new requests: not ejected, and not
+    /// failing its active health checks.
     pub fn is_available(&self) -> bool {
         !self.check_failed.load(Ordering::Relaxed) && !self.is_ejected(now_ms())
     }
@@ -205,9 +205,9 @@ fn enforced(percent: u32) -> bool {
     percent >= 100 || fastrand::u32(..100) < percent
 }
 
-/// Every `interval`: applies the success-rate and failure-percentage rules
-/// to the interval's counts, eases the ejection multiplier of endpoints that
-/// stayed healthy, and starts a new interval.
+/// Runs the outlier sweep every `interval`. It applies the success-rate and
+/// failure-percentage rules to the interval's counts, eases the ejection
+/// multiplier of endpoints that stayed healthy, and starts a new interval.
 async fn sweep_outliers(cluster: Weak<ClusterHandle>, interval: Duration) {
     loop {
         tokio::time::sleep(interval).await;
