@@ -10,6 +10,7 @@ mod grpc;
 mod grpc_clients;
 mod grpc_web;
 mod hot_swap;
+mod http2_pool;
 mod listeners;
 mod metrics;
 mod http_framing;

@@ -1,5 +1,5 @@
 //! Connection pool of one endpoint: idle HTTP/1.1 keep-alive connections,
-//! or one shared HTTP/2 connection that carries many streams.
+//! or shared HTTP/2 connections that each carry many streams.
 //!
 //! Each endpoint has its own pool and its own lock, so no request takes a
 //! lock shared by the whole proxy.
@@ -47,8 +47,18 @@ pub struct EndpointPool {
     /// Connections open to this endpoint, for `per_host_thresholds`.
     connections: Arc<AtomicUsize>,
     idle: Mutex<Vec<IdleConnection>>,
-    shared_http2: tokio::sync::Mutex<Option<http2::SendRequest<RequestBody>>>,
+    /// Open HTTP/2 connections, oldest first.
+    http2_connections: Mutex<Vec<Http2Connection>>,
+    /// Held while an HTTP/2 connection is opened, so that requests arriving
+    /// together open one connection, not one each.
+    http2_connecting: tokio::sync::Mutex<()>,
     active_requests: AtomicUsize,
+}
+
+/// A shared HTTP/2 connection and the number of its streams in flight.
+struct Http2Connection {
+    sender: http2::SendRequest<RequestBody>,
+    streams: Arc<AtomicUsize>,
 }
 
 struct IdleConnection {
@@ -72,7 +82,8 @@ impl EndpointPool {
             circuit,
             connections: Arc::new(AtomicUsize::new(0)),
             idle: Mutex::new(Vec::new()),
-            shared_http2: tokio::sync::Mutex::new(None),
+            http2_connections: Mutex::new(Vec::new()),
+            http2_connecting: tokio::sync::Mutex::new(()),
             active_requests: AtomicUsize::new(0),
         })
     }
@@ -132,9 +143,13 @@ impl EndpointPool {
         timers: StreamTimers,
         limits: &ConnectionLimits,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
-        let mut sender = self.http2_sender(limits).await?;
+        let (mut sender, stream) = self.checkout_http2(limits, timers.deadline).await?;
         let response = sender.send_request(request).await.map_err(UpstreamError::Request)?;
-        Ok(response.map(|body| UpstreamBody::new(body, None, guard, timers)))
+        Ok(response.map(|body| {
+            let mut body = UpstreamBody::new(body, None, guard, timers);
+            body.hold_stream(stream);
+            body
+        }))
     }
 
     /// Finds a connection for one HTTP/1.1 request: an idle one, else a new
@@ -219,17 +234,88 @@ impl EndpointPool {
         self.circuit.notify_released();
     }
 
-    async fn http2_sender(&self, limits: &ConnectionLimits) -> Result<http2::SendRequest<RequestBody>, UpstreamError> {
-        let mut shared = self.shared_http2.lock().await;
-        if let Some(sender) = shared.as_ref() {
-            if !sender.is_closed() {
-                return Ok(sender.clone());
+    /// Finds a stream for one HTTP/2 request: on an open connection with
+    /// fewer than `max_concurrent_streams` streams in flight, else on a new
+    /// connection if the circuit breakers allow it. Otherwise the request
+    /// waits as pending, as `checkout_http1` does, until a stream ends or a
+    /// connection closes, or until `deadline`.
+    async fn checkout_http2(
+        &self,
+        limits: &ConnectionLimits,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<(http2::SendRequest<RequestBody>, StreamSlot), UpstreamError> {
+        let mut pending: Option<Slot> = None;
+        loop {
+            let released = self.circuit.released();
+            tokio::pin!(released);
+            released.as_mut().enable();
+
+            if let Some(found) = self.reserve_http2_stream() {
+                return Ok(found);
+            }
+            let connecting = self.http2_connecting.lock().await;
+            if let Some(found) = self.reserve_http2_stream() {
+                return Ok(found);
+            }
+            if let Some(slot) = self.try_connection_slot(limits) {
+                let sender = self.connect_http2(slot).await?;
+                return Ok(self.add_http2_connection(sender));
+            }
+            drop(connecting);
+            if pending.is_none() {
+                let slot = self.circuit.try_acquire(limits.priority, Resource::PendingRequests, limits.max_pending_requests);
+                pending = Some(slot.ok_or(UpstreamError::Overflow(Resource::PendingRequests))?);
+            }
+            match deadline {
+                Some(deadline) => {
+                    if tokio::time::timeout_at(deadline, released).await.is_err() {
+                        return Err(UpstreamError::Timeout);
+                    }
+                }
+                None => released.await,
             }
         }
-        let slot = self.try_connection_slot(limits).ok_or(UpstreamError::Overflow(Resource::Connections))?;
-        let sender = self.connect_http2(slot).await?;
-        *shared = Some(sender.clone());
-        Ok(sender)
+    }
+
+    /// Streams one HTTP/2 connection may carry at once: the cluster's
+    /// `max_concurrent_streams`, else no limit of Legate's own, so that one
+    /// connection serves every request and hyper holds back streams beyond
+    /// the server's SETTINGS_MAX_CONCURRENT_STREAMS.
+    fn http2_stream_limit(&self) -> usize {
+        // Envoy's protocol.proto requires at least 1, but the config decoder
+        // accepts 0. It is read as 1 so that a request never waits for a
+        // stream no connection can give.
+        self.settings.http2.max_concurrent_streams.map_or(usize::MAX, |limit| limit.max(1) as usize)
+    }
+
+    /// Takes a stream on the oldest open HTTP/2 connection that has one
+    /// free, dropping closed connections on the way.
+    fn reserve_http2_stream(&self) -> Option<(http2::SendRequest<RequestBody>, StreamSlot)> {
+        let limit = self.http2_stream_limit();
+        let mut connections = self.http2_connections.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        connections.retain(|connection| !connection.sender.is_closed());
+        let connection = connections.iter().find(|connection| connection.streams.load(Ordering::Acquire) < limit)?;
+        Some((connection.sender.clone(), self.stream_slot(&connection.streams, limit)))
+    }
+
+    /// Adds a new HTTP/2 connection to the pool with one stream taken.
+    // NOTE: idle HTTP/2 connections stay in the pool until the upstream
+    // closes them, because `idle_timeout` is only checked for HTTP/1.1.
+    fn add_http2_connection(&self, sender: http2::SendRequest<RequestBody>) -> (http2::SendRequest<RequestBody>, StreamSlot) {
+        let limit = self.http2_stream_limit();
+        let streams = Arc::new(AtomicUsize::new(0));
+        let slot = self.stream_slot(&streams, limit);
+        let mut connections = self.http2_connections.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        connections.push(Http2Connection { sender: sender.clone(), streams });
+        (sender, slot)
+    }
+
+    /// Counts one more stream on a connection. Callers hold the lock of
+    /// `http2_connections`, so two requests cannot both take the last free
+    /// stream.
+    fn stream_slot(&self, streams: &Arc<AtomicUsize>, limit: usize) -> StreamSlot {
+        streams.fetch_add(1, Ordering::AcqRel);
+        StreamSlot { streams: streams.clone(), limit, circuit: self.circuit.clone() }
     }
 
     async fn connect(&self) -> Result<TokioIo<TcpStream>, UpstreamError> {
@@ -284,8 +370,6 @@ impl EndpointPool {
         if let Some(window) = settings.initial_connection_window_size {
             builder.initial_connection_window_size(window);
         }
-        // TODO: max_concurrent_streams should open another connection when
-        // one is full; one shared connection is used whatever its limit.
         let (sender, connection) =
             builder.handshake(io).await.map_err(|source| UpstreamError::Handshake { address: self.address, source })?;
 
@@ -367,6 +451,24 @@ impl Drop for ConnectionSlot {
     }
 }
 
+/// One stream in flight on a shared HTTP/2 connection. Dropping it frees
+/// the stream and, when the connection was full, wakes requests pending for
+/// a stream.
+struct StreamSlot {
+    streams: Arc<AtomicUsize>,
+    limit: usize,
+    circuit: Arc<ClusterCircuit>,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let before = self.streams.fetch_sub(1, Ordering::AcqRel);
+        if before >= self.limit {
+            self.circuit.notify_released();
+        }
+    }
+}
+
 /// Circuit-breaker limits for opening connections, from the cluster config
 /// in force when the request started.
 #[derive(Debug, Clone, Copy)]
@@ -431,6 +533,8 @@ pub struct UpstreamBody {
     request_slot: Option<Slot>,
     /// Slots of the request's retries, given back with it.
     retry_slots: Vec<Slot>,
+    /// The HTTP/2 stream this response takes on its connection.
+    stream_slot: Option<StreamSlot>,
     /// A frame read ahead (to find a gRPC status) and returned first.
     pushed_back: Option<Frame<Bytes>>,
     /// Cluster to tell the gRPC status found in the trailers, for outlier
@@ -446,7 +550,7 @@ impl UpstreamBody {
         timers: StreamTimers,
     ) -> Self {
         let timer = timers.next_expiry().map(|at| Box::pin(tokio::time::sleep_until(at)));
-        let mut body = UpstreamBody { inner, give_back, _active: active, timers, timer, request_slot: None, retry_slots: Vec::new(), pushed_back: None, grpc_report: None };
+        let mut body = UpstreamBody { inner, give_back, _active: active, timers, timer, request_slot: None, retry_slots: Vec::new(), stream_slot: None, pushed_back: None, grpc_report: None };
         if body.inner.is_end_stream() {
             body.release();
         }
@@ -465,6 +569,13 @@ impl UpstreamBody {
     pub fn hold_retries(&mut self, slots: Vec<Slot>) {
         if !self.inner.is_end_stream() {
             self.retry_slots = slots;
+        }
+    }
+
+    /// Keeps the HTTP/2 stream counted on its connection until the body ends.
+    fn hold_stream(&mut self, slot: StreamSlot) {
+        if !self.inner.is_end_stream() {
+            self.stream_slot = Some(slot);
         }
     }
 
@@ -490,6 +601,7 @@ impl UpstreamBody {
         self.timer = None;
         self.request_slot = None;
         self.retry_slots.clear();
+        self.stream_slot = None;
         if let Some((pool, sender)) = self.give_back.take() {
             pool.give_back(sender);
         }
