@@ -9,6 +9,7 @@ mod endpoint_health;
 mod grpc;
 mod grpc_clients;
 mod grpc_web;
+mod grpc_web_browser;
 mod hot_swap;
 mod http2_pool;
 mod listeners;
