@@ -3,6 +3,7 @@
 
 mod support;
 
+mod admin;
 mod circuit_breakers;
 mod config_errors;
 mod endpoint_health;

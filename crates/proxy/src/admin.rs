@@ -1,4 +1,5 @@
-//! The admin listener: `/ready`, `/config_dump` and `/listeners`.
+//! The admin listener: readiness, config and metrics pages, and the
+//! POST-only endpoints that drain or stop the proxy.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -12,12 +13,13 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
+use crate::lifecycle::Lifecycle;
 use crate::manager::ConfigManager;
 
 /// Serves the admin endpoints on `socket` until the process ends.
-pub fn spawn(socket: TcpListener, manager: Arc<ConfigManager>) {
+pub fn spawn(socket: TcpListener, manager: Arc<ConfigManager>, lifecycle: Arc<Lifecycle>, info: Arc<ServerInfo>) {
     tokio::spawn(async move {
         loop {
             let (stream, remote) = match socket.accept().await {
@@ -27,9 +29,10 @@ pub fn spawn(socket: TcpListener, manager: Arc<ConfigManager>) {
                     continue;
                 }
             };
-            let manager = manager.clone();
+            let admin = Admin { manager: manager.clone(), lifecycle: lifecycle.clone(), info: info.clone() };
+            let admin = Arc::new(admin);
             tokio::spawn(async move {
-                let service = service_fn(move |request| respond(request, manager.clone()));
+                let service = service_fn(move |request| respond(request, admin.clone()));
                 if let Err(error) = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await {
                     debug!(client.addr = %remote, %error, "admin connection failed");
                 }
@@ -38,19 +41,86 @@ pub fn spawn(socket: TcpListener, manager: Arc<ConfigManager>) {
     });
 }
 
-async fn respond(request: Request<Incoming>, manager: Arc<ConfigManager>) -> Result<Response<Full<Bytes>>, Infallible> {
-    if request.method() != Method::GET {
-        return Ok(text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n".into()));
-    }
-    let response = match request.uri().path() {
-        "/ready" if manager.is_ready() => text(StatusCode::OK, "LIVE\n".into()),
-        "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "PRE_INITIALIZING\n".into()),
-        "/config_dump" => json(config_dump(&manager)),
-        "/listeners" => json(listeners(&manager)),
-        "/stats/prometheus" => prometheus(&manager),
-        _ => text(StatusCode::NOT_FOUND, "admin endpoints: /ready, /config_dump, /listeners, /stats/prometheus\n".into()),
+/// Facts about the process for `/server_info`.
+pub struct ServerInfo {
+    pub version: &'static str,
+    pub node_id: String,
+    pub node_cluster: String,
+}
+
+struct Admin {
+    manager: Arc<ConfigManager>,
+    lifecycle: Arc<Lifecycle>,
+    info: Arc<ServerInfo>,
+}
+
+const ENDPOINTS: &str = "GET: /ready /server_info /config_dump /listeners /clusters /stats/prometheus\n\
+POST: /healthcheck/fail /healthcheck/ok /drain_listeners?graceful /quitquitquit\n";
+
+async fn respond(request: Request<Incoming>, admin: Arc<Admin>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = request.uri().path();
+    let response = match (request.method(), path) {
+        (&Method::GET, "/ready") => ready(&admin),
+        (&Method::GET, "/server_info") => json(server_info(&admin)),
+        (&Method::GET, "/config_dump") => json(config_dump(&admin.manager)),
+        (&Method::GET, "/listeners") => json(listeners(&admin.manager)),
+        (&Method::GET, "/clusters") => json(admin.manager.clusters_view()),
+        (&Method::GET, "/stats/prometheus") => prometheus(&admin.manager),
+        (&Method::POST, "/healthcheck/fail") => {
+            admin.lifecycle.set_health_failed(true);
+            text(StatusCode::OK, "OK\n".into())
+        }
+        (&Method::POST, "/healthcheck/ok") => {
+            admin.lifecycle.set_health_failed(false);
+            text(StatusCode::OK, "OK\n".into())
+        }
+        (&Method::POST, "/drain_listeners") => {
+            info!("admin asked to drain listeners");
+            admin.lifecycle.set_draining();
+            admin.manager.drain_listeners();
+            text(StatusCode::OK, "OK\n".into())
+        }
+        (&Method::POST, "/quitquitquit") => {
+            info!("admin asked to shut down");
+            admin.lifecycle.request_shutdown();
+            text(StatusCode::OK, "OK\n".into())
+        }
+        (_, "/healthcheck/fail" | "/healthcheck/ok" | "/drain_listeners" | "/quitquitquit") => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n".into())
+        }
+        (&Method::GET, _) => text(StatusCode::NOT_FOUND, ENDPOINTS.into()),
+        _ => text(StatusCode::METHOD_NOT_ALLOWED, ENDPOINTS.into()),
     };
     Ok(response)
+}
+
+/// 200 once the first config is warm, 503 before, while draining, and after
+/// `/healthcheck/fail`.
+fn ready(admin: &Admin) -> Response<Full<Bytes>> {
+    let state = state(admin);
+    let code = if state == "LIVE" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    text(code, format!("{state}\n"))
+}
+
+fn state(admin: &Admin) -> &'static str {
+    if admin.lifecycle.is_draining() {
+        "DRAINING"
+    } else if admin.lifecycle.is_health_failed() {
+        "HEALTH_CHECK_FAILED"
+    } else if admin.manager.is_ready() {
+        "LIVE"
+    } else {
+        "PRE_INITIALIZING"
+    }
+}
+
+fn server_info(admin: &Admin) -> serde_json::Value {
+    serde_json::json!({
+        "version": admin.info.version,
+        "state": state(admin),
+        "uptime_seconds": admin.lifecycle.uptime_seconds(),
+        "node": { "id": admin.info.node_id, "cluster": admin.info.node_cluster },
+    })
 }
 
 fn config_dump(manager: &ConfigManager) -> serde_json::Value {

@@ -6,6 +6,7 @@ mod activity;
 mod admin;
 mod grpc;
 mod http;
+mod lifecycle;
 mod listener;
 mod manager;
 mod router;
@@ -44,6 +45,7 @@ pub enum StartError {
 pub struct Proxy {
     manager: Arc<ConfigManager>,
     admin_address: Option<SocketAddr>,
+    lifecycle: Arc<lifecycle::Lifecycle>,
 }
 
 impl Proxy {
@@ -55,8 +57,14 @@ impl Proxy {
         let listeners = ListenerSet::new(store.clone(), stats.clone());
         let manager = ConfigManager::new(store, listeners, stats);
 
+        let lifecycle = Arc::new(lifecycle::Lifecycle::new());
+        let info = Arc::new(admin::ServerInfo {
+            version: env!("CARGO_PKG_VERSION"),
+            node_id: bootstrap.node.id.clone(),
+            node_cluster: bootstrap.node.cluster.clone(),
+        });
         let admin_address = match bootstrap.admin_address {
-            Some(address) => Some(start_admin(address, manager.clone()).await?),
+            Some(address) => Some(start_admin(address, manager.clone(), lifecycle.clone(), info).await?),
             None => None,
         };
 
@@ -69,7 +77,7 @@ impl Proxy {
             xds::spawn(ads.clone(), servers, bootstrap.node.clone(), manager.clone());
         }
         info!(node = %bootstrap.node.id, ads = bootstrap.ads.is_some(), "proxy started");
-        Ok(Proxy { manager, admin_address })
+        Ok(Proxy { manager, admin_address, lifecycle })
     }
 
     pub fn admin_address(&self) -> Option<SocketAddr> {
@@ -81,10 +89,17 @@ impl Proxy {
         self.manager.bound_listeners()
     }
 
-    /// Stops accepting, then waits until every connection has closed or
-    /// the longest drain timeout has passed (plus a short grace for the
-    /// closes themselves), whichever comes first.
+    /// Resolves when the admin endpoint `/quitquitquit` asks the proxy to
+    /// stop.
+    pub async fn shutdown_requested(&self) {
+        self.lifecycle.shutdown_requested().await;
+    }
+
+    /// Turns `/ready` to 503, stops accepting, then waits until every
+    /// connection has closed or the longest drain timeout has passed (plus
+    /// a short grace for the closes themselves), whichever comes first.
     pub async fn shutdown(&self) {
+        self.lifecycle.set_draining();
         // Frame-aware WebSockets send their Close at the end of the drain
         // period and wait a little for the answer.
         let grace = self.manager.drain_listeners() + http::CLOSE_GRACE + std::time::Duration::from_millis(250);
@@ -96,10 +111,15 @@ impl Proxy {
     }
 }
 
-async fn start_admin(address: SocketAddr, manager: Arc<ConfigManager>) -> Result<SocketAddr, StartError> {
+async fn start_admin(
+    address: SocketAddr,
+    manager: Arc<ConfigManager>,
+    lifecycle: Arc<lifecycle::Lifecycle>,
+    info: Arc<admin::ServerInfo>,
+) -> Result<SocketAddr, StartError> {
     let socket = TcpListener::bind(address).await.map_err(|source| StartError::Admin { address, source })?;
     let bound = socket.local_addr().unwrap_or(address);
-    admin::spawn(socket, manager);
+    admin::spawn(socket, manager, lifecycle, info);
     Ok(bound)
 }
 

@@ -270,6 +270,37 @@ impl ConfigManager {
         entries
     }
 
+    /// The warm clusters and their endpoints' state, for the admin page.
+    pub fn clusters_view(&self) -> serde_json::Value {
+        let state = self.lock();
+        let mut names: Vec<&Arc<str>> = state.active_clusters.keys().collect();
+        names.sort();
+        let clusters: Vec<serde_json::Value> = names
+            .into_iter()
+            .map(|name| {
+                let handle = &state.active_clusters[name].handle;
+                let endpoints: Vec<serde_json::Value> = handle
+                    .balancer
+                    .members()
+                    .map(|(pool, endpoint)| {
+                        let health = &pool.membership().health;
+                        serde_json::json!({
+                            "address": pool.address().to_string(),
+                            "weight": endpoint.weight,
+                            "priority": endpoint.priority,
+                            "eds_health": format!("{:?}", endpoint.health),
+                            "ejected": health.is_ejected_now(),
+                            "failed_active_health_check": health.fails_checks(),
+                            "active_requests": pool.active_requests(),
+                        })
+                    })
+                    .collect();
+                serde_json::json!({ "name": name.as_ref(), "endpoints": endpoints })
+            })
+            .collect();
+        serde_json::Value::Array(clusters)
+    }
+
     pub fn stats(&self) -> &ProxyStats {
         &self.stats
     }

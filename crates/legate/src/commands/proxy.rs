@@ -20,6 +20,16 @@ pub struct Args {
     /// with status 0 when it is valid.
     #[arg(long, value_enum, default_value_t = Mode::Serve)]
     pub mode: Mode,
+    /// Node id sent to the control plane, in place of the bootstrap's
+    /// `node.id` (Envoy's flag of the same name). An empty value keeps the
+    /// bootstrap's.
+    #[arg(long, value_name = "ID")]
+    pub service_node: Option<String>,
+    /// Node cluster sent to the control plane, in place of the bootstrap's
+    /// `node.cluster` (Envoy's flag of the same name). An empty value keeps
+    /// the bootstrap's.
+    #[arg(long, value_name = "NAME")]
+    pub service_cluster: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -29,7 +39,7 @@ pub enum Mode {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let bootstrap = match load_bootstrap(&args.config)? {
+    let mut bootstrap = match load_bootstrap(&args.config)? {
         Ok(bootstrap) => bootstrap,
         Err(errors) => {
             eprintln!("invalid bootstrap {}:", args.config.display());
@@ -41,6 +51,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     for field in &bootstrap.ignored_fields {
         warn!(field, "config field accepted but ignored");
+    }
+    override_node(&mut bootstrap.node, &args);
+    if args.mode == Mode::Serve && bootstrap.node.id.is_empty() {
+        warn!("node id is empty; set node.id in the bootstrap or pass --service-node");
     }
     if args.mode == Mode::Validate {
         println!("{} is valid", args.config.display());
@@ -55,10 +69,25 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("listener {name} listening on {address}");
     }
 
-    super::shutdown_signal().await;
-    info!("shutting down, draining listeners");
+    tokio::select! {
+        _ = super::shutdown_signal() => info!("shutdown signal received, draining listeners"),
+        _ = proxy.shutdown_requested() => info!("admin asked to quit, draining listeners"),
+    }
     proxy.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Applies `--service-node` and `--service-cluster`. Kubernetes expands a
+/// missing label in `$(VAR)` arguments to an empty string, so empty values
+/// are ignored.
+fn override_node(node: &mut legate_config::model::Node, args: &Args) {
+    if let Some(id) = args.service_node.as_deref().filter(|id| !id.is_empty()) {
+        node.id = id.to_string();
+    }
+    if let Some(cluster) = args.service_cluster.as_deref().filter(|cluster| !cluster.is_empty()) {
+        node.cluster = cluster.to_string();
+    }
+    info!(node.id = %node.id, node.cluster = %node.cluster, "proxy node identity");
 }
 
 fn load_bootstrap(

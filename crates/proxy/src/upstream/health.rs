@@ -54,6 +54,16 @@ impl EndpointHealth {
         !self.check_failed.load(Ordering::Relaxed) && !self.is_ejected(now_ms())
     }
 
+    /// Tells whether outlier detection has the endpoint ejected now.
+    pub fn is_ejected_now(&self) -> bool {
+        self.is_ejected(now_ms())
+    }
+
+    /// Tells whether active health checks have the endpoint out.
+    pub fn fails_checks(&self) -> bool {
+        self.check_failed.load(Ordering::Relaxed)
+    }
+
     fn is_ejected(&self, now: u64) -> bool {
         let until = self.ejected_until.load(Ordering::Relaxed);
         until != 0 && until > now

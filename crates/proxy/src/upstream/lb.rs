@@ -73,6 +73,11 @@ impl LoadBalancer {
         self.members.iter().map(|(pool, _)| pool)
     }
 
+    /// Every endpoint with its config.
+    pub fn members(&self) -> impl Iterator<Item = &(Arc<EndpointPool>, LbEndpoint)> {
+        self.members.iter()
+    }
+
     /// Picks the endpoint for the next request, or `None` when no endpoint
     /// is routable. The hashing policies use `hash`, the request's hash from
     /// the route's hash policies, and pick at random without one; the hash

@@ -1,0 +1,71 @@
+//! The admin listener's pages and its POST-only lifecycle endpoints.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+
+use crate::support::*;
+
+async fn admin_request(proxy: &Proxy, method: &str, path: &str) -> (u16, String) {
+    let request = hyper::Request::builder().method(method).uri(path).header("host", "admin").body(Full::new(Bytes::new())).unwrap();
+    let (status, body, _) = http1_request(proxy.admin, request).await.unwrap();
+    (status, body)
+}
+
+async fn start() -> (Proxy, Upstream) {
+    let backend = Upstream::start("backend").await;
+    let routes = "              - match: { prefix: \"/\" }\n                route: { cluster: backend }";
+    let dir = temp_dir("admin");
+    let proxy = Proxy::start(&static_bootstrap("", routes, &static_cluster("backend", backend.address.port(), None)), &dir);
+    proxy.wait_ready().await;
+    (proxy, backend)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn info_pages_describe_the_proxy() {
+    let (proxy, backend) = start().await;
+
+    let (status, body) = admin_request(&proxy, "GET", "/server_info").await;
+    assert_eq!(status, 200);
+    let info: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(info["state"], "LIVE");
+    assert_eq!(info["node"]["id"], "static");
+
+    let (status, body) = admin_request(&proxy, "GET", "/clusters").await;
+    assert_eq!(status, 200);
+    let clusters: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(clusters[0]["name"], "backend");
+    assert_eq!(clusters[0]["endpoints"][0]["address"], backend.address.to_string());
+    assert_eq!(clusters[0]["endpoints"][0]["ejected"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_override_flips_ready() {
+    let (proxy, _backend) = start().await;
+
+    assert_eq!(admin_request(&proxy, "GET", "/healthcheck/fail").await.0, 405, "mutating endpoints take POST only");
+    assert_eq!(admin_request(&proxy, "POST", "/healthcheck/fail").await.0, 200);
+    assert_eq!(admin_request(&proxy, "GET", "/ready").await, (503, "HEALTH_CHECK_FAILED\n".to_string()));
+    assert_eq!(admin_request(&proxy, "POST", "/healthcheck/ok").await.0, 200);
+    assert_eq!(admin_request(&proxy, "GET", "/ready").await, (200, "LIVE\n".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_then_quit() {
+    let (mut proxy, _backend) = start().await;
+    let listener = proxy.listener("http").await;
+
+    assert_eq!(admin_request(&proxy, "POST", "/drain_listeners?graceful").await.0, 200);
+    assert_eq!(admin_request(&proxy, "GET", "/ready").await, (503, "DRAINING\n".to_string()));
+    let stopped = eventually(Duration::from_secs(5), || async { tokio::net::TcpStream::connect(listener).await.is_err() }).await;
+    assert!(stopped, "drained listeners stop accepting");
+
+    assert_eq!(admin_request(&proxy, "POST", "/quitquitquit").await.0, 200);
+    let exited = eventually(Duration::from_secs(10), || {
+        let done = proxy.process.child.try_wait().map(|status| status.map(|s| s.success()));
+        async move { matches!(done, Ok(Some(true))) }
+    })
+    .await;
+    assert!(exited, "the proxy exits 0 after /quitquitquit");
+}
