@@ -3,6 +3,7 @@
 //! and the ADS client that keeps all of it up to date.
 
 mod activity;
+mod access_log;
 mod admin;
 mod grpc;
 mod http;

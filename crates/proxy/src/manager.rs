@@ -30,6 +30,7 @@ const STATIC_VERSION: &str = "static";
 pub struct ConfigManager {
     store: SnapshotStore,
     stats: Arc<ProxyStats>,
+    log_writers: crate::access_log::LogWriters,
     state: Mutex<State>,
     dns_results: mpsc::Sender<Resolved>,
     listeners: ListenerSet,
@@ -75,6 +76,7 @@ struct ListenerEntry {
     /// Route table of an inline route configuration, built once.
     inline_routes: Option<Arc<RouteTable>>,
     filters: Arc<crate::http::FilterPlan>,
+    access_logs: Arc<crate::access_log::AccessLoggers>,
 }
 
 struct ActiveCluster {
@@ -95,7 +97,8 @@ impl ConfigManager {
     pub fn new(store: SnapshotStore, listeners: ListenerSet, stats: Arc<ProxyStats>) -> Arc<Self> {
         let (dns_results, mut results) = mpsc::channel(64);
         let state = Mutex::new(State::default());
-        let manager = Arc::new(ConfigManager { store, stats, state, dns_results, listeners });
+        let log_writers = crate::access_log::LogWriters::default();
+        let manager = Arc::new(ConfigManager { store, stats, log_writers, state, dns_results, listeners });
 
         let weak = Arc::downgrade(&manager);
         tokio::spawn(async move {
@@ -369,7 +372,16 @@ impl ConfigManager {
             RouteSource::Rds(_) => None,
         };
         let filters = crate::http::FilterPlan::new(&listener.http.http_filters, &self.stats);
-        let entry = ListenerEntry { config: Arc::new(listener), version: version.to_string(), raw, is_static, inline_routes, filters };
+        let access_logs = Arc::new(crate::access_log::AccessLoggers::new(&listener.http.access_logs, &self.log_writers, &self.stats));
+        let entry = ListenerEntry {
+            config: Arc::new(listener),
+            version: version.to_string(),
+            raw,
+            is_static,
+            inline_routes,
+            filters,
+            access_logs,
+        };
         state.listeners.insert(entry.config.name.clone(), entry);
         Ok(())
     }
@@ -402,7 +414,12 @@ impl ConfigManager {
             let name: Arc<str> = Arc::from(name.as_str());
             match routes {
                 Some(routes) => {
-                    listeners.insert(name, ListenerRoutes { http: Arc::new(entry.config.http.clone()), routes, filters: entry.filters.clone() });
+                    listeners.insert(name, ListenerRoutes {
+                        http: Arc::new(entry.config.http.clone()),
+                        routes,
+                        filters: entry.filters.clone(),
+                        access_logs: entry.access_logs.clone(),
+                    });
                 }
                 None => {
                     if let Some(previous) = state.active_listeners.get(&name) {

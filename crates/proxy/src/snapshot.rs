@@ -28,6 +28,7 @@ pub struct ListenerRoutes {
     pub http: Arc<HttpConnectionManager>,
     pub routes: Arc<RouteTable>,
     pub filters: Arc<crate::http::FilterPlan>,
+    pub access_logs: Arc<crate::access_log::AccessLoggers>,
 }
 
 /// Shared handle through which the config manager publishes snapshots and

@@ -125,6 +125,13 @@ fn connection_manager(proto: &hcm::HttpConnectionManager, errors: &mut Collector
         })
         .collect::<Vec<_>>();
 
+    let access_logs = proto
+        .access_log
+        .iter()
+        .enumerate()
+        .filter_map(|(index, log)| errors.at(format!("access_log[{index}]"), |errors| super::access_log::access_log(log, errors)))
+        .collect();
+
     Some(model::HttpConnectionManager {
         stat_prefix: proto.stat_prefix.clone(),
         codec,
@@ -136,6 +143,7 @@ fn connection_manager(proto: &hcm::HttpConnectionManager, errors: &mut Collector
         drain_timeout,
         upgrades,
         http2: http2_settings(proto.http2_protocol_options.as_ref()),
+        access_logs,
         http_filters,
     })
 }

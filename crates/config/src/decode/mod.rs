@@ -5,6 +5,7 @@
 //! Each decoder records problems in a `Collector` and goes on, so one pass
 //! reports every error in a resource.
 
+mod access_log;
 mod bootstrap;
 mod cluster;
 mod endpoint;

@@ -60,5 +60,7 @@ pub struct HttpConnectionManager {
     pub upgrades: Vec<UpgradeConfig>,
     pub http2: Http2Settings,
     /// The HTTP filters in config order, the router last.
+    /// Access logs written for every request, in order.
+    pub access_logs: Vec<super::AccessLog>,
     pub http_filters: Vec<super::HttpFilter>,
 }

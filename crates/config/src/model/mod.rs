@@ -1,6 +1,7 @@
 //! Legate's own config types: validated, with regexes compiled and defaults
 //! filled in, ready for the data path.
 
+mod access_log;
 mod bootstrap;
 mod cluster;
 mod endpoint;
@@ -14,6 +15,7 @@ pub use cluster::{
     CircuitBreakers, Cluster, DiscoveryType, Http2Settings, LbPolicy, Priority, RetryBudget, Thresholds, UpstreamProtocol,
 };
 pub use grpc::{CorsPolicy, GrpcStatsConfig, HttpFilter, MaxStreamDuration};
+pub use access_log::{AccessLog, Comparison, LogFilter, LogFormat, LogOperator, LogSink, LogToken, DEFAULT_FORMAT};
 pub use health::{HealthCheck, HealthCheckKind, OutlierDetection};
 pub use endpoint::{ClusterLoadAssignment, EndpointAddress, HealthStatus, LbEndpoint};
 pub use listener::{Codec, HttpConnectionManager, Listener, RouteSource, UpgradeConfig};

@@ -41,6 +41,8 @@ pub enum RequestBody {
 pub struct DownstreamBody {
     source: DownstreamSource,
     grpc: Option<(crate::grpc::MessageCounter, Arc<crate::grpc::GrpcCall>)>,
+    /// Bytes received, for the access log's `%BYTES_RECEIVED%`.
+    received: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 enum DownstreamSource {
@@ -50,11 +52,16 @@ enum DownstreamSource {
 
 impl DownstreamBody {
     pub fn incoming(incoming: Incoming) -> Self {
-        DownstreamBody { source: DownstreamSource::Incoming(incoming), grpc: None }
+        DownstreamBody { source: DownstreamSource::Incoming(incoming), grpc: None, received: None }
     }
 
     pub fn buffered(bytes: Bytes) -> Self {
-        DownstreamBody { source: DownstreamSource::Buffered(Some(bytes).filter(|bytes| !bytes.is_empty())), grpc: None }
+        DownstreamBody { source: DownstreamSource::Buffered(Some(bytes).filter(|bytes| !bytes.is_empty())), grpc: None, received: None }
+    }
+
+    /// Adds the body's bytes to `received` as they pass.
+    pub fn count_bytes(&mut self, received: Arc<std::sync::atomic::AtomicU64>) {
+        self.received = Some(received);
     }
 
     /// Counts the body's gRPC messages as received by `call`.
@@ -73,6 +80,10 @@ impl Body for DownstreamBody {
             DownstreamSource::Incoming(incoming) => ready!(Pin::new(incoming).poll_frame(cx)),
             DownstreamSource::Buffered(bytes) => bytes.take().map(|bytes| Ok(Frame::data(bytes))),
         };
+        if let (Some(received), Some(Ok(frame))) = (this.received.as_ref(), frame.as_ref()) {
+            let size = frame.data_ref().map_or(0, |data| data.len() as u64);
+            received.fetch_add(size, std::sync::atomic::Ordering::Relaxed);
+        }
         if let (Some((counter, call)), Some(Ok(frame))) = (this.grpc.as_mut(), frame.as_ref()) {
             if let Some(data) = frame.data_ref() {
                 call.add_received(counter.feed(data));
@@ -209,18 +220,23 @@ struct Recorder {
     stats: Arc<RouteStats>,
     start: Instant,
     sent: u64,
+    log: Option<Box<crate::access_log::PendingLog>>,
 }
 
 impl Recorder {
     fn finish(self) {
-        self.stats.duration.observe(self.start.elapsed().as_secs_f64());
+        let duration = self.start.elapsed();
+        self.stats.duration.observe(duration.as_secs_f64());
         self.stats.response_bytes.inc_by(self.sent);
+        if let Some(log) = self.log {
+            log.finish(duration, self.sent);
+        }
     }
 }
 
 impl RecordedBody {
-    pub fn new(inner: ResponseBody, stats: Arc<RouteStats>, start: Instant) -> Self {
-        RecordedBody { inner, recorder: Some(Recorder { stats, start, sent: 0 }) }
+    pub fn new(inner: ResponseBody, stats: Arc<RouteStats>, start: Instant, log: Option<Box<crate::access_log::PendingLog>>) -> Self {
+        RecordedBody { inner, recorder: Some(Recorder { stats, start, sent: 0, log }) }
     }
 }
 

@@ -17,6 +17,7 @@ use super::local_reply::local_reply;
 use super::retry::{effective_policy, Outcome, RequestTemplate, Tries};
 use super::upgrade::{PipeSettings, UpgradeRequest};
 use super::ConnectionContext;
+use crate::access_log::UpstreamInfo;
 use crate::snapshot::Snapshot;
 use crate::stats::{ProxyStats, ResponseFlag, RouteStats, UpgradeResultLabels};
 use crate::upstream::{ConnectionLimits, Resource, UpstreamError};
@@ -46,10 +47,9 @@ pub(super) async fn forward(mut request: Request<DownstreamBody>, action: &Forwa
     }
 
     let (cluster_name, host_rewrite) = pick_cluster(action);
-    let Some(cluster) = snapshot.clusters.get(cluster_name) else {
+    let Some((cluster_key, cluster)) = snapshot.clusters.get_key_value(cluster_name) else {
         debug!(cluster = cluster_name, "route names a cluster that is not active");
-        stats.http.count_flag(ResponseFlag::NoCluster);
-        return local_reply(StatusCode::SERVICE_UNAVAILABLE, "cluster not found");
+        return flag_reply(stats, ResponseFlag::NoCluster, StatusCode::SERVICE_UNAVAILABLE, "cluster not found");
     };
     let breakers = &cluster.config.circuit_breakers;
     let max_requests = breakers.thresholds[action.priority.index()].max_requests;
@@ -65,8 +65,7 @@ pub(super) async fn forward(mut request: Request<DownstreamBody>, action: &Forwa
     };
     let Some(endpoint) = cluster.balancer.pick(hashed.hash) else {
         debug!(cluster = cluster_name, "no healthy endpoint");
-        stats.http.count_flag(ResponseFlag::NoHealthyUpstream);
-        return local_reply(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
+        return flag_reply(stats, ResponseFlag::NoHealthyUpstream, StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
     };
 
     let downstream_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
@@ -106,7 +105,11 @@ pub(super) async fn forward(mut request: Request<DownstreamBody>, action: &Forwa
     let Outcome { result, endpoint, retry_slots } = tries.run(RequestTemplate::new(parts), body, endpoint.clone()).await;
 
     let mut response = match result {
-        Ok(response) => response,
+        Ok(mut response) => {
+            let upstream = UpstreamInfo { host: endpoint.address(), cluster: cluster_key.clone() };
+            response.extensions_mut().insert(upstream);
+            response
+        }
         Err(UpstreamError::Overflow(_)) => return overflow_reply(cluster_name, stats),
         Err(error) => return error_reply(&error, cluster_name, stats),
     };
@@ -167,8 +170,7 @@ fn stream_deadline(
 /// with `x-envoy-overloaded: true`.
 fn overflow_reply(cluster: &str, stats: &ProxyStats) -> Response<ResponseBody> {
     debug!(cluster, "circuit breaker full");
-    stats.http.count_flag(ResponseFlag::UpstreamOverflow);
-    let mut response = local_reply(StatusCode::SERVICE_UNAVAILABLE, "upstream overflow");
+    let mut response = flag_reply(stats, ResponseFlag::UpstreamOverflow, StatusCode::SERVICE_UNAVAILABLE, "upstream overflow");
     response.headers_mut().insert(X_ENVOY_OVERLOADED.clone(), HeaderValue::from_static("true"));
     response
 }
@@ -184,8 +186,17 @@ fn error_reply(error: &UpstreamError, cluster: &str, stats: &ProxyStats) -> Resp
         }
         _ => (ResponseFlag::UpstreamConnectionTermination, StatusCode::BAD_GATEWAY, "upstream reset before response"),
     };
+    flag_reply(stats, flag, status, reason)
+}
+
+/// A local reply for a request the proxy ended itself, counted under its
+/// response flag, which also goes in the response's extensions for the
+/// access log.
+pub(super) fn flag_reply(stats: &ProxyStats, flag: ResponseFlag, status: StatusCode, reason: &'static str) -> Response<ResponseBody> {
     stats.http.count_flag(flag);
-    local_reply(status, reason)
+    let mut response = local_reply(status, reason);
+    response.extensions_mut().insert(flag);
+    response
 }
 
 /// Checks an upgrade against the route's settings, which override the

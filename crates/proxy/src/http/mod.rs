@@ -28,6 +28,7 @@ use legate_config::model::{CorsPolicy, RouteAction};
 
 use crate::grpc::{adapt_response, GrpcCall, GrpcResponseBody, Protocol, WebMode};
 
+use crate::access_log::{AccessLoggers, PendingLog, RequestRecord, UpstreamInfo};
 use crate::router::{host_without_port, RouteMatchResult};
 use crate::stats::{ListenerStats, ProxyStats, ResponseFlag, RouteStats};
 use crate::snapshot::SnapshotStore;
@@ -58,7 +59,7 @@ pub async fn handle(request: Request<Incoming>, connection: Arc<ConnectionContex
     let snapshot = connection.store.load_full();
     let Some(listener) = snapshot.listeners.get(&connection.listener) else {
         let stats = connection.stats.http.route("none", "none");
-        return Ok(record(local_reply(StatusCode::SERVICE_UNAVAILABLE, "listener is draining"), stats, start, &connection));
+        return Ok(record(local_reply(StatusCode::SERVICE_UNAVAILABLE, "listener is draining"), stats, start, &connection, None));
     };
     count_protocol(&connection, request.version());
 
@@ -76,21 +77,28 @@ pub async fn handle(request: Request<Incoming>, connection: Arc<ConnectionContex
         _ => None,
     };
     let host = headers::parts_host(&parts).map(host_without_port).unwrap_or("");
-    let (route, route_stats) = match listener.routes.route(host, &parts) {
+    let matched = listener.routes.route(host, &parts);
+    let mut log = (!listener.access_logs.is_empty()).then(|| {
+        let route_name = match &matched {
+            RouteMatchResult::Matched(route, _) if !route.name.is_empty() => Some(route.name.as_str()),
+            _ => None,
+        };
+        (listener.access_logs.clone(), RequestRecord::new(&parts, connection.remote, route_name))
+    });
+    let (route, route_stats) = match matched {
         RouteMatchResult::Matched(route, stats) => (route, stats.clone()),
         RouteMatchResult::NoRoute(stats) => {
             debug!(host, path = parts.uri.path(), "no route matched");
-            connection.stats.http.count_flag(ResponseFlag::NoRoute);
-            let response = local_reply(StatusCode::NOT_FOUND, "no route matched");
+            let response = forward::flag_reply(&connection.stats, ResponseFlag::NoRoute, StatusCode::NOT_FOUND, "no route matched");
             let exchange = Exchange { protocol, call, cors: None };
-            return Ok(record(exchange.finish(response), stats.clone(), start, &connection));
+            return Ok(record(exchange.finish(response), stats.clone(), start, &connection, log.take()));
         }
     };
 
     let cors = route.cors.as_deref().filter(|_| filters.cors);
     if let Some(policy) = cors {
         if cors::is_preflight(&parts) {
-            return Ok(record(cors::preflight_reply(policy, &parts), route_stats, start, &connection));
+            return Ok(record(cors::preflight_reply(policy, &parts), route_stats, start, &connection, log.take()));
         }
     }
     let exchange = Exchange {
@@ -102,10 +110,13 @@ pub async fn handle(request: Request<Incoming>, connection: Arc<ConnectionContex
     let mut body = match protocol {
         Protocol::GrpcWeb { text } => match grpc_web::read_body(body, text).await {
             Ok(body) => body,
-            Err(reply) => return Ok(record(exchange.finish(reply), route_stats, start, &connection)),
+            Err(reply) => return Ok(record(exchange.finish(reply), route_stats, start, &connection, log.take())),
         },
         _ => DownstreamBody::incoming(body),
     };
+    if let Some((_, record)) = &log {
+        body.count_bytes(record.received_counter());
+    }
     if let Some(call) = &exchange.call {
         body.count_messages(call.clone());
     }
@@ -123,7 +134,7 @@ pub async fn handle(request: Request<Incoming>, connection: Arc<ConnectionContex
             forward::forward(request, action, &context).await
         }
     };
-    Ok(record(exchange.finish(response), route_stats, start, &connection))
+    Ok(record(exchange.finish(response), route_stats, start, &connection, log))
 }
 
 /// What the response of a request still needs from the filters: the gRPC
@@ -157,16 +168,29 @@ impl Exchange<'_> {
 
 /// Counts the response status and wraps the body so that the duration and
 /// bytes are recorded when it ends.
+/// Counts the response status and wraps the body so that the duration,
+/// bytes and access log line are recorded when it ends.
 fn record(
     response: Response<ResponseBody>,
     stats: Arc<RouteStats>,
     start: tokio::time::Instant,
     connection: &ConnectionContext,
+    log: Option<(Arc<AccessLoggers>, RequestRecord)>,
 ) -> Response<RecordedBody> {
     let status = response.status().as_u16();
     stats.count_status(status);
     connection.stats.http.count_code(status);
-    response.map(|body| RecordedBody::new(body, stats, start))
+    let pending = log.map(|(loggers, request)| {
+        Box::new(PendingLog {
+            loggers,
+            request,
+            status,
+            response_headers: response.headers().clone(),
+            flag: response.extensions().get::<ResponseFlag>().copied(),
+            upstream: response.extensions().get::<UpstreamInfo>().cloned(),
+        })
+    });
+    response.map(|body| RecordedBody::new(body, stats, start, pending))
 }
 
 fn count_protocol(connection: &ConnectionContext, version: Version) {

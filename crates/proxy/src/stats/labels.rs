@@ -48,6 +48,11 @@ pub struct ClusterClassLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AccessLogLabels {
+    pub log: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HealthCheckLabels {
     pub cluster: String,
     pub result: &'static str,

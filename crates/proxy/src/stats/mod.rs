@@ -31,6 +31,7 @@ type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 /// Every metric family of one proxy process.
 pub struct ProxyStats {
     registry: Registry,
+    access_log_dropped: DroppedLines,
     pub downstream: DownstreamStats,
     pub http: HttpStats,
     pub upstream: UpstreamStats,
@@ -86,6 +87,9 @@ pub struct WebSocketStats {
     pub closes: Family<CloseReasonLabels, Counter>,
 }
 
+/// Lines dropped per access log because its writer fell behind.
+type DroppedLines = Family<AccessLogLabels, Counter>;
+
 pub struct XdsStats {
     updates: Family<XdsUpdateLabels, Counter>,
     version: Family<XdsVersionLabels, Gauge>,
@@ -101,9 +105,20 @@ impl ProxyStats {
         let upstream = UpstreamStats::register(&mut registry);
         let websocket = WebSocketStats::register(&mut registry);
         let xds = XdsStats::register(&mut registry);
+        let access_log_dropped = DroppedLines::default();
+        registry.register(
+            "access_log_dropped",
+            "Access log lines dropped because the log's writer fell behind, per log (path, stdout or stderr)",
+            access_log_dropped.clone(),
+        );
         let mut grpc_registry = Registry::default();
         let grpc = GrpcStats::register(&mut grpc_registry);
-        Arc::new(ProxyStats { registry, downstream, http, upstream, websocket, xds, grpc_registry, grpc })
+        Arc::new(ProxyStats { registry, access_log_dropped, downstream, http, upstream, websocket, xds, grpc_registry, grpc })
+    }
+
+    /// Handle counting the dropped lines of one access log.
+    pub fn access_log_dropped(&self, log: &str) -> Counter {
+        self.access_log_dropped.get_or_create_owned(&AccessLogLabels { log: log.to_string() })
     }
 
     /// Renders every metric in the OpenMetrics text format.

@@ -1,0 +1,84 @@
+//! Access logs: one line per request with Envoy's operators and flags, JSON
+//! lines filtered by status, and no secret from headers or query strings.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_line_per_request_without_secrets() {
+    let dir = temp_dir("access-log");
+    let text_log = dir.join("access.log");
+    let json_log = dir.join("errors.json");
+    let backend = Upstream::start("backend").await;
+    let hcm = format!(
+        r#"          access_log:
+          - name: envoy.access_loggers.file
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: {text}
+          - name: envoy.access_loggers.file
+            filter: {{ status_code_filter: {{ comparison: {{ op: GE, value: {{ default_value: 400 }} }} }} }}
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: {json}
+              log_format:
+                json_format: {{ code: "%RESPONSE_CODE%", flags: "%RESPONSE_FLAGS%", path: "%REQ(:PATH)%", cluster: "%UPSTREAM_CLUSTER%", route: "%ROUTE_NAME%" }}"#,
+        text = text_log.display(),
+        json = json_log.display()
+    );
+    let routes = "              - name: to-backend\n                match: { prefix: \"/app\" }\n                route: { cluster: backend }";
+    let proxy = Proxy::start(&static_bootstrap(&hcm, routes, &static_cluster("backend", backend.address.port(), None)), &dir);
+    proxy.wait_ready().await;
+    let listener = proxy.listener("http").await;
+
+    assert_eq!(http1_get(listener, "a", "/app/ok").await.unwrap().0, 200);
+    assert_eq!(http1_get(listener, "a", "/missing").await.unwrap().0, 404);
+    let secret = hyper::Request::get("/app/login?token=s3cr3t-token&page=2")
+        .header("host", "a")
+        .header("authorization", "Bearer hunter2-credential")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(http1_request(listener, secret).await.unwrap().0, 200);
+
+    let written = eventually(Duration::from_secs(5), || async {
+        std::fs::read_to_string(&text_log).map(|text| text.lines().count() == 3).unwrap_or(false)
+    })
+    .await;
+    let text = std::fs::read_to_string(&text_log).unwrap_or_default();
+    assert!(written, "one line per request:\n{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].contains("\"GET /app/ok HTTP/1.1\" 200 - 0 "), "{}", lines[0]);
+    assert!(lines[0].contains(&backend.address.to_string()), "upstream host logged: {}", lines[0]);
+    assert!(lines[1].contains("\" 404 NR "), "no-route flag: {}", lines[1]);
+    assert!(lines[2].contains("token=REDACTED&page=2"), "query secret redacted: {}", lines[2]);
+    assert!(!text.contains("s3cr3t") && !text.contains("hunter2"), "secrets leaked:\n{text}");
+
+    let json = eventually(Duration::from_secs(5), || async { std::fs::read_to_string(&json_log).map(|t| t.lines().count() == 1).unwrap_or(false) }).await;
+    let json_text = std::fs::read_to_string(&json_log).unwrap_or_default();
+    assert!(json, "only the 404 passes the status filter:\n{json_text}");
+    let entry: serde_json::Value = serde_json::from_str(json_text.trim()).unwrap();
+    assert_eq!(entry["code"], "404");
+    assert_eq!(entry["flags"], "NR");
+    assert_eq!(entry["path"], "/missing");
+}
+
+#[test]
+fn unknown_operator_is_rejected() {
+    let dir = temp_dir("access-log-invalid");
+    let hcm = r#"          access_log:
+          - name: envoy.access_loggers.stdout
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog
+              log_format: { text_format_source: { inline_string: "%NO_SUCH_OPERATOR%\n" } }"#;
+    let routes = "              - match: { prefix: \"/\" }\n                direct_response: { status: 200 }";
+    let path = dir.join("bootstrap.yaml");
+    std::fs::write(&path, static_bootstrap(hcm, routes, &static_cluster("unused", 9, None))).unwrap();
+    let output = legate(&["proxy", "--mode", "validate", "--config", path.to_str().unwrap()]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("%NO_SUCH_OPERATOR%"), "the error names the operator: {stderr}");
+}
