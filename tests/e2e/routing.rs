@@ -83,6 +83,8 @@ async fn forwarding_headers_reach_upstream() {
     assert_eq!(headers["x-seen-x-forwarded-proto"], "http");
     assert_eq!(headers["x-seen-host"], "web.test");
     assert!(headers.contains_key("x-seen-x-request-id"));
+    let traceparent = headers["x-seen-traceparent"].to_str().unwrap();
+    assert!(traceparent.starts_with("00-") && traceparent.len() == 55, "a trace context is created: {traceparent}");
     assert!(!headers.contains_key("x-seen-x-hop"), "headers named in Connection are hop-by-hop");
     assert!(!headers.contains_key("x-seen-connection"));
 }

@@ -9,6 +9,8 @@ use http::Request;
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -86,6 +88,48 @@ pub fn add_forwarding_headers(headers: &mut HeaderMap, remote: SocketAddr) {
             headers.insert(X_REQUEST_ID.clone(), value);
         }
     }
+
+    // W3C Trace Context: a valid `traceparent` passes unchanged; a missing
+    // or malformed one is replaced by a new trace, and a `tracestate` that
+    // belonged to a malformed parent goes with it.
+    if !headers.get(&TRACEPARENT).is_some_and(|value| is_valid_traceparent(value.as_bytes())) {
+        if headers.contains_key(&TRACEPARENT) {
+            headers.remove(&TRACESTATE);
+        }
+        if let Ok(value) = HeaderValue::from_bytes(&new_traceparent()) {
+            headers.insert(TRACEPARENT.clone(), value);
+        }
+    }
+}
+
+/// Checks the `version-traceid-parentid-flags` form of W3C Trace Context:
+/// lowercase hex fields, trace and parent ids not all zeros, version not
+/// `ff`, and for version 00 nothing after the flags.
+fn is_valid_traceparent(value: &[u8]) -> bool {
+    if value.len() < 55 || value[2] != b'-' || value[35] != b'-' || value[52] != b'-' {
+        return false;
+    }
+    let hex = |field: &[u8]| field.iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b));
+    let not_zero = |field: &[u8]| field.iter().any(|b| *b != b'0');
+    let (version, trace, parent, flags) = (&value[0..2], &value[3..35], &value[36..52], &value[53..55]);
+    let fields_valid = hex(version) && hex(trace) && hex(parent) && hex(flags) && version != b"ff";
+    let length_valid = value.len() == 55 || (version != b"00" && value[55] == b'-');
+    fields_valid && not_zero(trace) && not_zero(parent) && length_valid
+}
+
+/// A new sampled trace: `00-<32 hex trace id>-<16 hex parent id>-01`.
+fn new_traceparent() -> [u8; 55] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = *b"00-00000000000000000000000000000000-0000000000000000-01";
+    let trace = fastrand::u128(1..);
+    let parent = fastrand::u64(1..);
+    for index in 0..32 {
+        out[3 + index] = HEX[((trace >> (124 - 4 * index)) & 0xF) as usize];
+    }
+    for index in 0..16 {
+        out[36 + index] = HEX[((parent >> (60 - 4 * index)) & 0xF) as usize];
+    }
+    out
 }
 
 /// Generates a random version 4 UUID in its 36-character text form. Written into a
@@ -153,5 +197,28 @@ mod tests {
         add_forwarding_headers(&mut headers, "127.0.0.5:1000".parse().unwrap());
         assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 127.0.0.5");
         assert_eq!(headers["x-forwarded-proto"], "http");
+    }
+
+    #[test]
+    fn traceparent_kept_or_created() {
+        let valid = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut headers = HeaderMap::new();
+        headers.insert("traceparent", HeaderValue::from_static(valid));
+        headers.insert("tracestate", HeaderValue::from_static("vendor=1"));
+        add_forwarding_headers(&mut headers, "127.0.0.1:1".parse().unwrap());
+        assert_eq!(headers["traceparent"], valid, "a valid parent passes unchanged");
+        assert_eq!(headers["tracestate"], "vendor=1");
+
+        let mut headers = HeaderMap::new();
+        headers.insert("traceparent", HeaderValue::from_static("00-00000000000000000000000000000000-00f067aa0ba902b7-01"));
+        headers.insert("tracestate", HeaderValue::from_static("vendor=1"));
+        add_forwarding_headers(&mut headers, "127.0.0.1:1".parse().unwrap());
+        let created = headers["traceparent"].to_str().unwrap().to_string();
+        assert!(is_valid_traceparent(created.as_bytes()), "a malformed parent is replaced: {created}");
+        assert!(!headers.contains_key("tracestate"), "its tracestate goes with it");
+
+        let mut headers = HeaderMap::new();
+        add_forwarding_headers(&mut headers, "127.0.0.1:1".parse().unwrap());
+        assert!(is_valid_traceparent(headers["traceparent"].as_bytes()), "a missing parent is created");
     }
 }
