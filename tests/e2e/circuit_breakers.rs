@@ -84,6 +84,12 @@ async fn open_gauge_reads_one_while_full() {
     proxy.wait_ready().await;
     let listener = proxy.listener("http").await;
 
+    let text = scrape(&proxy).await;
+    let remaining = "legate_circuit_breaker_remaining{cluster=\"h1\",priority=\"default\",resource=\"requests\"}";
+    assert_eq!(sample(&text, remaining), Some(3.0), "remaining capacity reads the limit before any request: {text}");
+    let retries = "legate_circuit_breaker_remaining{cluster=\"h1\",priority=\"high\",resource=\"retries\"}";
+    assert_eq!(sample(&text, retries), Some(3.0), "the default max_retries is 3");
+
     let held = tokio::spawn(burst(listener, "/h1/slow/1500", 6));
     tokio::time::sleep(Duration::from_millis(700)).await;
     let text = scrape(&proxy).await;

@@ -127,3 +127,50 @@ async fn random_requests_add_no_series() {
 fn fastrand_like(seed: usize) -> u64 {
     (seed as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17)
 }
+
+/// Every metric the Grafana dashboard in deploy/grafana queries is in the
+/// README's metrics reference, and every family a proxy exports there too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_queries_documented_metrics() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("deploy/grafana/legate-dashboard.json")).unwrap()).unwrap();
+    let documented = |family: &str| {
+        ["", "_total", "_bytes_total", "_seconds"].iter().any(|suffix| readme.contains(&format!("`{family}{suffix}`")))
+    };
+
+    let mut queried = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.starts_with("legate_") || word.starts_with("grpc_server_") {
+                    queried.push(word.to_string());
+                }
+            }
+        }
+    }
+    assert!(queried.len() >= 10, "the dashboard queries metrics: {queried:?}");
+    for name in &queried {
+        let family = ["_bucket", "_count", "_sum"].iter().fold(name.clone(), |name, suffix| name.strip_suffix(suffix).map(str::to_string).unwrap_or(name));
+        assert!(readme.contains(&format!("`{family}`")), "the dashboard queries {name}, which the README does not document");
+    }
+
+    let dir = temp_dir("dashboard");
+    let backend = Upstream::start("backend").await;
+    let clusters = [
+        static_cluster("backend", backend.address.port(), None),
+        static_cluster("ws", backend.address.port(), None),
+        static_cluster("unhealthy", backend.address.port(), Some("UNHEALTHY")),
+    ];
+    let proxy = Proxy::start(&static_bootstrap("", ROUTES, &clusters.join("\n")), &dir);
+    proxy.wait_ready().await;
+    let listener = proxy.listener("http").await;
+    http1_get(listener, "a", "/ok").await.unwrap();
+    http1_get(listener, "a", "/missing").await.unwrap();
+    for line in scrape(&proxy).await.lines().filter_map(|line| line.strip_prefix("# TYPE ")) {
+        let family = line.split(' ').next().unwrap();
+        assert!(documented(family), "the proxy exports {family}, which the README does not document");
+    }
+}

@@ -104,6 +104,8 @@ async fn failed_try_is_retried_elsewhere() {
     assert!(failed >= 5, "about half the first tries hit the failing endpoint: {failed}");
     let text = scrape(&proxy).await;
     assert_eq!(sample(&text, "legate_upstream_retries_total{cluster=\"pair\"}"), Some(failed as f64), "{text}");
+    let upstream_5xx = "legate_upstream_requests_total{cluster=\"pair\",code_class=\"5xx\"}";
+    assert_eq!(sample(&text, upstream_5xx), Some(failed as f64), "every upstream 503 is counted, retried or not");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

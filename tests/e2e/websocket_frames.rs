@@ -56,6 +56,16 @@ async fn close_code_and_reason_pass_through() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_close_handshake_completes() {
+    let (_upstream, _proxy, listener) = start("").await;
+    let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://{listener}/c")).await.unwrap();
+    let frame = tokio_tungstenite::tungstenite::protocol::CloseFrame { code: CloseCode::Library(4000), reason: "bye".into() };
+    socket.close(Some(frame)).await.unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(5), socket.next()).await.expect("reply in time");
+    assert_eq!(close_code(reply), Some((CloseCode::Library(4000), "bye".to_string())), "the closing handshake completes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_sends_going_away() {
     let (_upstream, mut proxy, listener) = start("          drain_timeout: 0.5s").await;
 

@@ -113,7 +113,6 @@ pub(super) async fn forward(mut request: Request<DownstreamBody>, action: &Forwa
         Err(UpstreamError::Overflow(_)) => return overflow_reply(cluster_name, stats),
         Err(error) => return error_reply(&error, cluster_name, stats),
     };
-    cluster.stats.count_status(response.status().as_u16());
     cluster.stats.duration.observe(sent_at.elapsed().as_secs_f64());
     if let Some(cookie) = hashed.set_cookie {
         response.headers_mut().append(header::SET_COOKIE, cookie);

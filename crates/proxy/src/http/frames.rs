@@ -104,7 +104,11 @@ pub(super) async fn relay_frames(
 async fn relay(message: Option<Result<Message, WsError>>, from: &mut Leg, to: &mut Leg, relayed: &mut u64) -> Step {
     match message {
         Some(Ok(Message::Close(frame))) => {
+            // Pass the Close on and wait for the other side's reply, then
+            // send the reply that tungstenite queued for `from` and let it
+            // finish, so both peers complete the closing handshake.
             close_within_grace(to, frame).await;
+            finish_within_grace(from).await;
             Step::Closed("peers_closed")
         }
         Some(Ok(Message::Frame(_))) => Step::Continue,
@@ -130,6 +134,16 @@ async fn relay(message: Option<Result<Message, WsError>>, from: &mut Leg, to: &m
             Step::Closed("peers_closed")
         }
     }
+}
+
+/// Flushes the Close reply queued for a peer that closed first and waits
+/// briefly for it to end the connection.
+async fn finish_within_grace(leg: &mut Leg) {
+    let finishing = async {
+        let _ = leg.flush().await;
+        while let Some(Ok(_)) = leg.next().await {}
+    };
+    let _ = tokio::time::timeout(CLOSE_GRACE, finishing).await;
 }
 
 /// Sends a Close and waits briefly for the other end to finish, so the

@@ -129,9 +129,12 @@ impl Tries<'_> {
             let request = template.build(RequestBody::Replay(replay.next_try()));
             let result = send_once(&endpoint, request, timers, self.limits).await;
             let (mut result, trailer_status) = peek_grpc_trailers(result, &policy, timers).await;
-            match trailer_status {
-                Some(code) => self.cluster.record_outcome(&endpoint, grpc_outcome(code)),
-                None => self.record(&endpoint, &mut result),
+            match (trailer_status, &result) {
+                (Some(code), Ok(response)) => {
+                    self.cluster.stats.count_status(response.status().as_u16());
+                    self.cluster.record_outcome(&endpoint, grpc_outcome(code));
+                }
+                _ => self.record(&endpoint, &mut result),
             }
 
             let Some(reason) = retry_reason(&result, trailer_status, &policy, timers, self.route_deadline) else {
@@ -172,6 +175,7 @@ impl Tries<'_> {
             Err(UpstreamError::Overflow(_)) => return,
             Err(_) => RequestOutcome::LocalFailure,
             Ok(response) => {
+                self.cluster.stats.count_status(response.status().as_u16());
                 let grpc = response.headers().get(http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
                 let grpc_status = response.headers().get(&GRPC_STATUS).and_then(|v| v.to_str().ok()?.trim().parse::<u32>().ok());
                 match (grpc, grpc_status) {

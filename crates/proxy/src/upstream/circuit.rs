@@ -108,6 +108,24 @@ impl ClusterCircuit {
         Some(Slot { circuit: self.clone(), priority, resource, limit })
     }
 
+    /// Publishes each breaker's remaining capacity under `limits`, so the
+    /// gauges read right before any request has used a breaker.
+    pub fn publish_limits(&self, limits: &legate_config::model::CircuitBreakers) {
+        for priority in [Priority::Default, Priority::High] {
+            let thresholds = &limits.thresholds[priority.index()];
+            let limit_of = |resource: Resource| match resource {
+                Resource::Connections => thresholds.max_connections,
+                Resource::PendingRequests => thresholds.max_pending_requests,
+                Resource::Requests => thresholds.max_requests,
+                Resource::Retries => thresholds.max_retries,
+            };
+            for resource in Resource::ALL {
+                let breaker = self.breaker(priority, resource);
+                breaker.publish(breaker.open.load(Ordering::Relaxed), u64::from(limit_of(resource)));
+            }
+        }
+    }
+
     /// Units of `resource` in use now.
     pub fn in_use(&self, priority: Priority, resource: Resource) -> u64 {
         self.breaker(priority, resource).open.load(Ordering::Relaxed)

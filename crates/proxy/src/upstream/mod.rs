@@ -92,6 +92,7 @@ impl ClusterHandle {
         stats: &UpstreamStats,
     ) -> Self {
         let circuit = previous.map_or_else(|| ClusterCircuit::new(&config.name, stats), |p| p.circuit.clone());
+        circuit.publish_limits(&config.circuit_breakers);
         let stats = stats.cluster(&config.name);
         stats.endpoints.set(endpoints.len() as i64);
         stats.endpoints_healthy.set(endpoints.iter().filter(|(_, e)| e.is_routable()).count() as i64);
