@@ -40,6 +40,8 @@ fn compile_test_protos(out_dir: &Path) -> Result<(), Box<dyn std::error::Error>>
     let descriptors = protox::Compiler::new([root])?.include_imports(true).open_files(&files)?.file_descriptor_set();
     let target = out_dir.join("test_protos");
     std::fs::create_dir_all(&target)?;
+    // The test service also serves reflection, which needs the descriptors.
+    std::fs::write(target.join("descriptor_set.bin"), prost::Message::encode_to_vec(&descriptors))?;
     tonic_prost_build::configure().build_client(true).build_server(true).out_dir(&target).compile_fds(descriptors)?;
     Ok(())
 }

@@ -31,6 +31,9 @@ pub struct EchoUpstream {
     pub cancelled_at: Arc<Mutex<Option<Instant>>>,
 }
 
+/// Descriptors of tests/proto, for the test service's reflection.
+const DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/test_protos/descriptor_set.bin"));
+
 #[derive(Clone)]
 struct EchoService {
     name: &'static str,
@@ -46,9 +49,21 @@ impl EchoUpstream {
         let cancelled_at = Arc::new(Mutex::new(None));
         let service = EchoService { name, calls: calls.clone(), cancelled_at: cancelled_at.clone() };
         let server = EchoServer::new(service).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE);
+        // Both reflection versions, since grpcurl releases differ in which
+        // one they ask for.
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(DESCRIPTOR_SET)
+            .build_v1()
+            .expect("the test descriptor set is valid");
+        let reflection_alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(DESCRIPTOR_SET)
+            .build_v1alpha()
+            .expect("the test descriptor set is valid");
         tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .add_service(server)
+                .add_service(reflection)
+                .add_service(reflection_alpha)
                 .serve_with_incoming(TcpListenerStream::new(socket))
                 .await
                 .unwrap();
@@ -224,6 +239,8 @@ static_resources:
                 route: {{ cluster: echo }}
               - match: {{ prefix: "/legate.test.Empty/" }}
                 route: {{ cluster: empty }}
+              - match: {{ prefix: "/grpc.reflection." }}
+                route: {{ cluster: echo }}
           http_filters:
           - name: envoy.filters.http.grpc_web
             typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.grpc_web.v3.GrpcWeb }}
