@@ -11,6 +11,7 @@ pub mod persist;
 pub mod proxies;
 pub mod snapshot;
 pub mod store;
+pub mod webhook;
 
 use std::future::Future;
 use std::path::Path;

@@ -38,7 +38,7 @@ pub enum StartError {
     },
     #[error("static listener {name:?} cannot start: {reason}")]
     Listener { name: String, reason: String },
-    #[error("ADS cluster {0:?} must be a STATIC cluster with IP endpoints")]
+    #[error("ADS cluster {0:?} must be a bootstrap cluster of type STATIC or STRICT_DNS with at least one endpoint")]
     AdsCluster(String),
 }
 
@@ -124,19 +124,25 @@ async fn start_admin(
     Ok(bound)
 }
 
-fn ads_servers(bootstrap: &Bootstrap, cluster_name: &str) -> Result<Vec<SocketAddr>, StartError> {
+/// Addresses (`host:port`) of the control plane. Host names are resolved
+/// again on each connection attempt, so a restarted control plane behind a
+/// Kubernetes Service is found under its new address.
+fn ads_servers(bootstrap: &Bootstrap, cluster_name: &str) -> Result<Vec<String>, StartError> {
     let cluster = bootstrap
         .clusters
         .iter()
-        .find(|cluster| cluster.name == cluster_name && cluster.discovery == DiscoveryType::Static)
+        .find(|cluster| {
+            cluster.name == cluster_name
+                && matches!(cluster.discovery, DiscoveryType::Static | DiscoveryType::StrictDns { .. })
+        })
         .ok_or_else(|| StartError::AdsCluster(cluster_name.to_string()))?;
-    let servers: Vec<SocketAddr> = cluster
+    let servers: Vec<String> = cluster
         .load_assignment
         .iter()
         .flat_map(|assignment| &assignment.endpoints)
-        .filter_map(|endpoint| match endpoint.address {
-            EndpointAddress::Socket(address) => Some(address),
-            EndpointAddress::Dns { .. } => None,
+        .map(|endpoint| match &endpoint.address {
+            EndpointAddress::Socket(address) => address.to_string(),
+            EndpointAddress::Dns { host, port } => format!("{host}:{port}"),
         })
         .collect();
     if servers.is_empty() {

@@ -1,14 +1,18 @@
-//! `legate control-plane`: serves the config API and ADS on one gRPC port and
-//! keeps the config in a data directory.
+//! `legate control-plane`: serves the config API and ADS on one gRPC port,
+//! keeps the config in a data directory, and optionally serves the sidecar
+//! injection webhook over HTTPS on a second port.
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
+use legate_control_plane::webhook::{self, SidecarTemplate};
 use legate_control_plane::ControlPlane;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -20,6 +24,38 @@ pub struct Args {
     /// Directory of the state file (config.json), created if missing.
     #[arg(long, value_name = "DIR", default_value = "./legate-data")]
     pub data_dir: PathBuf,
+
+    #[command(flatten)]
+    pub webhook: WebhookArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct WebhookArgs {
+    /// Address of the HTTPS port serving the sidecar injection webhook
+    /// (POST /inject); without it no webhook runs.
+    #[arg(long, value_name = "ADDR", requires_all = ["webhook_cert", "webhook_key"])]
+    pub webhook_listen: Option<SocketAddr>,
+
+    /// PEM certificate chain of the webhook, leaf first.
+    #[arg(long, value_name = "FILE")]
+    pub webhook_cert: Option<PathBuf>,
+
+    /// PEM private key of the webhook certificate.
+    #[arg(long, value_name = "FILE")]
+    pub webhook_key: Option<PathBuf>,
+
+    /// Container image of the injected proxy sidecar.
+    #[arg(long, value_name = "IMAGE", default_value = "legate:0.1.0")]
+    pub sidecar_image: String,
+
+    /// ConfigMap, in each injected pod's namespace, holding the sidecar's
+    /// bootstrap.yaml; a pod's sidecar.legate.io/bootstrap annotation overrides it.
+    #[arg(long, value_name = "NAME", default_value = "legate-sidecar-bootstrap")]
+    pub sidecar_bootstrap: String,
+
+    /// Pod label whose value becomes the sidecar's node cluster.
+    #[arg(long, value_name = "LABEL", default_value = "app")]
+    pub sidecar_cluster_label: String,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -27,19 +63,60 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let listener =
         TcpListener::bind(args.listen).await.with_context(|| format!("failed to listen on {}", args.listen))?;
     let address = listener.local_addr().context("failed to read the bound address")?;
+    let webhook = start_webhook(&args.webhook).await?;
 
-    announce(address)?;
+    announce(&format!("control plane listening on {address}"))?;
     tracing::info!(listen.addr = %address, data_dir = %args.data_dir.display(), "control plane started");
+    if let Some((listener, _, template)) = &webhook {
+        let address = listener.local_addr().context("failed to read the bound webhook address")?;
+        announce(&format!("webhook listening on {address}"))?;
+        tracing::info!(listen.addr = %address, sidecar.image = %template.image, "sidecar injection webhook started");
+    }
 
-    plane.serve(listener, super::shutdown_signal()).await?;
+    let (stop, stopped) = watch::channel(false);
+    let webhook_task = webhook.map(|(listener, tls, template)| {
+        tokio::spawn(webhook::serve(listener, tls, template, wait_for_stop(stopped.clone())))
+    });
+    let signal = async move {
+        super::shutdown_signal().await;
+        let _ = stop.send(true);
+    };
+    plane.serve(listener, signal).await?;
+    if let Some(task) = webhook_task {
+        task.await.context("webhook task failed")?;
+    }
     tracing::info!("control plane stopped");
     Ok(ExitCode::SUCCESS)
 }
 
-/// Prints the one stdout line that scripts and tests wait for; with port 0
-/// it is the only way to learn the port.
-fn announce(address: SocketAddr) -> anyhow::Result<()> {
+type Webhook = (TcpListener, Arc<webhook::tls::ServerConfig>, SidecarTemplate);
+
+/// Binds the webhook port and loads its certificate, when `--webhook-listen` is given.
+async fn start_webhook(args: &WebhookArgs) -> anyhow::Result<Option<Webhook>> {
+    let Some(listen) = args.webhook_listen else {
+        return Ok(None);
+    };
+    let (Some(cert), Some(key)) = (&args.webhook_cert, &args.webhook_key) else {
+        anyhow::bail!("--webhook-listen needs --webhook-cert and --webhook-key");
+    };
+    let tls = webhook::server_config(cert, key)?;
+    let listener = TcpListener::bind(listen).await.with_context(|| format!("failed to listen on {listen}"))?;
+    let template = SidecarTemplate {
+        image: args.sidecar_image.clone(),
+        bootstrap_config_map: args.sidecar_bootstrap.clone(),
+        cluster_label: args.sidecar_cluster_label.clone(),
+    };
+    Ok(Some((listener, tls, template)))
+}
+
+async fn wait_for_stop(mut stopped: watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stopped| *stopped).await;
+}
+
+/// Prints a stdout line that scripts and tests wait for; with port 0 it is
+/// the only way to learn the port.
+fn announce(line: &str) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "control plane listening on {address}")?;
+    writeln!(stdout, "{line}")?;
     stdout.flush().context("failed to write to stdout")
 }

@@ -1,7 +1,6 @@
 //! The ADS stream loop with reconnects.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,7 +26,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(15);
 /// Starts the ADS client task. It runs until the process ends, reconnecting
 /// with jittered exponential backoff and serving the last good config while
 /// the control plane is away.
-pub fn spawn(ads: AdsConfig, servers: Vec<SocketAddr>, node: model::Node, manager: Arc<ConfigManager>) {
+pub fn spawn(ads: AdsConfig, servers: Vec<String>, node: model::Node, manager: Arc<ConfigManager>) {
     let span = info_span!("xds", cluster = %ads.cluster_name);
     tokio::spawn(
         async move {
@@ -35,12 +34,12 @@ pub fn spawn(ads: AdsConfig, servers: Vec<SocketAddr>, node: model::Node, manage
             let mut backoff = MIN_BACKOFF;
             let mut attempt = 0usize;
             loop {
-                let Some(server) = servers.get(attempt % servers.len().max(1)).copied() else {
+                let Some(server) = servers.get(attempt % servers.len().max(1)).cloned() else {
                     warn!("the ADS cluster has no endpoint; dynamic config is disabled");
                     return;
                 };
                 attempt += 1;
-                match client.run_stream(server).await {
+                match client.run_stream(&server).await {
                     Ok(()) => {
                         info!(server = %server, "ADS stream closed by the control plane");
                         backoff = MIN_BACKOFF;
@@ -75,7 +74,7 @@ struct AdsClient {
 }
 
 impl AdsClient {
-    async fn run_stream(&mut self, server: SocketAddr) -> Result<(), StreamEnd> {
+    async fn run_stream(&mut self, server: &str) -> Result<(), StreamEnd> {
         let endpoint = Endpoint::from_shared(format!("http://{server}"))
             .map_err(|error| StreamEnd::NeverConnected(tonic::Status::internal(error.to_string())))?
             .connect_timeout(Duration::from_secs(5))
