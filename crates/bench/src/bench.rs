@@ -145,6 +145,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let machine = Machine::describe();
     let load_before = machine::load_average();
     eprintln!("load average before the run: {load_before}");
+    let foreign_cpu = machine::ForeignCpu::start();
 
     let mut bench = Bench { settings, tools, legate_bin, work_dir, lab: None, saturation: None, fixed_rate: None };
     let mut sections = Vec::new();
@@ -161,13 +162,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         sections.push(section);
     }
     bench.stop_lab();
+    let foreign_cpu_percent = foreign_cpu.share_percent(machine.cores);
+    eprintln!("other processes used {foreign_cpu_percent:.1}% of the machine's CPU during the run");
 
     let page = Page {
+        foreign_cpu_percent,
         machine,
         load_before,
         load_after: machine::load_average(),
         tool_versions: bench.tools.versions.clone(),
-        legate_version: legate_revision(),
+        legate_version: describe_legate(args.legate_bin.as_deref()),
         settings: bench.settings.clone(),
         sections,
     };
@@ -195,6 +199,15 @@ fn build_legate() -> anyhow::Result<PathBuf> {
     let target_dir = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
     let binary = target_dir.join("release/legate");
     binary.canonicalize().with_context(|| format!("built legate not found at {}", binary.display()))
+}
+
+/// Describes the Legate under test. A binary passed with `--legate-bin` may
+/// have been built from another tree, so the workspace commit is only context.
+fn describe_legate(legate_bin: Option<&Path>) -> String {
+    match legate_bin {
+        None => format!("commit {}, release build", legate_revision()),
+        Some(path) => format!("binary {} given with --legate-bin (workspace at commit {})", path.display(), legate_revision()),
+    }
 }
 
 /// Returns the workspace's git commit, with "+changes" when the tree differs from it.

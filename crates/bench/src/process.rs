@@ -118,7 +118,8 @@ fn stat_fields(pid: u32) -> Option<StatFields> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &text[text.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    // Field 3 of proc(5) is fields[0] here: ppid is field 4, utime 14, stime 15.
+    // Field 3 of proc(5) is fields[0] here, so ppid (field 4) is fields[1],
+    // utime (14) fields[11] and stime (15) fields[12].
     let ppid = fields.get(1)?.parse().ok()?;
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
@@ -131,7 +132,7 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     ticks as f64 / clock_ticks_per_second()
 }
 
-fn clock_ticks_per_second() -> f64 {
+pub fn clock_ticks_per_second() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if ticks > 0 {
@@ -139,6 +140,15 @@ fn clock_ticks_per_second() -> f64 {
     } else {
         100.0
     }
+}
+
+/// CPU time, in clock ticks, of the harness and every child it has reaped
+/// (utime, stime, cutime and cstime of /proc/self/stat).
+pub fn own_cpu_ticks() -> u64 {
+    let Ok(text) = std::fs::read_to_string("/proc/self/stat") else { return 0 };
+    let Some(end) = text.rfind(')') else { return 0 };
+    // Fields 14 to 17 of proc(5), counted from field 3 after the command name.
+    text[end + 1..].split_whitespace().skip(11).take(4).filter_map(|value| value.parse::<u64>().ok()).sum()
 }
 
 /// Memory of a process tree, in KiB.
@@ -185,8 +195,8 @@ pub fn wait_for_port(port: u16, timeout: Duration) -> anyhow::Result<()> {
     }
 }
 
-/// A TCP port that was free a moment ago. Another process may take it before
-/// the target binds it, which then fails to start and says so in its log.
+/// Returns a TCP port that was free a moment ago. Another process may take it
+/// before the target binds it, and the target then fails to start and logs why.
 pub fn free_port() -> anyhow::Result<u16> {
     let socket = std::net::TcpListener::bind("127.0.0.1:0").context("failed to find a free port on 127.0.0.1")?;
     Ok(socket.local_addr()?.port())

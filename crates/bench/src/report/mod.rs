@@ -31,7 +31,7 @@ pub struct Goal {
 pub struct Section {
     pub number: u8,
     pub title: String,
-    /// What was measured and how, in a few sentences.
+    /// The measurement and its method, in a few sentences.
     pub method: String,
     pub goals: Vec<Goal>,
     pub tables: Vec<Table>,
@@ -53,7 +53,7 @@ impl Section {
         }
     }
 
-    /// A section that reports why the scenario could not run.
+    /// Builds a section that reports why the scenario could not run.
     pub fn failed(scenario: &dyn Scenario, error: &anyhow::Error) -> Section {
         let mut section = Section::new(scenario, "");
         section.notes.push(format!("The scenario failed, so it has no figures: {error:#}"));
@@ -65,6 +65,9 @@ pub struct Page {
     pub machine: Machine,
     pub load_before: String,
     pub load_after: String,
+    /// Share of the machine's CPU, in percent, that processes other than the
+    /// harness and its children used during the run.
+    pub foreign_cpu_percent: f64,
     pub tool_versions: Vec<String>,
     pub legate_version: String,
     pub settings: Settings,
@@ -111,7 +114,15 @@ fn render_machine(text: &mut String, page: &Page) {
     let _ = writeln!(text, "## Machine and setup\n");
     let _ = writeln!(text, "- CPU: {}, {} cores; memory {:.1} GiB; {}", machine.cpu_model, machine.cores, machine.memory_gib, machine.kernel);
     let _ = writeln!(text, "- Load average (1, 5, 15 min): {} before the run, {} after", page.load_before, page.load_after);
-    let _ = writeln!(text, "- Legate: commit {}, release build, `--concurrency 1`", page.legate_version);
+    let _ = writeln!(
+        text,
+        "- Other processes on the machine used {:.1}% of its CPU during the run (/proc/stat minus the harness and its children)",
+        page.foreign_cpu_percent
+    );
+    if let Some(warning) = busy_warning(&page.load_before, machine.cores, page.foreign_cpu_percent) {
+        let _ = writeln!(text, "- **{warning}**");
+    }
+    let _ = writeln!(text, "- Legate: {}, `--concurrency 1`", page.legate_version);
     for version in &page.tool_versions {
         let _ = writeln!(text, "- {version}");
     }
@@ -123,6 +134,24 @@ fn render_machine(text: &mut String, page: &Page) {
         settings.connections, settings.body_bytes, settings.warm_up, settings.saturation_duration, settings.fixed_rate_duration
     );
 }
+
+/// Returns a warning when the 1-minute load average before the run exceeds
+/// a quarter of the cores, or other processes used more than
+/// `FOREIGN_CPU_LIMIT_PERCENT` of the CPU during the run.
+fn busy_warning(load_average: &str, cores: usize, foreign_cpu_percent: f64) -> Option<String> {
+    let one_minute: f64 = load_average.split_whitespace().next().and_then(|value| value.parse().ok()).unwrap_or(0.0);
+    let busy_at_start = one_minute > cores as f64 / 4.0;
+    let busy_during = foreign_cpu_percent > FOREIGN_CPU_LIMIT_PERCENT;
+    (busy_at_start || busy_during).then(|| {
+        format!(
+            "The machine was busy (1-minute load {one_minute:.2} on {cores} cores at the start, \
+             {foreign_cpu_percent:.1}% of the CPU used by other processes during the run), so the figures are noisy."
+        )
+    })
+}
+
+/// CPU share of other processes above which a run is marked as noisy.
+const FOREIGN_CPU_LIMIT_PERCENT: f64 = 5.0;
 
 fn render_goals(text: &mut String, sections: &[Section]) {
     let _ = writeln!(text, "## Goals\n");
@@ -172,4 +201,17 @@ fn render_table(text: &mut String, table: &Table) {
         let _ = writeln!(text, "| {} |", row.join(" | "));
     }
     text.push('\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_warning_on_load_or_foreign_cpu() {
+        assert!(busy_warning("0.40 0.30 0.20", 2, 1.0).is_none());
+        assert!(busy_warning("1.20 0.30 0.20", 2, 1.0).is_some());
+        assert!(busy_warning("0.10 0.30 0.20", 2, 12.0).is_some());
+        assert!(busy_warning("", 2, 0.0).is_none());
+    }
 }

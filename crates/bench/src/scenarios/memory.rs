@@ -18,9 +18,9 @@ use crate::upstream::EchoUpstream;
 pub struct Memory;
 
 pub const NUMBER: u8 = 8;
-/// Legate's resident memory at rest must stay under this, in KiB.
+/// Maximum resident memory of Legate at rest, in KiB.
 const REST_GOAL_KIB: f64 = 10.0 * 1024.0;
-/// Memory one cluster plus one route may add, in KiB.
+/// Maximum memory one cluster plus one route may add, in KiB.
 const PER_ENTRY_GOAL_KIB: f64 = 4.0;
 /// Time a proxy gets to settle before its memory is read.
 const SETTLE: Duration = Duration::from_millis(1000);
@@ -59,7 +59,8 @@ impl Scenario for Memory {
             format!(
                 "Each proxy starts fresh with the config of scenarios 1-3 and is read after {SETTLE:?} at rest. \
                  RSS is the resident set summed over the proxy's processes, so nginx's master and worker count the \
-                 pages they share twice; PSS counts a shared page once and is the fair comparison. Per connection: \
+                 pages they share twice; PSS counts a shared page once and is the fair comparison, but it also splits \
+                 library and binary pages with any other process that maps them. Per connection: \
                  the PSS growth after {} keep-alive connections each made one request and stayed open. Per cluster \
                  plus route: a second start with {} extra clusters, each with one endpoint and one prefix route \
                  (nginx: upstream blocks and locations; HAProxy: backends and use_backend rules), PSS growth divided \

@@ -31,7 +31,7 @@ impl Scenario for Throughput {
         let mut section = Section::new(
             self,
             format!(
-                "wrk (one thread, {connections} keep-alive connections) sends GET requests as fast as each target answers. \
+                "wrk (one thread, {connections} keep-alive connections) sends GET requests as fast as each target responds. \
                  The echo upstream counts the connections it accepts; a proxy that reuses its upstream connections \
                  opens none after the warm-up."
             ),
