@@ -9,6 +9,7 @@ mod circuit_breakers;
 mod config_errors;
 mod endpoint_health;
 mod grpc;
+mod grpc_cases;
 mod grpc_clients;
 mod grpc_web;
 mod grpc_web_browser;
