@@ -97,3 +97,42 @@ pub fn validation_errors(status: &Status) -> Vec<String> {
         None => status.message().lines().map(str::to_string).collect(),
     }
 }
+
+/// Checks the bearer token of config API calls when one is configured.
+#[derive(Clone)]
+pub struct TokenCheck {
+    token: Option<Arc<str>>,
+}
+
+impl TokenCheck {
+    pub fn new(token: Option<Arc<str>>) -> Self {
+        TokenCheck { token }
+    }
+}
+
+impl tonic::service::Interceptor for TokenCheck {
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        let Some(expected) = &self.token else {
+            return Ok(request);
+        };
+        let presented = request
+            .metadata()
+            .get("authorization")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "));
+        match presented {
+            Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => Ok(request),
+            Some(_) => {
+                tracing::warn!("config API call with a wrong token");
+                Err(Status::unauthenticated("the API token is wrong"))
+            }
+            None => Err(Status::unauthenticated("the config API needs an API token (authorization: Bearer ...)")),
+        }
+    }
+}
+
+/// Compares without stopping at the first difference, so the time taken
+/// does not tell how much of a guessed token was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |difference, (x, y)| difference | (x ^ y)) == 0
+}

@@ -53,6 +53,8 @@ pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
 pub struct ControlPlane {
     store: Arc<Store>,
     proxies: ProxyRegistry,
+    /// Bearer token the config API requires; `None` leaves it open.
+    api_token: Option<Arc<str>>,
 }
 
 impl ControlPlane {
@@ -71,7 +73,14 @@ impl ControlPlane {
     }
 
     fn with_store(store: Store) -> Self {
-        ControlPlane { store: Arc::new(store), proxies: ProxyRegistry::new() }
+        ControlPlane { store: Arc::new(store), proxies: ProxyRegistry::new(), api_token: None }
+    }
+
+    /// Requires `authorization: Bearer <token>` on every config API call.
+    /// ADS stays open to proxies.
+    pub fn with_api_token(mut self, token: &str) -> Self {
+        self.api_token = Some(Arc::from(token));
+        self
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -98,7 +107,7 @@ impl ControlPlane {
 
         tonic::transport::Server::builder()
             .add_service(AggregatedDiscoveryServiceServer::new(ads))
-            .add_service(ConfigServiceServer::new(api))
+            .add_service(ConfigServiceServer::with_interceptor(api, api::TokenCheck::new(self.api_token.clone())))
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
             .await?;
         Ok(())

@@ -117,7 +117,14 @@ impl ControlPlane {
     }
 
     pub fn start_on(data_dir: &Path, listen: &str) -> ControlPlane {
-        let process = Process::spawn(&["control-plane", "--listen", listen, "--data-dir", data_dir.to_str().unwrap()]);
+        Self::start_with(data_dir, listen, &[])
+    }
+
+    /// Starts a control plane with `extra` command-line arguments.
+    pub fn start_with(data_dir: &Path, listen: &str, extra: &[&str]) -> ControlPlane {
+        let mut args = vec!["control-plane", "--listen", listen, "--data-dir", data_dir.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let process = Process::spawn(&args);
         let address = process.address_after("control plane listening on");
         ControlPlane { process, address, data_dir: data_dir.to_path_buf() }
     }

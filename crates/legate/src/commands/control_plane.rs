@@ -25,6 +25,12 @@ pub struct Args {
     #[arg(long, value_name = "DIR", default_value = "./legate-data")]
     pub data_dir: PathBuf,
 
+    /// File holding a bearer token the config API then requires (`legate
+    /// apply --token-file` sends it). Without it the API is open to anyone
+    /// who reaches the port.
+    #[arg(long, value_name = "FILE")]
+    pub api_token_file: Option<PathBuf>,
+
     #[command(flatten)]
     pub webhook: WebhookArgs,
 }
@@ -59,7 +65,13 @@ pub struct WebhookArgs {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let plane = ControlPlane::open(&args.data_dir)?;
+    let mut plane = ControlPlane::open(&args.data_dir)?;
+    if let Some(path) = &args.api_token_file {
+        let token = std::fs::read_to_string(path).with_context(|| format!("failed to read the API token {}", path.display()))?;
+        let token = token.trim();
+        anyhow::ensure!(!token.is_empty(), "the API token file {} is empty", path.display());
+        plane = plane.with_api_token(token);
+    }
     let listener =
         TcpListener::bind(args.listen).await.with_context(|| format!("failed to listen on {}", args.listen))?;
     let address = listener.local_addr().context("failed to read the bound address")?;

@@ -1,6 +1,7 @@
 //! `legate proxies`: a table of the proxies connected to the control plane
 //! and the version of each resource type they accepted or rejected.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -12,10 +13,15 @@ pub struct Args {
     /// Control plane address, as host:port.
     #[arg(long, value_name = "ADDR", default_value = super::DEFAULT_SERVER)]
     pub server: String,
+
+    /// File holding the config API's bearer token, when the control plane
+    /// requires one (`legate control-plane --api-token-file`).
+    #[arg(long, value_name = "FILE", env = "LEGATE_API_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let mut client = super::apply::connect(&args.server).await?;
+    let mut client = super::apply::connect(&args.server, args.token_file.as_deref()).await?;
     let proxies = client
         .list_proxies(ListProxiesRequest {})
         .await
