@@ -73,11 +73,21 @@ impl Proxy {
             .load_static(&bootstrap)
             .map_err(|rejected| StartError::Listener { name: rejected.name, reason: rejected.reason })?;
 
+        let mut control_plane = String::from("none");
         if let Some(ads) = &bootstrap.ads {
             let servers = ads_servers(&bootstrap, &ads.cluster_name)?;
+            control_plane = servers.join(",");
             xds::spawn(ads.clone(), servers, bootstrap.node.clone(), manager.clone());
         }
-        info!(node = %bootstrap.node.id, ads = bootstrap.ads.is_some(), "proxy started");
+        let admin = admin_address.map_or_else(|| "none".to_string(), |address| address.to_string());
+        info!(
+            version = env!("CARGO_PKG_VERSION"),
+            node = %bootstrap.node.id,
+            cluster = %bootstrap.node.cluster,
+            admin = %admin,
+            control_plane = %control_plane,
+            "proxy started"
+        );
         Ok(Proxy { manager, admin_address, lifecycle })
     }
 
@@ -97,13 +107,16 @@ impl Proxy {
     }
 
     /// Turns `/ready` to 503, stops accepting, then waits until every
-    /// connection has closed or the longest drain timeout has passed (plus
-    /// a short grace for the closes themselves), whichever comes first.
-    pub async fn shutdown(&self) {
+    /// connection has closed or the drain time has passed, whichever comes
+    /// first. The drain time is `drain_time` when given, otherwise the
+    /// longest listener drain timeout plus a short grace for the closes
+    /// themselves.
+    pub async fn shutdown(&self, drain_time: Option<std::time::Duration>) {
         self.lifecycle.set_draining();
         // Frame-aware WebSockets send their Close at the end of the drain
         // period and wait a little for the answer.
-        let grace = self.manager.drain_listeners() + http::CLOSE_GRACE + std::time::Duration::from_millis(250);
+        let listener_drain = self.manager.drain_listeners() + http::CLOSE_GRACE + std::time::Duration::from_millis(250);
+        let grace = drain_time.unwrap_or(listener_drain);
         let deadline = tokio::time::Instant::now() + grace;
         while self.manager.open_connections() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;

@@ -20,6 +20,10 @@ pub struct Args {
     /// with status 0 when it is valid.
     #[arg(long, value_enum, default_value_t = Mode::Serve)]
     pub mode: Mode,
+    /// Longest wait, in seconds, for connections to finish after SIGTERM or
+    /// `/quitquitquit`; defaults to the listeners' longest `drain_timeout`.
+    #[arg(long, value_name = "SECONDS")]
+    pub drain_time_s: Option<u64>,
     /// Node id sent to the control plane, in place of the bootstrap's
     /// `node.id` (Envoy's flag of the same name). An empty value keeps the
     /// bootstrap's.
@@ -73,7 +77,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         _ = super::shutdown_signal() => info!("shutdown signal received, draining listeners"),
         _ = proxy.shutdown_requested() => info!("admin asked to quit, draining listeners"),
     }
-    proxy.shutdown().await;
+    let drain_time = args.drain_time_s.map(std::time::Duration::from_secs);
+    tokio::select! {
+        _ = proxy.shutdown(drain_time) => {}
+        _ = super::shutdown_signal() => warn!("second shutdown signal, closing what is left now"),
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -158,10 +158,17 @@ impl AdsClient {
         subscription.nonce = response.nonce.clone();
         let stats = &self.manager.stats().xds;
         stats.count_update(resource_type.short_name(), rejected.is_empty());
+        let previous_version = subscription.accepted_version.clone();
         let reply = if rejected.is_empty() {
             stats.set_version(resource_type.short_name(), &response.version_info);
             subscription.accepted_version = response.version_info.clone();
-            info!(type_url = %response.type_url, version = %response.version_info, resources = response.resources.len(), "config applied");
+            info!(
+                resource_type = resource_type.short_name(),
+                version = %response.version_info,
+                resources = response.resources.len(),
+                previous_version = %previous_version,
+                "config applied"
+            );
             subscription.request(resource_type, None)
         } else {
             let detail = rejected.iter().map(|r| r.reason.as_str()).collect::<Vec<_>>().join("; ");
