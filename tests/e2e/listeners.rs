@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::support::*;
 
-fn extra_listener(name: &str, port: u16, direct_body: &str) -> String {
+pub(crate) fn extra_listener(name: &str, port: u16, direct_body: &str) -> String {
     format!(
         r#"resources:
 - "@type": type.googleapis.com/envoy.config.listener.v3.Listener

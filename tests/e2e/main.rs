@@ -8,6 +8,7 @@ mod admin;
 mod api_token;
 mod circuit_breakers;
 mod config_errors;
+mod control_plane_metrics;
 mod endpoint_health;
 mod grpc;
 mod grpc_cases;

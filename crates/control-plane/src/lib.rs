@@ -4,9 +4,12 @@
 //! [`ControlPlane`] wires them together and serves both gRPC services on one
 //! port.
 
+mod accept;
+pub mod admin;
 pub mod ads;
 pub mod api;
 pub mod json;
+pub mod metrics;
 pub mod persist;
 pub mod proxies;
 pub mod snapshot;

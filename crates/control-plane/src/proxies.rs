@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
+
+use crate::metrics::ControlPlaneStats;
 
 use legate_api::legate::config::v1::{ProxyStatus, TypeStatus};
 use legate_config::ResourceType;
@@ -13,6 +15,8 @@ use legate_config::ResourceType;
 /// `version_info` strings of ADS.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TypeRecord {
+    /// When the last response was sent, for the push-to-ACK latency.
+    pub sent_at: Option<Instant>,
     pub sent_version: String,
     pub acked_version: String,
     pub nacked_version: String,
@@ -55,6 +59,7 @@ fn type_status(resource_type: ResourceType, record: &TypeRecord) -> TypeStatus {
 #[derive(Debug, Clone, Default)]
 pub struct ProxyRegistry {
     entries: Arc<Mutex<BTreeMap<u64, ProxyEntry>>>,
+    stats: Arc<ControlPlaneStats>,
 }
 
 impl ProxyRegistry {
@@ -73,7 +78,12 @@ impl ProxyRegistry {
             types: BTreeMap::new(),
         };
         self.lock().insert(stream_id, entry);
+        self.stats.connected.inc();
         ProxyHandle { registry: self.clone(), stream_id }
+    }
+
+    pub fn stats(&self) -> &ControlPlaneStats {
+        &self.stats
     }
 
     /// Returns every connected proxy, in connection order.
@@ -115,15 +125,25 @@ impl ProxyHandle {
     }
 
     pub fn record_sent(&self, resource_type: ResourceType, version: &str) {
-        self.update_type(resource_type, |record| record.sent_version = version.to_string());
+        self.registry.stats.count_push(resource_type);
+        self.update_type(resource_type, |record| {
+            record.sent_version = version.to_string();
+            record.sent_at = Some(Instant::now());
+        });
     }
 
     pub fn record_ack(&self, resource_type: ResourceType, version: &str) {
-        self.update_type(resource_type, |record| record.acked_version = version.to_string());
+        let stats = self.registry.stats.clone();
+        self.update_type(resource_type, |record| {
+            let latency = (record.sent_version == version).then(|| record.sent_at.take().map(|at| at.elapsed())).flatten();
+            stats.count_ack(resource_type, latency);
+            record.acked_version = version.to_string();
+        });
     }
 
     /// Records a rejection of `version`, replacing any earlier one.
     pub fn record_nack(&self, resource_type: ResourceType, version: &str, error: &str) {
+        self.registry.stats.count_nack(resource_type);
         self.update_type(resource_type, |record| {
             record.nacked_version = version.to_string();
             record.nack_error = error.to_string();
@@ -138,5 +158,6 @@ impl ProxyHandle {
 impl Drop for ProxyHandle {
     fn drop(&mut self) {
         self.registry.lock().remove(&self.stream_id);
+        self.registry.stats.connected.dec();
     }
 }

@@ -82,7 +82,7 @@ impl Process {
 
     /// Waits for a stdout line starting with `prefix` and returns the
     /// address at its end.
-    fn address_after(&self, prefix: &str) -> SocketAddr {
+    pub fn address_after(&self, prefix: &str) -> SocketAddr {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());

@@ -37,25 +37,10 @@ pub async fn serve(
 ) {
     let acceptor = TlsAcceptor::from(tls);
     let template = Arc::new(template);
-    tokio::pin!(shutdown);
-    loop {
-        let accepted = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                tokio::spawn(serve_connection(stream, peer, acceptor.clone(), template.clone()));
-            }
-            Err(error) => {
-                tracing::warn!(%error, "webhook failed to accept a connection");
-                // Out of file descriptors and similar errors persist for a
-                // moment; a pause keeps the loop from spinning.
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-        }
-    }
-    tracing::info!("webhook stopped accepting connections");
+    crate::accept::accept_until(listener, "webhook", shutdown, |stream, peer| {
+        tokio::spawn(serve_connection(stream, peer, acceptor.clone(), template.clone()));
+    })
+    .await;
 }
 
 async fn serve_connection(stream: TcpStream, peer: SocketAddr, acceptor: TlsAcceptor, template: Arc<SidecarTemplate>) {

@@ -1,6 +1,6 @@
 //! `legate control-plane`: serves the config API and ADS on one gRPC port,
 //! keeps the config in a data directory, and optionally serves the sidecar
-//! injection webhook over HTTPS on a second port.
+//! injection webhook over HTTPS and an admin port with metrics.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+use legate_control_plane::admin;
 use legate_control_plane::webhook::{self, SidecarTemplate};
 use legate_control_plane::ControlPlane;
 use tokio::net::TcpListener;
@@ -30,6 +31,11 @@ pub struct Args {
     /// who reaches the port.
     #[arg(long, value_name = "FILE")]
     pub api_token_file: Option<PathBuf>,
+
+    /// Address of a plain HTTP port serving GET /metrics (Prometheus) and
+    /// GET /ready; without it no admin port runs.
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<SocketAddr>,
 
     #[command(flatten)]
     pub webhook: WebhookArgs,
@@ -76,6 +82,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         TcpListener::bind(args.listen).await.with_context(|| format!("failed to listen on {}", args.listen))?;
     let address = listener.local_addr().context("failed to read the bound address")?;
     let webhook = start_webhook(&args.webhook).await?;
+    let admin = match args.admin_listen {
+        Some(listen) => Some(TcpListener::bind(listen).await.with_context(|| format!("failed to listen on {listen}"))?),
+        None => None,
+    };
 
     announce(&format!("control plane listening on {address}"))?;
     tracing::info!(listen.addr = %address, data_dir = %args.data_dir.display(), "control plane started");
@@ -85,7 +95,16 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         tracing::info!(listen.addr = %address, sidecar.image = %template.image, "sidecar injection webhook started");
     }
 
+    if let Some(listener) = &admin {
+        let address = listener.local_addr().context("failed to read the bound admin address")?;
+        announce(&format!("admin listening on {address}"))?;
+        tracing::info!(listen.addr = %address, "control plane admin port started");
+    }
+
     let (stop, stopped) = watch::channel(false);
+    let admin_task = admin.map(|listener| {
+        tokio::spawn(admin::serve(listener, plane.proxies().clone(), wait_for_stop(stopped.clone())))
+    });
     let webhook_task = webhook.map(|(listener, tls, template)| {
         tokio::spawn(webhook::serve(listener, tls, template, wait_for_stop(stopped.clone())))
     });
@@ -96,6 +115,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     plane.serve(listener, signal).await?;
     if let Some(task) = webhook_task {
         task.await.context("webhook task failed")?;
+    }
+    if let Some(task) = admin_task {
+        task.await.context("admin task failed")?;
     }
     tracing::info!("control plane stopped");
     Ok(ExitCode::SUCCESS)
