@@ -69,3 +69,35 @@ async fn drain_then_quit() {
     .await;
     assert!(exited, "the proxy exits 0 after /quitquitquit");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logging_changes_levels_at_run_time() {
+    let (proxy, _backend) = start().await;
+
+    let (status, initial) = admin_request(&proxy, "GET", "/logging").await;
+    assert_eq!(status, 200);
+    assert!(!initial.trim().is_empty(), "GET shows the filter in force");
+    assert_eq!(admin_request(&proxy, "GET", "/logging?level=debug").await.0, 405, "changes take POST only");
+
+    assert_eq!(admin_request(&proxy, "POST", "/logging?level=debug").await, (200, "debug\n".to_string()));
+    assert_eq!(admin_request(&proxy, "GET", "/logging").await, (200, "debug\n".to_string()));
+
+    let (status, body) = admin_request(&proxy, "POST", "/logging?paths=legate_proxy::upstream:error,h2:warning").await;
+    assert_eq!(status, 200, "{body}");
+    let (_, shown) = admin_request(&proxy, "GET", "/logging").await;
+    assert!(shown.contains("legate_proxy::upstream=error"), "{shown}");
+    assert!(shown.contains("h2=warn"), "Envoy's warning maps to warn: {shown}");
+    assert!(shown.contains("debug"), "the default level stays: {shown}");
+
+    let (status, body) = admin_request(&proxy, "POST", "/logging?level=loud").await;
+    assert_eq!(status, 400);
+    assert!(body.contains("loud"), "the error names the level: {body}");
+    let (status, body) = admin_request(&proxy, "POST", "/logging?paths=nocolon").await;
+    assert_eq!(status, 400);
+    assert!(body.contains("nocolon"), "{body}");
+    assert_eq!(admin_request(&proxy, "GET", "/logging").await.1, shown, "a rejected change leaves the filter alone");
+
+    assert_eq!(admin_request(&proxy, "POST", "/logging?level=info").await, (200, "info\n".to_string()));
+    assert_eq!(admin_request(&proxy, "GET", "/healthcheck/ok").await.0, 405);
+    assert_eq!(http1_get(proxy.admin, "admin", "/ready").await.unwrap().0, 200, "the proxy keeps serving");
+}

@@ -32,7 +32,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    commands::init_logging();
+    let log_filter = commands::init_logging();
 
     let runtime = match commands::runtime_for(&cli.command_threads()) {
         Ok(runtime) => runtime,
@@ -44,7 +44,7 @@ fn main() -> ExitCode {
 
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Proxy(args) => commands::proxy::run(args).await,
+            Command::Proxy(args) => commands::proxy::run(args, log_filter).await,
             Command::ControlPlane(args) => commands::control_plane::run(args).await,
             Command::Apply(args) => commands::apply::run(args).await,
             Command::Get(args) => commands::get::run(args).await,

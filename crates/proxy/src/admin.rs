@@ -1,5 +1,5 @@
 //! The admin listener: readiness, config and metrics pages, and the
-//! POST-only endpoints that drain or stop the proxy.
+//! POST-only endpoints that change log levels, drain or stop the proxy.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -20,17 +20,20 @@ use crate::manager::ConfigManager;
 
 /// Serves the admin endpoints on `socket` until the process ends.
 pub fn spawn(socket: TcpListener, manager: Arc<ConfigManager>, lifecycle: Arc<Lifecycle>, info: Arc<ServerInfo>) {
+    let admin = Arc::new(Admin { manager, lifecycle, info });
     tokio::spawn(async move {
         loop {
             let (stream, remote) = match socket.accept().await {
                 Ok(accepted) => accepted,
                 Err(error) => {
                     warn!(%error, "admin accept failed");
+                    // Out of file descriptors and similar errors persist for
+                    // a moment, so a pause keeps the loop from spinning.
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     continue;
                 }
             };
-            let admin = Admin { manager: manager.clone(), lifecycle: lifecycle.clone(), info: info.clone() };
-            let admin = Arc::new(admin);
+            let admin = admin.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |request| respond(request, admin.clone()));
                 if let Err(error) = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await {
@@ -41,11 +44,23 @@ pub fn spawn(socket: TcpListener, manager: Arc<ConfigManager>, lifecycle: Arc<Li
     });
 }
 
-/// Facts about the process for `/server_info`.
+/// Facts about the process for `/server_info`, and its log levels for
+/// `/logging`.
 pub struct ServerInfo {
     pub version: &'static str,
     pub node_id: String,
     pub node_cluster: String,
+    pub log_levels: Option<Arc<dyn LogLevels>>,
+}
+
+/// Run-time control of the process's log filter, which the binary owns.
+pub trait LogLevels: Send + Sync {
+    /// Returns the filter directives in force, such as
+    /// `info,legate_proxy::upstream=debug`.
+    fn directives(&self) -> String;
+
+    /// Replaces the filter with `directives`, or explains why they are invalid.
+    fn set_directives(&self, directives: &str) -> Result<(), String>;
 }
 
 struct Admin {
@@ -54,8 +69,8 @@ struct Admin {
     info: Arc<ServerInfo>,
 }
 
-const ENDPOINTS: &str = "GET: /ready /server_info /config_dump /listeners /clusters /stats/prometheus\n\
-POST: /healthcheck/fail /healthcheck/ok /drain_listeners?graceful /quitquitquit\n";
+const ENDPOINTS: &str = "GET: /ready /server_info /config_dump /listeners /clusters /stats/prometheus /logging\n\
+POST: /logging?level=L /logging?paths=TARGET:L,... /healthcheck/fail /healthcheck/ok /drain_listeners?graceful /quitquitquit\n";
 
 async fn respond(request: Request<Incoming>, admin: Arc<Admin>) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = request.uri().path();
@@ -66,6 +81,8 @@ async fn respond(request: Request<Incoming>, admin: Arc<Admin>) -> Result<Respon
         (&Method::GET, "/listeners") => json(listeners(&admin.manager)),
         (&Method::GET, "/clusters") => json(admin.manager.clusters_view()),
         (&Method::GET, "/stats/prometheus") => prometheus(&admin.manager),
+        (&Method::GET, "/logging") if request.uri().query().is_none() => log_levels(&admin, None),
+        (&Method::POST, "/logging") => log_levels(&admin, request.uri().query()),
         (&Method::POST, "/healthcheck/fail") => {
             admin.lifecycle.set_health_failed(true);
             text(StatusCode::OK, "OK\n".into())
@@ -85,7 +102,7 @@ async fn respond(request: Request<Incoming>, admin: Arc<Admin>) -> Result<Respon
             admin.lifecycle.request_shutdown();
             text(StatusCode::OK, "OK\n".into())
         }
-        (_, "/healthcheck/fail" | "/healthcheck/ok" | "/drain_listeners" | "/quitquitquit") => {
+        (_, "/logging" | "/healthcheck/fail" | "/healthcheck/ok" | "/drain_listeners" | "/quitquitquit") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n".into())
         }
         (&Method::GET, _) => text(StatusCode::NOT_FOUND, ENDPOINTS.into()),
@@ -147,6 +164,80 @@ fn listeners(manager: &ConfigManager) -> serde_json::Value {
         .map(|(name, address): (String, SocketAddr)| serde_json::json!({ "name": name, "address": address.to_string() }))
         .collect();
     serde_json::Value::Array(bound)
+}
+
+/// Shows the log filter, or with a query changes it as Envoy's `/logging`
+/// does: `level=L` sets every target, `paths=a:L,b:L` or `a=L` one target
+/// each. Targets are module paths such as `legate_proxy::upstream`.
+fn log_levels(admin: &Admin, query: Option<&str>) -> Response<Full<Bytes>> {
+    let Some(levels) = &admin.info.log_levels else {
+        return text(StatusCode::NOT_FOUND, "this process has no adjustable log filter\n".into());
+    };
+    let Some(query) = query else {
+        return text(StatusCode::OK, format!("{}\n", levels.directives()));
+    };
+    let directives = match changed_directives(&levels.directives(), query) {
+        Ok(directives) => directives,
+        Err(message) => return text(StatusCode::BAD_REQUEST, format!("{message}\n")),
+    };
+    if let Err(message) = levels.set_directives(&directives) {
+        return text(StatusCode::BAD_REQUEST, format!("invalid log filter {directives:?}: {message}\n"));
+    }
+    info!(filter = %directives, "admin changed log levels");
+    text(StatusCode::OK, format!("{directives}\n"))
+}
+
+/// Builds the filter that `query` requests, starting from `current`.
+fn changed_directives(current: &str, query: &str) -> Result<String, String> {
+    let mut directives = current.to_string();
+    for (key, value) in form_urlencoded_pairs(query) {
+        if key == "level" {
+            directives = level_name(&value)?.to_string();
+            continue;
+        }
+        let targets: Vec<(String, String)> = if key == "paths" {
+            value
+                .split(',')
+                .filter(|pair| !pair.is_empty())
+                .map(|pair| match pair.rsplit_once(':') {
+                    Some((target, level)) => Ok((target.to_string(), level.to_string())),
+                    None => Err(format!("invalid paths entry {pair:?}: expected TARGET:LEVEL")),
+                })
+                .collect::<Result<_, _>>()?
+        } else {
+            vec![(key, value)]
+        };
+        for (target, level) in targets {
+            directives = format!("{directives},{target}={}", level_name(&level)?);
+        }
+    }
+    Ok(directives)
+}
+
+/// Maps Envoy's level names to tracing's.
+fn level_name(level: &str) -> Result<&'static str, String> {
+    match level {
+        "trace" => Ok("trace"),
+        "debug" => Ok("debug"),
+        "info" => Ok("info"),
+        "warning" | "warn" => Ok("warn"),
+        "error" | "critical" => Ok("error"),
+        "off" => Ok("off"),
+        other => Err(format!("invalid log level {other:?}: expected trace, debug, info, warning, error, critical or off")),
+    }
+}
+
+/// Splits a query string into decoded `key=value` pairs.
+fn form_urlencoded_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let decode = |text: &str| percent_encoding::percent_decode_str(text).decode_utf8_lossy().into_owned();
+            (decode(key), decode(value))
+        })
+        .collect()
 }
 
 fn prometheus(manager: &ConfigManager) -> Response<Full<Bytes>> {

@@ -24,6 +24,7 @@ use tracing::info;
 
 use legate_config::model::{Bootstrap, DiscoveryType, EndpointAddress};
 
+pub use admin::LogLevels;
 use listener::ListenerSet;
 use manager::ConfigManager;
 
@@ -52,7 +53,8 @@ pub struct Proxy {
 impl Proxy {
     /// Binds the admin and static listeners, and starts the ADS client when
     /// the bootstrap names one. Must run inside a tokio runtime.
-    pub async fn start(bootstrap: Bootstrap) -> Result<Proxy, StartError> {
+    /// `log_levels` lets the admin endpoint `/logging` change the log filter.
+    pub async fn start(bootstrap: Bootstrap, log_levels: Option<Arc<dyn LogLevels>>) -> Result<Proxy, StartError> {
         let store = snapshot::new_store();
         let stats = stats::ProxyStats::new();
         let listeners = ListenerSet::new(store.clone(), stats.clone());
@@ -63,6 +65,7 @@ impl Proxy {
             version: env!("CARGO_PKG_VERSION"),
             node_id: bootstrap.node.id.clone(),
             node_cluster: bootstrap.node.cluster.clone(),
+            log_levels,
         });
         let admin_address = match bootstrap.admin_address {
             Some(address) => Some(start_admin(address, manager.clone(), lifecycle.clone(), info).await?),

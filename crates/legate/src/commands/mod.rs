@@ -7,21 +7,37 @@ pub mod get;
 pub mod proxies;
 pub mod proxy;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{fmt, reload, EnvFilter, Registry};
 
 /// Default address of the control plane's gRPC port (config API and ADS).
 pub const DEFAULT_SERVER: &str = "127.0.0.1:18000";
 
-/// Logs to stderr at `info`, or as `RUST_LOG` sets.
-pub fn init_logging() {
+/// Logs to stderr at `info`, or as `RUST_LOG` sets, and returns the handle
+/// that changes the filter at run time.
+pub fn init_logging() -> LogFilter {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, handle) = reload::Layer::new(filter);
     let colors = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(colors)
-        .with_target(false)
-        .init();
+    let output = fmt::layer().with_writer(std::io::stderr).with_ansi(colors).with_target(false);
+    tracing_subscriber::registry().with(filter).with(output).init();
+    LogFilter(handle)
+}
+
+/// The process's log filter, which the proxy's `/logging` endpoint changes.
+#[derive(Clone)]
+pub struct LogFilter(reload::Handle<EnvFilter, Registry>);
+
+impl legate_proxy::LogLevels for LogFilter {
+    fn directives(&self) -> String {
+        self.0.with_current(|filter| filter.to_string()).unwrap_or_default()
+    }
+
+    fn set_directives(&self, directives: &str) -> Result<(), String> {
+        let filter = EnvFilter::try_new(directives).map_err(|error| error.to_string())?;
+        self.0.reload(filter).map_err(|error| error.to_string())
+    }
 }
 
 /// Builds the tokio runtime with `threads` workers, or one per core.

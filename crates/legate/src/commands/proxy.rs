@@ -42,7 +42,7 @@ pub enum Mode {
     Validate,
 }
 
-pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub async fn run(args: Args, log_filter: super::LogFilter) -> anyhow::Result<ExitCode> {
     let mut bootstrap = match load_bootstrap(&args.config)? {
         Ok(bootstrap) => bootstrap,
         Err(errors) => {
@@ -65,7 +65,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
-    let proxy = legate_proxy::Proxy::start(bootstrap).await?;
+    let proxy = legate_proxy::Proxy::start(bootstrap, Some(std::sync::Arc::new(log_filter))).await?;
     if let Some(address) = proxy.admin_address() {
         println!("admin listening on {address}");
     }
