@@ -48,6 +48,8 @@ async fn control_plane_counts_pushes_acks_and_nacks() {
         let pushes = sample(&text, &format!("legate_control_plane_pushes_total{{resource_type=\"{resource_type}\"}}"));
         assert!(pushes.is_some_and(|count| count >= 1.0), "{resource_type} pushes:\n{text}");
     }
+    let families = crate::metrics::parse_openmetrics(&text);
+    assert!(families.contains(&"legate_control_plane_push_to_ack_seconds".to_string()), "{families:?}");
     let timed = sample(&text, "legate_control_plane_push_to_ack_seconds_count{resource_type=\"LDS\"}");
     assert!(timed.is_some_and(|count| count >= 1.0), "push-to-ACK latency is observed:\n{text}");
     assert_eq!(sample(&text, "legate_control_plane_nacks_total{resource_type=\"LDS\"}"), None, "no NACK yet:\n{text}");

@@ -257,4 +257,6 @@ async fn grpc_metrics_by_method() {
     }
     assert!(!text.contains("Invented"), "an unlisted method makes no series");
     assert!(text.contains("grpc_server_handling_seconds_bucket{"), "the handling histogram is exported");
+    let families = crate::metrics::parse_openmetrics(&text);
+    assert!(families.contains(&"grpc_server_handled".to_string()), "the parser reads the gRPC families: {families:?}");
 }

@@ -91,6 +91,31 @@ async fn traffic_is_counted_exactly() {
     }
     assert!(sample(&text, "legate_websocket_transferred_bytes_total{direction=\"downstream_to_upstream\"}").unwrap() >= 5.0);
     assert!(text.trim_end().ends_with("# EOF"), "OpenMetrics text ends with # EOF");
+    let families = parse_openmetrics(&text);
+    assert!(families.contains(&"legate_http_requests".to_string()), "{families:?}");
+}
+
+/// Parses `text` with the Python Prometheus client's strict OpenMetrics
+/// parser, an independent implementation, and returns the family names.
+pub(crate) fn parse_openmetrics(text: &str) -> Vec<String> {
+    use std::io::Write;
+
+    let script = "import sys\n\
+from prometheus_client.openmetrics.parser import text_string_to_metric_families\n\
+for family in text_string_to_metric_families(sys.stdin.read()):\n    print(family.name)\n";
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("No module named"), "missing parser, run: python3 -m pip install prometheus-client\n{stderr}");
+    assert!(output.status.success(), "the OpenMetrics parser rejects the scrape: {stderr}\n{text}");
+    String::from_utf8_lossy(&output.stdout).lines().map(str::to_string).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
