@@ -17,6 +17,7 @@ mod grpc_web;
 mod grpc_web_browser;
 mod hot_swap;
 mod http2_pool;
+mod lifecycle;
 mod listeners;
 mod metrics;
 mod http_framing;

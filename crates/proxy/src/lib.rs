@@ -109,24 +109,42 @@ impl Proxy {
         self.lifecycle.shutdown_requested().await;
     }
 
-    /// Turns `/ready` to 503, stops accepting, then waits until every
-    /// connection has closed or the drain time has passed, whichever comes
-    /// first. The drain time is `drain_time` when given, otherwise the
-    /// longest listener drain timeout plus a short grace for the closes
-    /// themselves.
+    /// Turns `/ready` to 503 and drains every connection, keeps accepting
+    /// for the accept window, then waits until every connection has closed
+    /// or the drain time has passed, whichever comes first. The drain time
+    /// is `drain_time` when given, otherwise the longest listener drain
+    /// timeout plus a short grace for the closes themselves.
     pub async fn shutdown(&self, drain_time: Option<std::time::Duration>) {
         self.lifecycle.set_draining();
         // Frame-aware WebSockets send their Close at the end of the drain
         // period and wait a little for the answer.
-        let listener_drain = self.manager.drain_listeners() + http::CLOSE_GRACE + std::time::Duration::from_millis(250);
+        let listener_drain = self.manager.longest_drain_timeout() + http::CLOSE_GRACE + std::time::Duration::from_millis(250);
         let grace = drain_time.unwrap_or(listener_drain);
-        let deadline = tokio::time::Instant::now() + grace;
-        while self.manager.open_connections() > 0 && tokio::time::Instant::now() < deadline {
+        let window = accept_window(grace);
+        self.manager.drain_listeners(window);
+
+        let start = tokio::time::Instant::now();
+        let deadline = start + grace;
+        loop {
+            let now = tokio::time::Instant::now();
+            let accepting = now < start + window;
+            if now >= deadline || (!accepting && self.manager.open_connections() == 0) {
+                break;
+            }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         info!(open = self.manager.open_connections(), "proxy drained");
     }
 }
+
+/// Returns how long listeners keep accepting during a drain of `drain_time`: half
+/// of it, at most `MAX_ACCEPT_WINDOW`. Load balancers and Kubernetes
+/// endpoints take a moment to stop sending new connections.
+pub(crate) fn accept_window(drain_time: std::time::Duration) -> std::time::Duration {
+    (drain_time / 2).min(MAX_ACCEPT_WINDOW)
+}
+
+const MAX_ACCEPT_WINDOW: std::time::Duration = std::time::Duration::from_secs(5);
 
 async fn start_admin(
     address: SocketAddr,

@@ -70,7 +70,10 @@ struct Slot {
     bound: SocketAddr,
     /// A socket bound but not accepting yet, while its listener warms.
     pending: Option<TcpListener>,
+    /// Turns true when the listener's connections drain.
     running: Option<watch::Sender<bool>>,
+    /// Turns true, or is dropped, when the accept loop stops.
+    accepting: Option<watch::Sender<bool>>,
     drain_timeout: Duration,
 }
 
@@ -100,6 +103,7 @@ impl ListenerSet {
             bound,
             pending: None,
             running: None,
+            accepting: None,
             drain_timeout: listener.http.drain_timeout,
         });
         slot.address = listener.address;
@@ -128,6 +132,8 @@ impl ListenerSet {
             drain(slot);
             let (signal, drained) = watch::channel(false);
             slot.running = Some(signal);
+            let (stop, stopped) = watch::channel(false);
+            slot.accepting = Some(stop);
             let name: Arc<str> = Arc::from(listener.name.as_str());
             let span = info_span!("listener", name = %name, address = %slot.bound);
             let accept = AcceptLoop {
@@ -135,6 +141,7 @@ impl ListenerSet {
                 name,
                 store: self.store.clone(),
                 drained,
+                stopped,
                 drain_timeout: slot.drain_timeout,
                 open: self.open.clone(),
                 stats: self.stats.clone(),
@@ -151,16 +158,32 @@ impl ListenerSet {
         bound
     }
 
-    /// Drains every listener, for shutdown, and returns the longest drain
-    /// timeout among them.
-    pub fn drain_all(&self) -> Duration {
+    /// Drains every listener's connections at once, for shutdown. The
+    /// listeners keep accepting for `accept_window`, so a client that has
+    /// not yet learned of the shutdown gets one response with `Connection:
+    /// close` or GOAWAY rather than a refused connection, then stop.
+    pub fn drain_all(&self, accept_window: Duration) {
         let mut slots = self.lock();
-        let mut longest = Duration::ZERO;
+        let mut stops = Vec::new();
         for slot in slots.values_mut() {
-            drain(slot);
-            longest = longest.max(slot.drain_timeout);
+            drain_connections(slot);
+            stops.extend(slot.accepting.take());
         }
-        longest
+        drop(slots);
+
+        if accept_window.is_zero() {
+            stop_accepting(stops);
+        } else {
+            tokio::spawn(async move {
+                tokio::time::sleep(accept_window).await;
+                stop_accepting(stops);
+            });
+        }
+    }
+
+    /// The maximum drain timeout among the listeners.
+    pub fn longest_drain_timeout(&self) -> Duration {
+        self.lock().values().map(|slot| slot.drain_timeout).max().unwrap_or_default()
     }
 
     /// Downstream connections and upgraded pipes still open.
@@ -173,9 +196,21 @@ impl ListenerSet {
     }
 }
 
+/// Drains the listener's connections and stops its accept loop.
 fn drain(slot: &mut Slot) {
+    drain_connections(slot);
+    stop_accepting(slot.accepting.take());
+}
+
+fn drain_connections(slot: &mut Slot) {
     if let Some(signal) = slot.running.take() {
         let _ = signal.send(true);
+    }
+}
+
+fn stop_accepting(stops: impl IntoIterator<Item = watch::Sender<bool>>) {
+    for stop in stops {
+        let _ = stop.send(true);
     }
 }
 
@@ -191,6 +226,7 @@ struct AcceptLoop {
     name: Arc<str>,
     store: SnapshotStore,
     drained: watch::Receiver<bool>,
+    stopped: watch::Receiver<bool>,
     drain_timeout: Duration,
     open: Arc<AtomicUsize>,
     stats: Arc<ProxyStats>,
@@ -208,7 +244,7 @@ impl AcceptLoop {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 },
-                _ = self.drained.changed() => {
+                _ = self.stopped.changed() => {
                     debug!("listener stopped accepting");
                     return;
                 }
@@ -227,6 +263,7 @@ impl AcceptLoop {
             stats: self.stats.clone(),
             listener_stats: self.listener_stats.clone(),
             protocol_counted: AtomicBool::new(false),
+            request_seen: self.drained.borrow().then(tokio::sync::Notify::new),
         };
         self.listener_stats.accepted.inc();
         let span = info_span!("downstream", client.addr = %remote);
@@ -251,28 +288,43 @@ async fn serve_connection(stream: TcpStream, context: ConnectionContext, mut dra
     let activity = Activity::new();
     let io = TokioIo::new(ActivityIo::new(stream, activity.clone()));
     let context = Arc::new(context);
+    let watched = context.clone();
     let service = service_fn(move |request| handle(request, context.clone()));
     let connection = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(connection);
 
     let idle_timeout = settings.idle_timeout;
-    let closing = loop {
-        let idle_check = async {
-            match idle_timeout {
-                Some(timeout) => tokio::time::sleep_until(activity.idle_deadline(timeout)).await,
-                None => std::future::pending().await,
-            }
-        };
+    let closing = if let Some(request_seen) = &watched.request_seen {
+        // Accepted while draining: serve the request on its way, then close.
+        // Closing before hyper has read the request would drop it.
         tokio::select! {
             result = connection.as_mut() => {
                 log_connection_end(result);
                 return;
             }
-            _ = drained.changed() => break "listener draining",
-            _ = idle_check => {
-                let timeout = idle_timeout.unwrap_or_default();
-                if tokio::time::Instant::now() >= activity.idle_deadline(timeout) {
-                    break "idle timeout";
+            _ = request_seen.notified() => {}
+            _ = tokio::time::sleep(drain_timeout) => {}
+        }
+        "accepted while draining"
+    } else {
+        loop {
+            let idle_check = async {
+                match idle_timeout {
+                    Some(timeout) => tokio::time::sleep_until(activity.idle_deadline(timeout)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                result = connection.as_mut() => {
+                    log_connection_end(result);
+                    return;
+                }
+                _ = drained.changed() => break "listener draining",
+                _ = idle_check => {
+                    let timeout = idle_timeout.unwrap_or_default();
+                    if tokio::time::Instant::now() >= activity.idle_deadline(timeout) {
+                        break "idle timeout";
+                    }
                 }
             }
         }

@@ -314,10 +314,15 @@ impl ConfigManager {
         self.listeners.bound()
     }
 
-    /// Stops every listener from accepting and drains its connections;
-    /// returns the longest drain timeout.
-    pub fn drain_listeners(&self) -> std::time::Duration {
-        self.listeners.drain_all()
+    /// Drains every listener's connections, and stops the listeners from
+    /// accepting once `accept_window` has passed.
+    pub fn drain_listeners(&self, accept_window: std::time::Duration) {
+        self.listeners.drain_all(accept_window);
+    }
+
+    /// The longest drain timeout among the listeners.
+    pub fn longest_drain_timeout(&self) -> std::time::Duration {
+        self.listeners.longest_drain_timeout()
     }
 
     /// Downstream connections and upgraded pipes still open.

@@ -50,12 +50,18 @@ pub struct ConnectionContext {
     pub listener_stats: ListenerStats,
     /// Set once the connection's protocol has been counted.
     pub protocol_counted: AtomicBool,
+    /// Present on a connection accepted while its listener drains; notified
+    /// when its first request arrives, so the connection can close after it.
+    pub request_seen: Option<tokio::sync::Notify>,
 }
 
 /// Handles one downstream request. The snapshot loaded here is the one the
 /// request uses to its end, whatever config changes meanwhile.
 pub async fn handle(request: Request<Incoming>, connection: Arc<ConnectionContext>) -> Result<Response<RecordedBody>, Infallible> {
     let start = tokio::time::Instant::now();
+    if let Some(request_seen) = &connection.request_seen {
+        request_seen.notify_one();
+    }
     let snapshot = connection.store.load_full();
     let Some(listener) = snapshot.listeners.get(&connection.listener) else {
         let stats = connection.stats.http.route("none", "none");
