@@ -106,6 +106,7 @@ async fn failed_try_is_retried_elsewhere() {
     assert_eq!(sample(&text, "legate_upstream_retries_total{cluster=\"pair\"}"), Some(failed as f64), "{text}");
     let upstream_5xx = "legate_upstream_requests_total{cluster=\"pair\",code_class=\"5xx\"}";
     assert_eq!(sample(&text, upstream_5xx), Some(failed as f64), "every upstream 503 is counted, retried or not");
+    assert_eq!(sample(&text, "legate_http_response_flags_total{flag=\"URX\"}"), None, "no request ran out of retries");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,6 +157,8 @@ async fn large_body_is_not_retried() {
     assert_eq!(hits.load(Ordering::Relaxed), 5, "a body over the replay buffer is sent once");
     let text = scrape(&proxy).await;
     assert_eq!(sample(&text, "legate_upstream_retries_skipped_total{cluster=\"one\"}"), Some(1.0), "{text}");
+    let exhausted = sample(&text, "legate_http_response_flags_total{flag=\"URX\"}");
+    assert_eq!(exhausted, Some(1.0), "only the small body ran out of retries:\n{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

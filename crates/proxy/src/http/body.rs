@@ -242,9 +242,16 @@ impl RecordedBody {
 
 impl Drop for RecordedBody {
     fn drop(&mut self) {
-        if let Some(recorder) = self.recorder.take() {
-            recorder.finish();
+        let Some(mut recorder) = self.recorder.take() else { return };
+        // hyper drops a body it has not read to the end only when the
+        // downstream connection is gone.
+        if !self.inner.is_end_stream() {
+            recorder.stats.downstream_terminations.inc();
+            if let Some(log) = recorder.log.as_mut() {
+                log.flag.get_or_insert(crate::stats::ResponseFlag::DownstreamConnectionTermination);
+            }
         }
+        recorder.finish();
     }
 }
 

@@ -102,12 +102,17 @@ pub(super) async fn forward(mut request: Request<DownstreamBody>, action: &Forwa
         policy,
     };
     let (parts, body) = upstream_request.into_parts();
-    let Outcome { result, endpoint, retry_slots } = tries.run(RequestTemplate::new(parts), body, endpoint.clone()).await;
+    let Outcome { result, endpoint, retry_slots, retries_exhausted } =
+        tries.run(RequestTemplate::new(parts), body, endpoint.clone()).await;
 
     let mut response = match result {
         Ok(mut response) => {
             let upstream = UpstreamInfo { host: endpoint.address(), cluster: cluster_key.clone() };
             response.extensions_mut().insert(upstream);
+            if retries_exhausted {
+                stats.http.count_flag(ResponseFlag::UpstreamRetryLimitExceeded);
+                response.extensions_mut().insert(ResponseFlag::UpstreamRetryLimitExceeded);
+            }
             response
         }
         Err(UpstreamError::Overflow(_)) => return overflow_reply(cluster_name, stats),

@@ -55,9 +55,33 @@ pub struct ConnectionContext {
     pub request_seen: Option<tokio::sync::Notify>,
 }
 
-/// Handles one downstream request. The snapshot loaded here is the one the
-/// request uses to its end, whatever config changes meanwhile.
+/// Handles one downstream request, and counts it under `DC` when the
+/// downstream connection ends before the response headers.
 pub async fn handle(request: Request<Incoming>, connection: Arc<ConnectionContext>) -> Result<Response<RecordedBody>, Infallible> {
+    let mut unanswered = Unanswered { stats: &connection.stats, answered: false };
+    let response = respond(request, &connection).await;
+    unanswered.answered = true;
+    Ok(response)
+}
+
+/// Counts the `DC` response flag when hyper drops a request's future before
+/// the response headers, which it does when the downstream connection ends.
+struct Unanswered<'a> {
+    stats: &'a ProxyStats,
+    answered: bool,
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.stats.http.count_flag(ResponseFlag::DownstreamConnectionTermination);
+        }
+    }
+}
+
+/// Routes one request and builds its response. The snapshot loaded here is
+/// the one the request uses to its end, whatever config changes meanwhile.
+async fn respond(request: Request<Incoming>, connection: &ConnectionContext) -> Response<RecordedBody> {
     let start = tokio::time::Instant::now();
     if let Some(request_seen) = &connection.request_seen {
         request_seen.notify_one();
@@ -65,9 +89,9 @@ pub async fn handle(request: Request<Incoming>, connection: Arc<ConnectionContex
     let snapshot = connection.store.load_full();
     let Some(listener) = snapshot.listeners.get(&connection.listener) else {
         let stats = connection.stats.http.route("none", "none");
-        return Ok(record(local_reply(StatusCode::SERVICE_UNAVAILABLE, "listener is draining"), stats, start, &connection, None));
+        return record(local_reply(StatusCode::SERVICE_UNAVAILABLE, "listener is draining"), stats, start, connection, None);
     };
-    count_protocol(&connection, request.version());
+    count_protocol(connection, request.version());
 
     let (mut parts, body) = request.into_parts();
     let filters = &listener.filters;
@@ -97,14 +121,14 @@ pub async fn handle(request: Request<Incoming>, connection: Arc<ConnectionContex
             debug!(host, path = parts.uri.path(), "no route matched");
             let response = forward::flag_reply(&connection.stats, ResponseFlag::NoRoute, StatusCode::NOT_FOUND, "no route matched");
             let exchange = Exchange { protocol, call, cors: None };
-            return Ok(record(exchange.finish(response), stats.clone(), start, &connection, log.take()));
+            return record(exchange.finish(response), stats.clone(), start, connection, log.take());
         }
     };
 
     let cors = route.cors.as_deref().filter(|_| filters.cors);
     if let Some(policy) = cors {
         if cors::is_preflight(&parts) {
-            return Ok(record(cors::preflight_reply(policy, &parts), route_stats, start, &connection, log.take()));
+            return record(cors::preflight_reply(policy, &parts), route_stats, start, connection, log.take());
         }
     }
     let exchange = Exchange {
@@ -116,7 +140,7 @@ pub async fn handle(request: Request<Incoming>, connection: Arc<ConnectionContex
     let mut body = match protocol {
         Protocol::GrpcWeb { text } => match grpc_web::read_body(body, text).await {
             Ok(body) => body,
-            Err(reply) => return Ok(record(exchange.finish(reply), route_stats, start, &connection, log.take())),
+            Err(reply) => return record(exchange.finish(reply), route_stats, start, connection, log.take()),
         },
         _ => DownstreamBody::incoming(body),
     };
@@ -136,11 +160,11 @@ pub async fn handle(request: Request<Incoming>, connection: Arc<ConnectionContex
         }
         RouteAction::Forward(action) => {
             let request = Request::from_parts(parts, body);
-            let context = forward::RequestContext { route, route_stats: &route_stats, http: &listener.http, snapshot: &snapshot, connection: &connection };
+            let context = forward::RequestContext { route, route_stats: &route_stats, http: &listener.http, snapshot: &snapshot, connection };
             forward::forward(request, action, &context).await
         }
     };
-    Ok(record(exchange.finish(response), route_stats, start, &connection, log))
+    record(exchange.finish(response), route_stats, start, connection, log)
 }
 
 /// What the response of a request still needs from the filters: the gRPC

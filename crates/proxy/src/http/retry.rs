@@ -82,6 +82,9 @@ pub(super) struct Outcome {
     pub result: Result<Response<UpstreamBody>, UpstreamError>,
     pub endpoint: Arc<EndpointPool>,
     pub retry_slots: Vec<Slot>,
+    /// The last try failed in a way the policy retries, but no retry was
+    /// left (Envoy's `URX`).
+    pub retries_exhausted: bool,
 }
 
 /// The parts of the upstream request that every try sends again.
@@ -116,7 +119,7 @@ impl Tries<'_> {
             let timers = self.timers(None);
             let mut result = send_once(&first, template.into_request(body), timers, self.limits).await;
             self.record(&first, &mut result);
-            return Outcome { result, endpoint: first, retry_slots: Vec::new() };
+            return Outcome { result, endpoint: first, retry_slots: Vec::new(), retries_exhausted: false };
         };
 
         let replay = ReplayBody::new(body, REPLAY_LIMIT);
@@ -138,28 +141,28 @@ impl Tries<'_> {
             }
 
             let Some(reason) = retry_reason(&result, trailer_status, &policy, timers, self.route_deadline) else {
-                return Outcome { result, endpoint, retry_slots };
+                return Outcome { result, endpoint, retry_slots, retries_exhausted: false };
             };
             if attempt >= policy.num_retries {
-                return Outcome { result, endpoint, retry_slots };
+                return Outcome { result, endpoint, retry_slots, retries_exhausted: attempt > 0 };
             }
             if !replay.can_replay() {
                 debug!(cluster = self.cluster.name(), "request body too large to replay, not retried");
                 self.cluster.stats.retries_skipped.inc();
-                return Outcome { result, endpoint, retry_slots };
+                return Outcome { result, endpoint, retry_slots, retries_exhausted: false };
             }
             let Some(slot) = self.retry_slot() else {
                 debug!(cluster = self.cluster.name(), "retry circuit breaker full, not retried");
-                return Outcome { result, endpoint, retry_slots };
+                return Outcome { result, endpoint, retry_slots, retries_exhausted: false };
             };
             retry_slots.push(slot);
             attempt += 1;
 
             if !self.back_off(&policy, attempt).await {
-                return Outcome { result, endpoint, retry_slots };
+                return Outcome { result, endpoint, retry_slots, retries_exhausted: false };
             }
             let Some(next) = self.pick(&policy, &tried) else {
-                return Outcome { result, endpoint, retry_slots };
+                return Outcome { result, endpoint, retry_slots, retries_exhausted: false };
             };
             debug!(cluster = self.cluster.name(), attempt, reason, upstream.addr = %next.address(), "retrying request");
             self.cluster.stats.retries.inc();

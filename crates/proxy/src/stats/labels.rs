@@ -114,6 +114,11 @@ pub enum ResponseFlag {
     RequestTimeout,
     /// UO: a circuit breaker was full.
     UpstreamOverflow,
+    /// URX: the retry limit was reached and the last try's response is
+    /// passed on.
+    UpstreamRetryLimitExceeded,
+    /// DC: the downstream connection ended before the response did.
+    DownstreamConnectionTermination,
 }
 
 impl ResponseFlag {
@@ -128,6 +133,8 @@ impl ResponseFlag {
             ResponseFlag::UpstreamConnectionTermination => "UC",
             ResponseFlag::RequestTimeout => "RT",
             ResponseFlag::UpstreamOverflow => "UO",
+            ResponseFlag::UpstreamRetryLimitExceeded => "URX",
+            ResponseFlag::DownstreamConnectionTermination => "DC",
         }
     }
 }

@@ -223,6 +223,9 @@ impl HttpStats {
             duration: self.duration.get_or_create_owned(&labels),
             request_bytes: self.request_bytes.get_or_create_owned(&labels),
             response_bytes: self.response_bytes.get_or_create_owned(&labels),
+            downstream_terminations: self
+                .response_flags
+                .get_or_create_owned(&FlagLabels { flag: ResponseFlag::DownstreamConnectionTermination.as_str() }),
         })
     }
 
@@ -243,6 +246,9 @@ pub struct RouteStats {
     pub duration: Histogram,
     pub request_bytes: Counter,
     pub response_bytes: Counter,
+    /// The `DC` response flag's counter, resolved ahead so that a request
+    /// cut off by its downstream counts without a lookup.
+    pub downstream_terminations: Counter,
 }
 
 impl RouteStats {
