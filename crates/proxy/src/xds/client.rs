@@ -162,11 +162,13 @@ impl AdsClient {
         let reply = if rejected.is_empty() {
             stats.set_version(resource_type.short_name(), &response.version_info);
             subscription.accepted_version = response.version_info.clone();
+            let changes = subscription.applied.replace(&response.resources);
             info!(
                 resource_type = resource_type.short_name(),
                 version = %response.version_info,
                 resources = response.resources.len(),
                 previous_version = %previous_version,
+                changes = %changes,
                 "config applied"
             );
             subscription.request(resource_type, None)

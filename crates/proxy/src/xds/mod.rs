@@ -1,6 +1,7 @@
 //! The ADS client: subscribes to listeners, routes, clusters and endpoints,
 //! applies each response through the config manager, and ACKs or NACKs it.
 
+mod changes;
 mod client;
 mod subscription;
 

@@ -19,6 +19,8 @@ pub struct Subscription {
     pub accepted_version: String,
     /// Nonce of the last response received on the current stream.
     pub nonce: String,
+    /// The resources of the last response accepted.
+    pub applied: super::changes::Applied,
 }
 
 impl Subscription {
