@@ -145,8 +145,8 @@ pub fn decode_any(any: &prost_types::Any) -> Result<Decoded<Resource>, ConfigErr
     }
 
     let resource = decode::resource(resource_type, &any.value, &mut errors);
-    errors.finish(resource).and_then(|decoded| match decoded.value {
-        Some(value) => Ok(Decoded { value, ignored: decoded.ignored }),
+    errors.finish(resource).map(|decoded| match decoded.value {
+        Some(value) => Decoded { value, ignored: decoded.ignored },
         None => unreachable!("decoders record an error whenever they return no resource"),
     })
 }

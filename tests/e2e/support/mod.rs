@@ -169,7 +169,7 @@ impl Proxy {
     pub async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if let Ok((200, _)) = http1_get(self.admin, "admin", "/ready").await.map(|(s, b)| (s, b)) {
+            if let Ok((200, _)) = http1_get(self.admin, "admin", "/ready").await {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

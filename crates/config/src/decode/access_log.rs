@@ -173,7 +173,7 @@ fn log_filter(proto: &api::AccessLogFilter, errors: &mut Collector) -> Option<Lo
             Some(LogFilter::StatusCode { op, value: u16::try_from(value.default_value).unwrap_or(u16::MAX) })
         }
         Some(FilterSpecifier::RuntimeFilter(filter)) => {
-            let percent = filter.percent_sampled.clone().unwrap_or_default();
+            let percent = filter.percent_sampled.unwrap_or_default();
             let denominator = match DenominatorType::try_from(percent.denominator) {
                 Ok(DenominatorType::Hundred) => 100.0,
                 Ok(DenominatorType::TenThousand) => 10_000.0,

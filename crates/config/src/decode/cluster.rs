@@ -280,7 +280,7 @@ fn maglev_table(table_size: Option<u64>, errors: &mut Collector) -> Option<LbPol
 }
 
 fn is_prime(value: u64) -> bool {
-    value >= 2 && (2..).take_while(|divisor| divisor * divisor <= value).all(|divisor| value % divisor != 0)
+    value >= 2 && (2..).take_while(|divisor| divisor * divisor <= value).all(|divisor| !value.is_multiple_of(divisor))
 }
 
 /// Reads the upstream HTTP version, HTTP/2 settings and idle timeout from

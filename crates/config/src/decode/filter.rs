@@ -59,10 +59,7 @@ pub(crate) fn http_filters(filters: &[hcm::HttpFilter], errors: &mut Collector) 
 }
 
 fn http_filter(filter: &hcm::HttpFilter, is_last: bool, errors: &mut Collector) -> Option<HttpFilter> {
-    let config = match &filter.config_type {
-        Some(hcm::http_filter::ConfigType::TypedConfig(config)) => Some(config),
-        None => None,
-    };
+    let config = filter.config_type.as_ref().map(|hcm::http_filter::ConfigType::TypedConfig(config)| config);
     let kind = match config {
         Some(config) => KNOWN.iter().find(|(type_name, _)| config.type_url == type_url_of(type_name)),
         None => KNOWN.iter().find(|(_, name)| filter.name == *name),

@@ -332,10 +332,7 @@ fn forward_action(proto: &api::RouteAction, matcher: Option<&RouteMatch>, errors
         });
     }
 
-    let host_rewrite = match &proto.host_rewrite_specifier {
-        Some(api::route_action::HostRewriteSpecifier::HostRewriteLiteral(host)) => Some(host.clone()),
-        None => None,
-    };
+    let host_rewrite = proto.host_rewrite_specifier.as_ref().map(|api::route_action::HostRewriteSpecifier::HostRewriteLiteral(host)| host.clone());
     if let Some(host) = &host_rewrite {
         if http::HeaderValue::from_str(host).is_err() || host.is_empty() {
             errors.at("host_rewrite_literal", |errors| errors.invalid(format!("{host:?} is not a valid host")));

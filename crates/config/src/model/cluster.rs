@@ -49,7 +49,7 @@ impl Priority {
 }
 
 /// A cluster's limits per routing priority (`[default, high]`).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct CircuitBreakers {
     pub thresholds: [Thresholds; 2],
     /// `per_host_thresholds.max_connections` per priority; `None` is no limit.
@@ -79,12 +79,6 @@ pub struct RetryBudget {
 impl Default for Thresholds {
     fn default() -> Self {
         Thresholds { max_connections: 1024, max_pending_requests: 1024, max_requests: 1024, max_retries: 3, retry_budget: None }
-    }
-}
-
-impl Default for CircuitBreakers {
-    fn default() -> Self {
-        CircuitBreakers { thresholds: [Thresholds::default(); 2], per_host_max_connections: [None; 2] }
     }
 }
 

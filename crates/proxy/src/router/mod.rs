@@ -83,8 +83,8 @@ impl RouteTable {
                 }
             }
         }
-        table.suffixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
-        table.prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        table.suffixes.sort_by_key(|entry| std::cmp::Reverse(entry.0.len()));
+        table.prefixes.sort_by_key(|entry| std::cmp::Reverse(entry.0.len()));
         table
     }
 
