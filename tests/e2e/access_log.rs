@@ -82,3 +82,37 @@ fn unknown_operator_is_rejected() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("%NO_SUCH_OPERATOR%"), "the error names the operator: {stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_gone_before_response_is_logged() {
+    use tokio::io::AsyncWriteExt;
+
+    let dir = temp_dir("access-log-dc");
+    let log = dir.join("access.log");
+    let backend = Upstream::start("backend").await;
+    let hcm = format!(
+        r#"          access_log:
+          - name: envoy.access_loggers.file
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: {}"#,
+        log.display()
+    );
+    let routes = "              - match: { prefix: \"/\" }\n                route: { cluster: backend }";
+    let proxy = Proxy::start(&static_bootstrap(&hcm, routes, &static_cluster("backend", backend.address.port(), None)), &dir);
+    proxy.wait_ready().await;
+    let listener = proxy.listener("http").await;
+
+    let mut client = tokio::net::TcpStream::connect(listener).await.unwrap();
+    client.write_all(b"GET /slow/3000 HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(client);
+
+    let written = eventually(Duration::from_secs(5), || async {
+        std::fs::read_to_string(&log).map(|text| text.lines().count() == 1).unwrap_or(false)
+    })
+    .await;
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(written, "one line for the abandoned request:\n{text}");
+    assert!(text.contains("\"GET /slow/3000 HTTP/1.1\" 0 DC "), "code 0 and the DC flag: {text}");
+}

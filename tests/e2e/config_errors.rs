@@ -47,6 +47,27 @@ async fn invalid_apply_lists_every_error() {
     assert!(!output.status.success());
     assert!(stderr.contains("transport_socket"), "names the unsupported field: {stderr}");
 
+    let bad_values = r#"resources:
+- "@type": type.googleapis.com/envoy.config.cluster.v3.Cluster
+  name: slow
+  connect_timeout: banana
+"#;
+    let output = control_plane.apply(bad_values);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("connect_timeout") && stderr.contains("\"banana\""), "names the field and the value: {stderr}");
+
+    let negative = r#"resources:
+- "@type": type.googleapis.com/envoy.config.cluster.v3.Cluster
+  name: negative
+  connect_timeout: -5s
+  load_assignment: { cluster_name: negative }
+"#;
+    let output = control_plane.apply(negative);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("invalid duration -5s: must not be negative"), "{stderr}");
+
     let after = String::from_utf8_lossy(&control_plane.get().stdout).into_owned();
     assert_eq!(before, after, "the running config is unchanged");
     let (status, body) = http1_get(listener, "x.test", "/api/still").await.unwrap();

@@ -88,11 +88,29 @@ fn parse_value<T: prost::Message + Default>(value: &Value, message_name: &str, p
     let mut tracker = serde_path_to_error::Track::new();
     let deserializer = serde_path_to_error::Deserializer::new(value, &mut tracker);
     let dynamic = DynamicMessage::deserialize_with_options(descriptor, deserializer, &options).map_err(|error| {
-        let inner = tracker.path().to_string();
+        let failed_at = tracker.path();
+        let inner = failed_at.to_string();
         let location = join_path(path, if inner == "." { "" } else { &inner });
-        ConfigErrors::from(syntax_error(location, error.to_string()))
+        let mut message = error.to_string();
+        if let Some(found) = value_at(value, &failed_at).filter(|found| !found.is_object() && !found.is_array()) {
+            message.push_str(&format!(" (found {found})"));
+        }
+        ConfigErrors::from(syntax_error(location, message))
     })?;
     dynamic.transcode_to::<T>().map_err(|error| syntax_error(path.to_string(), error.to_string()).into())
+}
+
+/// Finds the JSON value at `path`, to show it in an error message.
+fn value_at<'a>(value: &'a Value, path: &serde_path_to_error::Path) -> Option<&'a Value> {
+    let mut current = value;
+    for segment in path.iter() {
+        current = match segment {
+            serde_path_to_error::Segment::Seq { index } => current.get(*index)?,
+            serde_path_to_error::Segment::Map { key } => current.get(key.as_str())?,
+            _ => return None,
+        };
+    }
+    Some(current)
 }
 
 /// Records every key of `value` that `descriptor` does not declare,

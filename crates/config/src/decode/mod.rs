@@ -72,7 +72,8 @@ pub(crate) fn duration(value: &prost_types::Duration, errors: &mut Collector) ->
     match Duration::try_from(*value) {
         Ok(duration) => Some(duration),
         Err(_) => {
-            errors.invalid(format!("duration {}s {}ns must not be negative", value.seconds, value.nanos));
+            let seconds = value.seconds as f64 + f64::from(value.nanos) / 1e9;
+            errors.invalid(format!("invalid duration {seconds}s: must not be negative"));
             None
         }
     }

@@ -58,31 +58,49 @@ pub struct ConnectionContext {
 /// Handles one downstream request, and counts it under `DC` when the
 /// downstream connection ends before the response headers.
 pub async fn handle(request: Request<Incoming>, connection: Arc<ConnectionContext>) -> Result<Response<RecordedBody>, Infallible> {
-    let mut unanswered = Unanswered { stats: &connection.stats, answered: false };
-    let response = respond(request, &connection).await;
+    let start = tokio::time::Instant::now();
+    let mut unanswered = Unanswered { stats: &connection.stats, start, log: None, answered: false };
+    let response = respond(request, &connection, start, &mut unanswered.log).await;
     unanswered.answered = true;
     Ok(response)
 }
 
-/// Counts the `DC` response flag when hyper drops a request's future before
-/// the response headers, which it does when the downstream connection ends.
+/// The access log entry of a request not yet answered.
+type LogEntry = Option<(Arc<AccessLoggers>, RequestRecord)>;
+
+/// Counts the `DC` response flag, and writes the access log line with
+/// response code 0, when hyper drops a request's future before the response
+/// headers, which it does when the downstream connection ends.
 struct Unanswered<'a> {
     stats: &'a ProxyStats,
+    start: tokio::time::Instant,
+    log: LogEntry,
     answered: bool,
 }
 
 impl Drop for Unanswered<'_> {
     fn drop(&mut self) {
-        if !self.answered {
-            self.stats.http.count_flag(ResponseFlag::DownstreamConnectionTermination);
+        if self.answered {
+            return;
+        }
+        self.stats.http.count_flag(ResponseFlag::DownstreamConnectionTermination);
+        if let Some((loggers, request)) = self.log.take() {
+            let pending = PendingLog {
+                loggers,
+                request,
+                status: 0,
+                response_headers: http::HeaderMap::new(),
+                flag: Some(ResponseFlag::DownstreamConnectionTermination),
+                upstream: None,
+            };
+            pending.finish(self.start.elapsed(), 0);
         }
     }
 }
 
 /// Routes one request and builds its response. The snapshot loaded here is
 /// the one the request uses to its end, whatever config changes meanwhile.
-async fn respond(request: Request<Incoming>, connection: &ConnectionContext) -> Response<RecordedBody> {
-    let start = tokio::time::Instant::now();
+async fn respond(request: Request<Incoming>, connection: &ConnectionContext, start: tokio::time::Instant, log: &mut LogEntry) -> Response<RecordedBody> {
     if let Some(request_seen) = &connection.request_seen {
         request_seen.notify_one();
     }
@@ -108,7 +126,7 @@ async fn respond(request: Request<Incoming>, connection: &ConnectionContext) -> 
     };
     let host = headers::parts_host(&parts).map(host_without_port).unwrap_or("");
     let matched = listener.routes.route(host, &parts);
-    let mut log = (!listener.access_logs.is_empty()).then(|| {
+    *log = (!listener.access_logs.is_empty()).then(|| {
         let route_name = match &matched {
             RouteMatchResult::Matched(route, _) if !route.name.is_empty() => Some(route.name.as_str()),
             _ => None,
@@ -144,7 +162,7 @@ async fn respond(request: Request<Incoming>, connection: &ConnectionContext) -> 
         },
         _ => DownstreamBody::incoming(body),
     };
-    if let Some((_, record)) = &log {
+    if let Some((_, record)) = &*log {
         body.count_bytes(record.received_counter());
     }
     if let Some(call) = &exchange.call {
@@ -164,7 +182,7 @@ async fn respond(request: Request<Incoming>, connection: &ConnectionContext) -> 
             forward::forward(request, action, &context).await
         }
     };
-    record(exchange.finish(response), route_stats, start, connection, log)
+    record(exchange.finish(response), route_stats, start, connection, log.take())
 }
 
 /// What the response of a request still needs from the filters: the gRPC
