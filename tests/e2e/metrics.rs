@@ -200,28 +200,3 @@ async fn dashboard_queries_documented_metrics() {
         assert!(documented(family), "the proxy exports {family}, which the README does not document");
     }
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn downstream_disconnect_is_flagged() {
-    use tokio::io::AsyncWriteExt;
-
-    let dir = temp_dir("metrics-dc");
-    let backend = Upstream::start("backend").await;
-    let routes = "              - match: { prefix: \"/\" }\n                route: { cluster: backend }";
-    let proxy = Proxy::start(&static_bootstrap("", routes, &static_cluster("backend", backend.address.port(), None)), &dir);
-    proxy.wait_ready().await;
-    let listener = proxy.listener("http").await;
-
-    let mut client = tokio::net::TcpStream::connect(listener).await.unwrap();
-    client.write_all(b"GET /slow/3000 HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    drop(client);
-
-    let flagged = eventually(Duration::from_secs(5), || async {
-        sample(&scrape(&proxy).await, "legate_http_response_flags_total{flag=\"DC\"}") == Some(1.0)
-    })
-    .await;
-    let text = scrape(&proxy).await;
-    assert!(flagged, "a request whose client left is flagged DC:\n{text}");
-    assert_eq!(http1_get(listener, "a", "/after").await.unwrap().0, 200, "the proxy keeps serving");
-}
