@@ -256,6 +256,7 @@ impl AcceptLoop {
         let context = ConnectionContext {
             listener: self.name.clone(),
             remote,
+            client_address: crate::http::client_address_value(remote),
             store: self.store.clone(),
             drained: self.drained.clone(),
             drain_timeout: self.drain_timeout,

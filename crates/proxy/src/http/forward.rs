@@ -267,7 +267,7 @@ fn upstream_request(
     if let Some(upgrade) = upgrade {
         upgrade.prepare_upstream(&mut parts.method, &mut parts.headers);
     }
-    add_forwarding_headers(&mut parts.headers, connection.remote);
+    add_forwarding_headers(&mut parts.headers, &connection.client_address);
 
     match protocol {
         UpstreamProtocol::Http1 => {

@@ -68,16 +68,27 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
     }
 }
 
-/// Adds `x-forwarded-for` (appending the client address), sets
-/// `x-forwarded-proto`, and adds an `x-request-id` unless the client sent
-/// one.
-pub fn add_forwarding_headers(headers: &mut HeaderMap, remote: SocketAddr) {
-    let client = remote.ip().to_string();
-    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|value| value.to_str().ok()) {
-        Some(existing) if !existing.trim().is_empty() => format!("{existing}, {client}"),
-        _ => client,
+/// Formats the downstream address for `x-forwarded-for`, once per
+/// connection.
+pub fn client_address_value(remote: SocketAddr) -> HeaderValue {
+    HeaderValue::from_str(&remote.ip().to_string()).expect("an IP address is a valid header value")
+}
+
+/// Adds `x-forwarded-for` (appending `client`, from
+/// [`client_address_value`]), sets `x-forwarded-proto`, and adds an
+/// `x-request-id` unless the client sent one.
+pub fn add_forwarding_headers(headers: &mut HeaderMap, client: &HeaderValue) {
+    let appended = match headers.get(&X_FORWARDED_FOR) {
+        Some(existing) if !existing.as_bytes().trim_ascii().is_empty() => {
+            let mut joined = Vec::with_capacity(existing.len() + 2 + client.len());
+            joined.extend_from_slice(existing.as_bytes());
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(client.as_bytes());
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(joined)).ok()
+        }
+        _ => Some(client.clone()),
     };
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+    if let Some(value) = appended {
         headers.insert(X_FORWARDED_FOR.clone(), value);
     }
 
@@ -194,7 +205,7 @@ mod tests {
     fn forwarded_for_appends_client() {
         let mut headers = HeaderMap::new();
         headers.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-        add_forwarding_headers(&mut headers, "127.0.0.5:1000".parse().unwrap());
+        add_forwarding_headers(&mut headers, &client_address_value("127.0.0.5:1000".parse().unwrap()));
         assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 127.0.0.5");
         assert_eq!(headers["x-forwarded-proto"], "http");
     }
@@ -205,20 +216,20 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("traceparent", HeaderValue::from_static(valid));
         headers.insert("tracestate", HeaderValue::from_static("vendor=1"));
-        add_forwarding_headers(&mut headers, "127.0.0.1:1".parse().unwrap());
+        add_forwarding_headers(&mut headers, &client_address_value("127.0.0.1:1".parse().unwrap()));
         assert_eq!(headers["traceparent"], valid, "a valid parent passes unchanged");
         assert_eq!(headers["tracestate"], "vendor=1");
 
         let mut headers = HeaderMap::new();
         headers.insert("traceparent", HeaderValue::from_static("00-00000000000000000000000000000000-00f067aa0ba902b7-01"));
         headers.insert("tracestate", HeaderValue::from_static("vendor=1"));
-        add_forwarding_headers(&mut headers, "127.0.0.1:1".parse().unwrap());
+        add_forwarding_headers(&mut headers, &client_address_value("127.0.0.1:1".parse().unwrap()));
         let created = headers["traceparent"].to_str().unwrap().to_string();
         assert!(is_valid_traceparent(created.as_bytes()), "a malformed parent is replaced: {created}");
         assert!(!headers.contains_key("tracestate"), "its tracestate goes with it");
 
         let mut headers = HeaderMap::new();
-        add_forwarding_headers(&mut headers, "127.0.0.1:1".parse().unwrap());
+        add_forwarding_headers(&mut headers, &client_address_value("127.0.0.1:1".parse().unwrap()));
         assert!(is_valid_traceparent(headers["traceparent"].as_bytes()), "a missing parent is created");
     }
 }

@@ -35,12 +35,15 @@ use crate::snapshot::SnapshotStore;
 use body::{DownstreamBody, RecordedBody, ResponseBody};
 pub(crate) use filters::FilterPlan;
 pub(crate) use frames::CLOSE_GRACE;
+pub use headers::client_address_value;
 pub use local_reply::local_reply;
 
 /// State shared by every request on one downstream connection.
 pub struct ConnectionContext {
     pub listener: Arc<str>,
     pub remote: SocketAddr,
+    /// The downstream IP address as `x-forwarded-for` carries it.
+    pub client_address: HeaderValue,
     pub store: SnapshotStore,
     /// Changes when the listener drains; upgraded pipes watch it.
     pub drained: tokio::sync::watch::Receiver<bool>,
