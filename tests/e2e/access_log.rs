@@ -116,8 +116,8 @@ async fn client_gone_before_response_is_logged() {
     assert!(written, "one line for the abandoned request:\n{text}");
     assert!(text.contains("\"GET /slow/3000 HTTP/1.1\" 0 DC "), "code 0 and the DC flag: {text}");
 
-    let (_, metrics) = http1_get(proxy.admin, "admin", "/stats/prometheus").await.unwrap();
-    let counted = crate::metrics::sample(&metrics, "legate_http_response_flags_total{flag=\"DC\"}");
+    let metrics = proxy.scrape().await;
+    let counted = sample(&metrics, "legate_http_response_flags_total{flag=\"DC\"}");
     assert_eq!(counted, Some(1.0), "the DC flag is counted:\n{metrics}");
     assert_eq!(http1_get(listener, "a", "/after").await.unwrap().0, 200, "the proxy keeps serving");
 }

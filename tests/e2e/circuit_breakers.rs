@@ -18,14 +18,6 @@ const ROUTES: &str = r#"              - match: { prefix: "/h1/" }
               - match: { prefix: "/h2/" }
                 route: { cluster: h2 }"#;
 
-async fn scrape(proxy: &Proxy) -> String {
-    http1_get(proxy.admin, "admin", "/stats/prometheus").await.unwrap().1
-}
-
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
 /// Sends `count` concurrent slow requests; returns (status, overloaded
 /// header, elapsed) for each.
 async fn burst(listener: std::net::SocketAddr, path: &str, count: usize) -> Vec<(u16, bool, Duration)> {
@@ -67,7 +59,7 @@ async fn max_requests_overflow_same_on_both_protocols() {
         assert!(overloaded.iter().all(|(_, _, elapsed)| *elapsed < Duration::from_millis(900)), "{cluster}: overflow is answered at once");
         assert_eq!(backend.hits() - before, 10, "{cluster}: only max_requests reach the upstream");
 
-        let text = scrape(&proxy).await;
+        let text = proxy.scrape().await;
         let series = format!("legate_upstream_overflow_total{{cluster=\"{cluster}\",priority=\"default\",resource=\"requests\"}}");
         assert_eq!(sample(&text, &series), Some(40.0), "{series}\n{text}");
         let pending = format!("legate_upstream_overflow_total{{cluster=\"{cluster}\",priority=\"default\",resource=\"pending_requests\"}}");
@@ -84,7 +76,7 @@ async fn open_gauge_reads_one_while_full() {
     proxy.wait_ready().await;
     let listener = proxy.listener("http").await;
 
-    let text = scrape(&proxy).await;
+    let text = proxy.scrape().await;
     let remaining = "legate_circuit_breaker_remaining{cluster=\"h1\",priority=\"default\",resource=\"requests\"}";
     assert_eq!(sample(&text, remaining), Some(3.0), "remaining capacity reads the limit before any request: {text}");
     let retries = "legate_circuit_breaker_remaining{cluster=\"h1\",priority=\"high\",resource=\"retries\"}";
@@ -92,13 +84,13 @@ async fn open_gauge_reads_one_while_full() {
 
     let held = tokio::spawn(burst(listener, "/h1/slow/1500", 6));
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let text = scrape(&proxy).await;
+    let text = proxy.scrape().await;
     let open = "legate_circuit_breaker_open{cluster=\"h1\",priority=\"default\",resource=\"requests\"}";
     assert_eq!(sample(&text, open), Some(1.0), "{text}");
     let results = held.await.unwrap();
     assert_eq!(results.iter().filter(|(status, _, _)| *status == 200).count(), 3);
     assert_eq!(results.iter().filter(|(status, _, _)| *status == 503).count(), 3);
-    let text = scrape(&proxy).await;
+    let text = proxy.scrape().await;
     assert_eq!(sample(&text, open), Some(0.0), "the breaker closes when the requests finish");
 }
 
@@ -170,7 +162,7 @@ async fn pending_requests_wait_for_a_connection() {
     assert_eq!(overflow.len(), 1, "the third finds the pending queue full: {results:?}");
     assert!(ok.iter().any(|(_, _, elapsed)| *elapsed >= Duration::from_millis(1100)), "the pending one ran after the first");
 
-    let text = scrape(&proxy).await;
+    let text = proxy.scrape().await;
     let pending = "legate_upstream_overflow_total{cluster=\"h1\",priority=\"default\",resource=\"pending_requests\"}";
     assert_eq!(sample(&text, pending), Some(1.0), "{text}");
     let opened = "legate_upstream_connections_opened_total{cluster=\"h1\"}";

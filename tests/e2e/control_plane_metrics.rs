@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::listeners::extra_listener;
-use crate::metrics::sample;
 use crate::support::*;
 
 async fn scrape(admin: SocketAddr) -> String {

@@ -19,16 +19,6 @@ const ROUTES: &str = r#"              - name: ok
                 match: { prefix: "/down" }
                 route: { cluster: unhealthy }"#;
 
-async fn scrape(proxy: &Proxy) -> String {
-    let (status, body) = http1_get(proxy.admin, "admin", "/stats/prometheus").await.unwrap();
-    assert_eq!(status, 200);
-    body
-}
-
-/// Finds the value of the sample whose name and labels are exactly `series`.
-pub(crate) fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traffic_is_counted_exactly() {
@@ -62,10 +52,10 @@ async fn traffic_is_counted_exactly() {
     drop(socket);
 
     let closed = eventually(Duration::from_secs(5), || async {
-        sample(&scrape(&proxy).await, "legate_websocket_closes_total{reason=\"peers_closed\"}") == Some(1.0)
+        sample(&proxy.scrape().await, "legate_websocket_closes_total{reason=\"peers_closed\"}") == Some(1.0)
     })
     .await;
-    let text = scrape(&proxy).await;
+    let text = proxy.scrape().await;
     assert!(closed, "the WebSocket close is counted:\n{text}");
 
     let expected = [
@@ -138,14 +128,14 @@ async fn random_requests_add_no_series() {
         client.get("warm.test", "/missing").await.unwrap();
     }
     let series = |text: &str| text.lines().filter(|line| !line.starts_with('#')).count();
-    let before = series(&scrape(&proxy).await);
+    let before = series(&proxy.scrape().await);
 
     for index in 0..2000 {
         let host = format!("host-{}.test", fastrand_like(index));
         let path = format!("/{}/{}", if index % 2 == 0 { "ok" } else { "nowhere" }, fastrand_like(index * 7));
         client.get(&host, &path).await.unwrap();
     }
-    let after = series(&scrape(&proxy).await);
+    let after = series(&proxy.scrape().await);
     assert_eq!(before, after, "requests with random hosts and paths created series");
 }
 
@@ -195,7 +185,7 @@ async fn dashboard_queries_documented_metrics() {
     let listener = proxy.listener("http").await;
     http1_get(listener, "a", "/ok").await.unwrap();
     http1_get(listener, "a", "/missing").await.unwrap();
-    for line in scrape(&proxy).await.lines().filter_map(|line| line.strip_prefix("# TYPE ")) {
+    for line in proxy.scrape().await.lines().filter_map(|line| line.strip_prefix("# TYPE ")) {
         let family = line.split(' ').next().unwrap();
         assert!(documented(family), "the proxy exports {family}, which the README does not document");
     }

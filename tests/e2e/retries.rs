@@ -75,14 +75,6 @@ fn cluster(name: &str, endpoints: &[SocketAddr], extra: &str) -> String {
 
 const PREVIOUS_HOSTS: &str = r#"retry_host_predicate: [{ name: envoy.retry_host_predicates.previous_hosts, typed_config: { "@type": type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate } }], host_selection_retry_max_attempts: 5"#;
 
-async fn scrape(proxy: &Proxy) -> String {
-    http1_get(proxy.admin, "admin", "/stats/prometheus").await.unwrap().1
-}
-
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_try_is_retried_elsewhere() {
     let (failing, failing_hits) = fixed_upstream(503, None).await;
@@ -102,7 +94,7 @@ async fn failed_try_is_retried_elsewhere() {
     assert_eq!(healthy_hits.load(Ordering::Relaxed), 20);
     let failed = failing_hits.load(Ordering::Relaxed);
     assert!(failed >= 5, "about half the first tries hit the failing endpoint: {failed}");
-    let text = scrape(&proxy).await;
+    let text = proxy.scrape().await;
     assert_eq!(sample(&text, "legate_upstream_retries_total{cluster=\"pair\"}"), Some(failed as f64), "{text}");
     let upstream_5xx = "legate_upstream_requests_total{cluster=\"pair\",code_class=\"5xx\"}";
     assert_eq!(sample(&text, upstream_5xx), Some(failed as f64), "every upstream 503 is counted, retried or not");
@@ -155,7 +147,7 @@ async fn large_body_is_not_retried() {
     let large = hyper::Request::post("/large").header("host", "a").body(Full::new(Bytes::from(vec![2u8; 2 * 1024 * 1024]))).unwrap();
     assert_eq!(http1_request(listener, large).await.unwrap().0, 503);
     assert_eq!(hits.load(Ordering::Relaxed), 5, "a body over the replay buffer is sent once");
-    let text = scrape(&proxy).await;
+    let text = proxy.scrape().await;
     assert_eq!(sample(&text, "legate_upstream_retries_skipped_total{cluster=\"one\"}"), Some(1.0), "{text}");
     let exhausted = sample(&text, "legate_http_response_flags_total{flag=\"URX\"}");
     assert_eq!(exhausted, Some(1.0), "only the small body ran out of retries:\n{text}");
@@ -173,7 +165,7 @@ async fn retries_past_max_retries_overflow() {
 
     assert_eq!(http1_get(listener, "a", "/x").await.unwrap().0, 503);
     assert_eq!(hits.load(Ordering::Relaxed), 1, "no retry is allowed");
-    let text = scrape(&proxy).await;
+    let text = proxy.scrape().await;
     let series = "legate_upstream_overflow_total{cluster=\"one\",priority=\"default\",resource=\"retries\"}";
     assert_eq!(sample(&text, series), Some(1.0), "{text}");
 }

@@ -45,26 +45,24 @@ impl std::fmt::Debug for ControlPlaneStats {
 
 impl Default for ControlPlaneStats {
     fn default() -> Self {
+        let connected = Gauge::default();
+        let pushes = Family::default();
+        let acks = Family::default();
+        let nacks = Family::default();
+        let push_latency: Family<TypeLabels, Histogram, fn() -> Histogram> = Family::new_with_constructor(latency_buckets);
+
         let mut registry = Registry::with_prefix("legate_control_plane");
-        let stats = ControlPlaneStats {
-            connected: Gauge::default(),
-            pushes: Family::default(),
-            acks: Family::default(),
-            nacks: Family::default(),
-            push_latency: Family::new_with_constructor(latency_buckets),
-            registry: Registry::default(),
-        };
-        registry.register("proxies_connected", "Proxies with an open ADS stream", stats.connected.clone());
-        registry.register("pushes", "Discovery responses sent, per resource type", stats.pushes.clone());
-        registry.register("acks", "Responses proxies accepted, per resource type", stats.acks.clone());
-        registry.register("nacks", "Responses proxies rejected, per resource type", stats.nacks.clone());
+        registry.register("proxies_connected", "Proxies with an open ADS stream", connected.clone());
+        registry.register("pushes", "Discovery responses sent, per resource type", pushes.clone());
+        registry.register("acks", "Responses proxies accepted, per resource type", acks.clone());
+        registry.register("nacks", "Responses proxies rejected, per resource type", nacks.clone());
         registry.register_with_unit(
             "push_to_ack",
             "Time from sending a response to the proxy's ACK of it, per resource type",
             Unit::Seconds,
-            stats.push_latency.clone(),
+            push_latency.clone(),
         );
-        ControlPlaneStats { registry, ..stats }
+        ControlPlaneStats { registry, connected, pushes, acks, nacks, push_latency }
     }
 }
 

@@ -114,7 +114,7 @@ impl RequestRecord {
         }
     }
 
-    /// The counter the request body adds its bytes to.
+    /// Returns the counter the request body adds its bytes to.
     pub fn received_counter(&self) -> Arc<AtomicU64> {
         self.received.clone()
     }

@@ -181,7 +181,7 @@ impl ListenerSet {
         }
     }
 
-    /// The maximum drain timeout among the listeners.
+    /// Returns the maximum drain timeout among the listeners.
     pub fn longest_drain_timeout(&self) -> Duration {
         self.lock().values().map(|slot| slot.drain_timeout).max().unwrap_or_default()
     }

@@ -273,7 +273,7 @@ impl ConfigManager {
         entries
     }
 
-    /// The warm clusters and their endpoints' state, for the admin page.
+    /// Lists the warm clusters and their endpoints' state, for the admin page.
     pub fn clusters_view(&self) -> serde_json::Value {
         let state = self.lock();
         let mut names: Vec<&Arc<str>> = state.active_clusters.keys().collect();
@@ -320,7 +320,7 @@ impl ConfigManager {
         self.listeners.drain_all(accept_window);
     }
 
-    /// The longest drain timeout among the listeners.
+    /// Returns the maximum drain timeout among the listeners.
     pub fn longest_drain_timeout(&self) -> std::time::Duration {
         self.listeners.longest_drain_timeout()
     }

@@ -37,7 +37,7 @@ pub fn legate_bin() -> PathBuf {
     target.join("debug").join("legate")
 }
 
-/// A new empty folder under the system temp folder.
+/// Creates an empty folder under the system temp folder.
 pub fn temp_dir(label: &str) -> PathBuf {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
@@ -59,7 +59,7 @@ pub struct Process {
 impl Process {
     fn spawn(args: &[&str]) -> Process {
         // Only warnings and errors from the processes under test, unless
-        // RUST_LOG asks for more.
+        // RUST_LOG sets more.
         let log_filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_string());
         let mut child = Command::new(legate_bin())
             .args(args)
@@ -175,6 +175,13 @@ impl Proxy {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("proxy not ready within 30 seconds");
+    }
+
+    /// Returns the admin `/stats/prometheus` page.
+    pub async fn scrape(&self) -> String {
+        let (status, body) = http1_get(self.admin, "admin", "/stats/prometheus").await.unwrap();
+        assert_eq!(status, 200);
+        body
     }
 
     /// Address a listener is bound to, from the admin `/listeners` page.
@@ -343,7 +350,7 @@ where
     false
 }
 
-/// The two-cluster config of the routing tests: host `web.test` to cluster
+/// Renders the two-cluster config of the routing tests: host `web.test` to cluster
 /// `web` (EDS, three endpoints), `/api/` on any host to cluster `api`
 /// (STATIC), and `/` elsewhere to `web`.
 pub fn two_cluster_config(web: &[SocketAddr], api: SocketAddr, route_version_marker: &str) -> String {
@@ -432,7 +439,7 @@ impl Http2Client {
     }
 }
 
-/// A static bootstrap with one listener `http` on a free loopback port. The
+/// Renders a static bootstrap with one listener `http` on a free loopback port. The
 /// connection manager gets the `hcm_extra` YAML lines (indented by ten
 /// spaces), its one virtual host gets `routes` (items indented by fourteen),
 /// and `clusters` (items indented by two) are the static clusters.
@@ -466,11 +473,16 @@ static_resources:
     )
 }
 
-/// A STATIC cluster item for `static_bootstrap`, with one endpoint on
+/// Renders a STATIC cluster item for `static_bootstrap`, with one endpoint on
 /// loopback and optional `health_status`.
 pub fn static_cluster(name: &str, port: u16, health_status: Option<&str>) -> String {
     let health = health_status.map(|status| format!("health_status: {status}, ")).unwrap_or_default();
     format!(
         "  - name: {name}\n    connect_timeout: 1s\n    load_assignment:\n      cluster_name: {name}\n      endpoints: [{{ lb_endpoints: [{{ {health}endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }} }}] }}]"
     )
+}
+
+/// Finds the value of the sample whose name and labels are exactly `series`.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }

@@ -5,12 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use legate_api::legate::config::v1::config_service_client::ConfigServiceClient;
 use legate_api::legate::config::v1::{ApplyRequest, ApplyResponse, ResourceRef};
 use legate_config::ResourceType;
 use legate_control_plane::api::validation_errors;
-use tonic::codegen::InterceptedService;
-use tonic::transport::Channel;
 use tonic::Code;
 
 #[derive(Debug, clap::Args)]
@@ -20,14 +17,8 @@ pub struct Args {
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub file: Option<PathBuf>,
 
-    /// Control plane address, as host:port.
-    #[arg(long, value_name = "ADDR", default_value = super::DEFAULT_SERVER)]
-    pub server: String,
-
-    /// File holding the config API's bearer token, when the control plane
-    /// requires one (`legate control-plane --api-token-file`).
-    #[arg(long, value_name = "FILE", env = "LEGATE_API_TOKEN_FILE")]
-    pub token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub api: super::api_client::ServerArgs,
 
     /// Resource to delete in the same change, as TYPE/NAME where TYPE is
     /// cds, eds, lds or rds. Repeat for several.
@@ -51,7 +42,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         None => Vec::new(),
     };
 
-    let mut client = connect(&args.server, args.token_file.as_deref()).await?;
+    let mut client = args.api.connect().await?;
     let request = ApplyRequest { resources, remove: args.delete };
     match client.apply(request).await {
         Ok(response) => {
@@ -62,41 +53,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             print_errors("invalid config:", &validation_errors(&status));
             Ok(ExitCode::from(1))
         }
-        Err(status) => bail!("control plane at {} failed the apply: {}", args.server, status.message()),
-    }
-}
-
-/// Connects to the config API at `server` (host:port).
-/// A config API client that sends the bearer token, if any, on every call.
-pub(super) type ApiClient = ConfigServiceClient<InterceptedService<Channel, BearerToken>>;
-
-/// Connects to the config API at `server` (host:port).
-pub(super) async fn connect(server: &str, token_file: Option<&std::path::Path>) -> anyhow::Result<ApiClient> {
-    let token = match token_file {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("failed to read the API token {}", path.display()))?;
-            let value = format!("Bearer {}", text.trim());
-            Some(value.parse().with_context(|| format!("the API token in {} is not valid header text", path.display()))?)
-        }
-        None => None,
-    };
-    let channel = tonic::transport::Endpoint::from_shared(super::server_uri(server))?
-        .connect()
-        .await
-        .with_context(|| format!("failed to reach the control plane at {server}; is `legate control-plane` running there?"))?;
-    Ok(ConfigServiceClient::with_interceptor(channel, BearerToken(token)))
-}
-
-/// Adds `authorization: Bearer <token>` to each call.
-#[derive(Clone)]
-pub(super) struct BearerToken(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
-
-impl tonic::service::Interceptor for BearerToken {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(token) = &self.0 {
-            request.metadata_mut().insert("authorization", token.clone());
-        }
-        Ok(request)
+        Err(status) => bail!("control plane at {} failed the apply: {}", args.api.server, status.message()),
     }
 }
 

@@ -1,7 +1,6 @@
 //! `legate get`: prints the config in force as proto3 JSON, in the layout
 //! `legate apply -f` reads, so the output can be edited and applied again.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -10,22 +9,16 @@ use legate_control_plane::json::resources_to_json;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Control plane address, as host:port.
-    #[arg(long, value_name = "ADDR", default_value = super::DEFAULT_SERVER)]
-    pub server: String,
-
-    /// File holding the config API's bearer token, when the control plane
-    /// requires one (`legate control-plane --api-token-file`).
-    #[arg(long, value_name = "FILE", env = "LEGATE_API_TOKEN_FILE")]
-    pub token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub api: super::api_client::ServerArgs,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let mut client = super::apply::connect(&args.server, args.token_file.as_deref()).await?;
+    let mut client = args.api.connect().await?;
     let config = client
         .get_config(GetConfigRequest {})
         .await
-        .with_context(|| format!("control plane at {} failed to return its config", args.server))?
+        .with_context(|| format!("control plane at {} failed to return its config", args.api.server))?
         .into_inner();
 
     // `version_info` carries the version: `legate apply` accepts and ignores it.

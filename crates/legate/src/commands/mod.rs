@@ -1,5 +1,6 @@
 //! One module per subcommand, plus what they share.
 
+pub mod api_client;
 pub mod apply;
 pub mod control_plane;
 pub mod demo;

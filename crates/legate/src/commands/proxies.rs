@@ -1,7 +1,6 @@
 //! `legate proxies`: a table of the proxies connected to the control plane
 //! and the version of each resource type they accepted or rejected.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -10,22 +9,16 @@ use legate_config::ResourceType;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Control plane address, as host:port.
-    #[arg(long, value_name = "ADDR", default_value = super::DEFAULT_SERVER)]
-    pub server: String,
-
-    /// File holding the config API's bearer token, when the control plane
-    /// requires one (`legate control-plane --api-token-file`).
-    #[arg(long, value_name = "FILE", env = "LEGATE_API_TOKEN_FILE")]
-    pub token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub api: super::api_client::ServerArgs,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let mut client = super::apply::connect(&args.server, args.token_file.as_deref()).await?;
+    let mut client = args.api.connect().await?;
     let proxies = client
         .list_proxies(ListProxiesRequest {})
         .await
-        .with_context(|| format!("control plane at {} failed to list proxies", args.server))?
+        .with_context(|| format!("control plane at {} failed to list proxies", args.api.server))?
         .into_inner()
         .proxies;
 

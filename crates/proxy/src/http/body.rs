@@ -319,15 +319,16 @@ impl ReplayBody {
         ReplayBody { shared: Arc::new(std::sync::Mutex::new(state)), cursor: 0, generation: 0 }
     }
 
-    /// A body for the next try, replaying from the start; any earlier try's
-    /// body stops yielding frames.
+    /// Returns a body for the next try that replays from the start. Any
+    /// earlier try's body stops yielding frames.
     pub fn next_try(&self) -> ReplayBody {
         let mut state = self.lock();
         state.generation += 1;
         ReplayBody { shared: self.shared.clone(), cursor: 0, generation: state.generation }
     }
 
-    /// Whether everything read so far was kept, so a retry can resend it.
+    /// Reports whether everything read so far was kept, so a retry can
+    /// resend it.
     pub fn can_replay(&self) -> bool {
         !self.lock().overflowed
     }

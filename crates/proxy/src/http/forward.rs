@@ -193,9 +193,9 @@ fn error_reply(error: &UpstreamError, cluster: &str, stats: &ProxyStats) -> Resp
     flag_reply(stats, flag, status, reason)
 }
 
-/// A local reply for a request the proxy ended itself, counted under its
-/// response flag, which also goes in the response's extensions for the
-/// access log.
+/// Builds the local reply for a request the proxy ended itself and counts
+/// its response flag. The flag also goes in the response's extensions for
+/// the access log.
 pub(super) fn flag_reply(stats: &ProxyStats, flag: ResponseFlag, status: StatusCode, reason: &'static str) -> Response<ResponseBody> {
     stats.http.count_flag(flag);
     let mut response = local_reply(status, reason);

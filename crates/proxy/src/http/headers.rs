@@ -128,7 +128,7 @@ fn is_valid_traceparent(value: &[u8]) -> bool {
     fields_valid && not_zero(trace) && not_zero(parent) && length_valid
 }
 
-/// A new sampled trace: `00-<32 hex trace id>-<16 hex parent id>-01`.
+/// Creates a sampled trace: `00-<32 hex trace id>-<16 hex parent id>-01`.
 fn new_traceparent() -> [u8; 55] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = *b"00-00000000000000000000000000000000-0000000000000000-01";

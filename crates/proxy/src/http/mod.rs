@@ -68,7 +68,7 @@ pub async fn handle(request: Request<Incoming>, connection: Arc<ConnectionContex
     Ok(response)
 }
 
-/// The access log entry of a request not yet answered.
+/// Access log entry of a request that has no response yet.
 type LogEntry = Option<(Arc<AccessLoggers>, RequestRecord)>;
 
 /// Counts the `DC` response flag, and writes the access log line with

@@ -124,8 +124,8 @@ impl LoadBalancer {
         self.probe_schedule(level, start)
     }
 
-    /// The first available member from `start` on in the schedule, or the
-    /// member at `start` when none is available.
+    /// Returns the first available member from `start` on in the schedule,
+    /// or the member at `start` when none is available.
     fn probe_schedule(&self, level: &Level, start: usize) -> usize {
         let length = level.schedule.len();
         (0..length)
@@ -134,8 +134,8 @@ impl LoadBalancer {
             .unwrap_or(level.schedule[start % length])
     }
 
-    /// The first available member at or after the hash's place on the ring
-    /// or in the Maglev table.
+    /// Returns the first available member at or after the hash's place on
+    /// the ring or in the Maglev table.
     fn pick_by_hash(&self, level: &Level, hash: u64) -> Option<usize> {
         match &level.hash_table {
             HashTable::Ring(ring) => {
