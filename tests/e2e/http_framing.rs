@@ -2,20 +2,7 @@
 //! together) never reach the upstream with both headers, and bytes after
 //! them are never routed as a second request.
 
-use std::time::Duration;
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
 use crate::support::*;
-
-async fn raw_exchange(address: std::net::SocketAddr, bytes: &[u8]) -> String {
-    let mut stream = TcpStream::connect(address).await.unwrap();
-    stream.write_all(bytes).await.unwrap();
-    let mut received = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(3), stream.read_to_end(&mut received)).await;
-    String::from_utf8_lossy(&received).into_owned()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_length_with_chunked_is_not_smuggled() {

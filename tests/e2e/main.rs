@@ -19,6 +19,7 @@ mod hot_swap;
 mod http2_pool;
 mod lifecycle;
 mod listeners;
+mod request_hardening;
 mod metrics;
 mod http_framing;
 mod restart;

@@ -8,13 +8,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use legate_config::model::{Codec, HttpConnectionManager, Listener};
+use legate_config::model::{Codec, HttpConnectionManager, Listener, RequestLimits};
 
 use crate::activity::{Activity, ActivityIo};
 use crate::http::{handle, ConnectionContext};
@@ -365,6 +365,7 @@ fn connection_builder(settings: &HttpConnectionManager) -> auto::Builder<TokioEx
     }
     let http2 = settings.http2;
     builder.http2().enable_connect_protocol();
+    apply_limits(&mut builder, &settings.limits);
     if let Some(window) = http2.initial_stream_window_size {
         builder.http2().initial_stream_window_size(window);
     }
@@ -375,6 +376,25 @@ fn connection_builder(settings: &HttpConnectionManager) -> auto::Builder<TokioEx
         builder.http2().max_concurrent_streams(streams);
     }
     builder
+}
+
+/// hyper's own limit on request headers, which it keeps on the stack.
+const HYPER_DEFAULT_MAX_HEADERS: u32 = 100;
+
+/// The smallest read buffer hyper accepts for HTTP/1.
+const HYPER_MIN_BUFFER: usize = 8192;
+
+/// Header size and count limits, and the time allowed for HTTP/1 request
+/// headers (HTTP/2 sends each header block whole).
+fn apply_limits(builder: &mut auto::Builder<TokioExecutor>, limits: &RequestLimits) {
+    let mut http1 = builder.http1();
+    http1.timer(TokioTimer::new()).header_read_timeout(limits.headers_timeout);
+    http1.max_buf_size((limits.max_header_bytes as usize).max(HYPER_MIN_BUFFER));
+    if limits.max_headers != HYPER_DEFAULT_MAX_HEADERS {
+        // hyper moves the header array to the heap when this is set.
+        http1.max_headers(limits.max_headers as usize);
+    }
+    builder.http2().max_header_list_size(limits.max_header_bytes);
 }
 
 fn log_connection_end(result: Result<(), Box<dyn std::error::Error + Send + Sync>>) {

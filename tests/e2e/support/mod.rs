@@ -279,6 +279,18 @@ async fn answer(name: &str, request: hyper::Request<hyper::body::Incoming>) -> h
     response
 }
 
+/// Writes raw bytes on a new connection and reads until the proxy closes it
+/// (at most 3 seconds); returns what was read.
+pub async fn raw_exchange(address: SocketAddr, bytes: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let mut received = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), stream.read_to_end(&mut received)).await;
+    String::from_utf8_lossy(&received).into_owned()
+}
+
 /// Sends one GET over a new HTTP/1.1 connection; returns status and body.
 pub async fn http1_get(address: SocketAddr, host: &str, path: &str) -> Result<(u16, String), String> {
     let response = http1_request(address, hyper::Request::get(path).header("host", host).body(Full::new(Bytes::new())).unwrap()).await?;
@@ -426,12 +438,15 @@ impl Http2Client {
     }
 
     pub async fn get(&self, host: &str, path: &str) -> Result<(u16, String), String> {
-        let mut sender = self.sender.clone();
         let request = hyper::Request::get(format!("http://{host}{path}")).body(Full::new(Bytes::new())).unwrap();
-        let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+        let response = self.send(request).await?;
         let status = response.status().as_u16();
         let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
         Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    pub async fn send(&self, request: hyper::Request<Full<Bytes>>) -> Result<hyper::Response<hyper::body::Incoming>, String> {
+        self.sender.clone().send_request(request).await.map_err(|e| e.to_string())
     }
 
     pub fn is_closed(&self) -> bool {

@@ -296,6 +296,7 @@ fn protocol_options(proto: &api::Cluster, errors: &mut Collector) -> Option<(Ups
         http2 = http2_settings(Some(options));
     }
     if let Some(options) = &proto.common_http_protocol_options {
+        errors.at("common_http_protocol_options", |errors| upstream_header_limit(options, errors));
         idle = Some(options.idle_timeout);
     }
 
@@ -318,6 +319,7 @@ fn protocol_options(proto: &api::Cluster, errors: &mut Collector) -> Option<(Ups
                 errors.missing("explicit_http_config");
             }
             if let Some(common) = &options.common_http_protocol_options {
+                errors.at("common_http_protocol_options", |errors| upstream_header_limit(common, errors));
                 idle = Some(common.idle_timeout);
             }
         });
@@ -330,6 +332,13 @@ fn protocol_options(proto: &api::Cluster, errors: &mut Collector) -> Option<(Ups
         None => DEFAULT_UPSTREAM_IDLE_TIMEOUT,
     };
     Some((protocol, http2, idle_timeout))
+}
+
+/// Legate limits the header count of downstream requests only.
+fn upstream_header_limit(options: &core::HttpProtocolOptions, errors: &mut Collector) {
+    if options.max_headers_count.is_some() {
+        errors.at("max_headers_count", |errors| errors.unsupported("a header count limit on upstream responses is not supported by Legate"));
+    }
 }
 
 fn explicit_protocol(options: &upstream_http::HttpProtocolOptions) -> Option<(UpstreamProtocol, Http2Settings)> {

@@ -8,7 +8,7 @@ use legate_api::envoy::extensions::filters::network::http_connection_manager::v3
 
 use super::{decode_message, enum_value, host_port, note_ignored, required_name, timeout_or, HostPort};
 use crate::error::Collector;
-use crate::model::{self, Codec, Http2Settings, RouteSource, UpgradeConfig};
+use crate::model::{self, Codec, EscapedSlashes, Http2Settings, PathNormalization, RequestLimits, RouteSource, UpgradeConfig};
 use crate::reflect::type_url_of;
 
 const HCM_TYPE: &str = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
@@ -125,6 +125,9 @@ fn connection_manager(proto: &hcm::HttpConnectionManager, errors: &mut Collector
         })
         .collect::<Vec<_>>();
 
+    let limits = request_limits(proto, errors);
+    let path = path_normalization(proto, errors);
+
     let access_logs = proto
         .access_log
         .iter()
@@ -143,9 +146,48 @@ fn connection_manager(proto: &hcm::HttpConnectionManager, errors: &mut Collector
         drain_timeout,
         upgrades,
         http2: http2_settings(proto.http2_protocol_options.as_ref()),
+        limits,
+        path,
         access_logs,
         http_filters,
     })
+}
+
+/// Envoy's ceiling for `max_request_headers_kb`.
+const MAX_REQUEST_HEADERS_KB: u32 = 8192;
+
+fn request_limits(proto: &hcm::HttpConnectionManager, errors: &mut Collector) -> RequestLimits {
+    let mut limits = RequestLimits::default();
+    if let Some(kb) = proto.max_request_headers_kb {
+        if kb == 0 || kb > MAX_REQUEST_HEADERS_KB {
+            errors.at("max_request_headers_kb", |errors| errors.invalid(format!("{kb} is outside 1 to {MAX_REQUEST_HEADERS_KB}")));
+        }
+        limits.max_header_bytes = kb.clamp(1, MAX_REQUEST_HEADERS_KB) * 1024;
+    }
+    let count = proto.common_http_protocol_options.as_ref().and_then(|options| options.max_headers_count);
+    if let Some(count) = count {
+        if count == 0 {
+            errors.at("common_http_protocol_options.max_headers_count", |errors| errors.invalid("must be at least 1"));
+        }
+        limits.max_headers = count.max(1);
+    }
+    limits.headers_timeout = errors.at("request_headers_timeout", |errors| {
+        timeout_or(proto.request_headers_timeout.as_ref(), limits.headers_timeout, errors)
+    });
+    limits
+}
+
+fn path_normalization(proto: &hcm::HttpConnectionManager, errors: &mut Collector) -> PathNormalization {
+    use hcm::http_connection_manager::PathWithEscapedSlashesAction as Action;
+
+    let defaults = PathNormalization::default();
+    let escaped_slashes = match enum_value(proto.path_with_escaped_slashes_action, "path_with_escaped_slashes_action", errors) {
+        Some(Action::RejectRequest) => EscapedSlashes::Reject,
+        Some(Action::UnescapeAndRedirect) => EscapedSlashes::UnescapeAndRedirect,
+        Some(Action::UnescapeAndForward) => EscapedSlashes::UnescapeAndForward,
+        Some(Action::ImplementationSpecificDefault | Action::KeepUnchanged) | None => EscapedSlashes::Keep,
+    };
+    PathNormalization { normalize: proto.normalize_path.unwrap_or(defaults.normalize), merge_slashes: proto.merge_slashes, escaped_slashes }
 }
 
 fn route_source(proto: &hcm::HttpConnectionManager, errors: &mut Collector) -> Option<RouteSource> {

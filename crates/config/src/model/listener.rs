@@ -59,8 +59,60 @@ pub struct HttpConnectionManager {
     pub drain_timeout: Duration,
     pub upgrades: Vec<UpgradeConfig>,
     pub http2: Http2Settings,
-    /// The HTTP filters in config order, the router last.
+    pub limits: RequestLimits,
+    pub path: PathNormalization,
     /// Access logs written for every request, in order.
     pub access_logs: Vec<super::AccessLog>,
+    /// The HTTP filters in config order, the router last.
     pub http_filters: Vec<super::HttpFilter>,
+}
+
+/// Limits on what a downstream may send before its request is routed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestLimits {
+    /// Most bytes of request headers (`max_request_headers_kb`, default 60 KiB).
+    pub max_header_bytes: u32,
+    /// Most request headers (`max_headers_count`, default 100).
+    pub max_headers: u32,
+    /// Time allowed for the request headers to arrive; `None` disables it.
+    /// Legate defaults to 60 seconds, where Envoy has no limit.
+    pub headers_timeout: Option<Duration>,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        RequestLimits { max_header_bytes: 60 * 1024, max_headers: 100, headers_timeout: Some(Duration::from_secs(60)) }
+    }
+}
+
+/// How the request path is rewritten before routing and the HTTP filters
+/// see it, so that `/a/../admin` and `/%2e/admin` meet the same route as
+/// `/admin`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathNormalization {
+    /// RFC 3986 normalization: decode escaped unreserved characters, turn
+    /// backslashes into slashes and remove `.` and `..` segments. Legate
+    /// defaults to on, where Envoy defaults to off.
+    pub normalize: bool,
+    /// Merge runs of slashes into one.
+    pub merge_slashes: bool,
+    pub escaped_slashes: EscapedSlashes,
+}
+
+impl Default for PathNormalization {
+    fn default() -> Self {
+        PathNormalization { normalize: true, merge_slashes: false, escaped_slashes: EscapedSlashes::Keep }
+    }
+}
+
+/// What happens to a path holding an escaped slash or backslash (`%2F`,
+/// `%5C`), which normalization leaves alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EscapedSlashes {
+    Keep,
+    /// Answer 400.
+    Reject,
+    /// Answer a redirect to the unescaped path.
+    UnescapeAndRedirect,
+    UnescapeAndForward,
 }

@@ -18,7 +18,7 @@ pub use grpc::{CorsPolicy, GrpcStatsConfig, HttpFilter, MaxStreamDuration};
 pub use access_log::{AccessLog, Comparison, LogFilter, LogFormat, LogOperator, LogSink, LogToken, DEFAULT_FORMAT};
 pub use health::{HealthCheck, HealthCheckKind, OutlierDetection};
 pub use endpoint::{ClusterLoadAssignment, EndpointAddress, HealthStatus, LbEndpoint};
-pub use listener::{Codec, HttpConnectionManager, Listener, RouteSource, UpgradeConfig};
+pub use listener::{Codec, EscapedSlashes, HttpConnectionManager, Listener, PathNormalization, RequestLimits, RouteSource, UpgradeConfig};
 pub use route::{
     ClusterSelection, DomainMatcher, ForwardAction, HashPolicy, HashSource, HeaderMatch, HeaderMatcher, PathMatch, Route,
     RetryOn, RetryPolicy, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WebSocketFrames, WeightedCluster,

@@ -10,10 +10,12 @@ mod grpc_web;
 mod hash;
 mod headers;
 mod local_reply;
+mod path;
 mod pipe;
 mod retry;
 mod upgrade;
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,7 +26,7 @@ use hyper::body::Incoming;
 use tracing::debug;
 
 use http::HeaderValue;
-use legate_config::model::{CorsPolicy, RouteAction};
+use legate_config::model::{CorsPolicy, HttpConnectionManager, RouteAction};
 
 use crate::grpc::{adapt_response, GrpcCall, GrpcResponseBody, Protocol, WebMode};
 
@@ -33,6 +35,7 @@ use crate::router::{host_without_port, RouteMatchResult};
 use crate::stats::{ListenerStats, ProxyStats, ResponseFlag, RouteStats};
 use crate::snapshot::SnapshotStore;
 use body::{DownstreamBody, RecordedBody, ResponseBody};
+use path::PathVerdict;
 pub(crate) use filters::FilterPlan;
 pub(crate) use frames::CLOSE_GRACE;
 pub use headers::client_address_value;
@@ -115,6 +118,10 @@ async fn respond(request: Request<Incoming>, connection: &ConnectionContext, sta
     count_protocol(connection, request.version());
 
     let (mut parts, body) = request.into_parts();
+    if let Some(reply) = check_request(&mut parts, &listener.http) {
+        let stats = connection.stats.http.route("none", "none");
+        return record(reply, stats, start, connection, None);
+    }
     let filters = &listener.filters;
     let protocol = match Protocol::of(&parts.headers) {
         Protocol::GrpcWeb { .. } if !filters.grpc_web => Protocol::Other,
@@ -186,6 +193,48 @@ async fn respond(request: Request<Incoming>, connection: &ConnectionContext, sta
         }
     };
     record(exchange.finish(response), route_stats, start, connection, log.take())
+}
+
+/// Applies the header count limit and path normalization before routing,
+/// and answers the requests that stop here.
+fn check_request(parts: &mut http::request::Parts, settings: &HttpConnectionManager) -> Option<Response<ResponseBody>> {
+    if parts.headers.len() > settings.limits.max_headers as usize {
+        return Some(local_reply(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "too many request headers"));
+    }
+
+    let normalized = match path::normalize(parts.uri.path(), &settings.path) {
+        PathVerdict::Route(Cow::Borrowed(_)) => return None,
+        PathVerdict::Route(Cow::Owned(normalized)) => normalized,
+        PathVerdict::Reject => return Some(local_reply(StatusCode::BAD_REQUEST, "escaped slashes are not allowed in the path")),
+        PathVerdict::Redirect(unescaped) => {
+            let location = with_query(unescaped, parts.uri.query());
+            let Ok(location) = HeaderValue::try_from(location) else {
+                return Some(local_reply(StatusCode::BAD_REQUEST, "invalid request path"));
+            };
+            let mut reply = local_reply(StatusCode::TEMPORARY_REDIRECT, "the path holds escaped slashes");
+            reply.headers_mut().insert(http::header::LOCATION, location);
+            return Some(reply);
+        }
+    };
+
+    let path_and_query = with_query(normalized, parts.uri.query());
+    let mut uri = std::mem::take(&mut parts.uri).into_parts();
+    uri.path_and_query = http::uri::PathAndQuery::try_from(path_and_query).ok();
+    match http::Uri::from_parts(uri) {
+        Ok(rewritten) if rewritten.path_and_query().is_some() => {
+            parts.uri = rewritten;
+            None
+        }
+        _ => Some(local_reply(StatusCode::BAD_REQUEST, "invalid request path")),
+    }
+}
+
+fn with_query(mut path: String, query: Option<&str>) -> String {
+    if let Some(query) = query {
+        path.push('?');
+        path.push_str(query);
+    }
+    path
 }
 
 /// What the response of a request still needs from the filters: the gRPC
