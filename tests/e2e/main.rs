@@ -5,7 +5,7 @@ mod support;
 
 mod access_log;
 mod admin;
-mod api_token;
+mod control_plane_auth;
 mod circuit_breakers;
 mod config_errors;
 mod control_plane_metrics;

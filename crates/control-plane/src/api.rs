@@ -102,11 +102,13 @@ pub fn validation_errors(status: &Status) -> Vec<String> {
 #[derive(Clone)]
 pub struct TokenCheck {
     token: Option<Arc<str>>,
+    /// The service the token guards, for messages and logs.
+    service: &'static str,
 }
 
 impl TokenCheck {
-    pub fn new(token: Option<Arc<str>>) -> Self {
-        TokenCheck { token }
+    pub fn new(token: Option<Arc<str>>, service: &'static str) -> Self {
+        TokenCheck { token, service }
     }
 }
 
@@ -123,10 +125,10 @@ impl tonic::service::Interceptor for TokenCheck {
         match presented {
             Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => Ok(request),
             Some(_) => {
-                tracing::warn!("config API call with a wrong token");
-                Err(Status::unauthenticated("the API token is wrong"))
+                tracing::warn!(service = self.service, "call with a wrong bearer token");
+                Err(Status::unauthenticated(format!("the {} token is wrong", self.service)))
             }
-            None => Err(Status::unauthenticated("the config API needs an API token (authorization: Bearer ...)")),
+            None => Err(Status::unauthenticated(format!("the {} needs a bearer token (authorization: Bearer ...)", self.service))),
         }
     }
 }

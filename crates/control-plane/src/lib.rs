@@ -58,6 +58,10 @@ pub struct ControlPlane {
     proxies: ProxyRegistry,
     /// Bearer token the config API requires; `None` leaves it open.
     api_token: Option<Arc<str>>,
+    /// Bearer token ADS streams require; `None` leaves ADS open.
+    ads_token: Option<Arc<str>>,
+    /// TLS for the gRPC port, with client certificates when it has a CA.
+    tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 impl ControlPlane {
@@ -76,13 +80,26 @@ impl ControlPlane {
     }
 
     fn with_store(store: Store) -> Self {
-        ControlPlane { store: Arc::new(store), proxies: ProxyRegistry::new(), api_token: None }
+        ControlPlane { store: Arc::new(store), proxies: ProxyRegistry::new(), api_token: None, ads_token: None, tls: None }
     }
 
     /// Requires `authorization: Bearer <token>` on every config API call.
-    /// ADS stays open to proxies.
     pub fn with_api_token(mut self, token: &str) -> Self {
         self.api_token = Some(Arc::from(token));
+        self
+    }
+
+    /// Requires `authorization: Bearer <token>` on every ADS stream.
+    pub fn with_ads_token(mut self, token: &str) -> Self {
+        self.ads_token = Some(Arc::from(token));
+        self
+    }
+
+    /// Serves the gRPC port over TLS. With a client CA in `tls`, every
+    /// client (`legate apply` and proxies alike) must present a certificate
+    /// that CA signed.
+    pub fn with_tls(mut self, tls: tonic::transport::ServerTlsConfig) -> Self {
+        self.tls = Some(tls);
         self
     }
 
@@ -108,9 +125,13 @@ impl ControlPlane {
             let _ = stop_streams.send(true);
         };
 
-        tonic::transport::Server::builder()
-            .add_service(AggregatedDiscoveryServiceServer::new(ads))
-            .add_service(ConfigServiceServer::with_interceptor(api, api::TokenCheck::new(self.api_token.clone())))
+        let mut server = tonic::transport::Server::builder();
+        if let Some(tls) = &self.tls {
+            server = server.tls_config(tls.clone())?;
+        }
+        server
+            .add_service(AggregatedDiscoveryServiceServer::with_interceptor(ads, api::TokenCheck::new(self.ads_token.clone(), "ADS")))
+            .add_service(ConfigServiceServer::with_interceptor(api, api::TokenCheck::new(self.api_token.clone(), "config API")))
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
             .await?;
         Ok(())

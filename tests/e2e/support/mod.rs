@@ -17,6 +17,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpListener, TcpStream};
 
+pub mod certs;
 pub mod grpc;
 pub mod scripted_ads;
 pub mod websocket;
@@ -158,9 +159,16 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn start(bootstrap: &str, dir: &Path) -> Proxy {
+        Self::start_with(bootstrap, dir, &[])
+    }
+
+    /// Starts a proxy with `extra` command-line arguments.
+    pub fn start_with(bootstrap: &str, dir: &Path, extra: &[&str]) -> Proxy {
         let path = dir.join(format!("bootstrap-{}.yaml", fastid()));
         std::fs::write(&path, bootstrap).unwrap();
-        let process = Process::spawn(&["proxy", "--concurrency", "2", "--config", path.to_str().unwrap()]);
+        let mut args = vec!["proxy", "--concurrency", "2", "--config", path.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let process = Process::spawn(&args);
         let admin = process.address_after("admin listening on");
         Proxy { process, admin }
     }

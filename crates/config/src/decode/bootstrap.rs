@@ -118,5 +118,5 @@ fn ads_config(proto: &core::ApiConfigSource, lds: bool, cds: bool, errors: &mut 
     if cluster_name.is_empty() {
         errors.missing("grpc_services[0].envoy_grpc.cluster_name");
     }
-    Some(AdsConfig { cluster_name, lds, cds })
+    Some(AdsConfig { cluster_name, lds, cds, token_file: None })
 }

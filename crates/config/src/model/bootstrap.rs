@@ -36,4 +36,8 @@ pub struct AdsConfig {
     pub lds: bool,
     /// Subscribe to clusters over ADS (bootstrap `cds_config: {ads: {}}`).
     pub cds: bool,
+    /// File holding the bearer token sent on each ADS stream, read again at
+    /// every reconnect so a rotated token takes effect (`legate proxy
+    /// --ads-token-file`).
+    pub token_file: Option<std::path::PathBuf>,
 }

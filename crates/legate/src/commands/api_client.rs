@@ -7,7 +7,7 @@ use anyhow::Context;
 use legate_api::legate::config::v1::config_service_client::ConfigServiceClient;
 use tonic::codegen::InterceptedService;
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 /// Command-line flags that locate the config API.
 #[derive(Debug, clap::Args)]
@@ -20,6 +20,26 @@ pub struct ServerArgs {
     /// requires one (`legate control-plane --api-token-file`).
     #[arg(long, value_name = "FILE", env = "LEGATE_API_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+
+    /// PEM certificates of the CA that signed the control plane's
+    /// certificate; the connection then uses TLS (`legate control-plane
+    /// --tls-cert`).
+    #[arg(long, value_name = "FILE", env = "LEGATE_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+
+    /// PEM client certificate for mutual TLS (`legate control-plane
+    /// --client-ca`).
+    #[arg(long, value_name = "FILE", env = "LEGATE_CERT_FILE", requires_all = ["key_file", "ca_file"])]
+    pub cert_file: Option<PathBuf>,
+
+    /// PEM private key of the client certificate.
+    #[arg(long, value_name = "FILE", env = "LEGATE_KEY_FILE", requires = "cert_file")]
+    pub key_file: Option<PathBuf>,
+
+    /// Name the control plane's certificate must carry; defaults to the
+    /// host of `--server`.
+    #[arg(long, value_name = "NAME")]
+    pub tls_server_name: Option<String>,
 }
 
 /// A config API client that sends the bearer token, if any, on every call.
@@ -38,11 +58,34 @@ impl ServerArgs {
         };
 
         let server = &self.server;
-        let channel = tonic::transport::Endpoint::from_shared(super::server_uri(server))?
+        let mut endpoint = tonic::transport::Endpoint::from_shared(super::server_uri(server, self.ca_file.is_some()))?;
+        if let Some(tls) = self.tls_config()? {
+            endpoint = endpoint.tls_config(tls).context("invalid TLS settings")?;
+        }
+        let channel = endpoint
             .connect()
             .await
             .with_context(|| format!("failed to reach the control plane at {server}; is `legate control-plane` running there?"))?;
         Ok(ConfigServiceClient::with_interceptor(channel, BearerToken(token)))
+    }
+}
+
+impl ServerArgs {
+    fn tls_config(&self) -> anyhow::Result<Option<ClientTlsConfig>> {
+        let Some(ca_file) = &self.ca_file else {
+            return Ok(None);
+        };
+        let ca = std::fs::read(ca_file).with_context(|| format!("failed to read the CA file {}", ca_file.display()))?;
+        let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+        if let Some(name) = &self.tls_server_name {
+            config = config.domain_name(name.clone());
+        }
+        if let (Some(cert), Some(key)) = (&self.cert_file, &self.key_file) {
+            let cert = std::fs::read(cert).with_context(|| format!("failed to read the client certificate {}", cert.display()))?;
+            let key = std::fs::read(key).with_context(|| format!("failed to read the client key {}", key.display()))?;
+            config = config.identity(Identity::from_pem(cert, key));
+        }
+        Ok(Some(config))
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -13,6 +13,7 @@ use legate_control_plane::admin;
 use legate_control_plane::webhook::{self, SidecarTemplate};
 use legate_control_plane::ControlPlane;
 use tokio::net::TcpListener;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tokio::sync::watch;
 
 #[derive(Debug, clap::Args)]
@@ -32,6 +33,14 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub api_token_file: Option<PathBuf>,
 
+    /// File holding a bearer token every ADS stream then requires (`legate
+    /// proxy --ads-token-file` sends it).
+    #[arg(long, value_name = "FILE")]
+    pub ads_token_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
+
     /// Address of a plain HTTP port serving GET /metrics (Prometheus) and
     /// GET /ready; without it no admin port runs.
     #[arg(long, value_name = "ADDR")]
@@ -39,6 +48,50 @@ pub struct Args {
 
     #[command(flatten)]
     pub webhook: WebhookArgs,
+}
+
+/// TLS and client certificates on the gRPC port.
+#[derive(Debug, clap::Args)]
+pub struct TlsArgs {
+    /// PEM certificate chain of the gRPC port, leaf first; the port then
+    /// speaks TLS only.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of the gRPC port's certificate.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM certificates of the CA that signs client certificates; every
+    /// client of the gRPC port must then present one (mutual TLS).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub client_ca: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    fn server_config(&self) -> anyhow::Result<Option<ServerTlsConfig>> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        let identity = Identity::from_pem(read_pem(cert, "certificate")?, read_pem(key, "private key")?);
+        let mut config = ServerTlsConfig::new().identity(identity);
+        if let Some(ca) = &self.client_ca {
+            config = config.client_ca_root(Certificate::from_pem(read_pem(ca, "client CA")?));
+        }
+        Ok(Some(config))
+    }
+}
+
+fn read_pem(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("failed to read the {what} {}", path.display()))
+}
+
+/// Reads a bearer token file, which must not be empty.
+fn read_token(path: &Path, what: &str) -> anyhow::Result<String> {
+    let token = std::fs::read_to_string(path).with_context(|| format!("failed to read the {what} {}", path.display()))?;
+    let token = token.trim();
+    anyhow::ensure!(!token.is_empty(), "the {what} file {} is empty", path.display());
+    Ok(token.to_string())
 }
 
 #[derive(Debug, clap::Args)]
@@ -73,10 +126,13 @@ pub struct WebhookArgs {
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut plane = ControlPlane::open(&args.data_dir)?;
     if let Some(path) = &args.api_token_file {
-        let token = std::fs::read_to_string(path).with_context(|| format!("failed to read the API token {}", path.display()))?;
-        let token = token.trim();
-        anyhow::ensure!(!token.is_empty(), "the API token file {} is empty", path.display());
-        plane = plane.with_api_token(token);
+        plane = plane.with_api_token(&read_token(path, "API token")?);
+    }
+    if let Some(path) = &args.ads_token_file {
+        plane = plane.with_ads_token(&read_token(path, "ADS token")?);
+    }
+    if let Some(tls) = args.tls.server_config()? {
+        plane = plane.with_tls(tls);
     }
     let listener =
         TcpListener::bind(args.listen).await.with_context(|| format!("failed to listen on {}", args.listen))?;

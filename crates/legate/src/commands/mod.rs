@@ -50,10 +50,13 @@ pub fn runtime_for(threads: &Option<usize>) -> std::io::Result<tokio::runtime::R
     builder.enable_all().build()
 }
 
-/// Turns `host:port` into the `http://host:port` URI tonic connects to.
-pub fn server_uri(server: &str) -> String {
+/// Turns `host:port` into the URI tonic connects to: `https://` with TLS,
+/// else `http://`. A URI with a scheme stays as it is.
+pub fn server_uri(server: &str, tls: bool) -> String {
     if server.starts_with("http://") || server.starts_with("https://") {
         server.to_string()
+    } else if tls {
+        format!("https://{server}")
     } else {
         format!("http://{server}")
     }

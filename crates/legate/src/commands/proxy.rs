@@ -34,6 +34,11 @@ pub struct Args {
     /// the bootstrap's.
     #[arg(long, value_name = "NAME")]
     pub service_cluster: Option<String>,
+    /// File holding the bearer token to send on the ADS stream, when the
+    /// control plane requires one (`legate control-plane --ads-token-file`).
+    /// It is read again at every reconnect.
+    #[arg(long, value_name = "FILE", env = "LEGATE_ADS_TOKEN_FILE")]
+    pub ads_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -57,6 +62,12 @@ pub async fn run(args: Args, log_filter: super::LogFilter) -> anyhow::Result<Exi
         warn!(field, "config field accepted but ignored");
     }
     override_node(&mut bootstrap.node, &args);
+    if let Some(path) = &args.ads_token_file {
+        let Some(ads) = &mut bootstrap.ads else {
+            anyhow::bail!("--ads-token-file needs a bootstrap with dynamic_resources.ads_config");
+        };
+        ads.token_file = Some(path.clone());
+    }
     if args.mode == Mode::Serve && bootstrap.node.id.is_empty() {
         warn!("node id is empty; set node.id in the bootstrap or pass --service-node");
     }

@@ -61,6 +61,15 @@ pub fn spawn(ads: AdsConfig, servers: Vec<String>, node: model::Node, manager: A
     );
 }
 
+/// Reads the ADS bearer token as an `authorization` value.
+fn read_token(path: &std::path::Path) -> Result<tonic::metadata::AsciiMetadataValue, tonic::Status> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| tonic::Status::unauthenticated(format!("failed to read the ADS token {}: {error}", path.display())))?;
+    format!("Bearer {}", text.trim())
+        .parse()
+        .map_err(|_| tonic::Status::unauthenticated(format!("the ADS token in {} is not valid header text", path.display())))
+}
+
 enum StreamEnd {
     NeverConnected(tonic::Status),
     Connected(tonic::Status),
@@ -84,8 +93,13 @@ impl AdsClient {
         let (requests, outgoing) = mpsc::channel::<DiscoveryRequest>(16);
         let mut client = AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
         self.send_initial(&requests).await;
+        let mut request = tonic::Request::new(ReceiverStream::new(outgoing));
+        if let Some(path) = &self.ads.token_file {
+            let token = read_token(path).map_err(StreamEnd::NeverConnected)?;
+            request.metadata_mut().insert("authorization", token);
+        }
         let mut responses = client
-            .stream_aggregated_resources(ReceiverStream::new(outgoing))
+            .stream_aggregated_resources(request)
             .await
             .map_err(StreamEnd::NeverConnected)?
             .into_inner();
