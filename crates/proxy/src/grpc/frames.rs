@@ -179,4 +179,68 @@ mod tests {
         assert!(decode_base64_segments(b"AAAA*AUKA2Zvbw==").is_err());
         assert!(decode_base64_segments(b"AAAAA").is_err());
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Cuts `bytes` at the given fractions of its length, in order.
+        fn chunks(bytes: &[u8], cuts: &[f64]) -> Vec<Vec<u8>> {
+            let mut points: Vec<usize> = cuts.iter().map(|cut| (cut * bytes.len() as f64) as usize).collect();
+            points.sort_unstable();
+            let mut pieces = Vec::new();
+            let mut start = 0;
+            for point in points.into_iter().chain([bytes.len()]) {
+                pieces.push(bytes[start..point].to_vec());
+                start = point;
+            }
+            pieces
+        }
+
+        fn framed(messages: &[Vec<u8>]) -> Vec<u8> {
+            let mut stream = Vec::new();
+            for message in messages {
+                stream.push(0);
+                stream.extend_from_slice(&(message.len() as u32).to_be_bytes());
+                stream.extend_from_slice(message);
+            }
+            stream
+        }
+
+        proptest! {
+            #[test]
+            fn streamed_base64_round_trips(data in prop::collection::vec(any::<u8>(), 0..512), cuts in prop::collection::vec(0.0..1.0f64, 0..8)) {
+                let mut encoder = Base64Encoder::default();
+                let mut text = Vec::new();
+                for chunk in chunks(&data, &cuts) {
+                    text.extend(encoder.encode(&chunk).unwrap_or_default());
+                }
+                text.extend(encoder.finish().unwrap_or_default());
+                let expected = STANDARD.encode(&data);
+                prop_assert_eq!(&text, expected.as_bytes());
+                prop_assert_eq!(decode_base64_segments(&text).unwrap(), data);
+            }
+
+            #[test]
+            fn padded_segments_decode_to_their_concatenation(messages in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..64), 0..6)) {
+                let text: String = messages.iter().map(|message| STANDARD.encode(message)).collect();
+                prop_assert_eq!(decode_base64_segments(text.as_bytes()).unwrap(), messages.concat());
+            }
+
+            #[test]
+            fn any_text_body_decodes_or_fails(text in prop::collection::vec(any::<u8>(), 0..256)) {
+                let _ = decode_base64_segments(&text);
+            }
+
+            #[test]
+            fn counting_ignores_chunk_boundaries(messages in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..40), 0..6), cuts in prop::collection::vec(0.0..1.0f64, 0..10)) {
+                let stream = framed(&messages);
+                let mut counter = MessageCounter::default();
+                let started: u64 = chunks(&stream, &cuts).iter().map(|chunk| counter.feed(chunk)).sum();
+                prop_assert_eq!(started, messages.len() as u64);
+                prop_assert!(counter.at_boundary());
+            }
+        }
+    }
 }

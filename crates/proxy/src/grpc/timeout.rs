@@ -150,4 +150,27 @@ mod tests {
         assert_eq!(stream_deadline(&limits, &mut headers, true, now).unwrap(), Some(now + Duration::from_secs(5)));
         assert_eq!(headers[&GRPC_TIMEOUT], "1S");
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #[test]
+            fn formatted_timeouts_parse_back_no_longer(nanos in any::<u64>()) {
+                let duration = Duration::from_nanos(nanos);
+                let parsed = parse(&format(duration)).unwrap();
+                prop_assert!(parsed <= duration);
+                prop_assert!(duration - parsed < duration / 99_999 + Duration::from_nanos(1), "{:?} became {:?}", duration, parsed);
+            }
+
+            #[test]
+            fn any_header_value_parses_or_fails(bytes in prop::collection::vec(any::<u8>(), 0..16)) {
+                if let Ok(value) = HeaderValue::from_bytes(&bytes) {
+                    let _ = parse(&value);
+                }
+            }
+        }
+    }
 }
