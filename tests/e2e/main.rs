@@ -6,6 +6,7 @@ mod support;
 mod access_log;
 mod admin;
 mod control_plane_auth;
+mod demo;
 mod circuit_breakers;
 mod config_errors;
 mod control_plane_metrics;

@@ -58,7 +58,7 @@ pub struct Process {
 }
 
 impl Process {
-    fn spawn(args: &[&str]) -> Process {
+    pub fn spawn(args: &[&str]) -> Process {
         // Only warnings and errors from the processes under test, unless
         // RUST_LOG sets more.
         let log_filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_string());

@@ -51,8 +51,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let web = [start_upstream("web-1").await?, start_upstream("web-2").await?, start_upstream("web-3").await?];
     let api = start_upstream("api-1").await?;
 
+    let tokens = Tokens::create(&data_dir)?;
     let executable = std::env::current_exe().context("failed to find the legate executable")?;
-    let (mut control_plane, server) = spawn_control_plane(&executable, &data_dir).await?;
+    let (mut control_plane, server) = spawn_control_plane(&executable, &data_dir, &tokens).await?;
 
     let config = DEMO_CONFIG
         .replace("{listener_port}", &args.port.to_string())
@@ -60,7 +61,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .replace("{web_2}", &web[1].port().to_string())
         .replace("{web_3}", &web[2].port().to_string())
         .replace("{api_1}", &api.port().to_string());
-    let version = apply(server, &config).await?;
+    let version = apply(server, &config, &tokens).await?;
     println!("applied the demo config as version {version}");
 
     let bootstrap = DEMO_BOOTSTRAP
@@ -68,9 +69,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .replace("{ads_port}", &server.port().to_string());
     let bootstrap_path = data_dir.join("bootstrap.yaml");
     std::fs::write(&bootstrap_path, bootstrap).with_context(|| format!("failed to write {}", bootstrap_path.display()))?;
-    let mut proxy = spawn_proxy(&executable, &bootstrap_path)?;
+    let mut proxy = spawn_proxy(&executable, &bootstrap_path, &tokens)?;
 
-    print_instructions(&args, server);
+    print_instructions(&args, server, &tokens);
     super::shutdown_signal().await;
 
     let _ = proxy.kill().await;
@@ -81,7 +82,51 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_instructions(args: &Args, server: SocketAddr) {
+/// The bearer tokens of the demo's config API and ADS, new for each run and
+/// kept in files only the current user can read.
+struct Tokens {
+    api_file: PathBuf,
+    api: String,
+    ads_file: PathBuf,
+}
+
+impl Tokens {
+    fn create(data_dir: &Path) -> anyhow::Result<Tokens> {
+        let api = random_token()?;
+        let api_file = data_dir.join("api-token");
+        write_private(&api_file, &api)?;
+        let ads_file = data_dir.join("ads-token");
+        write_private(&ads_file, &random_token()?)?;
+        Ok(Tokens { api_file, api, ads_file })
+    }
+}
+
+/// Returns 24 bytes from the kernel's random source, as hex.
+fn random_token() -> anyhow::Result<String> {
+    use std::io::Read;
+
+    let mut bytes = [0u8; 24];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut source| source.read_exact(&mut bytes))
+        .context("failed to read /dev/urandom for the demo tokens")?;
+    Ok(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("failed to create {}", path.display()))?;
+    file.write_all(text.as_bytes()).with_context(|| format!("failed to write {}", path.display()))
+}
+
+fn print_instructions(args: &Args, server: SocketAddr, tokens: &Tokens) {
     let port = args.port;
     println!();
     println!("Legate demo is running. Try:");
@@ -89,15 +134,19 @@ fn print_instructions(args: &Args, server: SocketAddr) {
     println!("  curl http://127.0.0.1:{port}/api/users   # routed to api-1 with /api rewritten to /");
     println!("  curl --http2-prior-knowledge http://127.0.0.1:{port}/");
     println!("  curl http://127.0.0.1:{}/config_dump      # proxy admin", args.admin_port);
-    println!("  legate get --server {server}");
-    println!("  legate proxies --server {server}");
+    println!("  legate get --server {server} --token-file {}", tokens.api_file.display());
+    println!("  legate proxies --server {server} --token-file {}", tokens.api_file.display());
     println!("Press Ctrl-C to stop.");
 }
 
-async fn spawn_control_plane(executable: &Path, data_dir: &Path) -> anyhow::Result<(Child, SocketAddr)> {
+async fn spawn_control_plane(executable: &Path, data_dir: &Path, tokens: &Tokens) -> anyhow::Result<(Child, SocketAddr)> {
     let mut child = Command::new(executable)
         .args(["control-plane", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir.join("control-plane"))
+        .arg("--api-token-file")
+        .arg(&tokens.api_file)
+        .arg("--ads-token-file")
+        .arg(&tokens.ads_file)
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -118,20 +167,25 @@ async fn spawn_control_plane(executable: &Path, data_dir: &Path) -> anyhow::Resu
     Ok((child, address))
 }
 
-fn spawn_proxy(executable: &Path, bootstrap: &Path) -> anyhow::Result<Child> {
+fn spawn_proxy(executable: &Path, bootstrap: &Path, tokens: &Tokens) -> anyhow::Result<Child> {
     Command::new(executable)
         .args(["proxy", "--config"])
         .arg(bootstrap)
+        .arg("--ads-token-file")
+        .arg(&tokens.ads_file)
         .kill_on_drop(true)
         .spawn()
         .context("failed to start the proxy")
 }
 
-async fn apply(server: SocketAddr, config: &str) -> anyhow::Result<String> {
+async fn apply(server: SocketAddr, config: &str, tokens: &Tokens) -> anyhow::Result<String> {
     let resources = legate_config::text::parse_resources(config)
         .map_err(|errors| anyhow::anyhow!("demo config is invalid: {errors}"))?;
     let mut client = ConfigServiceClient::connect(format!("http://{server}")).await.context("failed to reach the control plane")?;
-    let response = client.apply(ApplyRequest { resources, remove: Vec::new() }).await;
+    let mut request = tonic::Request::new(ApplyRequest { resources, remove: Vec::new() });
+    let token = format!("Bearer {}", tokens.api).parse().context("the demo token is not valid header text")?;
+    request.metadata_mut().insert("authorization", token);
+    let response = client.apply(request).await;
     match response {
         Ok(response) => Ok(response.into_inner().version),
         Err(status) => bail!("control plane rejected the demo config: {}", status.message()),
