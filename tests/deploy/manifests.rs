@@ -128,7 +128,7 @@ fn example_uses_native_sidecar() {
 }
 
 /// The sidecar written out in the example is the one the webhook injects,
-/// with the control plane's default flags.
+/// with the control plane's flags from deploy/control-plane.
 #[test]
 fn example_sidecar_matches_webhook() {
     let objects = documents(&read(&deploy_dir().join("example/app.yaml")));
@@ -137,6 +137,7 @@ fn example_sidecar_matches_webhook() {
         image: "legate:0.1.0".to_string(),
         bootstrap_config_map: "legate-sidecar-bootstrap".to_string(),
         cluster_label: "app".to_string(),
+        ads_token_secret: Some("legate-ads-token".to_string()),
     };
     assert_eq!(written, &template.container());
 }

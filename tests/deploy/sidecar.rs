@@ -24,7 +24,7 @@ fn substitute(text: &str, from: &str, to: &str) -> String {
 
 /// The sidecar's arguments from deploy/example/app.yaml, with `$(VAR)`
 /// expanded as the kubelet does from the downward API.
-fn sidecar_args(bootstrap_path: &str) -> Vec<String> {
+fn sidecar_args(bootstrap_path: &str, token_path: &str) -> Vec<String> {
     let objects = documents(&read(&deploy_dir().join("example/app.yaml")));
     let pod = &objects[0]["spec"]["template"];
     let labels = &pod["metadata"]["labels"];
@@ -43,7 +43,11 @@ fn sidecar_args(bootstrap_path: &str) -> Vec<String> {
         .iter()
         .map(Value::as_str)
         .map(|arg| expand(arg.unwrap(), &environment))
-        .map(|arg| if arg == "/etc/legate/bootstrap.yaml" { bootstrap_path.to_string() } else { arg })
+        .map(|arg| match arg.as_str() {
+            "/etc/legate/bootstrap.yaml" => bootstrap_path.to_string(),
+            "/etc/legate-ads/token" => token_path.to_string(),
+            _ => arg,
+        })
         .collect()
 }
 
@@ -98,7 +102,9 @@ fn resident_kib(pid: u32) -> Option<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sidecar_pod_without_kubernetes() {
     let dir = temp_dir("sidecar");
-    let control_plane = ControlPlane::start(&dir.join("control-plane"));
+    let token = dir.join("ads-token");
+    std::fs::write(&token, "sidecar-token").unwrap();
+    let control_plane = ControlPlane::start_with(&dir.join("control-plane"), "127.0.0.1:0", &["--ads-token-file", token.to_str().unwrap()]);
     let app = Upstream::start("app").await;
     let remote = Upstream::start("remote-echo").await;
 
@@ -114,7 +120,7 @@ async fn sidecar_pod_without_kubernetes() {
 
     let bootstrap_path = dir.join("bootstrap.yaml");
     std::fs::write(&bootstrap_path, loopback_bootstrap(control_plane.address, app.address)).unwrap();
-    let args = sidecar_args(bootstrap_path.to_str().unwrap());
+    let args = sidecar_args(bootstrap_path.to_str().unwrap(), token.to_str().unwrap());
     let proxy = spawn_sidecar(&args);
     proxy.wait_ready().await;
 

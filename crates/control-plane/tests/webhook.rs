@@ -9,7 +9,7 @@ use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use legate_control_plane::webhook::{self, SidecarTemplate};
+use legate_control_plane::webhook::{self, Injection, SidecarTemplate};
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -28,6 +28,7 @@ fn template() -> SidecarTemplate {
         image: "legate:0.1.0".to_string(),
         bootstrap_config_map: "legate-sidecar-bootstrap".to_string(),
         cluster_label: "app".to_string(),
+        ads_token_secret: None,
     }
 }
 
@@ -233,4 +234,23 @@ fn missing_certificate_is_error() {
     std::fs::write(dir.join("empty.crt"), "").unwrap();
     let error = webhook::server_config(&dir.join("empty.crt"), &dir.join("absent.key")).unwrap_err();
     assert!(matches!(error, webhook::TlsError::NoCertificate { .. }), "got {error}");
+}
+
+#[test]
+fn ads_token_secret_is_mounted() {
+    let template = SidecarTemplate { ads_token_secret: Some("legate-ads-token".to_string()), ..template() };
+    let args = template.container()["args"].clone();
+    let args: Vec<&str> = args.as_array().unwrap().iter().map(|arg| arg.as_str().unwrap()).collect();
+    assert_eq!(args[args.len() - 2..], ["--ads-token-file", "/etc/legate-ads/token"]);
+
+    let with_volumes = serde_json::json!({ "metadata": {}, "spec": { "containers": [{ "name": "app" }], "volumes": [{ "name": "data", "emptyDir": {} }] } });
+    let Injection::Patched(operations) = template.inject(&with_volumes) else { panic!("the pod is injected") };
+    let secret_volumes: Vec<_> = operations.iter().filter(|operation| operation["value"]["secret"]["secretName"] == "legate-ads-token").collect();
+    assert_eq!(secret_volumes.len(), 1, "{operations:?}");
+    assert_eq!(secret_volumes[0]["path"], "/spec/volumes/-");
+
+    let without_volumes = serde_json::json!({ "metadata": {}, "spec": { "containers": [{ "name": "app" }] } });
+    let Injection::Patched(operations) = template.inject(&without_volumes) else { panic!("the pod is injected") };
+    let volumes = operations.iter().find(|operation| operation["path"] == "/spec/volumes").expect("a volumes list is added");
+    assert_eq!(volumes["value"][1]["secret"]["secretName"], "legate-ads-token");
 }

@@ -24,6 +24,8 @@ pub const ADMIN_PORT: u16 = 9901;
 
 const BOOTSTRAP_VOLUME: &str = "legate-bootstrap";
 const BOOTSTRAP_DIR: &str = "/etc/legate";
+const ADS_TOKEN_VOLUME: &str = "legate-ads-token";
+const ADS_TOKEN_DIR: &str = "/etc/legate-ads";
 
 /// Settings of the injected sidecar that vary between installations.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +36,9 @@ pub struct SidecarTemplate {
     pub bootstrap_config_map: String,
     /// Pod label whose value becomes the proxy's node cluster.
     pub cluster_label: String,
+    /// Secret, in the pod's namespace, whose `token` key is the bearer
+    /// token the proxy sends on its ADS stream; `None` sends no token.
+    pub ads_token_secret: Option<String>,
 }
 
 /// What the webhook does with one pod.
@@ -73,11 +78,9 @@ impl SidecarTemplate {
             return Injection::Skipped(SkipReason::AlreadyInjected);
         }
         let config_map = annotation(pod, BOOTSTRAP_ANNOTATION).unwrap_or(&self.bootstrap_config_map);
-        let operations = vec![
-            self.add_init_container(pod),
-            add_volume(pod, config_map),
-            add_status_annotation(pod),
-        ];
+        let mut operations = vec![self.add_init_container(pod)];
+        operations.extend(self.add_volumes(pod, config_map));
+        operations.push(add_status_annotation(pod));
         Injection::Patched(operations)
     }
 
@@ -97,7 +100,7 @@ impl SidecarTemplate {
     /// they have exited.
     pub fn container(&self) -> Value {
         let ready_probe = json!({ "httpGet": { "path": "/ready", "port": ADMIN_PORT } });
-        json!({
+        let mut container = json!({
             "name": SIDECAR_NAME,
             "image": self.image,
             "restartPolicy": "Always",
@@ -129,7 +132,32 @@ impl SidecarTemplate {
                 "capabilities": { "drop": ["ALL"] },
             },
             "volumeMounts": [{ "name": BOOTSTRAP_VOLUME, "mountPath": BOOTSTRAP_DIR, "readOnly": true }],
-        })
+        });
+        if self.ads_token_secret.is_some() {
+            push(&mut container["args"], json!("--ads-token-file"));
+            push(&mut container["args"], json!(format!("{ADS_TOKEN_DIR}/token")));
+            push(&mut container["volumeMounts"], json!({ "name": ADS_TOKEN_VOLUME, "mountPath": ADS_TOKEN_DIR, "readOnly": true }));
+        }
+        container
+    }
+
+    /// Adds the bootstrap ConfigMap and, with an ADS token, its Secret as
+    /// pod volumes.
+    fn add_volumes(&self, pod: &Value, config_map: &str) -> Vec<Value> {
+        let mut volumes = vec![json!({ "name": BOOTSTRAP_VOLUME, "configMap": { "name": config_map } })];
+        if let Some(secret) = &self.ads_token_secret {
+            volumes.push(json!({ "name": ADS_TOKEN_VOLUME, "secret": { "secretName": secret } }));
+        }
+        match pod["spec"]["volumes"].as_array() {
+            Some(_) => volumes.into_iter().map(|volume| add("/spec/volumes/-", volume)).collect(),
+            None => vec![add("/spec/volumes", Value::Array(volumes))],
+        }
+    }
+}
+
+fn push(array: &mut Value, item: Value) {
+    if let Some(items) = array.as_array_mut() {
+        items.push(item);
     }
 }
 
@@ -153,14 +181,6 @@ fn with_timing(probe: &Value, period_seconds: u32, failure_threshold: u32) -> Va
 
 fn field_env(name: &str, field_path: &str) -> Value {
     json!({ "name": name, "valueFrom": { "fieldRef": { "fieldPath": field_path } } })
-}
-
-fn add_volume(pod: &Value, config_map: &str) -> Value {
-    let volume = json!({ "name": BOOTSTRAP_VOLUME, "configMap": { "name": config_map } });
-    match pod["spec"]["volumes"].as_array() {
-        Some(_) => add("/spec/volumes/-", volume),
-        None => add("/spec/volumes", json!([volume])),
-    }
 }
 
 fn add_status_annotation(pod: &Value) -> Value {

@@ -121,6 +121,11 @@ pub struct WebhookArgs {
     /// Pod label whose value becomes the sidecar's node cluster.
     #[arg(long, value_name = "LABEL", default_value = "app")]
     pub sidecar_cluster_label: String,
+
+    /// Secret, in each injected pod's namespace, whose `token` key the
+    /// sidecar sends as its ADS bearer token (`--ads-token-file`).
+    #[arg(long, value_name = "NAME")]
+    pub sidecar_ads_token_secret: Option<String>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -195,6 +200,7 @@ async fn start_webhook(args: &WebhookArgs) -> anyhow::Result<Option<Webhook>> {
         image: args.sidecar_image.clone(),
         bootstrap_config_map: args.sidecar_bootstrap.clone(),
         cluster_label: args.sidecar_cluster_label.clone(),
+        ads_token_secret: args.sidecar_ads_token_secret.clone(),
     };
     Ok(Some((listener, tls, template)))
 }
