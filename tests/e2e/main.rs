@@ -25,6 +25,7 @@ mod metrics;
 mod http_framing;
 mod restart;
 mod retries;
+mod rollout;
 mod routing;
 mod static_bootstrap;
 mod timeouts;

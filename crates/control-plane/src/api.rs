@@ -1,21 +1,22 @@
 //! Legate's config API (`legate.config.v1.ConfigService`): apply changes,
-//! read the config in force, list connected proxies.
+//! read the config in force, list connected proxies, follow rollouts, list
+//! the history and roll back.
 
 use std::sync::Arc;
 
 use legate_api::google::rpc::Status as RpcStatus;
 use legate_api::legate::config::v1::config_service_server::ConfigService;
 use legate_api::legate::config::v1::{
-    ApplyRequest, ApplyResponse, GetConfigRequest, GetConfigResponse, ListProxiesRequest, ListProxiesResponse,
-    ValidationFailure,
+    ApplyRequest, ApplyResponse, GetConfigRequest, GetConfigResponse, GetRolloutRequest, GetRolloutResponse, HistoryEntry,
+    ListHistoryRequest, ListHistoryResponse, ListProxiesRequest, ListProxiesResponse, RollbackRequest, ValidationFailure,
 };
 use legate_config::ConfigErrors;
 use prost::Message;
 use tonic::{Code, Request, Response, Status};
 
 use crate::proxies::ProxyRegistry;
-use crate::snapshot::ResourceKey;
-use crate::store::{ApplyError, ApplyOutcome, Store};
+use crate::snapshot::{ResourceKey, Snapshot};
+use crate::store::{ApplyError, ApplyOptions, ApplyOutcome, Store};
 
 /// Type URL of the `ValidationFailure` detail in a rejected apply's status.
 pub const VALIDATION_FAILURE_TYPE_URL: &str = "type.googleapis.com/legate.config.v1.ValidationFailure";
@@ -37,11 +38,33 @@ impl ConfigApi {
 impl ConfigService for ConfigApi {
     async fn apply(&self, request: Request<ApplyRequest>) -> Result<Response<ApplyResponse>, Status> {
         let request = request.into_inner();
-        match self.store.apply(&request.resources, &request.remove).await {
-            Ok(outcome) => Ok(Response::new(apply_response(outcome))),
-            Err(ApplyError::Invalid(errors)) => Err(invalid_argument(&errors)),
-            Err(error) => Err(Status::internal(crate::error_chain(&error))),
-        }
+        let options = ApplyOptions { if_version: optional_version(&request.if_version, "if_version")?, applied_by: request.applied_by };
+        let outcome = self.store.apply_with(&request.resources, &request.remove, &options).await;
+        outcome.map(|outcome| Response::new(apply_response(outcome))).map_err(apply_status)
+    }
+
+    async fn rollback(&self, request: Request<RollbackRequest>) -> Result<Response<ApplyResponse>, Status> {
+        let request = request.into_inner();
+        let version = required_version(&request.version)?;
+        let options = ApplyOptions { if_version: optional_version(&request.if_version, "if_version")?, applied_by: request.applied_by };
+        let outcome = self.store.rollback(version, &options).await;
+        outcome.map(|outcome| Response::new(apply_response(outcome))).map_err(apply_status)
+    }
+
+    async fn get_rollout(&self, request: Request<GetRolloutRequest>) -> Result<Response<GetRolloutResponse>, Status> {
+        let snapshot = match optional_version(&request.into_inner().version, "version")? {
+            None => self.store.snapshot(),
+            Some(version) => self
+                .store
+                .version(version)
+                .ok_or_else(|| Status::not_found(format!("version {version} is not in the history")))?,
+        };
+        Ok(Response::new(crate::rollout::rollout(&snapshot, &self.proxies.list())))
+    }
+
+    async fn list_history(&self, _request: Request<ListHistoryRequest>) -> Result<Response<ListHistoryResponse>, Status> {
+        let versions = self.store.history().iter().map(|snapshot| history_entry(snapshot)).collect();
+        Ok(Response::new(ListHistoryResponse { versions }))
     }
 
     async fn get_config(&self, _request: Request<GetConfigRequest>) -> Result<Response<GetConfigResponse>, Status> {
@@ -53,6 +76,40 @@ impl ConfigService for ConfigApi {
 
     async fn list_proxies(&self, _request: Request<ListProxiesRequest>) -> Result<Response<ListProxiesResponse>, Status> {
         Ok(Response::new(ListProxiesResponse { proxies: self.proxies.statuses() }))
+    }
+}
+
+fn apply_status(error: ApplyError) -> Status {
+    match error {
+        ApplyError::Invalid(errors) => invalid_argument(&errors),
+        ApplyError::VersionConflict { .. } => Status::failed_precondition(error.to_string()),
+        ApplyError::UnknownVersion(_) => Status::not_found(error.to_string()),
+        error => Status::internal(crate::error_chain(&error)),
+    }
+}
+
+fn required_version(text: &str) -> Result<u64, Status> {
+    text.parse().map_err(|_| Status::invalid_argument(format!("invalid version {text:?}: expected a version number")))
+}
+
+/// Reads an optional version field: empty means absent.
+fn optional_version(text: &str, field: &str) -> Result<Option<u64>, Status> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|_| Status::invalid_argument(format!("invalid {field} {text:?}: expected a version number")))
+}
+
+fn history_entry(snapshot: &Snapshot) -> HistoryEntry {
+    let origin = snapshot.origin();
+    HistoryEntry {
+        version: snapshot.version().to_string(),
+        applied_at: (origin.applied_at != std::time::SystemTime::UNIX_EPOCH).then(|| origin.applied_at.into()),
+        applied_by: origin.applied_by.clone(),
+        resources: snapshot.len() as u32,
+        rolled_back_to: origin.rolled_back_to.map(|version| version.to_string()).unwrap_or_default(),
     }
 }
 

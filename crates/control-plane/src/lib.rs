@@ -12,6 +12,7 @@ pub mod json;
 pub mod metrics;
 pub mod persist;
 pub mod proxies;
+pub mod rollout;
 pub mod snapshot;
 pub mod store;
 pub mod webhook;
@@ -31,7 +32,7 @@ pub use api::ConfigApi;
 pub use persist::{PersistError, StateFile};
 pub use proxies::ProxyRegistry;
 pub use snapshot::{ResourceKey, Snapshot, StoredResource};
-pub use store::{ApplyError, ApplyOutcome, LoadError, Store};
+pub use store::{ApplyError, ApplyOptions, ApplyOutcome, LoadError, Store};
 
 /// The gRPC server stopped with an error.
 #[derive(Debug, thiserror::Error)]

@@ -12,6 +12,10 @@ use crate::json::{self, JsonError};
 /// Name of the state file inside the data directory.
 pub const STATE_FILE_NAME: &str = "config.json";
 
+/// Name of the folder, beside the state file, that keeps each recent
+/// version as `<version>.json` in the state file's layout.
+pub const HISTORY_DIR_NAME: &str = "history";
+
 const STORED_CONFIG_MESSAGE: &str = "legate.config.v1.StoredConfig";
 
 /// A state file that could not be read or written. Each variant names the
@@ -101,11 +105,77 @@ impl StateFile {
             .map_err(|source| PersistError::Write { path: self.path.clone(), source })
     }
 
+    /// Returns the folder of earlier versions beside this file.
+    pub fn history(&self) -> HistoryDir {
+        HistoryDir { path: self.path.with_file_name(HISTORY_DIR_NAME) }
+    }
+
     fn temporary_path(&self) -> PathBuf {
         let mut name = self.path.file_name().unwrap_or_default().to_os_string();
         name.push(format!(".tmp-{}", std::process::id()));
         self.path.with_file_name(name)
     }
+}
+
+/// Recent versions, one file each, for `ListHistory` and `Rollback`.
+#[derive(Debug, Clone)]
+pub struct HistoryDir {
+    path: PathBuf,
+}
+
+impl HistoryDir {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Saves one version, atomically as the state file is saved.
+    pub fn save(&self, config: &StoredConfig) -> Result<(), PersistError> {
+        fs::create_dir_all(&self.path).map_err(|source| PersistError::CreateDir { path: self.path.clone(), source })?;
+        self.file(config.version).save(config)
+    }
+
+    /// Reads every saved version, oldest first. A file that cannot be read
+    /// or parsed is skipped with a warning, because history is an aid and
+    /// the state file alone decides what is in force.
+    pub fn load_all(&self) -> Vec<StoredConfig> {
+        let mut versions: Vec<u64> = match fs::read_dir(&self.path) {
+            Ok(entries) => entries.filter_map(|entry| version_of(&entry.ok()?.file_name().to_string_lossy())).collect(),
+            Err(_) => return Vec::new(),
+        };
+        versions.sort_unstable();
+        versions
+            .into_iter()
+            .filter_map(|version| match self.file(version).load() {
+                Ok(config) => config,
+                Err(error) => {
+                    tracing::warn!(error = %crate::error_chain(&error), version, "skipping an unreadable history file");
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// Deletes the files of versions older than `oldest_kept`.
+    pub fn prune(&self, oldest_kept: u64) {
+        let Ok(entries) = fs::read_dir(&self.path) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if version_of(&entry.file_name().to_string_lossy()).is_some_and(|version| version < oldest_kept) {
+                if let Err(error) = fs::remove_file(entry.path()) {
+                    tracing::warn!(%error, path = %entry.path().display(), "failed to delete an old history file");
+                }
+            }
+        }
+    }
+
+    fn file(&self, version: u64) -> StateFile {
+        StateFile { path: self.path.join(format!("{version}.json")) }
+    }
+}
+
+fn version_of(file_name: &str) -> Option<u64> {
+    file_name.strip_suffix(".json")?.parse().ok()
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {

@@ -30,6 +30,10 @@ pub struct ProxyEntry {
     pub node_cluster: String,
     pub peer_address: Option<SocketAddr>,
     pub connected_at: SystemTime,
+    /// When the proxy last sent a request on the stream.
+    pub last_seen: SystemTime,
+    /// The latest config version the stream has sent whatever it needed of.
+    pub config_version: u64,
     pub types: BTreeMap<ResourceType, TypeRecord>,
 }
 
@@ -40,6 +44,7 @@ impl ProxyEntry {
             node_cluster: self.node_cluster.clone(),
             peer_address: self.peer_address.map(|address| address.to_string()).unwrap_or_default(),
             connected_at: Some(self.connected_at.into()),
+            last_seen: Some(self.last_seen.into()),
             types: self.types.iter().map(|(resource_type, record)| type_status(*resource_type, record)).collect(),
         }
     }
@@ -75,6 +80,8 @@ impl ProxyRegistry {
             node_cluster: String::new(),
             peer_address,
             connected_at: SystemTime::now(),
+            last_seen: SystemTime::now(),
+            config_version: 0,
             types: BTreeMap::new(),
         };
         self.lock().insert(stream_id, entry);
@@ -122,6 +129,16 @@ impl ProxyHandle {
             entry.node_id = node_id.to_string();
             entry.node_cluster = node_cluster.to_string();
         });
+    }
+
+    /// Records a request from the proxy.
+    pub fn record_seen(&self) {
+        self.registry.update(self.stream_id, |entry| entry.last_seen = SystemTime::now());
+    }
+
+    /// Records that the stream has sent what config `version` changed for it.
+    pub fn record_config_version(&self, version: u64) {
+        self.registry.update(self.stream_id, |entry| entry.config_version = version);
     }
 
     pub fn record_sent(&self, resource_type: ResourceType, version: &str) {

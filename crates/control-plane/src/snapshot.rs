@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use legate_api::legate::config::v1::{ResourceRef, StoredConfig};
 use legate_config::{Resource, ResourceType};
@@ -48,6 +49,22 @@ impl StoredResource {
     }
 }
 
+/// How a version came to be: when, by whom, and whether it restored an
+/// earlier version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub applied_at: SystemTime,
+    /// Who made the change, as the client gave it; empty when unknown.
+    pub applied_by: String,
+    pub rolled_back_to: Option<u64>,
+}
+
+impl Default for Origin {
+    fn default() -> Self {
+        Origin { applied_at: SystemTime::UNIX_EPOCH, applied_by: String::new(), rolled_back_to: None }
+    }
+}
+
 /// A complete config at one version. Snapshots are never changed in place:
 /// the store builds a new one and publishes it.
 #[derive(Debug, Clone, Default)]
@@ -55,6 +72,7 @@ pub struct Snapshot {
     version: u64,
     type_versions: BTreeMap<ResourceType, u64>,
     resources: BTreeMap<ResourceKey, Arc<StoredResource>>,
+    origin: Origin,
 }
 
 impl Snapshot {
@@ -63,7 +81,16 @@ impl Snapshot {
         type_versions: BTreeMap<ResourceType, u64>,
         resources: BTreeMap<ResourceKey, Arc<StoredResource>>,
     ) -> Self {
-        Snapshot { version, type_versions, resources }
+        Snapshot { version, type_versions, resources, origin: Origin::default() }
+    }
+
+    pub(crate) fn with_origin(mut self, origin: Origin) -> Self {
+        self.origin = origin;
+        self
+    }
+
+    pub fn origin(&self) -> &Origin {
+        &self.origin
     }
 
     /// Config version; 0 is the empty config before any apply.
@@ -118,6 +145,9 @@ impl Snapshot {
                 .iter()
                 .map(|(resource_type, version)| (resource_type.type_url().to_string(), *version))
                 .collect(),
+            applied_at: (self.origin.applied_at != SystemTime::UNIX_EPOCH).then(|| self.origin.applied_at.into()),
+            applied_by: self.origin.applied_by.clone(),
+            rolled_back_to: self.origin.rolled_back_to.unwrap_or(0),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The config store: validates each change against the whole config, versions
 //! it, saves it, then publishes the new snapshot to the ADS streams.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::time::SystemTime;
 use std::sync::Arc;
 
 use legate_api::legate::config::v1::{ResourceRef, StoredConfig};
@@ -11,7 +12,7 @@ use legate_config::{validate, ConfigError, ConfigErrors, ResourceType};
 use tokio::sync::{watch, Mutex};
 
 use crate::persist::{PersistError, StateFile};
-use crate::snapshot::{ResourceKey, Snapshot, StoredResource};
+use crate::snapshot::{Origin, ResourceKey, Snapshot, StoredResource};
 
 /// Result of an accepted apply.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -28,9 +29,24 @@ pub struct ApplyOutcome {
     pub ignored_fields: Vec<String>,
 }
 
+/// Conditions and authorship of one change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplyOptions {
+    /// Applies only if this is the version in force.
+    pub if_version: Option<u64>,
+    /// Who makes the change, kept in the history.
+    pub applied_by: String,
+}
+
 /// An apply that changed nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
+    /// `if_version` no longer matches, because another change came first.
+    #[error("the config is at version {current}, not {expected}; read it again and retry")]
+    VersionConflict { expected: u64, current: u64 },
+    /// A rollback to a version the history no longer keeps.
+    #[error("version {0} is not in the history; `legate history` lists the kept versions")]
+    UnknownVersion(u64),
     /// The request or the config it would produce is invalid; every problem
     /// found is listed.
     #[error("invalid config: {0}")]
@@ -59,7 +75,13 @@ pub struct Store {
     /// snapshots all advance in the same order.
     apply_lock: Mutex<()>,
     state_file: Option<StateFile>,
+    /// The most recent versions, oldest first, the one in force last. They
+    /// share the resources that did not change between them.
+    history: std::sync::Mutex<VecDeque<Arc<Snapshot>>>,
 }
+
+/// Versions the history keeps, in memory and in the data directory.
+pub const HISTORY_LIMIT: usize = 50;
 
 /// Changes one request makes to the config in force.
 #[derive(Debug, Default)]
@@ -115,8 +137,28 @@ impl Store {
     }
 
     fn with_snapshot(snapshot: Snapshot, state_file: Option<StateFile>) -> Self {
-        let (published, _) = watch::channel(Arc::new(snapshot));
-        Store { published, apply_lock: Mutex::new(()), state_file }
+        let snapshot = Arc::new(snapshot);
+        let history = match &state_file {
+            Some(state_file) => load_history(state_file, &snapshot),
+            None => VecDeque::from([snapshot.clone()]),
+        };
+        let (published, _) = watch::channel(snapshot);
+        Store { published, apply_lock: Mutex::new(()), state_file, history: std::sync::Mutex::new(history) }
+    }
+
+    /// Returns the kept versions, newest first.
+    pub fn history(&self) -> Vec<Arc<Snapshot>> {
+        self.lock_history().iter().rev().cloned().collect()
+    }
+
+    /// Returns a kept version.
+    pub fn version(&self, version: u64) -> Option<Arc<Snapshot>> {
+        self.lock_history().iter().find(|snapshot| snapshot.version() == version).cloned()
+    }
+
+    fn lock_history(&self) -> std::sync::MutexGuard<'_, VecDeque<Arc<Snapshot>>> {
+        // Each update is a push or a pop, so a panic cannot leave it half-done.
+        self.history.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Returns the snapshot in force.
@@ -133,8 +175,45 @@ impl Store {
     /// change. Nothing is applied unless the request and the resulting config
     /// are valid and the new config is saved.
     pub async fn apply(&self, resources: &[prost_types::Any], removals: &[ResourceRef]) -> Result<ApplyOutcome, ApplyError> {
+        self.apply_with(resources, removals, &ApplyOptions::default()).await
+    }
+
+    /// Applies as [`Store::apply`] does, on the conditions in `options`.
+    pub async fn apply_with(
+        &self,
+        resources: &[prost_types::Any],
+        removals: &[ResourceRef],
+        options: &ApplyOptions,
+    ) -> Result<ApplyOutcome, ApplyError> {
         let _guard = self.apply_lock.lock().await;
+        let origin = Origin { applied_at: SystemTime::now(), applied_by: options.applied_by.clone(), rolled_back_to: None };
+        self.apply_locked(resources, removals, options.if_version, origin).await
+    }
+
+    /// Puts the resources of an earlier kept version back in force as a new
+    /// version: resources added since are removed, and changed ones restored.
+    pub async fn rollback(&self, version: u64, options: &ApplyOptions) -> Result<ApplyOutcome, ApplyError> {
+        let _guard = self.apply_lock.lock().await;
+        let target = self.version(version).ok_or(ApplyError::UnknownVersion(version))?;
         let current = self.snapshot();
+        let resources = target.packed_in_push_order();
+        let removals: Vec<ResourceRef> =
+            current.entries().keys().filter(|key| target.get(key).is_none()).map(ResourceKey::to_ref).collect();
+        let origin = Origin { applied_at: SystemTime::now(), applied_by: options.applied_by.clone(), rolled_back_to: Some(version) };
+        self.apply_locked(&resources, &removals, options.if_version, origin).await
+    }
+
+    async fn apply_locked(
+        &self,
+        resources: &[prost_types::Any],
+        removals: &[ResourceRef],
+        if_version: Option<u64>,
+        origin: Origin,
+    ) -> Result<ApplyOutcome, ApplyError> {
+        let current = self.snapshot();
+        if let Some(expected) = if_version.filter(|expected| *expected != current.version()) {
+            return Err(ApplyError::VersionConflict { expected, current: current.version() });
+        }
 
         let mut errors = Vec::new();
         let decoded = decode_resources(resources, &mut errors);
@@ -144,7 +223,7 @@ impl Store {
         // so one rejection lists every problem. A resource that failed is
         // absent from the candidate and may show up as a missing reference.
         let changes = classify(&current, &decoded, removed);
-        let candidate = build_snapshot(&current, decoded.resources, &changes);
+        let candidate = build_snapshot(&current, decoded.resources, &changes).with_origin(origin);
         let reference_errors = validate::snapshot(candidate.entries().values().map(|stored| &stored.resource));
         errors.extend(reference_errors.0);
         if !errors.is_empty() {
@@ -173,8 +252,30 @@ impl Store {
             "applied config"
         );
 
-        self.published.send_replace(Arc::new(candidate));
+        let candidate = Arc::new(candidate);
+        self.remember(candidate.clone());
+        self.published.send_replace(candidate);
         Ok(outcome)
+    }
+
+    /// Adds a new version to the history, on disk too, and forgets the
+    /// oldest beyond [`HISTORY_LIMIT`]. The version is already in force, so
+    /// a failure to save it only logs a warning.
+    fn remember(&self, snapshot: Arc<Snapshot>) {
+        if let Some(history) = self.state_file.as_ref().map(StateFile::history) {
+            if let Err(error) = history.save(&snapshot.to_stored_config()) {
+                tracing::warn!(error = %crate::error_chain(&error), version = snapshot.version(), "failed to save the version in the history");
+            }
+        }
+
+        let mut kept = self.lock_history();
+        kept.push_back(snapshot);
+        while kept.len() > HISTORY_LIMIT {
+            kept.pop_front();
+        }
+        if let (Some(state_file), Some(oldest)) = (&self.state_file, kept.front()) {
+            state_file.history().prune(oldest.version());
+        }
     }
 
     async fn save(&self, snapshot: &Snapshot) -> Result<(), ApplyError> {
@@ -193,6 +294,42 @@ impl Store {
             Err(error) => Err(ApplyError::SaveInterrupted(error)),
         }
     }
+}
+
+/// Loads the kept versions from the history folder, up to the one in force,
+/// sharing unchanged resources between them. Versions that are no longer
+/// valid are skipped. The one in force comes from the state file, so it is
+/// kept even when its history file is missing.
+fn load_history(state_file: &StateFile, current: &Arc<Snapshot>) -> VecDeque<Arc<Snapshot>> {
+    let stored = state_file.history().load_all();
+    let mut history: VecDeque<Arc<Snapshot>> = VecDeque::new();
+    for config in stored.into_iter().filter(|config| config.version < current.version()) {
+        let version = config.version;
+        match snapshot_from_stored(config) {
+            Ok(snapshot) => history.push_back(Arc::new(share_resources(snapshot, current))),
+            Err(errors) => tracing::warn!(version, %errors, "skipping a history version that is no longer valid"),
+        }
+    }
+    history.push_back(current.clone());
+    while history.len() > HISTORY_LIMIT {
+        history.pop_front();
+    }
+    history
+}
+
+/// Replaces the resources of `snapshot` that have the same bytes in `newer`
+/// with `newer`'s copies, so kept versions cost only what changed.
+fn share_resources(snapshot: Snapshot, newer: &Snapshot) -> Snapshot {
+    let origin = snapshot.origin().clone();
+    let resources = snapshot
+        .entries()
+        .iter()
+        .map(|(key, resource)| match newer.entries().get(key) {
+            Some(shared) if shared.same_bytes(resource) => (key.clone(), shared.clone()),
+            _ => (key.clone(), resource.clone()),
+        })
+        .collect();
+    Snapshot::new(snapshot.version(), snapshot.type_versions().clone(), resources).with_origin(origin)
 }
 
 fn reject(errors: Vec<ConfigError>) -> ApplyError {
@@ -325,7 +462,12 @@ fn snapshot_from_stored(stored: StoredConfig) -> Result<Snapshot, ConfigErrors> 
             (key, Arc::new(resource))
         })
         .collect();
-    Ok(Snapshot::new(stored.version, type_versions, resources))
+    let origin = Origin {
+        applied_at: stored.applied_at.and_then(|at| SystemTime::try_from(at).ok()).unwrap_or(SystemTime::UNIX_EPOCH),
+        applied_by: stored.applied_by,
+        rolled_back_to: (stored.rolled_back_to != 0).then_some(stored.rolled_back_to),
+    };
+    Ok(Snapshot::new(stored.version, type_versions, resources).with_origin(origin))
 }
 
 fn stored_type_versions(stored: &StoredConfig, errors: &mut Vec<ConfigError>) -> BTreeMap<ResourceType, u64> {

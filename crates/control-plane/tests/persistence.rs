@@ -3,7 +3,7 @@
 
 mod support;
 
-use legate_control_plane::persist::STATE_FILE_NAME;
+use legate_control_plane::persist::{HISTORY_DIR_NAME, STATE_FILE_NAME};
 use legate_control_plane::{ControlPlane, LoadError, PersistError};
 use support::*;
 
@@ -57,8 +57,12 @@ async fn state_file_is_readable_json() {
     assert_eq!(json["resources"][0]["@type"], CDS.type_url());
     assert_eq!(json["resources"][0]["name"], "web");
     assert_eq!(json["type_versions"][CDS.type_url()], "1");
-    let leftovers: Vec<_> = std::fs::read_dir(data.path()).expect("list data dir").collect();
-    assert_eq!(leftovers.len(), 1, "no temporary file is left behind");
+    let mut entries: Vec<String> =
+        std::fs::read_dir(data.path()).expect("list data dir").map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    entries.sort();
+    assert_eq!(entries, [STATE_FILE_NAME, HISTORY_DIR_NAME], "no temporary file is left behind");
+    let history: Vec<_> = std::fs::read_dir(data.path().join(HISTORY_DIR_NAME)).expect("list history").map(|entry| entry.unwrap().file_name()).collect();
+    assert_eq!(history, ["1.json"], "the version is kept in the history");
 }
 
 #[tokio::test]
@@ -102,4 +106,28 @@ async fn invalid_state_file_stops_start_up() {
     let message = error.to_string();
     assert!(message.contains(&path.display().to_string()), "error names the file: {message}");
     assert!(message.contains("missing-cluster"), "error names the problem: {message}");
+}
+
+#[tokio::test]
+async fn history_keeps_recent_versions() {
+    let data = TempDir::new("history-limit");
+    let plane = ControlPlane::open(data.path()).expect("open");
+    let limit = legate_control_plane::store::HISTORY_LIMIT as u16;
+    for port in 1..=limit + 5 {
+        plane.store().apply(&pack(&[static_cluster("web", 8000 + port)]), &[]).await.expect("apply");
+    }
+
+    let kept: Vec<u64> = plane.store().history().iter().map(|snapshot| snapshot.version()).collect();
+    assert_eq!(kept.len(), usize::from(limit));
+    assert_eq!(kept.first(), Some(&u64::from(limit + 5)), "newest first");
+    assert_eq!(kept.last(), Some(&6), "the oldest five are forgotten");
+    let files = std::fs::read_dir(data.path().join(HISTORY_DIR_NAME)).expect("list history").count();
+    assert_eq!(files, usize::from(limit), "their files are deleted too");
+
+    let reopened = ControlPlane::open(data.path()).expect("reopen");
+    let outcome = reopened.store().rollback(6, &Default::default()).await.expect("roll back to the oldest kept version");
+    assert_eq!(outcome.version, u64::from(limit + 6));
+    let restored = reopened.store().snapshot();
+    assert_eq!(restored.origin().rolled_back_to, Some(6));
+    assert_eq!(restored.len(), 1);
 }

@@ -26,6 +26,12 @@ enum Command {
     Get(commands::get::Args),
     /// List the proxies connected to the control plane and what each accepted.
     Proxies(commands::proxies::Args),
+    /// Show which proxies have applied or rejected a config version.
+    Status(commands::rollout::Args),
+    /// List the kept config versions and who applied each.
+    History(commands::history::HistoryArgs),
+    /// Put an earlier config version back in force as a new version.
+    Rollback(commands::history::RollbackArgs),
     /// Start a control plane, a proxy and demo upstreams on loopback.
     Demo(commands::demo::Args),
 }
@@ -49,6 +55,9 @@ fn main() -> ExitCode {
             Command::Apply(args) => commands::apply::run(args).await,
             Command::Get(args) => commands::get::run(args).await,
             Command::Proxies(args) => commands::proxies::run(args).await,
+            Command::Status(args) => commands::rollout::run(args).await,
+            Command::History(args) => commands::history::history(args).await,
+            Command::Rollback(args) => commands::history::rollback(args).await,
             Command::Demo(args) => commands::demo::run(args).await,
         }
     });

@@ -65,6 +65,7 @@ pub(crate) struct AdsStream {
 
 impl AdsStream {
     pub(crate) fn new(id: u64, proxy: ProxyHandle, snapshot: Arc<Snapshot>, responses: ResponseSender) -> Self {
+        proxy.record_config_version(snapshot.version());
         AdsStream { id, proxy, snapshot, types: BTreeMap::new(), responses_sent: 0, node_seen: false, responses }
     }
 
@@ -105,6 +106,7 @@ impl AdsStream {
 
     async fn on_request(&mut self, request: DiscoveryRequest) -> Result<(), Ended> {
         self.note_node(&request);
+        self.proxy.record_seen();
 
         let Some(resource_type) = ResourceType::from_type_url(&request.type_url) else {
             tracing::warn!(type_url = %request.type_url, "ignored request for a resource type Legate does not serve");
@@ -188,6 +190,7 @@ impl AdsStream {
         for resource_type in REMOVAL_ORDER {
             self.send_if_changed(resource_type, |state, snapshot| state.content(snapshot)).await?;
         }
+        self.proxy.record_config_version(self.snapshot.version());
         Ok(())
     }
 

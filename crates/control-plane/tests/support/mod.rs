@@ -150,7 +150,7 @@ impl TestServer {
     }
 
     pub async fn apply(&self, resources: &[Value], remove: Vec<ResourceRef>) -> Result<ApplyResponse, tonic::Status> {
-        let request = ApplyRequest { resources: pack(resources), remove };
+        let request = ApplyRequest { resources: pack(resources), remove, ..Default::default() };
         self.config_client().await.apply(request).await.map(tonic::Response::into_inner)
     }
 

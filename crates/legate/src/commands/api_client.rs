@@ -89,6 +89,21 @@ impl ServerArgs {
     }
 }
 
+/// Names the person making a change, for the history: `LEGATE_USER`, else
+/// `USER@hostname`.
+pub fn operator() -> String {
+    if let Ok(name) = std::env::var("LEGATE_USER") {
+        return name;
+    }
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".to_string());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|name| name.trim().to_string()).unwrap_or_default();
+    if host.is_empty() {
+        user
+    } else {
+        format!("{user}@{host}")
+    }
+}
+
 /// An interceptor that adds `authorization: Bearer <token>` to each call.
 #[derive(Clone)]
 pub struct BearerToken(Option<MetadataValue<Ascii>>);

@@ -24,6 +24,34 @@ pub struct Args {
     /// cds, eds, lds or rds. Repeat for several.
     #[arg(long = "delete", value_name = "TYPE/NAME", value_parser = parse_removal)]
     pub delete: Vec<ResourceRef>,
+
+    #[command(flatten)]
+    pub change: ChangeArgs,
+}
+
+/// Flags shared by the commands that change the config.
+#[derive(Debug, clap::Args)]
+pub struct ChangeArgs {
+    /// Refuse the change unless VERSION is the version in force, so that a
+    /// change made meanwhile by someone else is not overwritten.
+    #[arg(long, value_name = "VERSION")]
+    pub if_version: Option<String>,
+
+    /// Wait until every connected proxy has applied or rejected the new
+    /// version; exit 1 if any rejected it, 2 on timeout.
+    #[arg(long)]
+    pub wait: bool,
+
+    /// Longest wait with --wait, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = super::history::DEFAULT_WAIT.as_secs(), requires = "wait")]
+    pub wait_timeout: u64,
+}
+
+impl ChangeArgs {
+    /// The time to wait for proxies, when --wait is set.
+    pub fn wait_timeout(&self) -> Option<std::time::Duration> {
+        self.wait.then(|| std::time::Duration::from_secs(self.wait_timeout))
+    }
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -43,17 +71,28 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
 
     let mut client = args.api.connect().await?;
-    let request = ApplyRequest { resources, remove: args.delete };
-    match client.apply(request).await {
-        Ok(response) => {
-            print_outcome(&response.into_inner());
-            Ok(ExitCode::SUCCESS)
-        }
+    let request = ApplyRequest {
+        resources,
+        remove: args.delete,
+        if_version: args.change.if_version.clone().unwrap_or_default(),
+        applied_by: super::api_client::operator(),
+    };
+    let response = match client.apply(request).await {
+        Ok(response) => response.into_inner(),
         Err(status) if status.code() == Code::InvalidArgument => {
             print_errors("invalid config:", &validation_errors(&status));
-            Ok(ExitCode::from(1))
+            return Ok(ExitCode::from(1));
+        }
+        Err(status) if status.code() == Code::FailedPrecondition => {
+            eprintln!("not applied: {}", status.message());
+            return Ok(ExitCode::from(1));
         }
         Err(status) => bail!("control plane at {} failed the apply: {}", args.api.server, status.message()),
+    };
+    print_outcome(&response);
+    match args.change.wait_timeout() {
+        Some(timeout) => super::rollout::wait(&mut client, &response.version, timeout).await,
+        None => Ok(ExitCode::SUCCESS),
     }
 }
 

@@ -182,7 +182,8 @@ async fn apply(server: SocketAddr, config: &str, tokens: &Tokens) -> anyhow::Res
     let resources = legate_config::text::parse_resources(config)
         .map_err(|errors| anyhow::anyhow!("demo config is invalid: {errors}"))?;
     let mut client = ConfigServiceClient::connect(format!("http://{server}")).await.context("failed to reach the control plane")?;
-    let mut request = tonic::Request::new(ApplyRequest { resources, remove: Vec::new() });
+    let request = ApplyRequest { resources, applied_by: "legate demo".to_string(), ..Default::default() };
+    let mut request = tonic::Request::new(request);
     let token = format!("Bearer {}", tokens.api).parse().context("the demo token is not valid header text")?;
     request.metadata_mut().insert("authorization", token);
     let response = client.apply(request).await;

@@ -5,8 +5,11 @@ pub mod apply;
 pub mod control_plane;
 pub mod demo;
 pub mod get;
+pub mod history;
 pub mod proxies;
 pub mod proxy;
+pub mod rollout;
+pub mod table;
 
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;

@@ -47,14 +47,15 @@ fn render_table(proxies: &[ProxyStatus]) -> String {
 }
 
 fn header() -> Vec<String> {
-    let mut header: Vec<String> = ["NODE", "CLUSTER", "ADDRESS", "CONNECTED"].map(String::from).to_vec();
+    let mut header: Vec<String> = ["NODE", "CLUSTER", "ADDRESS", "CONNECTED", "LAST SEEN"].map(String::from).to_vec();
     header.extend(ResourceType::ALL.iter().map(|resource_type| resource_type.short_name().to_string()));
     header
 }
 
 fn row(proxy: &ProxyStatus) -> Vec<String> {
     let connected = proxy.connected_at.as_ref().map(ToString::to_string).unwrap_or_default();
-    let mut row = vec![proxy.node_id.clone(), proxy.node_cluster.clone(), proxy.peer_address.clone(), connected];
+    let last_seen = proxy.last_seen.as_ref().map(ToString::to_string).unwrap_or_default();
+    let mut row = vec![proxy.node_id.clone(), proxy.node_cluster.clone(), proxy.peer_address.clone(), connected, last_seen];
     row.extend(ResourceType::ALL.iter().map(|resource_type| type_cell(type_status(proxy, *resource_type))));
     row
 }
@@ -137,6 +138,7 @@ mod tests {
             node_cluster: "edge".to_string(),
             peer_address: "127.0.0.1:5000".to_string(),
             connected_at: None,
+            last_seen: None,
             types: vec![status("2", "1", "2", "cluster \"web\": unsupported field")],
         };
 
