@@ -34,16 +34,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 fn render_table(proxies: &[ProxyStatus]) -> String {
     let mut rows = vec![header()];
     rows.extend(proxies.iter().map(row));
-
-    let widths: Vec<usize> =
-        (0..rows[0].len()).map(|column| rows.iter().map(|row| row[column].len()).max().unwrap_or(0)).collect();
-    let mut text = String::new();
-    for row in rows {
-        let cells: Vec<String> = row.iter().zip(&widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
-        text.push_str(cells.join("  ").trim_end());
-        text.push('\n');
-    }
-    text
+    super::table::render(&rows)
 }
 
 fn header() -> Vec<String> {
