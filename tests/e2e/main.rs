@@ -26,6 +26,7 @@ mod retries;
 mod routing;
 mod static_bootstrap;
 mod timeouts;
+mod tls;
 mod upgrade;
 mod websocket;
 mod websocket_frames;

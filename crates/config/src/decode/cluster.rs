@@ -68,6 +68,15 @@ pub fn cluster(proto: &api::Cluster, errors: &mut Collector) -> Option<Cluster> 
         .filter_map(|(index, check)| errors.at(format!("health_checks[{index}]"), |errors| super::health::health_check(check, errors)))
         .collect();
 
+    let tls = match &proto.transport_socket {
+        // TODO: remove once the connection pool connects through TLS.
+        Some(_) => {
+            errors.at("transport_socket", |errors| errors.unsupported("TLS to upstream clusters is not supported yet"));
+            None
+        }
+        None => Some(None),
+    };
+
     let (protocol, http2, idle_timeout) = protocol?;
     Some(Cluster {
         name: proto.name.clone(),
@@ -81,6 +90,7 @@ pub fn cluster(proto: &api::Cluster, errors: &mut Collector) -> Option<Cluster> 
         circuit_breakers,
         outlier_detection,
         health_checks,
+        tls: tls?,
     })
 }
 

@@ -8,7 +8,7 @@ use legate_api::envoy::extensions::filters::network::http_connection_manager::v3
 
 use super::{decode_message, enum_value, host_port, note_ignored, required_name, timeout_or, HostPort};
 use crate::error::Collector;
-use crate::model::{self, Codec, Http2Settings, RouteSource, UpgradeConfig};
+use crate::model::{self, ClientCertDetails, Codec, ForwardClientCert, Http2Settings, RouteSource, UpgradeConfig};
 use crate::reflect::type_url_of;
 
 const HCM_TYPE: &str = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
@@ -31,28 +31,57 @@ pub fn listener(proto: &api::Listener, errors: &mut Collector) -> Option<model::
         _ => None,
     };
 
-    let http = match proto.filter_chains.as_slice() {
-        [] => {
-            errors.missing("filter_chains");
-            None
-        }
-        [chain] => errors.at("filter_chains[0]", |errors| filter_chain(chain, errors)),
-        _ => {
-            errors.unsupported(
-                "more than one filter chain needs filter_chain_match, which Legate does not support yet; use one filter chain",
-            );
-            None
-        }
+    let filter_chains = if proto.filter_chains.is_empty() {
+        errors.missing("filter_chains");
+        None
+    } else {
+        errors.at("filter_chains", |errors| filter_chains(&proto.filter_chains, errors))
     };
 
-    Some(model::Listener { name: proto.name.clone(), address: address?, http: http? })
+    Some(model::Listener { name: proto.name.clone(), address: address?, filter_chains: filter_chains? })
 }
 
-fn filter_chain(chain: &api::FilterChain, errors: &mut Collector) -> Option<model::HttpConnectionManager> {
+fn filter_chains(chains: &[api::FilterChain], errors: &mut Collector) -> Option<Vec<model::FilterChain>> {
+    let decoded: Vec<_> =
+        chains.iter().enumerate().map(|(index, chain)| errors.at(format!("[{index}]"), |errors| filter_chain(chain, errors))).collect();
+    let decoded: Vec<model::FilterChain> = decoded.into_iter().collect::<Option<_>>()?;
+
+    let defaults = decoded.iter().filter(|chain| chain.server_names.is_empty()).count();
+    if defaults > 1 {
+        errors.invalid("more than one filter chain has no filter_chain_match.server_names; only one may be the default");
+    }
+    let plaintext = decoded.iter().filter(|chain| chain.tls.is_none()).count();
+    if plaintext > 0 && decoded.len() > 1 {
+        errors.unsupported(
+            "a listener with several filter chains needs a TLS transport_socket on each, because chains are chosen by SNI",
+        );
+    }
+    let mut seen = std::collections::HashSet::new();
+    for name in decoded.iter().flat_map(|chain| &chain.server_names) {
+        if !seen.insert(name.as_str()) {
+            errors.invalid(format!("server name {name:?} is in more than one filter chain"));
+        }
+    }
+    Some(decoded)
+}
+
+fn filter_chain(chain: &api::FilterChain, errors: &mut Collector) -> Option<model::FilterChain> {
     note_ignored(chain.metadata.is_some(), "metadata", errors);
     note_ignored(!chain.name.is_empty(), "name", errors);
 
-    match chain.filters.as_slice() {
+    let server_names = match &chain.filter_chain_match {
+        Some(matcher) => errors.at("filter_chain_match.server_names", |errors| server_names(&matcher.server_names, errors)),
+        None => Some(Vec::new()),
+    };
+    let tls = match &chain.transport_socket {
+        Some(socket) => errors.at("transport_socket", |errors| super::tls::downstream(socket, errors)).map(Some),
+        None => Some(None),
+    };
+    if tls == Some(None) && server_names.as_ref().is_some_and(|names| !names.is_empty()) {
+        errors.invalid("filter_chain_match.server_names needs a TLS transport_socket, because the names come from SNI");
+    }
+
+    let http = match chain.filters.as_slice() {
         [filter] => errors.at("filters[0]", |errors| network_filter(filter, errors)),
         [] => {
             errors.missing("filters");
@@ -65,7 +94,28 @@ fn filter_chain(chain: &api::FilterChain, errors: &mut Collector) -> Option<mode
             ));
             None
         }
-    }
+    };
+    Some(model::FilterChain { server_names: server_names?, tls: tls?, http: http? })
+}
+
+/// Lowercases SNI names; each is exact or a `*.suffix` wildcard.
+fn server_names(names: &[String], errors: &mut Collector) -> Option<Vec<String>> {
+    let mut valid = true;
+    let names = names
+        .iter()
+        .enumerate()
+        .map(|(index, name)| {
+            let bare = name.strip_prefix("*.").unwrap_or(name);
+            if bare.is_empty() || bare.contains('*') || !super::is_hostname(bare) {
+                errors.at(format!("[{index}]"), |errors| {
+                    errors.invalid(format!("server name {name:?} is not a host name or a *.suffix wildcard"))
+                });
+                valid = false;
+            }
+            name.to_ascii_lowercase()
+        })
+        .collect();
+    valid.then_some(names)
 }
 
 fn network_filter(filter: &api::Filter, errors: &mut Collector) -> Option<model::HttpConnectionManager> {
@@ -145,7 +195,29 @@ fn connection_manager(proto: &hcm::HttpConnectionManager, errors: &mut Collector
         http2: http2_settings(proto.http2_protocol_options.as_ref()),
         access_logs,
         http_filters,
+        forward_client_cert: forward_client_cert(proto, errors)?,
+        set_current_client_cert: client_cert_details(proto.set_current_client_cert_details.as_ref()),
     })
+}
+
+fn forward_client_cert(proto: &hcm::HttpConnectionManager, errors: &mut Collector) -> Option<ForwardClientCert> {
+    use hcm::http_connection_manager::ForwardClientCertDetails as Mode;
+
+    let mode = enum_value::<Mode>(proto.forward_client_cert_details, "forward_client_cert_details", errors)?;
+    Some(match mode {
+        Mode::Sanitize => ForwardClientCert::Sanitize,
+        Mode::ForwardOnly => ForwardClientCert::ForwardOnly,
+        Mode::AppendForward => ForwardClientCert::AppendForward,
+        Mode::SanitizeSet => ForwardClientCert::SanitizeSet,
+        Mode::AlwaysForwardOnly => ForwardClientCert::AlwaysForwardOnly,
+    })
+}
+
+fn client_cert_details(proto: Option<&hcm::http_connection_manager::SetCurrentClientCertDetails>) -> ClientCertDetails {
+    let Some(proto) = proto else {
+        return ClientCertDetails::default();
+    };
+    ClientCertDetails { subject: proto.subject.unwrap_or(false), cert: proto.cert, chain: proto.chain, dns: proto.dns, uri: proto.uri }
 }
 
 fn route_source(proto: &hcm::HttpConnectionManager, errors: &mut Collector) -> Option<RouteSource> {

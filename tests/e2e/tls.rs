@@ -1,0 +1,245 @@
+//! Downstream TLS: ALPN, filter chains chosen by SNI, certificates rotated
+//! on disk, mTLS with `x-forwarded-client-cert`, and bad handshakes that
+//! fail their own connection only.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::tls::*;
+use crate::support::*;
+
+/// One filter chain of the `https` listener.
+struct Chain<'a> {
+    server_names: &'a [&'a str],
+    /// The `DownstreamTlsContext` fields, in YAML flow style.
+    tls: String,
+    /// Extra connection manager fields, in YAML flow style, each followed by a comma.
+    hcm_extra: &'a str,
+    /// The virtual host's single route, in YAML flow style.
+    route: String,
+}
+
+fn direct(body: &str) -> String {
+    format!(r#"{{ match: {{ prefix: "/" }}, direct_response: {{ status: 200, body: {{ inline_string: "{body}" }} }} }}"#)
+}
+
+fn to_cluster(cluster: &str) -> String {
+    format!(r#"{{ match: {{ prefix: "/" }}, route: {{ cluster: {cluster} }} }}"#)
+}
+
+/// `tls_certificates` naming the files of `cert`.
+fn certificate_files(cert: &Path, key: &Path) -> String {
+    format!(r#"tls_certificates: [{{ certificate_chain: {{ filename: "{}" }}, private_key: {{ filename: "{}" }} }}]"#, cert.display(), key.display())
+}
+
+fn bootstrap(chains: &[Chain<'_>], clusters: &str) -> String {
+    let mut text = String::from(
+        r#"
+node: { id: tls }
+admin: { address: { socket_address: { address: 127.0.0.1, port_value: 0 } } }
+static_resources:
+  listeners:
+  - name: https
+    address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
+    filter_chains:
+"#,
+    );
+    for chain in chains {
+        let names: Vec<String> = chain.server_names.iter().map(|name| format!("{name:?}")).collect();
+        let names = names.join(", ");
+        text.push_str(&format!(
+            r#"    - filter_chain_match: {{ server_names: [{names}] }}
+      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config: {{ "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext, {tls} }}
+      filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager, stat_prefix: t, {extra} route_config: {{ name: r, virtual_hosts: [{{ name: all, domains: ["*"], routes: [{route}] }}] }}, http_filters: [{{ name: envoy.filters.http.router }}] }}
+"#,
+            tls = chain.tls,
+            extra = chain.hcm_extra,
+            route = chain.route,
+        ));
+    }
+    if clusters.is_empty() {
+        text.push_str("  clusters: []\n");
+    } else {
+        text.push_str("  clusters:\n");
+        text.push_str(clusters);
+        text.push('\n');
+    }
+    text
+}
+
+async fn start(chains: &[Chain<'_>], clusters: &str, dir: &Path) -> (Proxy, SocketAddr) {
+    let proxy = Proxy::start(&bootstrap(chains, clusters), dir);
+    proxy.wait_ready().await;
+    let address = proxy.listener("https").await;
+    (proxy, address)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alpn_selects_http2_or_http1() {
+    let dir = temp_dir("tls-alpn");
+    let ca = TestCa::new("alpn ca");
+    let (cert, key) = ca.issue("server", &["a.example.com"], None).write(&dir, "server");
+    let web = Upstream::start("web").await;
+    let chain = Chain { server_names: &[], tls: format!("common_tls_context: {{ {} }}", certificate_files(&cert, &key)), hcm_extra: "", route: to_cluster("web") };
+    let (_proxy, address) = start(&[chain], &static_cluster("web", web.address.port(), None), &dir).await;
+
+    let mut client = ClientTls::new("a.example.com", &ca);
+    client.alpn = vec!["h2", "http/1.1"];
+    let response = client.get(address, "/h2", &[]).await.unwrap();
+    assert_eq!(response.alpn.as_deref(), Some("h2"));
+    assert_eq!((response.status, response.body.as_str()), (200, "web /h2 0"));
+    assert_eq!(response.headers["x-seen-x-forwarded-proto"], "https");
+
+    client.alpn = vec!["http/1.1"];
+    let response = client.get(address, "/h1", &[]).await.unwrap();
+    assert_eq!(response.alpn.as_deref(), Some("http/1.1"));
+    assert_eq!((response.status, response.body.as_str()), (200, "web /h1 0"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sni_selects_filter_chain() {
+    let dir = temp_dir("tls-sni");
+    let ca = TestCa::new("sni ca");
+    let (cert_a, key_a) = ca.issue("a", &["a.example.com"], None).write(&dir, "a");
+    let (cert_wild, key_wild) = ca.issue("wild", &["*.example.com"], None).write(&dir, "wild");
+    let (cert_b, key_b) = ca.issue("b", &["b.other.test"], None).write(&dir, "b");
+    let context = |cert: &Path, key: &Path| format!("common_tls_context: {{ {} }}", certificate_files(cert, key));
+    let chains = [
+        Chain { server_names: &["*.example.com"], tls: context(&cert_wild, &key_wild), hcm_extra: "", route: direct("chain-wildcard") },
+        Chain { server_names: &["a.example.com"], tls: context(&cert_a, &key_a), hcm_extra: "", route: direct("chain-a") },
+        Chain { server_names: &["b.other.test"], tls: context(&cert_b, &key_b), hcm_extra: "", route: direct("chain-b") },
+    ];
+    let (proxy, address) = start(&chains, "", &dir).await;
+
+    let a = ClientTls::new("a.example.com", &ca).get(address, "/", &[]).await.unwrap();
+    assert_eq!(a.body, "chain-a", "an exact name beats the wildcard");
+    let wildcard = ClientTls::new("x.example.com", &ca).get(address, "/", &[]).await.unwrap();
+    assert_eq!(wildcard.body, "chain-wildcard");
+    let b = ClientTls::new("b.other.test", &ca).get(address, "/", &[]).await.unwrap();
+    assert_eq!(b.body, "chain-b");
+
+    let unknown = ClientTls::new("unknown.test", &ca).get(address, "/", &[]).await;
+    assert!(unknown.is_err(), "a name no chain matches fails the handshake when there is no default chain");
+    let again = ClientTls::new("a.example.com", &ca).get(address, "/", &[]).await.unwrap();
+    assert_eq!(again.body, "chain-a", "the listener keeps serving");
+
+    let failures = sample(&proxy.scrape().await, r#"legate_listener_tls_handshake_failures_total{listener="https"}"#);
+    assert_eq!(failures, Some(1.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_rotated_on_disk() {
+    let dir = temp_dir("tls-rotation");
+    let ca = TestCa::new("rotation ca");
+    let first = ca.issue("first", &["a.example.com"], None);
+    let (cert, key) = first.write(&dir, "server");
+    let chain = Chain { server_names: &[], tls: format!("common_tls_context: {{ {} }}", certificate_files(&cert, &key)), hcm_extra: "", route: direct("ok") };
+    let (_proxy, address) = start(&[chain], "", &dir).await;
+
+    let client = ClientTls::new("a.example.com", &ca);
+    let old_stream = client.connect(address).await.unwrap();
+    assert_eq!(old_stream.get_ref().1.peer_certificates().unwrap()[0], first.der);
+    let mut old_connection = TlsHttpConnection::handshake(old_stream, false).await.unwrap();
+    assert_eq!(old_connection.get("a.example.com", "/", &[]).await.unwrap().0, 200);
+
+    let second = ca.issue("second", &["a.example.com"], None);
+    second.write(&dir, "server");
+    let rotated = eventually(Duration::from_secs(10), || async {
+        match client.connect(address).await {
+            Ok(stream) => stream.get_ref().1.peer_certificates().is_some_and(|chain| chain[0] == second.der),
+            Err(_) => false,
+        }
+    })
+    .await;
+    assert!(rotated, "a new handshake gets the rotated certificate");
+    assert_eq!(old_connection.get("a.example.com", "/", &[]).await.unwrap().0, 200, "the connection opened before the rotation still works");
+
+    std::fs::write(&cert, "not a certificate").unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let stream = client.connect(address).await.unwrap();
+    assert_eq!(stream.get_ref().1.peer_certificates().unwrap()[0], second.der, "a bad file keeps the previous certificate");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mtls_sets_forwarded_client_cert() {
+    let dir = temp_dir("tls-mtls");
+    let server_ca = TestCa::new("server ca");
+    let client_ca = TestCa::new("client ca");
+    let other_ca = TestCa::new("other ca");
+    let (cert, key) = server_ca.issue("server", &["a.example.com"], Some("spiffe://test/proxy")).write(&dir, "server");
+    let ca_path = dir.join("client-ca.crt");
+    std::fs::write(&ca_path, client_ca.pem()).unwrap();
+    let web = Upstream::start("web").await;
+    let tls = format!(
+        r#"require_client_certificate: true, common_tls_context: {{ {}, validation_context: {{ trusted_ca: {{ filename: "{}" }}, match_typed_subject_alt_names: [{{ san_type: URI, matcher: {{ prefix: "spiffe://test/" }} }}] }} }}"#,
+        certificate_files(&cert, &key),
+        ca_path.display()
+    );
+    let hcm = "forward_client_cert_details: SANITIZE_SET, set_current_client_cert_details: { subject: true, uri: true, dns: true },";
+    let chain = Chain { server_names: &[], tls, hcm_extra: hcm, route: to_cluster("web") };
+    let (proxy, address) = start(&[chain], &static_cluster("web", web.address.port(), None), &dir).await;
+
+    let mut client = ClientTls::new("a.example.com", &server_ca);
+    assert!(client.get(address, "/", &[]).await.is_err(), "no client certificate fails");
+
+    client.client = Some(other_ca.issue("stranger", &["client.test"], Some("spiffe://test/client")));
+    assert!(client.get(address, "/", &[]).await.is_err(), "an untrusted client certificate fails");
+
+    client.client = Some(client_ca.issue("wrong uri", &["client.test"], Some("spiffe://elsewhere/client")));
+    assert!(client.get(address, "/", &[]).await.is_err(), "a certificate whose URI SAN does not match fails");
+
+    let trusted = client_ca.issue("client", &["client.test"], Some("spiffe://test/client"));
+    client.client = Some(trusted.clone());
+    let response = client.get(address, "/", &[("x-forwarded-client-cert", "Hash=forged")]).await.unwrap();
+    assert_eq!(response.status, 200);
+    let forwarded: Vec<_> = response.headers.get_all("x-seen-x-forwarded-client-cert").iter().map(|v| v.to_str().unwrap().to_string()).collect();
+    assert_eq!(forwarded.len(), 1, "one x-forwarded-client-cert reaches the upstream: {forwarded:?}");
+    let expected = format!(
+        "By=spiffe://test/proxy;Hash={};Subject=\"CN=client\";URI=spiffe://test/client;DNS=client.test",
+        sha256_hex(&trusted.der)
+    );
+    assert_eq!(forwarded[0], expected, "the forged header is replaced by the connection's details");
+
+    let failures = sample(&proxy.scrape().await, r#"legate_listener_tls_handshake_failures_total{listener="https"}"#).unwrap();
+    assert!(failures >= 3.0, "rejected client certificates are counted: {failures}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_handshakes_fail_alone() {
+    let dir = temp_dir("tls-bad");
+    let ca = TestCa::new("bad ca");
+    let (cert, key) = ca.issue("server", &["a.example.com"], None).write(&dir, "server");
+    let chain = Chain { server_names: &[], tls: format!("common_tls_context: {{ {} }}", certificate_files(&cert, &key)), hcm_extra: "", route: direct("ok") };
+    let (proxy, address) = start(&[chain], "", &dir).await;
+
+    let mut plaintext = tokio::net::TcpStream::connect(address).await.unwrap();
+    plaintext.write_all(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n").await.unwrap();
+    let mut reply = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), plaintext.read_to_end(&mut reply)).await.expect("the proxy closes the connection");
+    assert!(read.is_err() || !String::from_utf8_lossy(&reply).contains("200"), "plaintext gets no HTTP response");
+
+    // The first bytes of a TLS record header announcing a ClientHello, then EOF.
+    let mut truncated = tokio::net::TcpStream::connect(address).await.unwrap();
+    truncated.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00]).await.unwrap();
+    truncated.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), truncated.read_to_end(&mut rest)).await.expect("the proxy closes the connection");
+
+    let counted = eventually(Duration::from_secs(5), || async {
+        sample(&proxy.scrape().await, r#"legate_listener_tls_handshake_failures_total{listener="https"}"#) == Some(2.0)
+    })
+    .await;
+    assert!(counted, "both bad handshakes are counted");
+
+    let good = ClientTls::new("a.example.com", &ca).get(address, "/", &[]).await.unwrap();
+    assert_eq!((good.status, good.body.as_str()), (200, "ok"));
+    let handshakes = sample(&proxy.scrape().await, r#"legate_listener_tls_handshakes_total{listener="https"}"#);
+    assert_eq!(handshakes, Some(1.0));
+}
