@@ -243,3 +243,92 @@ async fn bad_handshakes_fail_alone() {
     let handshakes = sample(&proxy.scrape().await, r#"legate_listener_tls_handshakes_total{listener="https"}"#);
     assert_eq!(handshakes, Some(1.0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_to_tls_upstream() {
+    use crate::support::grpc::echo::EchoRequest;
+    use crate::support::grpc::{client, EchoUpstream};
+
+    let dir = temp_dir("tls-upstream");
+    let upstream_ca = TestCa::new("upstream ca");
+    let proxy_ca = TestCa::new("proxy client ca");
+    let seen_server_names = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let upstream_cert = upstream_ca.issue("echo", &["echo.internal"], Some("spiffe://test/echo"));
+    let config = server_config(&upstream_cert, Some(&proxy_ca), &["h2"]);
+    let echo = EchoUpstream::start_tls("echo-tls", config, seen_server_names.clone()).await;
+
+    let ca_path = dir.join("upstream-ca.crt");
+    std::fs::write(&ca_path, upstream_ca.pem()).unwrap();
+    let (client_cert, client_key) = proxy_ca.issue("proxy", &["proxy.internal"], None).write(&dir, "proxy-client");
+    let bootstrap = format!(
+        r#"
+node: {{ id: tls-upstream }}
+admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }} }}
+static_resources:
+  listeners:
+  - name: grpc
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: grpc
+          route_config: {{ name: r, virtual_hosts: [{{ name: all, domains: ["*"], routes: [{{ match: {{ prefix: "/" }}, route: {{ cluster: echo }} }}] }}] }}
+          http_filters: [{{ name: envoy.filters.http.router }}]
+  clusters:
+  - name: echo
+    connect_timeout: 2s
+    http2_protocol_options: {{}}
+    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: echo.internal
+        common_tls_context:
+          {certificates}
+          validation_context:
+            trusted_ca: {{ filename: "{ca}" }}
+            match_typed_subject_alt_names: [{{ san_type: URI, matcher: {{ exact: "spiffe://test/echo" }} }}]
+    load_assignment:
+      cluster_name: echo
+      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }} }}] }}]
+"#,
+        certificates = certificate_files(&client_cert, &client_key),
+        ca = ca_path.display(),
+        port = echo.address.port(),
+    );
+    let proxy = Proxy::start(&bootstrap, &dir);
+    proxy.wait_ready().await;
+    let address = proxy.listener("grpc").await;
+
+    let mut echo_client = client(address).await;
+    let response = echo_client.unary(EchoRequest { message: "over tls".to_string(), ..Default::default() }).await.expect("the call succeeds");
+    assert_eq!(response.get_ref().message, "over tls");
+    assert_eq!(response.get_ref().endpoint, "echo-tls");
+    assert_eq!(echo.calls(), 1);
+    assert_eq!(seen_server_names.lock().unwrap().as_slice(), &[Some("echo.internal".to_string())], "the proxy sends the configured SNI");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_upstream_certificate_fails() {
+    let dir = temp_dir("tls-upstream-untrusted");
+    let upstream_ca = TestCa::new("upstream ca");
+    let other_ca = TestCa::new("other ca");
+    let seen_server_names = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let config = server_config(&upstream_ca.issue("echo", &["echo.internal"], None), None, &["h2"]);
+    let echo = crate::support::grpc::EchoUpstream::start_tls("echo-tls", config, seen_server_names).await;
+    let ca_path = dir.join("other-ca.crt");
+    std::fs::write(&ca_path, other_ca.pem()).unwrap();
+    let cluster = format!(
+        "{}\n    http2_protocol_options: {{}}\n    transport_socket: {{ name: tls, typed_config: {{ \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext, common_tls_context: {{ validation_context: {{ trusted_ca: {{ filename: \"{}\" }} }} }} }} }}",
+        static_cluster("echo", echo.address.port(), None),
+        ca_path.display()
+    );
+    let proxy = Proxy::start(&static_bootstrap("", "              - { match: { prefix: \"/\" }, route: { cluster: echo } }", &cluster), &dir);
+    proxy.wait_ready().await;
+    let address = proxy.listener("http").await;
+    let (status, _) = http2_get(address, "a", "/").await.unwrap();
+    assert_eq!(status, 502, "a server certificate from an untrusted CA fails the upstream connection");
+    assert_eq!(echo.calls(), 0);
+}

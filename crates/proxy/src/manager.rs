@@ -66,6 +66,8 @@ struct ClusterEntry {
     /// its resolver when the entry is dropped.
     resolved: Option<Vec<(SocketAddr, LbEndpoint)>>,
     _stop_resolver: Option<oneshot::Sender<()>>,
+    /// Built once per cluster version, so pools survive endpoint changes.
+    tls: Option<Arc<crate::tls::UpstreamConnector>>,
 }
 
 struct ListenerEntry {
@@ -131,7 +133,7 @@ impl ConfigManager {
         }
         for (index, cluster) in bootstrap.clusters.iter().enumerate() {
             let raw = bootstrap.raw_clusters.get(index).cloned();
-            self.insert_cluster(&mut state, cluster.clone(), STATIC_VERSION, raw, true);
+            self.insert_cluster(&mut state, cluster.clone(), STATIC_VERSION, raw, true)?;
         }
         for (index, listener) in bootstrap.listeners.iter().enumerate() {
             let raw = bootstrap.raw_listeners.get(index).cloned();
@@ -167,7 +169,9 @@ impl ConfigManager {
                 }
                 continue;
             }
-            self.insert_cluster(&mut state, cluster, version, Some(raw), false);
+            if let Err(error) = self.insert_cluster(&mut state, cluster, version, Some(raw), false) {
+                rejected.push(error);
+            }
         }
 
         state.awaiting_first.remove(legate_config::ResourceType::Cluster.type_url());
@@ -342,7 +346,21 @@ impl ConfigManager {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn insert_cluster(&self, state: &mut State, cluster: Cluster, version: &str, raw: Option<prost_types::Any>, is_static: bool) {
+    fn insert_cluster(
+        &self,
+        state: &mut State,
+        cluster: Cluster,
+        version: &str,
+        raw: Option<prost_types::Any>,
+        is_static: bool,
+    ) -> Result<(), Rejected> {
+        let tls = match &cluster.tls {
+            Some(tls) => Some(crate::tls::UpstreamConnector::new(tls, cluster.protocol).map_err(|error| Rejected {
+                name: cluster.name.clone(),
+                reason: format!("Cluster {:?}: {}", cluster.name, crate::tls::error_chain(&error)),
+            })?),
+            None => None,
+        };
         state.generation += 1;
         let generation = state.generation;
 
@@ -364,8 +382,10 @@ impl ConfigManager {
             generation,
             resolved: None,
             _stop_resolver: stop_resolver,
+            tls,
         };
         state.clusters.insert(entry.config.name.clone(), entry);
+        Ok(())
     }
 
     fn insert_listener(
@@ -469,7 +489,7 @@ impl ConfigManager {
                 Some(previous) => previous.handle.clone(),
                 None => {
                     let old = previous.map(|p| p.handle.as_ref());
-                    let handle = Arc::new(ClusterHandle::new(entry.config.clone(), &endpoints, old, &self.stats.upstream));
+                    let handle = Arc::new(ClusterHandle::new(entry.config.clone(), entry.tls.clone(), &endpoints, old, &self.stats.upstream));
                     handle.start_health_tasks();
                     handle
                 }

@@ -40,6 +40,10 @@ impl TestCa {
         self.issuer.pem()
     }
 
+    pub fn issuer_der(&self) -> CertificateDer<'static> {
+        self.issuer.der().clone()
+    }
+
     /// Issues a certificate with DNS names `dns`, common name `common_name`
     /// and, when given, a URI SAN.
     pub fn issue(&self, common_name: &str, dns: &[&str], uri: Option<&str>) -> TestCert {
@@ -184,4 +188,25 @@ impl TlsHttpConnection {
 /// Hex SHA-256 of a DER certificate, as `x-forwarded-client-cert` carries it.
 pub fn sha256_hex(der: &[u8]) -> String {
     ring::digest::digest(&ring::digest::SHA256, der).as_ref().iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// A TLS server config serving `cert`, offering `alpn`, and requiring a
+/// client certificate from `client_ca` when given.
+pub fn server_config(cert: &TestCert, client_ca: Option<&TestCa>, alpn: &[&str]) -> Arc<rustls::ServerConfig> {
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions().unwrap();
+    let builder = match client_ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(ca.issuer_der()).unwrap();
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider).build().unwrap();
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let key = PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).unwrap();
+    let mut config = builder.with_single_cert(vec![cert.der.clone()], key).unwrap();
+    config.alpn_protocols = alpn.iter().map(|protocol| protocol.as_bytes().to_vec()).collect();
+    Arc::new(config)
 }

@@ -69,11 +69,7 @@ pub fn cluster(proto: &api::Cluster, errors: &mut Collector) -> Option<Cluster> 
         .collect();
 
     let tls = match &proto.transport_socket {
-        // TODO: remove once the connection pool connects through TLS.
-        Some(_) => {
-            errors.at("transport_socket", |errors| errors.unsupported("TLS to upstream clusters is not supported yet"));
-            None
-        }
+        Some(socket) => errors.at("transport_socket", |errors| super::tls::upstream(socket, errors)).map(Some),
         None => Some(None),
     };
 

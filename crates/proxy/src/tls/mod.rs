@@ -3,11 +3,13 @@
 //! from disk, and TLS to upstream clusters.
 
 mod certs;
+mod client;
 mod server;
 mod verify;
 mod xfcc;
 
 pub(crate) use certs::error_chain;
+pub use client::{UpstreamConnector, UpstreamIo};
 pub use server::ServerChains;
 pub(crate) use xfcc::apply_forward_client_cert;
 
