@@ -13,6 +13,8 @@ use crate::support::*;
 
 /// One filter chain of the `https` listener.
 struct Chain<'a> {
+    /// Extra filter chain fields, as YAML lines indented by six spaces.
+    chain_extra: &'a str,
     server_names: &'a [&'a str],
     /// The `DownstreamTlsContext` fields, in YAML flow style.
     tls: String,
@@ -44,6 +46,9 @@ static_resources:
   listeners:
   - name: https
     address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
+    listener_filters:
+    - name: envoy.filters.listener.tls_inspector
+      typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector }
     filter_chains:
 "#,
     );
@@ -52,13 +57,14 @@ static_resources:
         let names = names.join(", ");
         text.push_str(&format!(
             r#"    - filter_chain_match: {{ server_names: [{names}] }}
-      transport_socket:
+{chain_extra}      transport_socket:
         name: envoy.transport_sockets.tls
         typed_config: {{ "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext, {tls} }}
       filters:
       - name: envoy.filters.network.http_connection_manager
         typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager, stat_prefix: t, {extra} route_config: {{ name: r, virtual_hosts: [{{ name: all, domains: ["*"], routes: [{route}] }}] }}, http_filters: [{{ name: envoy.filters.http.router }}] }}
 "#,
+            chain_extra = chain.chain_extra,
             tls = chain.tls,
             extra = chain.hcm_extra,
             route = chain.route,
@@ -87,7 +93,7 @@ async fn alpn_selects_http2_or_http1() {
     let ca = TestCa::new("alpn ca");
     let (cert, key) = ca.issue("server", &["a.example.com"], None).write(&dir, "server");
     let web = Upstream::start("web").await;
-    let chain = Chain { server_names: &[], tls: format!("common_tls_context: {{ {} }}", certificate_files(&cert, &key)), hcm_extra: "", route: to_cluster("web") };
+    let chain = Chain { chain_extra: "", server_names: &[], tls: format!("common_tls_context: {{ {} }}", certificate_files(&cert, &key)), hcm_extra: "", route: to_cluster("web") };
     let (_proxy, address) = start(&[chain], &static_cluster("web", web.address.port(), None), &dir).await;
 
     let mut client = ClientTls::new("a.example.com", &ca);
@@ -112,9 +118,9 @@ async fn sni_selects_filter_chain() {
     let (cert_b, key_b) = ca.issue("b", &["b.other.test"], None).write(&dir, "b");
     let context = |cert: &Path, key: &Path| format!("common_tls_context: {{ {} }}", certificate_files(cert, key));
     let chains = [
-        Chain { server_names: &["*.example.com"], tls: context(&cert_wild, &key_wild), hcm_extra: "", route: direct("chain-wildcard") },
-        Chain { server_names: &["a.example.com"], tls: context(&cert_a, &key_a), hcm_extra: "", route: direct("chain-a") },
-        Chain { server_names: &["b.other.test"], tls: context(&cert_b, &key_b), hcm_extra: "", route: direct("chain-b") },
+        Chain { chain_extra: "", server_names: &["*.example.com"], tls: context(&cert_wild, &key_wild), hcm_extra: "", route: direct("chain-wildcard") },
+        Chain { chain_extra: "", server_names: &["a.example.com"], tls: context(&cert_a, &key_a), hcm_extra: "", route: direct("chain-a") },
+        Chain { chain_extra: "", server_names: &["b.other.test"], tls: context(&cert_b, &key_b), hcm_extra: "", route: direct("chain-b") },
     ];
     let (proxy, address) = start(&chains, "", &dir).await;
 
@@ -140,7 +146,7 @@ async fn certificate_rotated_on_disk() {
     let ca = TestCa::new("rotation ca");
     let first = ca.issue("first", &["a.example.com"], None);
     let (cert, key) = first.write(&dir, "server");
-    let chain = Chain { server_names: &[], tls: format!("common_tls_context: {{ {} }}", certificate_files(&cert, &key)), hcm_extra: "", route: direct("ok") };
+    let chain = Chain { chain_extra: "", server_names: &[], tls: format!("common_tls_context: {{ {} }}", certificate_files(&cert, &key)), hcm_extra: "", route: direct("ok") };
     let (_proxy, address) = start(&[chain], "", &dir).await;
 
     let client = ClientTls::new("a.example.com", &ca);
@@ -183,7 +189,7 @@ async fn mtls_sets_forwarded_client_cert() {
         ca_path.display()
     );
     let hcm = "forward_client_cert_details: SANITIZE_SET, set_current_client_cert_details: { subject: true, uri: true, dns: true },";
-    let chain = Chain { server_names: &[], tls, hcm_extra: hcm, route: to_cluster("web") };
+    let chain = Chain { chain_extra: "", server_names: &[], tls, hcm_extra: hcm, route: to_cluster("web") };
     let (proxy, address) = start(&[chain], &static_cluster("web", web.address.port(), None), &dir).await;
 
     let mut client = ClientTls::new("a.example.com", &server_ca);
@@ -216,8 +222,20 @@ async fn bad_handshakes_fail_alone() {
     let dir = temp_dir("tls-bad");
     let ca = TestCa::new("bad ca");
     let (cert, key) = ca.issue("server", &["a.example.com"], None).write(&dir, "server");
-    let chain = Chain { server_names: &[], tls: format!("common_tls_context: {{ {} }}", certificate_files(&cert, &key)), hcm_extra: "", route: direct("ok") };
+    let chain = Chain {
+        chain_extra: "      transport_socket_connect_timeout: 1s\n",
+        server_names: &[],
+        tls: format!("common_tls_context: {{ {} }}", certificate_files(&cert, &key)),
+        hcm_extra: "",
+        route: direct("ok"),
+    };
     let (proxy, address) = start(&[chain], "", &dir).await;
+
+    // A client that connects and sends nothing is closed after the handshake timeout.
+    let mut stalled = tokio::net::TcpStream::connect(address).await.unwrap();
+    let mut nothing = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), stalled.read_to_end(&mut nothing)).await;
+    assert!(closed.is_ok(), "the stalled handshake is closed within its 1 s timeout");
 
     let mut plaintext = tokio::net::TcpStream::connect(address).await.unwrap();
     plaintext.write_all(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n").await.unwrap();
@@ -233,10 +251,10 @@ async fn bad_handshakes_fail_alone() {
     let _ = tokio::time::timeout(Duration::from_secs(5), truncated.read_to_end(&mut rest)).await.expect("the proxy closes the connection");
 
     let counted = eventually(Duration::from_secs(5), || async {
-        sample(&proxy.scrape().await, r#"legate_listener_tls_handshake_failures_total{listener="https"}"#) == Some(2.0)
+        sample(&proxy.scrape().await, r#"legate_listener_tls_handshake_failures_total{listener="https"}"#) == Some(3.0)
     })
     .await;
-    assert!(counted, "both bad handshakes are counted");
+    assert!(counted, "the stalled, plaintext and truncated handshakes are counted");
 
     let good = ClientTls::new("a.example.com", &ca).get(address, "/", &[]).await.unwrap();
     assert_eq!((good.status, good.body.as_str()), (200, "ok"));
@@ -331,4 +349,23 @@ async fn untrusted_upstream_certificate_fails() {
     let (status, _) = http2_get(address, "a", "/").await.unwrap();
     assert_eq!(status, 502, "a server certificate from an untrusted CA fails the upstream connection");
     assert_eq!(echo.calls(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_certificate_file_stops_start() {
+    let dir = temp_dir("tls-missing");
+    let missing = dir.join("absent.crt");
+    let chain = Chain { chain_extra: "", server_names: &[], tls: format!("common_tls_context: {{ {} }}", certificate_files(&missing, &missing)), hcm_extra: "", route: direct("ok") };
+    let path = dir.join("bootstrap.yaml");
+    std::fs::write(&path, bootstrap(&[chain], "")).unwrap();
+    let output = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new(legate_bin()).args(["proxy", "--config", path.to_str().unwrap()]).kill_on_drop(true).output(),
+    )
+    .await
+    .expect("the proxy exits")
+    .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&format!("failed to read {}", missing.display())), "got {stderr}");
 }

@@ -97,3 +97,24 @@ fn missing_certificate_file_names_its_path() {
     assert_eq!(error.to_string(), "failed to read /certs/server.crt");
     assert_eq!(error.source.kind(), std::io::ErrorKind::NotFound);
 }
+
+#[test]
+fn only_tls_inspector_listener_filter_is_accepted() {
+    let with_filter = |filter: &str| listener_yaml(&[chain("", &tls_socket(""))]).replace("  filter_chains:\n", &format!("  listener_filters: [{filter}]\n  filter_chains:\n"));
+
+    let inspector = r#"{ name: envoy.filters.listener.tls_inspector, typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector } }"#;
+    assert!(decode_listener(&with_filter(inspector)).is_ok());
+    assert!(decode_listener(&with_filter("{ name: envoy.filters.listener.tls_inspector }")).is_ok());
+
+    let error = decode_listener(&with_filter("{ name: envoy.filters.listener.http_inspector }")).unwrap_err();
+    assert!(error.contains("listener_filters[0]") && error.contains("http_inspector"), "got {error}");
+}
+
+#[test]
+fn handshake_timeout_defaults_to_ten_seconds() {
+    let listener = decode_listener(&listener_yaml(&[chain("", &tls_socket(""))])).unwrap();
+    assert_eq!(listener.filter_chains[0].handshake_timeout, std::time::Duration::from_secs(10));
+
+    let yaml = listener_yaml(&[format!("{{ transport_socket_connect_timeout: 2s, transport_socket: {}, filters: [{HCM}] }}", tls_socket(""))]);
+    assert_eq!(decode_listener(&yaml).unwrap().filter_chains[0].handshake_timeout, std::time::Duration::from_secs(2));
+}

@@ -357,7 +357,7 @@ impl ConfigManager {
         let tls = match &cluster.tls {
             Some(tls) => Some(crate::tls::UpstreamConnector::new(tls, cluster.protocol).map_err(|error| Rejected {
                 name: cluster.name.clone(),
-                reason: format!("Cluster {:?}: {}", cluster.name, crate::tls::error_chain(&error)),
+                reason: format!("TLS config of cluster {:?} is invalid: {}", cluster.name, crate::tls::error_chain(&error)),
             })?),
             None => None,
         };
@@ -398,7 +398,7 @@ impl ConfigManager {
     ) -> Result<(), Rejected> {
         let tls = crate::tls::ServerChains::new(&listener).map_err(|error| Rejected {
             name: listener.name.clone(),
-            reason: format!("Listener {:?}: {}", listener.name, crate::tls::error_chain(&error)),
+            reason: format!("TLS config of listener {:?} is invalid: {}", listener.name, crate::tls::error_chain(&error)),
         })?;
         self.listeners
             .prepare(&listener)

@@ -11,12 +11,17 @@ use crate::error::Collector;
 use crate::model::{self, ClientCertDetails, Codec, ForwardClientCert, Http2Settings, RouteSource, UpgradeConfig};
 use crate::reflect::type_url_of;
 
+const TLS_INSPECTOR_NAME: &str = "envoy.filters.listener.tls_inspector";
+const TLS_INSPECTOR_TYPE: &str = "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector";
 const HCM_TYPE: &str = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 
 /// Envoy's defaults for the connection manager's timeouts.
 const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Time allowed for a TLS handshake when `transport_socket_connect_timeout` is unset.
+const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Idle limit of upgraded connections when `stream_idle_timeout` is unset.
 const DEFAULT_UPGRADE_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -31,6 +36,10 @@ pub fn listener(proto: &api::Listener, errors: &mut Collector) -> Option<model::
         _ => None,
     };
 
+    for (index, filter) in proto.listener_filters.iter().enumerate() {
+        errors.at(format!("listener_filters[{index}]"), |errors| listener_filter(filter, errors));
+    }
+
     let filter_chains = if proto.filter_chains.is_empty() {
         errors.missing("filter_chains");
         None
@@ -39,6 +48,18 @@ pub fn listener(proto: &api::Listener, errors: &mut Collector) -> Option<model::
     };
 
     Some(model::Listener { name: proto.name.clone(), address: address?, filter_chains: filter_chains? })
+}
+
+/// Accepts the TLS inspector, which changes nothing: Legate reads the
+/// ClientHello of every connection to a TLS filter chain.
+fn listener_filter(filter: &api::ListenerFilter, errors: &mut Collector) {
+    let is_tls_inspector = match &filter.config_type {
+        Some(api::listener_filter::ConfigType::TypedConfig(config)) => config.type_url == type_url_of(TLS_INSPECTOR_TYPE),
+        None => filter.name == TLS_INSPECTOR_NAME,
+    };
+    if !is_tls_inspector {
+        errors.unsupported(format!("listener filter {:?} is not supported; Legate supports {TLS_INSPECTOR_NAME}", filter.name));
+    }
 }
 
 fn filter_chains(chains: &[api::FilterChain], errors: &mut Collector) -> Option<Vec<model::FilterChain>> {
@@ -95,7 +116,11 @@ fn filter_chain(chain: &api::FilterChain, errors: &mut Collector) -> Option<mode
             None
         }
     };
-    Some(model::FilterChain { server_names: server_names?, tls: tls?, http: http? })
+    let handshake_timeout = match &chain.transport_socket_connect_timeout {
+        Some(timeout) => errors.at("transport_socket_connect_timeout", |errors| super::duration(timeout, errors)),
+        None => Some(DEFAULT_HANDSHAKE_TIMEOUT),
+    };
+    Some(model::FilterChain { server_names: server_names?, tls: tls?, http: http?, handshake_timeout: handshake_timeout? })
 }
 
 /// Lowercases SNI names; each is exact or a `*.suffix` wildcard.

@@ -18,9 +18,6 @@ use legate_config::model::{ClientCertDetails, Codec, DownstreamTls, FilterChain,
 use super::certs::{root_store, CertificateSet, TlsLoadError};
 use super::verify::ClientVerifier;
 
-/// Time allowed for a client to complete the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// A TLS handshake that failed; the connection is closed.
 #[derive(Debug, thiserror::Error)]
 pub enum HandshakeError {
@@ -42,6 +39,10 @@ pub struct ServerChains {
     /// most specific wildcard wins.
     wildcards: Vec<(String, usize)>,
     default: Option<usize>,
+    /// The longest `transport_socket_connect_timeout` of the chains, because
+    /// the chain is not known until the ClientHello arrives; `None` when
+    /// one of them disables the timeout.
+    handshake_timeout: Option<Duration>,
 }
 
 struct ChainTls {
@@ -91,7 +92,9 @@ impl ServerChains {
             }
         }
         wildcards.sort_by(|a: &(String, usize), b| b.0.len().cmp(&a.0.len()));
-        Ok(Some(Arc::new(ServerChains { chains, exact, wildcards, default })))
+        let timeouts = listener.filter_chains.iter().map(|chain| chain.handshake_timeout);
+        let handshake_timeout = if timeouts.clone().any(|timeout| timeout.is_zero()) { None } else { timeouts.max() };
+        Ok(Some(Arc::new(ServerChains { chains, exact, wildcards, default, handshake_timeout })))
     }
 
     /// Picks the filter chain for a server name: an exact name, then the
@@ -111,9 +114,10 @@ impl ServerChains {
 
     /// Runs the handshake, bounded by the handshake timeout.
     pub async fn accept(&self, stream: TcpStream) -> Result<TlsConnection, HandshakeError> {
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.handshake(stream)).await {
+        let Some(limit) = self.handshake_timeout else { return self.handshake(stream).await };
+        match tokio::time::timeout(limit, self.handshake(stream)).await {
             Ok(result) => result,
-            Err(_) => Err(HandshakeError::TimedOut(HANDSHAKE_TIMEOUT)),
+            Err(_) => Err(HandshakeError::TimedOut(limit)),
         }
     }
 
