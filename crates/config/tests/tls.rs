@@ -7,7 +7,7 @@ use legate_config::Resource;
 
 const HCM: &str = r#"{ name: hcm, typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager, stat_prefix: s, route_config: { name: r }, http_filters: [{ name: envoy.filters.http.router }] } }"#;
 
-/// A `DownstreamTlsContext` transport socket with `fields` added to the context.
+/// Renders a `DownstreamTlsContext` transport socket with `fields` added to the context.
 fn tls_socket(fields: &str) -> String {
     format!(
         r#"{{ name: envoy.transport_sockets.tls, typed_config: {{ "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext, common_tls_context: {{ tls_certificates: [{{ certificate_chain: {{ filename: /certs/server.crt }}, private_key: {{ inline_string: "key" }} }}] }}{fields} }} }}"#
@@ -80,7 +80,8 @@ fn unknown_tls_field_is_rejected_by_name() {
 fn old_tls_versions_are_rejected() {
     let socket = r#"{ name: tls, typed_config: { "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext, common_tls_context: { tls_params: { tls_minimum_protocol_version: TLSv1_0 }, tls_certificates: [{ certificate_chain: { inline_string: "c" }, private_key: { inline_string: "k" } }] } } }"#;
     let error = decode_listener(&listener_yaml(&[chain("", socket)])).unwrap_err();
-    assert!(error.contains("tls_minimum_protocol_version") && error.contains("TLS 1.0 and 1.1 are not supported"), "got {error}");
+    assert!(error.contains("tls_minimum_protocol_version"), "got {error}");
+    assert!(error.contains("TLS 1.0 and 1.1 are not supported"), "got {error}");
 }
 
 #[test]
@@ -107,7 +108,8 @@ fn only_tls_inspector_listener_filter_is_accepted() {
     assert!(decode_listener(&with_filter("{ name: envoy.filters.listener.tls_inspector }")).is_ok());
 
     let error = decode_listener(&with_filter("{ name: envoy.filters.listener.http_inspector }")).unwrap_err();
-    assert!(error.contains("listener_filters[0]") && error.contains("http_inspector"), "got {error}");
+    assert!(error.contains("listener_filters[0]"), "got {error}");
+    assert!(error.contains("http_inspector"), "got {error}");
 }
 
 #[test]

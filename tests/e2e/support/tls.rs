@@ -190,7 +190,7 @@ pub fn sha256_hex(der: &[u8]) -> String {
     ring::digest::digest(&ring::digest::SHA256, der).as_ref().iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
-/// A TLS server config serving `cert`, offering `alpn`, and requiring a
+/// Builds a TLS server config serving `cert`, offering `alpn`, and requiring a
 /// client certificate from `client_ca` when given.
 pub fn server_config(cert: &TestCert, client_ca: Option<&TestCa>, alpn: &[&str]) -> Arc<rustls::ServerConfig> {
     #[allow(deprecated)]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::route::HeaderMatch;
 
-/// Where certificate or key bytes come from.
+/// The source of certificate or key bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DataSource {
     /// A file, read at config load and again whenever it changes on disk.
@@ -82,7 +82,7 @@ pub struct SubjectAltNameMatcher {
     pub matcher: HeaderMatch,
 }
 
-/// How a peer certificate is verified.
+/// The checks a peer certificate must pass.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CertificateValidation {
     /// PEM CA certificates the peer's chain must lead to.

@@ -105,7 +105,7 @@ impl CertificateSet {
         Ok(set)
     }
 
-    /// The certificates served now, first one first.
+    /// Returns the certificates served now, first one first.
     pub(crate) fn current(&self) -> Arc<Vec<Arc<CertifiedKey>>> {
         self.loaded.load_full()
     }

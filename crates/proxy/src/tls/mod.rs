@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use tokio_rustls::rustls;
 
-/// The crypto provider of every TLS config: ring, because it builds without
-/// cmake or a C toolchain beyond cc.
+/// Returns the crypto provider of every TLS config: ring, because it builds
+/// without cmake, unlike aws-lc-rs.
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     // rustls 0.23.48 deprecates ring's provider only because it has no
     // post-quantum key exchange.

@@ -19,7 +19,7 @@ const PEM_ENCODE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove
 /// Formats one XFCC element: `By` (the URI SAN of the certificate Legate
 /// served, when it has one), `Hash` (hex SHA-256 of the client's DER
 /// certificate), then `Cert`, `Chain`, `Subject`, `URI` and `DNS` as
-/// `details` asks.
+/// `details` selects.
 pub(crate) fn element(served: Option<&CertificateDer<'_>>, peer: &[CertificateDer<'_>], details: ClientCertDetails) -> Option<HeaderValue> {
     let leaf = peer.first()?;
     let (_, parsed) = x509_parser::parse_x509_certificate(leaf).ok()?;
