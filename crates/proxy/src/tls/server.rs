@@ -91,7 +91,7 @@ impl ServerChains {
                 }
             }
         }
-        wildcards.sort_by(|a: &(String, usize), b| b.0.len().cmp(&a.0.len()));
+        wildcards.sort_by_key(|(suffix, _): &(String, usize)| std::cmp::Reverse(suffix.len()));
         let timeouts = listener.filter_chains.iter().map(|chain| chain.handshake_timeout);
         let handshake_timeout = if timeouts.clone().any(|timeout| timeout.is_zero()) { None } else { timeouts.max() };
         Ok(Some(Arc::new(ServerChains { chains, exact, wildcards, default, handshake_timeout })))
