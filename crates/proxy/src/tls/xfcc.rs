@@ -16,18 +16,17 @@ static X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarde
 /// Characters left as they are when a PEM block is URL-encoded.
 const PEM_ENCODE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
-/// Formats one XFCC element: `By` (the URI SAN of the certificate Legate
-/// served, when it has one), `Hash` (hex SHA-256 of the client's DER
-/// certificate), then `Cert`, `Chain`, `Subject`, `URI` and `DNS` as
+/// Formats one XFCC element: `By` (each URI SAN of the certificate Legate
+/// served), `Hash` (hex SHA-256 of the client's DER certificate), then
+/// `Cert`, `Chain`, `Subject`, `URI` and `DNS` (one entry per SAN) as
 /// `details` selects.
 pub(crate) fn element(served: Option<&CertificateDer<'_>>, peer: &[CertificateDer<'_>], details: ClientCertDetails) -> Option<HeaderValue> {
     let leaf = peer.first()?;
     let (_, parsed) = x509_parser::parse_x509_certificate(leaf).ok()?;
     let mut parts: Vec<String> = Vec::new();
 
-    let by = served.and_then(|served| x509_parser::parse_x509_certificate(served).ok()).and_then(|(_, cert)| first_uri(&cert));
-    if let Some(uri) = by {
-        parts.push(format!("By={uri}"));
+    if let Some((_, served)) = served.and_then(|served| x509_parser::parse_x509_certificate(served).ok()) {
+        parts.extend(uris(&served).into_iter().map(|uri| format!("By={uri}")));
     }
     let digest = ring::digest::digest(&ring::digest::SHA256, leaf);
     parts.push(format!("Hash={}", hex(digest.as_ref())));
@@ -41,14 +40,15 @@ pub(crate) fn element(served: Option<&CertificateDer<'_>>, peer: &[CertificateDe
         parts.push(format!("Subject=\"{}\"", rfc2253(parsed.subject()).replace('"', "\\\"")));
     }
     if details.uri {
-        parts.push(format!("URI={}", first_uri(&parsed).unwrap_or_default()));
+        // As in Envoy, the URI key is present even when the certificate has no URI SAN.
+        let uris = uris(&parsed);
+        if uris.is_empty() {
+            parts.push("URI=".to_string());
+        }
+        parts.extend(uris.into_iter().map(|uri| format!("URI={uri}")));
     }
     if details.dns {
-        let names = dns_names(&parsed);
-        if names.is_empty() {
-            parts.push("DNS=".to_string());
-        }
-        parts.extend(names.into_iter().map(|name| format!("DNS={name}")));
+        parts.extend(dns_names(&parsed).into_iter().map(|name| format!("DNS={name}")));
     }
     HeaderValue::from_str(&parts.join(";")).ok()
 }
@@ -80,11 +80,14 @@ fn general_names<'a>(cert: &'a X509Certificate<'_>) -> Vec<&'a GeneralName<'a>> 
     }
 }
 
-fn first_uri(cert: &X509Certificate<'_>) -> Option<String> {
-    general_names(cert).into_iter().find_map(|name| match name {
-        GeneralName::URI(uri) => Some(uri.to_string()),
-        _ => None,
-    })
+fn uris(cert: &X509Certificate<'_>) -> Vec<String> {
+    general_names(cert)
+        .into_iter()
+        .filter_map(|name| match name {
+            GeneralName::URI(uri) => Some(uri.to_string()),
+            _ => None,
+        })
+        .collect()
 }
 
 fn dns_names(cert: &X509Certificate<'_>) -> Vec<String> {
