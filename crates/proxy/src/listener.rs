@@ -280,38 +280,43 @@ impl AcceptLoop {
 /// connection only.
 async fn accept_connection(stream: TcpStream, mut context: ConnectionContext, drained: watch::Receiver<bool>, drain_timeout: Duration) {
     let _ = stream.set_nodelay(true);
-    let (settings, tls) = {
+    let transport = {
         let snapshot = context.store.load();
         let Some(listener) = snapshot.listeners.get(&context.listener) else {
             debug!("listener has no active config, closing connection");
             return;
         };
         match &listener.tls {
-            None => (listener.chains.first().map(|chain| chain.http.clone()), None),
-            Some(tls) => (None, Some((tls.clone(), listener.chains.clone()))),
+            None => Transport::Plaintext(listener.chains.first().map(|chain| chain.http.clone())),
+            Some(tls) => Transport::Tls(tls.clone(), listener.chains.clone()),
         }
-    };
-    let Some((tls, chains)) = tls else {
-        if let Some(settings) = settings {
-            serve_connection(stream, settings, None, context, drained, drain_timeout).await;
-        }
-        return;
     };
 
-    match tls.accept(stream).await {
-        Ok(connection) => {
-            context.listener_stats.tls_handshakes.inc();
-            let Some(chain) = chains.get(connection.chain) else { return };
-            context.chain = connection.chain;
-            context.client_cert = connection.client_cert;
-            context.secure = true;
-            serve_connection(connection.stream, chain.http.clone(), connection.codec, context, drained, drain_timeout).await;
-        }
-        Err(error) => {
-            context.listener_stats.tls_handshake_failures.inc();
-            debug!(error = %crate::tls::error_chain(&error), "TLS handshake failed, closing connection");
-        }
+    match transport {
+        Transport::Plaintext(Some(settings)) => serve_connection(stream, settings, None, context, drained, drain_timeout).await,
+        Transport::Plaintext(None) => {}
+        Transport::Tls(tls, chains) => match tls.accept(stream).await {
+            Ok(connection) => {
+                context.listener_stats.tls_handshakes.inc();
+                let Some(chain) = chains.get(connection.chain) else { return };
+                context.chain = connection.chain;
+                context.client_cert = connection.client_cert;
+                context.secure = true;
+                serve_connection(connection.stream, chain.http.clone(), connection.codec, context, drained, drain_timeout).await;
+            }
+            Err(error) => {
+                context.listener_stats.tls_handshake_failures.inc();
+                debug!(error = %crate::tls::error_chain(&error), "TLS handshake failed, closing connection");
+            }
+        },
     }
+}
+
+/// How a listener's connections start: plaintext with its one filter
+/// chain's settings, or with a TLS handshake that picks the chain.
+enum Transport {
+    Plaintext(Option<Arc<HttpConnectionManager>>),
+    Tls(Arc<crate::tls::ServerChains>, Arc<[crate::snapshot::ListenerRoutes]>),
 }
 
 /// Serves one downstream connection until the peer closes it, until it has

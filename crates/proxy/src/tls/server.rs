@@ -25,8 +25,10 @@ pub enum HandshakeError {
     TimedOut(Duration),
     #[error("TLS handshake failed")]
     Io(#[source] std::io::Error),
-    #[error("no filter chain matches server name {0:?}")]
-    NoFilterChain(Option<String>),
+    #[error("no filter chain matches server name {0:?}, and none is the default")]
+    NoFilterChain(String),
+    #[error("the client sent no server name, and no filter chain is the default")]
+    NoDefaultChain,
 }
 
 /// The TLS side of one listener: each filter chain's server config and the
@@ -125,7 +127,7 @@ impl ServerChains {
         let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await.map_err(HandshakeError::Io)?;
         let server_name = start.client_hello().server_name().map(str::to_owned);
         let Some(index) = self.select(server_name.as_deref()) else {
-            return Err(HandshakeError::NoFilterChain(server_name));
+            return Err(server_name.map_or(HandshakeError::NoDefaultChain, HandshakeError::NoFilterChain));
         };
         let chain_tls = &self.chains[index];
         let stream = start.into_stream(chain_tls.config.clone()).await.map_err(HandshakeError::Io)?;
