@@ -369,3 +369,47 @@ async fn missing_certificate_file_stops_start() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains(&format!("failed to read {}", missing.display())), "got {stderr}");
 }
+
+/// Starts an HTTP/1.1 server over TLS that answers `tls-h1 <path> <alpn>`.
+async fn start_tls_http1_upstream(config: std::sync::Arc<tokio_rustls::rustls::ServerConfig>) -> SocketAddr {
+    let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = socket.local_addr().unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = socket.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(stream).await else { return };
+                let alpn = stream.get_ref().1.alpn_protocol().map(|protocol| String::from_utf8_lossy(protocol).into_owned()).unwrap_or_default();
+                let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                    let body = format!("tls-h1 {} {alpn}", request.uri().path());
+                    async move { Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)))) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    address
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_to_tls_upstream() {
+    let dir = temp_dir("tls-upstream-h1");
+    let upstream_ca = TestCa::new("upstream ca");
+    let config = server_config(&upstream_ca.issue("web", &["web.internal"], None), None, &["http/1.1"]);
+    let upstream = start_tls_http1_upstream(config).await;
+    let ca_path = dir.join("upstream-ca.crt");
+    std::fs::write(&ca_path, upstream_ca.pem()).unwrap();
+    let cluster = format!(
+        "{}\n    transport_socket: {{ name: tls, typed_config: {{ \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext, sni: web.internal, common_tls_context: {{ validation_context: {{ trusted_ca: {{ filename: \"{}\" }} }} }} }} }}",
+        static_cluster("web", upstream.port(), None),
+        ca_path.display()
+    );
+    let proxy = Proxy::start(&static_bootstrap("", "              - { match: { prefix: \"/\" }, route: { cluster: web } }", &cluster), &dir);
+    proxy.wait_ready().await;
+    let address = proxy.listener("http").await;
+
+    let (status, body) = http1_get(address, "a", "/page").await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(body, "tls-h1 /page http/1.1", "an HTTP/1.1 cluster offers http/1.1 in ALPN");
+}

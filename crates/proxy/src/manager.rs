@@ -355,7 +355,7 @@ impl ConfigManager {
         is_static: bool,
     ) -> Result<(), Rejected> {
         let tls = match &cluster.tls {
-            Some(tls) => Some(crate::tls::UpstreamConnector::new(tls, cluster.protocol).map_err(|error| Rejected {
+            Some(tls) => Some(crate::tls::UpstreamConnector::new(tls).map_err(|error| Rejected {
                 name: cluster.name.clone(),
                 reason: format!("TLS config of cluster {:?} is invalid: {}", cluster.name, crate::tls::error_chain(&error)),
             })?),

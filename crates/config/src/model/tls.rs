@@ -114,7 +114,8 @@ pub struct UpstreamTls {
     /// Client certificate for mTLS to the upstream.
     pub certificate: Option<TlsCertificate>,
     pub versions: TlsVersions,
-    /// ALPN protocols offered; empty offers the cluster's HTTP version.
+    /// ALPN protocols offered; empty offers the HTTP version of each
+    /// connection (`h2` or `http/1.1`).
     pub alpn_protocols: Vec<String>,
     /// Without it the server certificate is not verified, as in Envoy.
     pub validation: Option<CertificateValidation>,

@@ -25,7 +25,11 @@ use super::verify::subject_alt_names_match;
 
 /// Opens TLS connections to a cluster's endpoints.
 pub struct UpstreamConnector {
-    connector: tokio_rustls::TlsConnector,
+    /// Offers `h2` in ALPN, for HTTP/2 connections.
+    http2: tokio_rustls::TlsConnector,
+    /// Offers `http/1.1`, for HTTP/1.1 connections, which WebSocket upgrades
+    /// need even on an HTTP/2 cluster.
+    http1: tokio_rustls::TlsConnector,
     /// `sni`; without it the endpoint's IP address names the server, and
     /// rustls sends no SNI.
     server_name: Option<ServerName<'static>>,
@@ -46,10 +50,10 @@ impl PartialEq for UpstreamConnector {
 }
 
 impl UpstreamConnector {
-    /// Builds the client config: versions, client certificate, ALPN (the
-    /// cluster's HTTP version unless `alpn_protocols` is set) and server
-    /// certificate checks.
-    pub fn new(tls: &UpstreamTls, protocol: UpstreamProtocol) -> Result<Arc<Self>, TlsLoadError> {
+    /// Builds the client configs: versions, client certificate, server
+    /// certificate checks and ALPN, which offers the HTTP version of each
+    /// connection unless `alpn_protocols` is set.
+    pub fn new(tls: &UpstreamTls) -> Result<Arc<Self>, TlsLoadError> {
         let provider = super::provider();
         let versions = super::protocol_versions(tls.versions);
         let verifier: Arc<dyn ServerCertVerifier> = match &tls.validation {
@@ -67,20 +71,21 @@ impl UpstreamConnector {
             .map_err(TlsLoadError::Config)?
             .dangerous()
             .with_custom_certificate_verifier(verifier);
-        let mut config = match &tls.certificate {
+        let config = match &tls.certificate {
             Some(certificate) => {
                 let key = certified_key(certificate)?;
                 builder.with_client_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(key)))
             }
             None => builder.with_no_client_auth(),
         };
-        config.alpn_protocols = if tls.alpn_protocols.is_empty() {
-            match protocol {
-                UpstreamProtocol::Http2 => vec![b"h2".to_vec()],
-                UpstreamProtocol::Http1 => vec![b"http/1.1".to_vec()],
-            }
-        } else {
-            tls.alpn_protocols.iter().map(|protocol| protocol.as_bytes().to_vec()).collect()
+        let connector = |default: &[u8]| {
+            let mut config = config.clone();
+            config.alpn_protocols = if tls.alpn_protocols.is_empty() {
+                vec![default.to_vec()]
+            } else {
+                tls.alpn_protocols.iter().map(|protocol| protocol.as_bytes().to_vec()).collect()
+            };
+            tokio_rustls::TlsConnector::from(Arc::new(config))
         };
         let server_name = match tls.sni.as_str() {
             "" => None,
@@ -89,13 +94,18 @@ impl UpstreamConnector {
                     .map_err(|error| TlsLoadError::Config(rustls::Error::General(format!("invalid sni {sni:?}: {error}"))))?,
             ),
         };
-        Ok(Arc::new(UpstreamConnector { connector: tokio_rustls::TlsConnector::from(Arc::new(config)), server_name }))
+        Ok(Arc::new(UpstreamConnector { http2: connector(b"h2"), http1: connector(b"http/1.1"), server_name }))
     }
 
-    /// Runs the TLS handshake over a connected socket.
-    pub async fn connect(&self, address: SocketAddr, stream: TcpStream) -> io::Result<TlsStream<TcpStream>> {
+    /// Runs the TLS handshake over a connected socket for a connection that
+    /// will speak `protocol`.
+    pub async fn connect(&self, address: SocketAddr, stream: TcpStream, protocol: UpstreamProtocol) -> io::Result<TlsStream<TcpStream>> {
         let name = self.server_name.clone().unwrap_or_else(|| ServerName::IpAddress(address.ip().into()));
-        self.connector.connect(name, stream).await
+        let connector = match protocol {
+            UpstreamProtocol::Http2 => &self.http2,
+            UpstreamProtocol::Http1 => &self.http1,
+        };
+        connector.connect(name, stream).await
     }
 }
 

@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::debug;
 
-use legate_config::model::{HealthCheck, HealthCheckKind};
+use legate_config::model::{HealthCheck, HealthCheckKind, UpstreamProtocol};
 
 use super::{ClusterHandle, EndpointPool};
 use crate::tls::UpstreamIo;
@@ -49,12 +49,15 @@ pub(super) async fn run(cluster: Weak<ClusterHandle>, index: usize, endpoint: Ar
 
 async fn probe(kind: &HealthCheckKind, endpoint: &EndpointPool, cluster_name: &str) -> Result<(), String> {
     let stream = TcpStream::connect(endpoint.address()).await.map_err(|error| format!("connect failed: {error}"))?;
-    // Checks go through the cluster's transport socket, as requests do.
-    // NOTE: an HTTP check on a TLS cluster that offers only `h2` in ALPN
-    // still speaks HTTP/1.1, which such an upstream rejects.
+    // Checks go through the cluster's transport socket, as requests do,
+    // offering in ALPN the HTTP version the check speaks.
+    let protocol = match kind {
+        HealthCheckKind::Grpc { .. } => UpstreamProtocol::Http2,
+        HealthCheckKind::Tcp { .. } | HealthCheckKind::Http { .. } => UpstreamProtocol::Http1,
+    };
     let stream = match &endpoint.settings().tls {
         Some(tls) => UpstreamIo::Tls(Box::new(
-            tls.connect(endpoint.address(), stream).await.map_err(|error| format!("TLS handshake failed: {error}"))?,
+            tls.connect(endpoint.address(), stream, protocol).await.map_err(|error| format!("TLS handshake failed: {error}"))?,
         )),
         None => UpstreamIo::Plain(stream),
     };

@@ -321,7 +321,7 @@ impl EndpointPool {
         StreamSlot { streams: streams.clone(), limit, circuit: self.circuit.clone() }
     }
 
-    async fn connect(&self) -> Result<TokioIo<UpstreamIo>, UpstreamError> {
+    async fn connect(&self, protocol: UpstreamProtocol) -> Result<TokioIo<UpstreamIo>, UpstreamError> {
         let stream = match tokio::time::timeout(self.settings.connect_timeout, TcpStream::connect(self.address)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(source)) => {
@@ -339,7 +339,7 @@ impl EndpointPool {
             return Ok(TokioIo::new(UpstreamIo::Plain(stream)));
         };
         // The connect timeout covers the TLS handshake too.
-        let stream = match tokio::time::timeout(self.settings.connect_timeout, tls.connect(self.address, stream)).await {
+        let stream = match tokio::time::timeout(self.settings.connect_timeout, tls.connect(self.address, stream, protocol)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(source)) => {
                 self.stats.connect_failures.inc();
@@ -362,7 +362,7 @@ impl EndpointPool {
     }
 
     async fn connect_http1(&self, slot: ConnectionSlot) -> Result<http1::SendRequest<RequestBody>, UpstreamError> {
-        let io = self.connect().await?;
+        let io = self.connect(UpstreamProtocol::Http1).await?;
         let (sender, connection) = http1::Builder::new()
             .handshake(io)
             .await
@@ -380,7 +380,7 @@ impl EndpointPool {
     }
 
     async fn connect_http2(&self, slot: ConnectionSlot) -> Result<http2::SendRequest<RequestBody>, UpstreamError> {
-        let io = self.connect().await?;
+        let io = self.connect(UpstreamProtocol::Http2).await?;
         let mut builder = http2::Builder::new(TokioExecutor::new());
         let settings = &self.settings.http2;
         if let Some(window) = settings.initial_stream_window_size {
