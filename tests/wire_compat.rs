@@ -347,3 +347,91 @@ fn grpc_filter_configs_match_envoy() {
     let _: theirs::cors::v3::Cors = round_trip(&ours::cors::v3::Cors {});
     let _: theirs::grpc_web::v3::GrpcWeb = round_trip(&ours::grpc_web::v3::GrpcWeb {});
 }
+
+#[test]
+fn tls_configs_match_envoy() {
+    use legate::extensions::transport_sockets::tls::v3 as ours;
+    use official::extensions::transport_sockets::tls::v3 as theirs;
+
+    let downstream: ours::DownstreamTlsContext = parse(
+        r#"
+require_client_certificate: true
+common_tls_context:
+  tls_params: { tls_minimum_protocol_version: TLSv1_2, tls_maximum_protocol_version: TLSv1_3 }
+  tls_certificates: [{ certificate_chain: { filename: /a.crt }, private_key: { inline_string: key } }]
+  validation_context:
+    trusted_ca: { inline_bytes: Y2E= }
+    match_typed_subject_alt_names: [{ san_type: URI, matcher: { prefix: "spiffe://a/" } }]
+  alpn_protocols: [h2, http/1.1]
+"#,
+        "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+    );
+    let official_downstream: theirs::DownstreamTlsContext = round_trip(&downstream);
+    assert_eq!(official_downstream.require_client_certificate.map(|value| value.value), Some(true));
+    let common = official_downstream.common_tls_context.unwrap();
+    assert_eq!(common.alpn_protocols, ["h2", "http/1.1"]);
+    assert_eq!(common.tls_params.unwrap().tls_minimum_protocol_version, theirs::tls_parameters::TlsProtocol::TlSv12 as i32);
+    let Some(theirs::common_tls_context::ValidationContextType::ValidationContext(validation)) = common.validation_context_type else {
+        panic!("validation_context missing");
+    };
+    assert_eq!(validation.match_typed_subject_alt_names[0].san_type, theirs::subject_alt_name_matcher::SanType::Uri as i32);
+
+    let upstream: ours::UpstreamTlsContext =
+        parse("{ sni: backend.internal, common_tls_context: { alpn_protocols: [h2] } }", "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext");
+    let official_upstream: theirs::UpstreamTlsContext = round_trip(&upstream);
+    assert_eq!(official_upstream.sni, "backend.internal");
+
+    let inspector = legate::extensions::filters::listener::tls_inspector::v3::TlsInspector {};
+    let _: official::extensions::filters::listener::tls_inspector::v3::TlsInspector = round_trip(&inspector);
+}
+
+#[test]
+fn tls_listener_and_cluster_fields_match_envoy() {
+    let listener: legate::config::listener::v3::Listener = parse(
+        r#"
+name: https
+listener_filters: [{ name: envoy.filters.listener.tls_inspector, typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector } }]
+filter_chains:
+- filter_chain_match: { server_names: [a.example.com, "*.example.com"] }
+  transport_socket_connect_timeout: 3s
+  transport_socket:
+    name: envoy.transport_sockets.tls
+    typed_config: { "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext, common_tls_context: { alpn_protocols: [h2] } }
+  filters:
+  - name: envoy.filters.network.http_connection_manager
+    typed_config:
+      "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+      stat_prefix: s
+      forward_client_cert_details: APPEND_FORWARD
+      set_current_client_cert_details: { subject: true, cert: true, chain: true, dns: true, uri: true }
+"#,
+        "envoy.config.listener.v3.Listener",
+    );
+    let theirs: official::config::listener::v3::Listener = round_trip(&listener);
+    assert_eq!(theirs.listener_filters[0].name, "envoy.filters.listener.tls_inspector");
+    let chain = &theirs.filter_chains[0];
+    assert_eq!(chain.filter_chain_match.as_ref().unwrap().server_names, ["a.example.com", "*.example.com"]);
+    assert_eq!(chain.transport_socket_connect_timeout.unwrap().seconds, 3);
+    assert_eq!(chain.transport_socket.as_ref().unwrap().name, "envoy.transport_sockets.tls");
+
+    let Some(official::config::listener::v3::filter::ConfigType::TypedConfig(any)) = &chain.filters[0].config_type else {
+        panic!("typed_config missing");
+    };
+    use official::extensions::filters::network::http_connection_manager::v3::{http_connection_manager, HttpConnectionManager};
+    let ours_hcm = legate::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager::decode(any.value.as_slice()).unwrap();
+    let theirs_hcm: HttpConnectionManager = round_trip(&ours_hcm);
+    assert_eq!(theirs_hcm.forward_client_cert_details, http_connection_manager::ForwardClientCertDetails::AppendForward as i32);
+    let details = theirs_hcm.set_current_client_cert_details.unwrap();
+    assert!(details.subject.unwrap().value && details.cert && details.chain && details.dns && details.uri);
+
+    let cluster: legate::config::cluster::v3::Cluster = parse(
+        r#"{ name: c, transport_socket: { name: tls, typed_config: { "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext, sni: x } } }"#,
+        "envoy.config.cluster.v3.Cluster",
+    );
+    let theirs_cluster: official::config::cluster::v3::Cluster = round_trip(&cluster);
+    assert_eq!(theirs_cluster.transport_socket.unwrap().name, "tls");
+
+    let source: legate::config::core::v3::DataSource = parse("{ filename: /etc/a.crt }", "envoy.config.core.v3.DataSource");
+    let theirs_source: official::config::core::v3::DataSource = round_trip(&source);
+    assert_eq!(theirs_source.specifier, Some(official::config::core::v3::data_source::Specifier::Filename("/etc/a.crt".into())));
+}

@@ -29,6 +29,7 @@ mod rollout;
 mod routing;
 mod static_bootstrap;
 mod timeouts;
+mod tls;
 mod upgrade;
 mod websocket;
 mod websocket_frames;

@@ -15,9 +15,11 @@ pub fn static_resources(listeners: &[Listener], clusters: &[Cluster], dynamic_cl
     let cluster_names = unique_names(clusters.iter().map(|c| c.name.as_str()), "Cluster", &mut errors);
 
     for listener in listeners {
-        if let RouteSource::Inline(routes) = &listener.http.routes {
-            if !dynamic_clusters {
-                check_route_clusters(routes, &cluster_names, &format!("Listener {:?}", listener.name), &mut errors);
+        for chain in &listener.filter_chains {
+            if let RouteSource::Inline(routes) = &chain.http.routes {
+                if !dynamic_clusters {
+                    check_route_clusters(routes, &cluster_names, &format!("Listener {:?}", listener.name), &mut errors);
+                }
             }
         }
     }
@@ -50,14 +52,16 @@ pub fn snapshot<'a>(resources: impl IntoIterator<Item = &'a Resource>) -> Config
 
     for listener in &listeners {
         let label = format!("Listener {:?}", listener.name);
-        match &listener.http.routes {
-            RouteSource::Inline(routes) => check_route_clusters(routes, &cluster_names, &label, &mut errors),
-            RouteSource::Rds(name) if !route_names.contains(name.as_str()) => errors.push(reference_error(
-                &label,
-                "filter_chains[0].filters[0].typed_config.rds.route_config_name",
-                format!("route configuration {name:?} does not exist"),
-            )),
-            RouteSource::Rds(_) => {}
+        for (index, chain) in listener.filter_chains.iter().enumerate() {
+            match &chain.http.routes {
+                RouteSource::Inline(routes) => check_route_clusters(routes, &cluster_names, &label, &mut errors),
+                RouteSource::Rds(name) if !route_names.contains(name.as_str()) => errors.push(reference_error(
+                    &label,
+                    &format!("filter_chains[{index}].filters[0].typed_config.rds.route_config_name"),
+                    format!("route configuration {name:?} does not exist"),
+                )),
+                RouteSource::Rds(_) => {}
+            }
         }
     }
     for routes in &route_configs {

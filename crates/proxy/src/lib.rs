@@ -13,6 +13,7 @@ mod manager;
 mod router;
 mod snapshot;
 mod stats;
+mod tls;
 mod upstream;
 mod xds;
 

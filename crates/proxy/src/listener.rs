@@ -88,7 +88,7 @@ impl ListenerSet {
         let mut slots = self.lock();
         if slots.get(&listener.name).is_some_and(|slot| slot.address == listener.address) {
             if let Some(slot) = slots.get_mut(&listener.name) {
-                slot.drain_timeout = listener.http.drain_timeout;
+                slot.drain_timeout = listener.drain_timeout();
             }
             return Ok(());
         }
@@ -104,12 +104,12 @@ impl ListenerSet {
             pending: None,
             running: None,
             accepting: None,
-            drain_timeout: listener.http.drain_timeout,
+            drain_timeout: listener.drain_timeout(),
         });
         slot.address = listener.address;
         slot.bound = bound;
         slot.pending = Some(socket);
-        slot.drain_timeout = listener.http.drain_timeout;
+        slot.drain_timeout = listener.drain_timeout();
         Ok(())
     }
 
@@ -265,27 +265,78 @@ impl AcceptLoop {
             listener_stats: self.listener_stats.clone(),
             protocol_counted: AtomicBool::new(false),
             request_seen: self.drained.borrow().then(tokio::sync::Notify::new),
+            chain: 0,
+            client_cert: None,
+            secure: false,
         };
         self.listener_stats.accepted.inc();
         let span = info_span!("downstream", client.addr = %remote);
-        tokio::spawn(serve_connection(stream, context, self.drained.clone(), self.drain_timeout).instrument(span));
+        tokio::spawn(accept_connection(stream, context, self.drained.clone(), self.drain_timeout).instrument(span));
     }
+}
+
+/// Completes the TLS handshake on a TLS listener, choosing the filter
+/// chain, then serves the connection. A failed handshake closes this
+/// connection only.
+async fn accept_connection(stream: TcpStream, mut context: ConnectionContext, drained: watch::Receiver<bool>, drain_timeout: Duration) {
+    let _ = stream.set_nodelay(true);
+    let transport = {
+        let snapshot = context.store.load();
+        let Some(listener) = snapshot.listeners.get(&context.listener) else {
+            debug!("listener has no active config, closing connection");
+            return;
+        };
+        match &listener.tls {
+            None => Transport::Plaintext(listener.chains.first().map(|chain| chain.http.clone())),
+            Some(tls) => Transport::Tls(tls.clone(), listener.chains.clone()),
+        }
+    };
+
+    match transport {
+        Transport::Plaintext(Some(settings)) => serve_connection(stream, settings, None, context, drained, drain_timeout).await,
+        Transport::Plaintext(None) => {}
+        Transport::Tls(tls, chains) => match tls.accept(stream).await {
+            Ok(connection) => {
+                context.listener_stats.tls_handshakes.inc();
+                let Some(chain) = chains.get(connection.chain) else { return };
+                context.chain = connection.chain;
+                context.client_cert = connection.client_cert;
+                context.secure = true;
+                serve_connection(connection.stream, chain.http.clone(), connection.codec, context, drained, drain_timeout).await;
+            }
+            Err(error) => {
+                context.listener_stats.tls_handshake_failures.inc();
+                debug!(error = %crate::tls::error_chain(&error), "TLS handshake failed, closing connection");
+            }
+        },
+    }
+}
+
+/// How a listener's connections start: plaintext with its one filter
+/// chain's settings, or with a TLS handshake that picks the chain.
+enum Transport {
+    Plaintext(Option<Arc<HttpConnectionManager>>),
+    Tls(Arc<crate::tls::ServerChains>, Arc<[crate::snapshot::ListenerRoutes]>),
 }
 
 /// Serves one downstream connection until the peer closes it, until it has
 /// been idle for the connection manager's idle timeout, or until the
 /// listener drains. Draining and idling both close gracefully: in-flight
-/// streams get `drain_timeout` to finish.
-async fn serve_connection(stream: TcpStream, context: ConnectionContext, mut drained: watch::Receiver<bool>, drain_timeout: Duration) {
-    let _ = stream.set_nodelay(true);
-    let settings = context.store.load().listeners.get(&context.listener).map(|l| l.http.clone());
-    let Some(settings) = settings else {
-        debug!("listener has no active config, closing connection");
-        return;
-    };
+/// streams get `drain_timeout` to finish. `negotiated` is the codec ALPN
+/// chose, which overrides the connection manager's `codec_type`.
+async fn serve_connection<S>(
+    stream: S,
+    settings: Arc<HttpConnectionManager>,
+    negotiated: Option<Codec>,
+    context: ConnectionContext,
+    mut drained: watch::Receiver<bool>,
+    drain_timeout: Duration,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let _counted = CountedConnection::new(&context.listener_stats);
 
-    let builder = connection_builder(&settings);
+    let builder = connection_builder(&settings, negotiated);
     let activity = Activity::new();
     let io = TokioIo::new(ActivityIo::new(stream, activity.clone()));
     let context = Arc::new(context);
@@ -356,9 +407,9 @@ impl Drop for CountedConnection {
     }
 }
 
-fn connection_builder(settings: &HttpConnectionManager) -> auto::Builder<TokioExecutor> {
+fn connection_builder(settings: &HttpConnectionManager, negotiated: Option<Codec>) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    match settings.codec {
+    match negotiated.unwrap_or(settings.codec) {
         Codec::Auto => {}
         Codec::Http1 => builder = builder.http1_only(),
         Codec::Http2 => builder = builder.http2_only(),

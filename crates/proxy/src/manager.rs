@@ -20,7 +20,7 @@ use legate_config::model::{
 
 use crate::listener::ListenerSet;
 use crate::router::RouteTable;
-use crate::snapshot::{ListenerRoutes, Snapshot, SnapshotStore};
+use crate::snapshot::{ActiveListener, ListenerRoutes, Snapshot, SnapshotStore};
 use crate::stats::ProxyStats;
 use crate::upstream::{spawn_resolver, ClusterHandle, Resolved};
 
@@ -43,7 +43,7 @@ struct State {
     route_configs: HashMap<String, Versioned<Arc<RouteTable>>>,
     listeners: HashMap<String, ListenerEntry>,
     active_clusters: HashMap<Arc<str>, ActiveCluster>,
-    active_listeners: HashMap<Arc<str>, ListenerRoutes>,
+    active_listeners: HashMap<Arc<str>, ActiveListener>,
     generation: u64,
     ready: bool,
     /// Whether the first full response of each wildcard type has arrived.
@@ -66,6 +66,8 @@ struct ClusterEntry {
     /// its resolver when the entry is dropped.
     resolved: Option<Vec<(SocketAddr, LbEndpoint)>>,
     _stop_resolver: Option<oneshot::Sender<()>>,
+    /// Built once per cluster version, so pools survive endpoint changes.
+    tls: Option<Arc<crate::tls::UpstreamConnector>>,
 }
 
 struct ListenerEntry {
@@ -73,7 +75,14 @@ struct ListenerEntry {
     version: String,
     raw: Option<prost_types::Any>,
     is_static: bool,
-    /// Route table of an inline route configuration, built once.
+    /// Per filter chain, in config order.
+    chains: Vec<ChainEntry>,
+    tls: Option<Arc<crate::tls::ServerChains>>,
+}
+
+/// What a filter chain's connection manager needs, built once at load.
+struct ChainEntry {
+    /// Route table of an inline route configuration.
     inline_routes: Option<Arc<RouteTable>>,
     filters: Arc<crate::http::FilterPlan>,
     access_logs: Arc<crate::access_log::AccessLoggers>,
@@ -124,7 +133,7 @@ impl ConfigManager {
         }
         for (index, cluster) in bootstrap.clusters.iter().enumerate() {
             let raw = bootstrap.raw_clusters.get(index).cloned();
-            self.insert_cluster(&mut state, cluster.clone(), STATIC_VERSION, raw, true);
+            self.insert_cluster(&mut state, cluster.clone(), STATIC_VERSION, raw, true)?;
         }
         for (index, listener) in bootstrap.listeners.iter().enumerate() {
             let raw = bootstrap.raw_listeners.get(index).cloned();
@@ -160,7 +169,9 @@ impl ConfigManager {
                 }
                 continue;
             }
-            self.insert_cluster(&mut state, cluster, version, Some(raw), false);
+            if let Err(error) = self.insert_cluster(&mut state, cluster, version, Some(raw), false) {
+                rejected.push(error);
+            }
         }
 
         state.awaiting_first.remove(legate_config::ResourceType::Cluster.type_url());
@@ -238,7 +249,8 @@ impl ConfigManager {
         state
             .listeners
             .values()
-            .filter_map(|entry| match &entry.config.http.routes {
+            .flat_map(|entry| &entry.config.filter_chains)
+            .filter_map(|chain| match &chain.http.routes {
                 RouteSource::Rds(name) => Some(name.clone()),
                 RouteSource::Inline(_) => None,
             })
@@ -334,7 +346,21 @@ impl ConfigManager {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn insert_cluster(&self, state: &mut State, cluster: Cluster, version: &str, raw: Option<prost_types::Any>, is_static: bool) {
+    fn insert_cluster(
+        &self,
+        state: &mut State,
+        cluster: Cluster,
+        version: &str,
+        raw: Option<prost_types::Any>,
+        is_static: bool,
+    ) -> Result<(), Rejected> {
+        let tls = match &cluster.tls {
+            Some(tls) => Some(crate::tls::UpstreamConnector::new(tls).map_err(|error| Rejected {
+                name: cluster.name.clone(),
+                reason: format!("TLS config of cluster {:?} is invalid: {}", cluster.name, crate::tls::error_chain(&error)),
+            })?),
+            None => None,
+        };
         state.generation += 1;
         let generation = state.generation;
 
@@ -356,8 +382,10 @@ impl ConfigManager {
             generation,
             resolved: None,
             _stop_resolver: stop_resolver,
+            tls,
         };
         state.clusters.insert(entry.config.name.clone(), entry);
+        Ok(())
     }
 
     fn insert_listener(
@@ -368,27 +396,28 @@ impl ConfigManager {
         raw: Option<prost_types::Any>,
         is_static: bool,
     ) -> Result<(), Rejected> {
+        let tls = crate::tls::ServerChains::new(&listener).map_err(|error| Rejected {
+            name: listener.name.clone(),
+            reason: format!("TLS config of listener {:?} is invalid: {}", listener.name, crate::tls::error_chain(&error)),
+        })?;
         self.listeners
             .prepare(&listener)
             .map_err(|error| Rejected { name: listener.name.clone(), reason: format!("{error}: {}", error.source) })?;
 
-        let inline_routes = match &listener.http.routes {
+        let chains = listener.filter_chains.iter().map(|chain| self.chain_entry(&chain.http)).collect();
+        let entry = ListenerEntry { config: Arc::new(listener), version: version.to_string(), raw, is_static, chains, tls };
+        state.listeners.insert(entry.config.name.clone(), entry);
+        Ok(())
+    }
+
+    fn chain_entry(&self, http: &legate_config::model::HttpConnectionManager) -> ChainEntry {
+        let inline_routes = match &http.routes {
             RouteSource::Inline(config) => Some(Arc::new(RouteTable::new(config.clone(), &self.stats.http))),
             RouteSource::Rds(_) => None,
         };
-        let filters = crate::http::FilterPlan::new(&listener.http.http_filters, &self.stats);
-        let access_logs = Arc::new(crate::access_log::AccessLoggers::new(&listener.http.access_logs, &self.log_writers, &self.stats));
-        let entry = ListenerEntry {
-            config: Arc::new(listener),
-            version: version.to_string(),
-            raw,
-            is_static,
-            inline_routes,
-            filters,
-            access_logs,
-        };
-        state.listeners.insert(entry.config.name.clone(), entry);
-        Ok(())
+        let filters = crate::http::FilterPlan::new(&http.http_filters, &self.stats);
+        let access_logs = Arc::new(crate::access_log::AccessLoggers::new(&http.access_logs, &self.log_writers, &self.stats));
+        ChainEntry { inline_routes, filters, access_logs }
     }
 
     fn apply_dns(&self, round: Resolved) {
@@ -412,19 +441,10 @@ impl ConfigManager {
 
         let mut listeners = HashMap::new();
         for (name, entry) in &state.listeners {
-            let routes = match &entry.config.http.routes {
-                RouteSource::Inline(_) => entry.inline_routes.clone(),
-                RouteSource::Rds(route_name) => state.route_configs.get(route_name).map(|r| r.value.clone()),
-            };
             let name: Arc<str> = Arc::from(name.as_str());
-            match routes {
-                Some(routes) => {
-                    listeners.insert(name, ListenerRoutes {
-                        http: Arc::new(entry.config.http.clone()),
-                        routes,
-                        filters: entry.filters.clone(),
-                        access_logs: entry.access_logs.clone(),
-                    });
+            match active_listener(entry, &state.route_configs) {
+                Some(active) => {
+                    listeners.insert(name, active);
                 }
                 None => {
                     if let Some(previous) = state.active_listeners.get(&name) {
@@ -469,7 +489,7 @@ impl ConfigManager {
                 Some(previous) => previous.handle.clone(),
                 None => {
                     let old = previous.map(|p| p.handle.as_ref());
-                    let handle = Arc::new(ClusterHandle::new(entry.config.clone(), &endpoints, old, &self.stats.upstream));
+                    let handle = Arc::new(ClusterHandle::new(entry.config.clone(), entry.tls.clone(), &endpoints, old, &self.stats.upstream));
                     handle.start_health_tasks();
                     handle
                 }
@@ -536,4 +556,28 @@ impl DumpEntry {
     fn new(kind: &'static str, name: &str, version: &str, raw: Option<prost_types::Any>, active: bool) -> Self {
         DumpEntry { kind, name: name.to_string(), version: version.to_string(), raw, active }
     }
+}
+
+/// Builds a listener's active form, or `None` while a filter chain still
+/// waits for its route configuration.
+fn active_listener(entry: &ListenerEntry, route_configs: &HashMap<String, Versioned<Arc<RouteTable>>>) -> Option<ActiveListener> {
+    let chains = entry
+        .config
+        .filter_chains
+        .iter()
+        .zip(&entry.chains)
+        .map(|(chain, built)| {
+            let routes = match &chain.http.routes {
+                RouteSource::Inline(_) => built.inline_routes.clone(),
+                RouteSource::Rds(route_name) => route_configs.get(route_name).map(|r| r.value.clone()),
+            }?;
+            Some(ListenerRoutes {
+                http: Arc::new(chain.http.clone()),
+                routes,
+                filters: built.filters.clone(),
+                access_logs: built.access_logs.clone(),
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(ActiveListener { chains: chains.into(), tls: entry.tls.clone() })
 }

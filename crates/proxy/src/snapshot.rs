@@ -15,14 +15,23 @@ use crate::upstream::ClusterHandle;
 /// One consistent view of listeners' routes and clusters.
 #[derive(Default)]
 pub struct Snapshot {
-    /// Active listeners by name, each with its route table already resolved
-    /// (inline or from RDS).
-    pub listeners: HashMap<Arc<str>, ListenerRoutes>,
+    /// Active listeners by name, each filter chain with its route table
+    /// already resolved (inline or from RDS).
+    pub listeners: HashMap<Arc<str>, ActiveListener>,
     /// Warm clusters by name.
     pub clusters: HashMap<Arc<str>, Arc<ClusterHandle>>,
 }
 
-/// A listener's HTTP settings and the route table it uses.
+/// A listener's filter chains and, when they terminate TLS, their server
+/// configs.
+#[derive(Clone)]
+pub struct ActiveListener {
+    /// Indexed as the listener's `filter_chains`.
+    pub chains: Arc<[ListenerRoutes]>,
+    pub tls: Option<Arc<crate::tls::ServerChains>>,
+}
+
+/// A filter chain's HTTP settings and the route table it uses.
 #[derive(Clone)]
 pub struct ListenerRoutes {
     pub http: Arc<HttpConnectionManager>,

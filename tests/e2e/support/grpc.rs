@@ -71,6 +71,34 @@ impl EchoUpstream {
         EchoUpstream { address, calls, cancelled_at }
     }
 
+    /// Serves the echo service over TLS with `config`, on HTTP/2 only.
+    /// `seen_server_names` records the SNI of each handshake.
+    pub async fn start_tls(name: &'static str, config: Arc<tokio_rustls::rustls::ServerConfig>, seen_server_names: Arc<Mutex<Vec<Option<String>>>>) -> EchoUpstream {
+        let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = socket.local_addr().unwrap();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let cancelled_at = Arc::new(Mutex::new(None));
+        let server = EchoServer::new(EchoService { name, calls: calls.clone(), cancelled_at: cancelled_at.clone() });
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = socket.accept().await {
+                let (acceptor, server, seen) = (acceptor.clone(), server.clone(), seen_server_names.clone());
+                tokio::spawn(async move {
+                    let Ok(stream) = acceptor.accept(stream).await else { return };
+                    seen.lock().unwrap().push(stream.get_ref().1.server_name().map(str::to_owned));
+                    let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                        let mut server = server.clone();
+                        async move { tonic::codegen::Service::call(&mut server, request).await }
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        EchoUpstream { address, calls, cancelled_at }
+    }
+
     pub fn calls(&self) -> usize {
         self.calls.load(Ordering::Relaxed)
     }

@@ -20,6 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 pub mod certs;
 pub mod grpc;
 pub mod scripted_ads;
+pub mod tls;
 pub mod websocket;
 
 /// Path of the `legate` binary, built once per test process.

@@ -61,6 +61,12 @@ fn log_format(proto: Option<&core::SubstitutionFormatString>, errors: &mut Colle
                 let text = String::from_utf8_lossy(bytes);
                 Some(LogFormat::Text(parse_tokens(&text, errors)?.into()))
             }
+            Some(core::data_source::Specifier::Filename(_)) => {
+                errors.at("text_format_source.filename", |errors| {
+                    errors.unsupported("a log format from a file is not supported; use inline_string")
+                });
+                None
+            }
             None => {
                 errors.missing("text_format_source.inline_string");
                 None

@@ -68,6 +68,11 @@ pub fn cluster(proto: &api::Cluster, errors: &mut Collector) -> Option<Cluster> 
         .filter_map(|(index, check)| errors.at(format!("health_checks[{index}]"), |errors| super::health::health_check(check, errors)))
         .collect();
 
+    let tls = match &proto.transport_socket {
+        Some(socket) => errors.at("transport_socket", |errors| super::tls::upstream(socket, errors)).map(Some),
+        None => Some(None),
+    };
+
     let (protocol, http2, idle_timeout) = protocol?;
     Some(Cluster {
         name: proto.name.clone(),
@@ -81,6 +86,7 @@ pub fn cluster(proto: &api::Cluster, errors: &mut Collector) -> Option<Cluster> 
         circuit_breakers,
         outlier_detection,
         health_checks,
+        tls: tls?,
     })
 }
 

@@ -8,15 +8,23 @@ use legate_api::envoy::extensions::filters::network::http_connection_manager::v3
 
 use super::{decode_message, enum_value, host_port, note_ignored, required_name, timeout_or, HostPort};
 use crate::error::Collector;
-use crate::model::{self, Codec, EscapedSlashes, Http2Settings, PathNormalization, RequestLimits, RouteSource, UpgradeConfig};
+use crate::model::{
+    self, ClientCertDetails, Codec, EscapedSlashes, ForwardClientCert, Http2Settings, PathNormalization, RequestLimits, RouteSource,
+    UpgradeConfig,
+};
 use crate::reflect::type_url_of;
 
+const TLS_INSPECTOR_NAME: &str = "envoy.filters.listener.tls_inspector";
+const TLS_INSPECTOR_TYPE: &str = "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector";
 const HCM_TYPE: &str = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 
 /// Envoy's defaults for the connection manager's timeouts.
 const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Time allowed for a TLS handshake when `transport_socket_connect_timeout` is unset.
+const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Idle limit of upgraded connections when `stream_idle_timeout` is unset.
 const DEFAULT_UPGRADE_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -31,28 +39,73 @@ pub fn listener(proto: &api::Listener, errors: &mut Collector) -> Option<model::
         _ => None,
     };
 
-    let http = match proto.filter_chains.as_slice() {
-        [] => {
-            errors.missing("filter_chains");
-            None
-        }
-        [chain] => errors.at("filter_chains[0]", |errors| filter_chain(chain, errors)),
-        _ => {
-            errors.unsupported(
-                "more than one filter chain needs filter_chain_match, which Legate does not support yet; use one filter chain",
-            );
-            None
-        }
+    for (index, filter) in proto.listener_filters.iter().enumerate() {
+        errors.at(format!("listener_filters[{index}]"), |errors| listener_filter(filter, errors));
+    }
+
+    let filter_chains = if proto.filter_chains.is_empty() {
+        errors.missing("filter_chains");
+        None
+    } else {
+        errors.at("filter_chains", |errors| filter_chains(&proto.filter_chains, errors))
     };
 
-    Some(model::Listener { name: proto.name.clone(), address: address?, http: http? })
+    Some(model::Listener { name: proto.name.clone(), address: address?, filter_chains: filter_chains? })
 }
 
-fn filter_chain(chain: &api::FilterChain, errors: &mut Collector) -> Option<model::HttpConnectionManager> {
+/// Accepts the TLS inspector, which changes nothing: Legate reads the
+/// ClientHello of every connection to a TLS filter chain.
+fn listener_filter(filter: &api::ListenerFilter, errors: &mut Collector) {
+    let is_tls_inspector = match &filter.config_type {
+        Some(api::listener_filter::ConfigType::TypedConfig(config)) => config.type_url == type_url_of(TLS_INSPECTOR_TYPE),
+        None => filter.name == TLS_INSPECTOR_NAME,
+    };
+    if !is_tls_inspector {
+        errors.unsupported(format!("listener filter {:?} is not supported; Legate supports {TLS_INSPECTOR_NAME}", filter.name));
+    }
+}
+
+fn filter_chains(chains: &[api::FilterChain], errors: &mut Collector) -> Option<Vec<model::FilterChain>> {
+    let decoded: Vec<_> =
+        chains.iter().enumerate().map(|(index, chain)| errors.at(format!("[{index}]"), |errors| filter_chain(chain, errors))).collect();
+    let decoded: Vec<model::FilterChain> = decoded.into_iter().collect::<Option<_>>()?;
+
+    let defaults = decoded.iter().filter(|chain| chain.server_names.is_empty()).count();
+    if defaults > 1 {
+        errors.invalid("more than one filter chain has no filter_chain_match.server_names; only one may be the default");
+    }
+    let plaintext = decoded.iter().filter(|chain| chain.tls.is_none()).count();
+    if plaintext > 0 && decoded.len() > 1 {
+        errors.unsupported(
+            "a listener with several filter chains needs a TLS transport_socket on each, because chains are chosen by SNI",
+        );
+    }
+    let mut seen = std::collections::HashSet::new();
+    for name in decoded.iter().flat_map(|chain| &chain.server_names) {
+        if !seen.insert(name.as_str()) {
+            errors.invalid(format!("server name {name:?} is in more than one filter chain"));
+        }
+    }
+    Some(decoded)
+}
+
+fn filter_chain(chain: &api::FilterChain, errors: &mut Collector) -> Option<model::FilterChain> {
     note_ignored(chain.metadata.is_some(), "metadata", errors);
     note_ignored(!chain.name.is_empty(), "name", errors);
 
-    match chain.filters.as_slice() {
+    let server_names = match &chain.filter_chain_match {
+        Some(matcher) => errors.at("filter_chain_match.server_names", |errors| server_names(&matcher.server_names, errors)),
+        None => Some(Vec::new()),
+    };
+    let tls = match &chain.transport_socket {
+        Some(socket) => errors.at("transport_socket", |errors| super::tls::downstream(socket, errors)).map(Some),
+        None => Some(None),
+    };
+    if tls == Some(None) && server_names.as_ref().is_some_and(|names| !names.is_empty()) {
+        errors.invalid("filter_chain_match.server_names needs a TLS transport_socket, because the names come from SNI");
+    }
+
+    let http = match chain.filters.as_slice() {
         [filter] => errors.at("filters[0]", |errors| network_filter(filter, errors)),
         [] => {
             errors.missing("filters");
@@ -65,7 +118,32 @@ fn filter_chain(chain: &api::FilterChain, errors: &mut Collector) -> Option<mode
             ));
             None
         }
-    }
+    };
+    let handshake_timeout = match &chain.transport_socket_connect_timeout {
+        Some(timeout) => errors.at("transport_socket_connect_timeout", |errors| super::duration(timeout, errors)),
+        None => Some(DEFAULT_HANDSHAKE_TIMEOUT),
+    };
+    Some(model::FilterChain { server_names: server_names?, tls: tls?, http: http?, handshake_timeout: handshake_timeout? })
+}
+
+/// Lowercases SNI names; each is exact or a `*.suffix` wildcard.
+fn server_names(names: &[String], errors: &mut Collector) -> Option<Vec<String>> {
+    let mut valid = true;
+    let names = names
+        .iter()
+        .enumerate()
+        .map(|(index, name)| {
+            let bare = name.strip_prefix("*.").unwrap_or(name);
+            if bare.is_empty() || bare.contains('*') || !super::is_hostname(bare) {
+                errors.at(format!("[{index}]"), |errors| {
+                    errors.invalid(format!("server name {name:?} is not a host name or a *.suffix wildcard"))
+                });
+                valid = false;
+            }
+            name.to_ascii_lowercase()
+        })
+        .collect();
+    valid.then_some(names)
 }
 
 fn network_filter(filter: &api::Filter, errors: &mut Collector) -> Option<model::HttpConnectionManager> {
@@ -150,6 +228,8 @@ fn connection_manager(proto: &hcm::HttpConnectionManager, errors: &mut Collector
         path,
         access_logs,
         http_filters,
+        forward_client_cert: forward_client_cert(proto, errors)?,
+        set_current_client_cert: client_cert_details(proto.set_current_client_cert_details.as_ref()),
     })
 }
 
@@ -188,6 +268,26 @@ fn path_normalization(proto: &hcm::HttpConnectionManager, errors: &mut Collector
         Some(Action::ImplementationSpecificDefault | Action::KeepUnchanged) | None => EscapedSlashes::Keep,
     };
     PathNormalization { normalize: proto.normalize_path.unwrap_or(defaults.normalize), merge_slashes: proto.merge_slashes, escaped_slashes }
+}
+
+fn forward_client_cert(proto: &hcm::HttpConnectionManager, errors: &mut Collector) -> Option<ForwardClientCert> {
+    use hcm::http_connection_manager::ForwardClientCertDetails as Mode;
+
+    let mode = enum_value::<Mode>(proto.forward_client_cert_details, "forward_client_cert_details", errors)?;
+    Some(match mode {
+        Mode::Sanitize => ForwardClientCert::Sanitize,
+        Mode::ForwardOnly => ForwardClientCert::ForwardOnly,
+        Mode::AppendForward => ForwardClientCert::AppendForward,
+        Mode::SanitizeSet => ForwardClientCert::SanitizeSet,
+        Mode::AlwaysForwardOnly => ForwardClientCert::AlwaysForwardOnly,
+    })
+}
+
+fn client_cert_details(proto: Option<&hcm::http_connection_manager::SetCurrentClientCertDetails>) -> ClientCertDetails {
+    let Some(proto) = proto else {
+        return ClientCertDetails::default();
+    };
+    ClientCertDetails { subject: proto.subject.unwrap_or(false), cert: proto.cert, chain: proto.chain, dns: proto.dns, uri: proto.uri }
 }
 
 fn route_source(proto: &hcm::HttpConnectionManager, errors: &mut Collector) -> Option<RouteSource> {

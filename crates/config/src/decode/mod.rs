@@ -13,6 +13,7 @@ mod filter;
 mod health;
 mod listener;
 mod route;
+mod tls;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -148,7 +149,7 @@ fn socket_host_port(socket: &core::SocketAddress, allow_hostname: bool, errors: 
     }
 }
 
-fn is_hostname(text: &str) -> bool {
+pub(crate) fn is_hostname(text: &str) -> bool {
     text.len() <= 253
         && text.split('.').all(|label| {
             !label.is_empty()

@@ -465,6 +465,10 @@ fn direct_response(proto: &api::DirectResponseAction, errors: &mut Collector) ->
     let body: Vec<u8> = match proto.body.as_ref().and_then(|body| body.specifier.as_ref()) {
         Some(core::data_source::Specifier::InlineBytes(bytes)) => bytes.clone(),
         Some(core::data_source::Specifier::InlineString(text)) => text.clone().into_bytes(),
+        Some(core::data_source::Specifier::Filename(_)) => {
+            errors.at("body.filename", |errors| errors.unsupported("a direct response body from a file is not supported; use inline_string or inline_bytes"));
+            Vec::new()
+        }
         None => Vec::new(),
     };
     if body.len() > MAX_DIRECT_RESPONSE_BODY {

@@ -21,6 +21,8 @@ pub struct Cluster {
     pub circuit_breakers: CircuitBreakers,
     pub outlier_detection: Option<super::OutlierDetection>,
     pub health_checks: Vec<super::HealthCheck>,
+    /// The `UpstreamTlsContext` of its transport socket; `None` is plaintext.
+    pub tls: Option<std::sync::Arc<super::UpstreamTls>>,
 }
 
 /// Routing priority of a route, choosing which circuit-breaker thresholds

@@ -11,7 +11,35 @@ use super::route::RouteConfiguration;
 pub struct Listener {
     pub name: String,
     pub address: SocketAddr,
+    /// Filter chains in config order. At most one has no server names: the
+    /// default chain, used when no other chain matches the SNI.
+    pub filter_chains: Vec<FilterChain>,
+}
+
+impl Listener {
+    /// Returns whether any filter chain terminates TLS.
+    pub fn has_tls(&self) -> bool {
+        self.filter_chains.iter().any(|chain| chain.tls.is_some())
+    }
+
+    /// Returns the longest drain timeout among the filter chains.
+    pub fn drain_timeout(&self) -> Duration {
+        self.filter_chains.iter().map(|chain| chain.http.drain_timeout).max().unwrap_or_default()
+    }
+}
+
+/// One filter chain: which connections it takes and how it serves them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FilterChain {
+    /// `filter_chain_match.server_names`, lowercased: exact names and
+    /// `*.suffix` wildcards. Empty matches any connection.
+    pub server_names: Vec<String>,
+    /// The `DownstreamTlsContext` of its transport socket; `None` is plaintext.
+    pub tls: Option<Arc<super::DownstreamTls>>,
     pub http: HttpConnectionManager,
+    /// `transport_socket_connect_timeout`: time allowed for the TLS
+    /// handshake, 10 seconds by default. Zero disables it.
+    pub handshake_timeout: Duration,
 }
 
 /// Which HTTP versions a listener accepts from downstream.
@@ -65,6 +93,8 @@ pub struct HttpConnectionManager {
     pub access_logs: Vec<super::AccessLog>,
     /// The HTTP filters in config order, the router last.
     pub http_filters: Vec<super::HttpFilter>,
+    pub forward_client_cert: super::ForwardClientCert,
+    pub set_current_client_cert: super::ClientCertDetails,
 }
 
 /// Limits on what a downstream may send before its request is routed.

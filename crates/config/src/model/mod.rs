@@ -9,6 +9,7 @@ mod grpc;
 mod health;
 mod listener;
 mod route;
+mod tls;
 
 pub use bootstrap::{AdsConfig, Bootstrap, Node};
 pub use cluster::{
@@ -18,8 +19,14 @@ pub use grpc::{CorsPolicy, GrpcStatsConfig, HttpFilter, MaxStreamDuration};
 pub use access_log::{AccessLog, Comparison, LogFilter, LogFormat, LogOperator, LogSink, LogToken, DEFAULT_FORMAT};
 pub use health::{HealthCheck, HealthCheckKind, OutlierDetection};
 pub use endpoint::{ClusterLoadAssignment, EndpointAddress, HealthStatus, LbEndpoint};
-pub use listener::{Codec, EscapedSlashes, HttpConnectionManager, Listener, PathNormalization, RequestLimits, RouteSource, UpgradeConfig};
+pub use listener::{
+    Codec, EscapedSlashes, FilterChain, HttpConnectionManager, Listener, PathNormalization, RequestLimits, RouteSource, UpgradeConfig,
+};
 pub use route::{
     ClusterSelection, DomainMatcher, ForwardAction, HashPolicy, HashSource, HeaderMatch, HeaderMatcher, PathMatch, Route,
     RetryOn, RetryPolicy, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WebSocketFrames, WeightedCluster,
+};
+pub use tls::{
+    CertificateValidation, ClientCertDetails, DataSource, DataSourceError, DownstreamTls, ForwardClientCert, SanType,
+    SubjectAltNameMatcher, TlsCertificate, TlsVersion, TlsVersions, UpstreamTls,
 };

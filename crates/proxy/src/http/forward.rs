@@ -77,6 +77,7 @@ pub(super) async fn forward(mut request: Request<DownstreamBody>, action: &Forwa
         upgrade: upgrade.as_ref(),
         request_deadline,
         received: &route_stats.request_bytes,
+        forward_client_cert: http.forward_client_cert,
     };
     let Some(mut upstream_request) = upstream_request(request, action, route, &target, connection) else {
         return local_reply(StatusCode::BAD_REQUEST, "invalid request path or host");
@@ -240,6 +241,7 @@ struct UpstreamTarget<'a> {
     request_deadline: Option<tokio::time::Instant>,
     /// Counter of the route's request body bytes.
     received: &'a Counter,
+    forward_client_cert: legate_config::model::ForwardClientCert,
 }
 
 /// Builds the request sent upstream: path rewritten, hop-by-hop headers
@@ -252,7 +254,7 @@ fn upstream_request(
     target: &UpstreamTarget<'_>,
     connection: &ConnectionContext,
 ) -> Option<Request<RequestBody>> {
-    let UpstreamTarget { host_rewrite, protocol, upgrade, request_deadline, received } = *target;
+    let UpstreamTarget { host_rewrite, protocol, upgrade, request_deadline, received, forward_client_cert } = *target;
     let host = host_rewrite.or_else(|| request_host(&request)).unwrap_or("").to_string();
     let path = rewritten_path(request.uri(), action, route)?;
     let (mut parts, body) = request.into_parts();
@@ -267,7 +269,8 @@ fn upstream_request(
     if let Some(upgrade) = upgrade {
         upgrade.prepare_upstream(&mut parts.method, &mut parts.headers);
     }
-    add_forwarding_headers(&mut parts.headers, &connection.client_address);
+    add_forwarding_headers(&mut parts.headers, &connection.client_address, connection.secure);
+    crate::tls::apply_forward_client_cert(&mut parts.headers, forward_client_cert, connection.client_cert.as_ref());
 
     match protocol {
         UpstreamProtocol::Http1 => {

@@ -75,9 +75,10 @@ pub fn client_address_value(remote: SocketAddr) -> HeaderValue {
 }
 
 /// Adds `x-forwarded-for` (appending `client`, from
-/// [`client_address_value`]), sets `x-forwarded-proto`, and adds an
+/// [`client_address_value`]), sets `x-forwarded-proto` (https when
+/// `secure`), and adds an
 /// `x-request-id` unless the client sent one.
-pub fn add_forwarding_headers(headers: &mut HeaderMap, client: &HeaderValue) {
+pub fn add_forwarding_headers(headers: &mut HeaderMap, client: &HeaderValue, secure: bool) {
     let appended = match headers.get(&X_FORWARDED_FOR) {
         Some(existing) if !existing.as_bytes().trim_ascii().is_empty() => {
             let mut joined = Vec::with_capacity(existing.len() + 2 + client.len());
@@ -92,7 +93,8 @@ pub fn add_forwarding_headers(headers: &mut HeaderMap, client: &HeaderValue) {
         headers.insert(X_FORWARDED_FOR.clone(), value);
     }
 
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    let proto = if secure { "https" } else { "http" };
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
 
     if !headers.contains_key(&X_REQUEST_ID) {
         if let Ok(value) = HeaderValue::from_bytes(&new_request_id()) {
@@ -205,7 +207,7 @@ mod tests {
     fn forwarded_for_appends_client() {
         let mut headers = HeaderMap::new();
         headers.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-        add_forwarding_headers(&mut headers, &client_address_value("127.0.0.5:1000".parse().unwrap()));
+        add_forwarding_headers(&mut headers, &client_address_value("127.0.0.5:1000".parse().unwrap()), false);
         assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 127.0.0.5");
         assert_eq!(headers["x-forwarded-proto"], "http");
     }
@@ -216,20 +218,20 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("traceparent", HeaderValue::from_static(valid));
         headers.insert("tracestate", HeaderValue::from_static("vendor=1"));
-        add_forwarding_headers(&mut headers, &client_address_value("127.0.0.1:1".parse().unwrap()));
+        add_forwarding_headers(&mut headers, &client_address_value("127.0.0.1:1".parse().unwrap()), false);
         assert_eq!(headers["traceparent"], valid, "a valid parent passes unchanged");
         assert_eq!(headers["tracestate"], "vendor=1");
 
         let mut headers = HeaderMap::new();
         headers.insert("traceparent", HeaderValue::from_static("00-00000000000000000000000000000000-00f067aa0ba902b7-01"));
         headers.insert("tracestate", HeaderValue::from_static("vendor=1"));
-        add_forwarding_headers(&mut headers, &client_address_value("127.0.0.1:1".parse().unwrap()));
+        add_forwarding_headers(&mut headers, &client_address_value("127.0.0.1:1".parse().unwrap()), false);
         let created = headers["traceparent"].to_str().unwrap().to_string();
         assert!(is_valid_traceparent(created.as_bytes()), "a malformed parent is replaced: {created}");
         assert!(!headers.contains_key("tracestate"), "its tracestate goes with it");
 
         let mut headers = HeaderMap::new();
-        add_forwarding_headers(&mut headers, &client_address_value("127.0.0.1:1".parse().unwrap()));
+        add_forwarding_headers(&mut headers, &client_address_value("127.0.0.1:1".parse().unwrap()), false);
         assert!(is_valid_traceparent(headers["traceparent"].as_bytes()), "a missing parent is created");
     }
 }

@@ -59,6 +59,12 @@ pub struct ConnectionContext {
     /// Present on a connection accepted while its listener drains; notified
     /// when its first request arrives, so the connection can close after it.
     pub request_seen: Option<tokio::sync::Notify>,
+    /// Index of the listener's filter chain serving the connection.
+    pub chain: usize,
+    /// The `x-forwarded-client-cert` element of an mTLS connection.
+    pub client_cert: Option<HeaderValue>,
+    /// Whether the connection is TLS, which makes `x-forwarded-proto` https.
+    pub secure: bool,
 }
 
 /// Handles one downstream request, and counts it under `DC` when the
@@ -111,7 +117,10 @@ async fn respond(request: Request<Incoming>, connection: &ConnectionContext, sta
         request_seen.notify_one();
     }
     let snapshot = connection.store.load_full();
-    let Some(listener) = snapshot.listeners.get(&connection.listener) else {
+    // NOTE: a filter chain is found by its index, so a listener update that
+    // reorders chains moves open connections to the chain now at that index.
+    let chain = snapshot.listeners.get(&connection.listener).and_then(|listener| listener.chains.get(connection.chain));
+    let Some(listener) = chain else {
         let stats = connection.stats.http.route("none", "none");
         return record(local_reply(StatusCode::SERVICE_UNAVAILABLE, "listener is draining"), stats, start, connection, None);
     };

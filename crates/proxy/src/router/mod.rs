@@ -1,7 +1,7 @@
 //! Route tables compiled for lookup: virtual host by host name, then the
 //! first route whose match accepts the request.
 
-mod matching;
+pub(crate) mod matching;
 
 pub(crate) use matching::value_matches;
 

@@ -48,6 +48,8 @@ pub struct DownstreamStats {
     active: Family<ListenerLabels, Gauge>,
     closed: Family<ListenerLabels, Counter>,
     by_protocol: Family<ProtocolLabels, Counter>,
+    tls_handshakes: Family<ListenerLabels, Counter>,
+    tls_handshake_failures: Family<ListenerLabels, Counter>,
 }
 
 pub struct HttpStats {
@@ -139,6 +141,8 @@ impl DownstreamStats {
             active: Family::default(),
             closed: Family::default(),
             by_protocol: Family::default(),
+            tls_handshakes: Family::default(),
+            tls_handshake_failures: Family::default(),
         };
         registry.register("downstream_connections_accepted", "Downstream connections accepted, per listener", stats.accepted.clone());
         registry.register("downstream_connections_active", "Downstream connections open now, per listener", stats.active.clone());
@@ -147,6 +151,12 @@ impl DownstreamStats {
             "downstream_connections_by_protocol",
             "Downstream connections per listener by the protocol of their first request (http1, http2)",
             stats.by_protocol.clone(),
+        );
+        registry.register("listener_tls_handshakes", "TLS handshakes completed, per listener", stats.tls_handshakes.clone());
+        registry.register(
+            "listener_tls_handshake_failures",
+            "TLS handshakes that failed or timed out, per listener; the connection is closed",
+            stats.tls_handshake_failures.clone(),
         );
         stats
     }
@@ -160,6 +170,8 @@ impl DownstreamStats {
             closed: self.closed.get_or_create_owned(&labels),
             http1: self.by_protocol.get_or_create_owned(&ProtocolLabels { listener: listener.to_string(), protocol: "http1" }),
             http2: self.by_protocol.get_or_create_owned(&ProtocolLabels { listener: listener.to_string(), protocol: "http2" }),
+            tls_handshakes: self.tls_handshakes.get_or_create_owned(&labels),
+            tls_handshake_failures: self.tls_handshake_failures.get_or_create_owned(&labels),
         }
     }
 }
@@ -172,6 +184,8 @@ pub struct ListenerStats {
     pub closed: Counter,
     pub http1: Counter,
     pub http2: Counter,
+    pub tls_handshakes: Counter,
+    pub tls_handshake_failures: Counter,
 }
 
 impl HttpStats {

@@ -14,9 +14,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::debug;
 
-use legate_config::model::{HealthCheck, HealthCheckKind};
+use legate_config::model::{HealthCheck, HealthCheckKind, UpstreamProtocol};
 
 use super::{ClusterHandle, EndpointPool};
+use crate::tls::UpstreamIo;
 
 /// Most bytes a TCP check reads while looking for its `receive` blocks.
 const TCP_READ_LIMIT: usize = 64 * 1024;
@@ -48,6 +49,18 @@ pub(super) async fn run(cluster: Weak<ClusterHandle>, index: usize, endpoint: Ar
 
 async fn probe(kind: &HealthCheckKind, endpoint: &EndpointPool, cluster_name: &str) -> Result<(), String> {
     let stream = TcpStream::connect(endpoint.address()).await.map_err(|error| format!("connect failed: {error}"))?;
+    // Checks go through the cluster's transport socket, as requests do,
+    // offering in ALPN the HTTP version the check speaks.
+    let protocol = match kind {
+        HealthCheckKind::Grpc { .. } => UpstreamProtocol::Http2,
+        HealthCheckKind::Tcp { .. } | HealthCheckKind::Http { .. } => UpstreamProtocol::Http1,
+    };
+    let stream = match &endpoint.settings().tls {
+        Some(tls) => UpstreamIo::Tls(Box::new(
+            tls.connect(endpoint.address(), stream, protocol).await.map_err(|error| format!("TLS handshake failed: {error}"))?,
+        )),
+        None => UpstreamIo::Plain(stream),
+    };
     match kind {
         HealthCheckKind::Tcp { send, receive } => tcp(stream, send.as_deref(), receive).await,
         HealthCheckKind::Http { host, path, expected_statuses } => {
@@ -59,7 +72,7 @@ async fn probe(kind: &HealthCheckKind, endpoint: &EndpointPool, cluster_name: &s
     }
 }
 
-async fn tcp(mut stream: TcpStream, send: Option<&[u8]>, receive: &[Vec<u8>]) -> Result<(), String> {
+async fn tcp(mut stream: UpstreamIo, send: Option<&[u8]>, receive: &[Vec<u8>]) -> Result<(), String> {
     if let Some(send) = send {
         stream.write_all(send).await.map_err(|error| format!("send failed: {error}"))?;
     }
@@ -79,7 +92,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || haystack.windows(needle.len()).any(|window| window == needle)
 }
 
-async fn http_get(stream: TcpStream, host: &str, path: &str, expected: &[(u16, u16)]) -> Result<(), String> {
+async fn http_get(stream: UpstreamIo, host: &str, path: &str, expected: &[(u16, u16)]) -> Result<(), String> {
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|error| error.to_string())?;
     tokio::spawn(connection);
@@ -116,7 +129,7 @@ struct HealthCheckResponse {
 
 const SERVING: i32 = 1;
 
-async fn grpc(stream: TcpStream, authority: &str, service: &str) -> Result<(), String> {
+async fn grpc(stream: UpstreamIo, authority: &str, service: &str) -> Result<(), String> {
     let (mut sender, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
         .await
         .map_err(|error| error.to_string())?;

@@ -30,6 +30,12 @@ pub enum UpstreamError {
         #[source]
         source: std::io::Error,
     },
+    #[error("TLS handshake with upstream {address} failed")]
+    Tls {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("connection to upstream {address} timed out")]
     ConnectTimeout { address: SocketAddr },
     #[error("HTTP handshake with upstream {address} failed")]
@@ -67,7 +73,10 @@ impl UpstreamError {
     /// Tells whether the request never reached the upstream, so no response
     /// bytes were lost.
     pub fn is_connect_failure(&self) -> bool {
-        matches!(self, UpstreamError::Connect { .. } | UpstreamError::ConnectTimeout { .. } | UpstreamError::Handshake { .. })
+        matches!(
+            self,
+            UpstreamError::Connect { .. } | UpstreamError::ConnectTimeout { .. } | UpstreamError::Tls { .. } | UpstreamError::Handshake { .. }
+        )
     }
 }
 
@@ -87,6 +96,7 @@ impl ClusterHandle {
     /// connections survive config changes.
     pub fn new(
         config: Arc<Cluster>,
+        tls: Option<Arc<crate::tls::UpstreamConnector>>,
         endpoints: &[(SocketAddr, LbEndpoint)],
         previous: Option<&ClusterHandle>,
         stats: &UpstreamStats,
@@ -101,6 +111,7 @@ impl ClusterHandle {
             connect_timeout: config.connect_timeout,
             idle_timeout: config.idle_timeout,
             http2: config.http2,
+            tls,
         };
         let reusable: HashMap<SocketAddr, &Arc<EndpointPool>> = previous
             .map(|previous| previous.balancer.pools().map(|pool| (pool.address(), pool)).collect())

@@ -28,6 +28,7 @@ use super::circuit::{ClusterCircuit, Resource, Slot};
 use super::UpstreamError;
 use crate::stats::ClusterStats;
 use crate::http::body::RequestBody;
+use crate::tls::UpstreamIo;
 
 /// Settings shared by every endpoint of a cluster.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,6 +37,8 @@ pub struct PoolSettings {
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
     pub http2: Http2Settings,
+    /// Connects through TLS when the cluster has an `UpstreamTlsContext`.
+    pub tls: Option<Arc<crate::tls::UpstreamConnector>>,
 }
 
 pub struct EndpointPool {
@@ -318,7 +321,7 @@ impl EndpointPool {
         StreamSlot { streams: streams.clone(), limit, circuit: self.circuit.clone() }
     }
 
-    async fn connect(&self) -> Result<TokioIo<TcpStream>, UpstreamError> {
+    async fn connect(&self, protocol: UpstreamProtocol) -> Result<TokioIo<UpstreamIo>, UpstreamError> {
         let stream = match tokio::time::timeout(self.settings.connect_timeout, TcpStream::connect(self.address)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(source)) => {
@@ -331,8 +334,24 @@ impl EndpointPool {
             }
         };
         let _ = stream.set_nodelay(true);
+        let Some(tls) = &self.settings.tls else {
+            self.stats.connections_opened.inc();
+            return Ok(TokioIo::new(UpstreamIo::Plain(stream)));
+        };
+        // The connect timeout covers the TLS handshake too.
+        let stream = match tokio::time::timeout(self.settings.connect_timeout, tls.connect(self.address, stream, protocol)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(source)) => {
+                self.stats.connect_failures.inc();
+                return Err(UpstreamError::Tls { address: self.address, source });
+            }
+            Err(_) => {
+                self.stats.connect_timeouts.inc();
+                return Err(UpstreamError::ConnectTimeout { address: self.address });
+            }
+        };
         self.stats.connections_opened.inc();
-        Ok(TokioIo::new(stream))
+        Ok(TokioIo::new(UpstreamIo::Tls(Box::new(stream))))
     }
 
     /// Counts a connection as active until its task ends, holding its
@@ -343,7 +362,7 @@ impl EndpointPool {
     }
 
     async fn connect_http1(&self, slot: ConnectionSlot) -> Result<http1::SendRequest<RequestBody>, UpstreamError> {
-        let io = self.connect().await?;
+        let io = self.connect(UpstreamProtocol::Http1).await?;
         let (sender, connection) = http1::Builder::new()
             .handshake(io)
             .await
@@ -361,7 +380,7 @@ impl EndpointPool {
     }
 
     async fn connect_http2(&self, slot: ConnectionSlot) -> Result<http2::SendRequest<RequestBody>, UpstreamError> {
-        let io = self.connect().await?;
+        let io = self.connect(UpstreamProtocol::Http2).await?;
         let mut builder = http2::Builder::new(TokioExecutor::new());
         let settings = &self.settings.http2;
         if let Some(window) = settings.initial_stream_window_size {

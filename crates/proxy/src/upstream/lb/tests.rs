@@ -17,6 +17,7 @@ fn members(weights: &[u32]) -> Vec<(Arc<EndpointPool>, LbEndpoint)> {
         connect_timeout: Duration::from_secs(1),
         idle_timeout: Duration::from_secs(60),
         http2: Http2Settings::default(),
+        tls: None,
     };
     weights
         .iter()
