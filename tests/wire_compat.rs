@@ -422,7 +422,11 @@ filter_chains:
     let theirs_hcm: HttpConnectionManager = round_trip(&ours_hcm);
     assert_eq!(theirs_hcm.forward_client_cert_details, http_connection_manager::ForwardClientCertDetails::AppendForward as i32);
     let details = theirs_hcm.set_current_client_cert_details.unwrap();
-    assert!(details.subject.unwrap().value && details.cert && details.chain && details.dns && details.uri);
+    assert!(details.subject.unwrap().value);
+    assert!(details.cert);
+    assert!(details.chain);
+    assert!(details.dns);
+    assert!(details.uri);
 
     let cluster: legate::config::cluster::v3::Cluster = parse(
         r#"{ name: c, transport_socket: { name: tls, typed_config: { "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext, sni: x } } }"#,

@@ -312,8 +312,8 @@ async fn accept_connection(stream: TcpStream, mut context: ConnectionContext, dr
     }
 }
 
-/// How a listener's connections start: plaintext with its one filter
-/// chain's settings, or with a TLS handshake that picks the chain.
+/// The start of a listener's connections: plaintext with its one filter
+/// chain's settings, or a TLS handshake that picks the chain.
 enum Transport {
     Plaintext(Option<Arc<HttpConnectionManager>>),
     Tls(Arc<crate::tls::ServerChains>, Arc<[crate::snapshot::ListenerRoutes]>),

@@ -80,7 +80,7 @@ struct ListenerEntry {
     tls: Option<Arc<crate::tls::ServerChains>>,
 }
 
-/// What a filter chain's connection manager needs, built once at load.
+/// The parts of a filter chain's connection manager built once at load.
 struct ChainEntry {
     /// Route table of an inline route configuration.
     inline_routes: Option<Arc<RouteTable>>,

@@ -139,6 +139,8 @@ impl ServerChains {
             _ => None,
         };
         let client_cert = connection.peer_certificates().and_then(|peer| {
+            // NOTE: with several certificates this names the first, which
+            // may not be the one the resolver picked for this client.
             let served = chain_tls.certificates.current();
             let served_leaf = served.first().and_then(|key| key.cert.first());
             super::xfcc::element(served_leaf, peer, chain_tls.details)
