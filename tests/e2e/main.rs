@@ -5,6 +5,7 @@ mod support;
 
 mod access_log;
 mod admin;
+mod api_key_auth;
 mod api_token;
 mod circuit_breakers;
 mod config_errors;

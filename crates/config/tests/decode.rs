@@ -247,3 +247,73 @@ fn empty_or_shapeless_files_are_explained() {
     let list = parse_resources("- a\n- b\n").unwrap_err().to_string();
     assert!(list.contains("`resources`"), "got {list}");
 }
+
+/// A listener whose connection manager runs `filter` (an `http_filters`
+/// item body, indented by eight spaces) before the router.
+fn listener_with_filter(filter: &str) -> String {
+    format!(
+        r#"resources:
+- "@type": type.googleapis.com/envoy.config.listener.v3.Listener
+  name: l
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 1 }} }}
+  filter_chains:
+  - filters:
+    - name: envoy.filters.network.http_connection_manager
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+        stat_prefix: s
+        rds: {{ route_config_name: r, config_source: {{ ads: {{}} }} }}
+        http_filters:
+{filter}
+        - name: envoy.filters.http.router
+"#
+    )
+}
+
+#[test]
+fn api_key_auth_decodes_and_rejects_unknown_fields() {
+    let filter = r#"        - name: envoy.filters.http.api_key_auth
+          typed_config:
+            "@type": type.googleapis.com/envoy.extensions.filters.http.api_key_auth.v3.ApiKeyAuth
+            credentials: [{ key: k1, client: c1 }]
+            key_sources: [{ header: x-api-key }, { query: api_key }, { cookie: session }]
+            forwarding: { header: x-client-id, hide_credentials: true }"#;
+    assert!(decode(&listener_with_filter(filter)).is_ok());
+
+    let unknown = filter.replace("forwarding:", "allowed_clients: [c1]\n            forwarding:");
+    let error = decode(&listener_with_filter(&unknown)).unwrap_err();
+    assert!(error.contains("allowed_clients"), "got {error}");
+
+    let duplicate = filter.replace("[{ key: k1, client: c1 }]", "[{ key: k1, client: c1 }, { key: k1, client: c2 }]");
+    let error = decode(&listener_with_filter(&duplicate)).unwrap_err();
+    assert!(error.contains("credentials[1]") && error.contains("\"c2\""), "got {error}");
+    assert!(!error.contains("k1"), "the key is in the error: {error}");
+
+    let no_source = filter.replace("key_sources: [{ header: x-api-key }, { query: api_key }, { cookie: session }]", "key_sources: []");
+    assert!(decode(&listener_with_filter(&no_source)).unwrap_err().contains("key_sources"));
+}
+
+#[test]
+fn api_key_auth_per_route_entries() {
+    let per_route = |entry: &str| {
+        routes_yaml(&format!(
+            r#"  virtual_hosts:
+  - name: h
+    domains: ["*"]
+    routes:
+    - match: {{ prefix: "/" }}
+      route: {{ cluster: c }}
+      typed_per_filter_config:
+        envoy.filters.http.api_key_auth:
+{entry}"#
+        ))
+    };
+    let allowed = "          \"@type\": type.googleapis.com/envoy.extensions.filters.http.api_key_auth.v3.ApiKeyAuthPerRoute\n          allowed_clients: [c1]";
+    assert!(decode(&per_route(allowed)).is_ok());
+    let disabled = "          \"@type\": type.googleapis.com/envoy.config.route.v3.FilterConfig\n          disabled: true";
+    assert!(decode(&per_route(disabled)).is_ok());
+    let not_disabled = "          \"@type\": type.googleapis.com/envoy.config.route.v3.FilterConfig\n          disabled: false";
+    assert!(decode(&per_route(not_disabled)).unwrap_err().contains("disabled"));
+    let unknown = format!("{allowed}\n          hide_credentials: true");
+    assert!(decode(&per_route(&unknown)).unwrap_err().contains("hide_credentials"));
+}

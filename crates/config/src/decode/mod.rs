@@ -6,6 +6,7 @@
 //! reports every error in a resource.
 
 mod access_log;
+mod auth;
 mod bootstrap;
 mod cluster;
 mod endpoint;

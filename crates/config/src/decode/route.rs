@@ -1,6 +1,7 @@
 //! RouteConfiguration decoding: virtual hosts, matchers and actions.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use regex::Regex;
@@ -9,10 +10,12 @@ use legate_api::envoy::config::core::v3 as core;
 use legate_api::envoy::config::route::v3 as api;
 use legate_api::envoy::r#type::matcher::v3 as matcher;
 
+use super::auth::{API_KEY_AUTH_NAME, API_KEY_AUTH_PER_ROUTE_TYPE};
 use super::listener::upgrade;
 use super::{decode_message, duration, note_ignored, required_name, timeout_or};
 use crate::error::Collector;
-use crate::model::{
+use crate::reflect::type_url_of;
+use crate::model::{PerRoute, RouteFilterConfigs,
     ClusterSelection, DomainMatcher, ForwardAction, HashPolicy, HashSource, HeaderMatch, HeaderMatcher, PathMatch, Route, RouteAction,
     RouteConfiguration, RouteMatch, VirtualHost, WebSocketFrames, WeightedCluster,
 };
@@ -21,6 +24,9 @@ use legate_api::legate::extensions::websocket::v1::WebSocketRoute;
 /// Key and type of Legate's WebSocket settings in `typed_per_filter_config`.
 const WEBSOCKET_FILTER_KEY: &str = "legate.websocket";
 const WEBSOCKET_ROUTE_TYPE: &str = "legate.extensions.websocket.v1.WebSocketRoute";
+
+/// Envoy's generic per-filter wrapper, used to turn a filter off for a route.
+const FILTER_CONFIG_TYPE: &str = "envoy.config.route.v3.FilterConfig";
 
 /// Largest WebSocket message in frame-aware mode unless configured.
 const DEFAULT_MAX_WEBSOCKET_MESSAGE: usize = 16 * 1024 * 1024;
@@ -76,13 +82,12 @@ fn virtual_host(proto: &api::VirtualHost, errors: &mut Collector) -> Option<Virt
         Some(cors) => errors.at("cors", |errors| super::filter::route_cors(cors, errors)),
         None => host_filters.cors.clone(),
     };
-    let host_websocket = host_filters.websocket;
     let mut routes: Vec<Route> = proto
         .routes
         .iter()
         .enumerate()
         .filter_map(|(index, proto_route)| {
-            errors.at(format!("routes[{index}]"), |errors| route(proto_route, host_websocket, host_cors.as_ref(), errors))
+            errors.at(format!("routes[{index}]"), |errors| route(proto_route, &host_filters, host_cors.as_ref(), errors))
         })
         .collect();
 
@@ -129,46 +134,68 @@ struct PerFilterConfig {
     websocket: Option<Option<WebSocketFrames>>,
     /// `envoy.filters.http.cors`: the CORS policy.
     cors: Option<std::sync::Arc<crate::model::CorsPolicy>>,
+    /// The authentication and rate limit filters' entries.
+    filters: RouteFilterConfigs,
 }
 
 /// Reads `typed_per_filter_config`, where Legate knows the keys
-/// `legate.websocket` and `envoy.filters.http.cors`.
+/// `legate.websocket`, `envoy.filters.http.cors` and
+/// `envoy.filters.http.api_key_auth`.
 fn per_filter_config(entries: &std::collections::HashMap<String, prost_types::Any>, errors: &mut Collector) -> PerFilterConfig {
     let mut config = PerFilterConfig::default();
     for (key, any) in entries {
-        errors.at(format!("[{key}]"), |errors| {
-            if key == super::filter::CORS_NAME && any.type_url.ends_with(super::filter::CORS_POLICY_TYPE) {
-                config.cors = super::filter::filter_cors(&any.value, errors);
-                return;
-            }
-            if key != WEBSOCKET_FILTER_KEY || !any.type_url.ends_with(WEBSOCKET_ROUTE_TYPE) {
-                errors.unsupported(format!(
-                    "per-filter config for {key:?} ({}) is not supported; Legate reads {WEBSOCKET_FILTER_KEY:?} and {:?}",
-                    any.type_url,
-                    super::filter::CORS_NAME
-                ));
-                return;
-            }
-            let Some(websocket) = decode_message::<WebSocketRoute>(&any.value, errors) else { return };
-            let max_message_bytes = websocket.max_message_bytes.map_or(DEFAULT_MAX_WEBSOCKET_MESSAGE, |bytes| bytes as usize);
-            if websocket.frame_aware && max_message_bytes == 0 {
-                errors.invalid("max_message_bytes must be greater than 0");
-            }
-            config.websocket = Some(websocket.frame_aware.then_some(WebSocketFrames { max_message_bytes }));
-        });
+        errors.at(format!("[{key}]"), |errors| per_filter_entry(key, any, &mut config, errors));
     }
     config
 }
 
+fn per_filter_entry(key: &str, any: &prost_types::Any, config: &mut PerFilterConfig, errors: &mut Collector) {
+    let type_is = |name: &str| any.type_url == type_url_of(name);
+    if key == super::filter::CORS_NAME && type_is(super::filter::CORS_POLICY_TYPE) {
+        config.cors = super::filter::filter_cors(&any.value, errors);
+    } else if key == API_KEY_AUTH_NAME && type_is(API_KEY_AUTH_PER_ROUTE_TYPE) {
+        config.filters.api_key_auth = super::auth::api_key_auth_per_route(&any.value, errors).map(|c| PerRoute::Override(Arc::new(c)));
+    } else if key == API_KEY_AUTH_NAME && type_is(FILTER_CONFIG_TYPE) {
+        config.filters.api_key_auth = disabled_filter(&any.value, errors);
+    } else if key == WEBSOCKET_FILTER_KEY && type_is(WEBSOCKET_ROUTE_TYPE) {
+        let Some(websocket) = decode_message::<WebSocketRoute>(&any.value, errors) else { return };
+        let max_message_bytes = websocket.max_message_bytes.map_or(DEFAULT_MAX_WEBSOCKET_MESSAGE, |bytes| bytes as usize);
+        if websocket.frame_aware && max_message_bytes == 0 {
+            errors.invalid("max_message_bytes must be greater than 0");
+        }
+        config.websocket = Some(websocket.frame_aware.then_some(WebSocketFrames { max_message_bytes }));
+    } else {
+        errors.unsupported(format!(
+            "per-filter config for {key:?} ({}) is not supported; Legate reads {WEBSOCKET_FILTER_KEY:?}, {:?} and {API_KEY_AUTH_NAME:?}",
+            any.type_url,
+            super::filter::CORS_NAME
+        ));
+    }
+}
+
+/// Reads an `envoy.config.route.v3.FilterConfig`, which Legate accepts only
+/// to turn a filter off.
+fn disabled_filter<T>(bytes: &[u8], errors: &mut Collector) -> Option<PerRoute<T>> {
+    let proto = decode_message::<api::FilterConfig>(bytes, errors)?;
+    if !proto.disabled {
+        errors.invalid("a FilterConfig must set disabled: true; Legate reads no other field of it");
+        return None;
+    }
+    Some(PerRoute::Disabled)
+}
+
 fn route(
     proto: &api::Route,
-    host_websocket: Option<Option<WebSocketFrames>>,
+    host: &PerFilterConfig,
     host_cors: Option<&std::sync::Arc<crate::model::CorsPolicy>>,
     errors: &mut Collector,
 ) -> Option<Route> {
     note_ignored(proto.metadata.is_some(), "metadata", errors);
     let route_filters = errors.at("typed_per_filter_config", |errors| per_filter_config(&proto.typed_per_filter_config, errors));
-    let websocket_frames = route_filters.websocket.or(host_websocket).flatten();
+    let websocket_frames = route_filters.websocket.or(host.websocket).flatten();
+    let filter_configs = RouteFilterConfigs {
+        api_key_auth: route_filters.filters.api_key_auth.or_else(|| host.filters.api_key_auth.clone()),
+    };
     #[allow(deprecated)]
     let action_cors = match &proto.action {
         Some(api::route::Action::Route(action)) => action.cors.as_ref(),
@@ -198,7 +225,7 @@ fn route(
         }
     };
 
-    Some(Route { name: proto.name.clone(), matcher: matcher?, action: action?, cors })
+    Some(Route { name: proto.name.clone(), matcher: matcher?, action: action?, cors, filter_configs })
 }
 
 fn route_match(proto: &api::RouteMatch, errors: &mut Collector) -> Option<RouteMatch> {

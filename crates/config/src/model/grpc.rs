@@ -19,6 +19,8 @@ pub enum HttpFilter {
     Cors,
     /// `envoy.filters.http.grpc_stats`: per-method gRPC metrics.
     GrpcStats(GrpcStatsConfig),
+    /// `envoy.filters.http.api_key_auth`: checks the request's API key.
+    ApiKeyAuth(std::sync::Arc<super::ApiKeyAuth>),
     /// `envoy.filters.http.router`.
     Router,
 }

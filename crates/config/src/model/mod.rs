@@ -2,6 +2,7 @@
 //! filled in, ready for the data path.
 
 mod access_log;
+mod auth;
 mod bootstrap;
 mod cluster;
 mod endpoint;
@@ -10,6 +11,7 @@ mod health;
 mod listener;
 mod route;
 
+pub use auth::{ApiKeyAuth, ApiKeyAuthPerRoute, ApiKeyCredential, ApiKeyForwarding, KeySource, PerRoute, RouteFilterConfigs};
 pub use bootstrap::{AdsConfig, Bootstrap, Node};
 pub use cluster::{
     CircuitBreakers, Cluster, DiscoveryType, Http2Settings, LbPolicy, Priority, RetryBudget, Thresholds, UpstreamProtocol,

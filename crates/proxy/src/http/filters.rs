@@ -5,11 +5,13 @@
 //! request before routing and the response at its end, CORS replies to
 //! preflights once the route is known and adds headers to every response,
 //! and gRPC statistics count from the request headers to the status. The
-//! router is always last.
+//! request checks (CORS preflight and the authentication filters) run once
+//! the route is known, in the order of `http_filters`. The router is always
+//! last.
 
 use std::sync::Arc;
 
-use legate_config::model::HttpFilter;
+use legate_config::model::{ApiKeyAuth, HttpFilter};
 
 use crate::grpc::MethodTable;
 use crate::stats::ProxyStats;
@@ -19,15 +21,29 @@ pub struct FilterPlan {
     pub grpc_web: bool,
     pub cors: bool,
     pub grpc_stats: Option<MethodTable>,
+    /// The filters that may answer a routed request before it is forwarded,
+    /// in config order.
+    pub request_checks: Vec<RequestCheck>,
+}
+
+/// A filter that may reply to a routed request itself.
+pub enum RequestCheck {
+    /// Replies to CORS preflights by the route's policy.
+    CorsPreflight,
+    ApiKeyAuth(Arc<ApiKeyAuth>),
 }
 
 impl FilterPlan {
     pub fn new(filters: &[HttpFilter], stats: &ProxyStats) -> Arc<FilterPlan> {
-        let mut plan = FilterPlan { grpc_web: false, cors: false, grpc_stats: None };
+        let mut plan = FilterPlan { grpc_web: false, cors: false, grpc_stats: None, request_checks: Vec::new() };
         for filter in filters {
             match filter {
                 HttpFilter::GrpcWeb => plan.grpc_web = true,
-                HttpFilter::Cors => plan.cors = true,
+                HttpFilter::Cors => {
+                    plan.cors = true;
+                    plan.request_checks.push(RequestCheck::CorsPreflight);
+                }
+                HttpFilter::ApiKeyAuth(config) => plan.request_checks.push(RequestCheck::ApiKeyAuth(config.clone())),
                 HttpFilter::GrpcStats(config) => plan.grpc_stats = Some(MethodTable::new(config, &stats.grpc)),
                 HttpFilter::Router => {}
             }

@@ -1,6 +1,7 @@
 //! The HTTP connection manager: routes each downstream request and forwards
 //! it to an upstream endpoint, or replies locally.
 
+mod api_key;
 pub mod body;
 mod cors;
 mod filters;
@@ -33,7 +34,7 @@ use crate::router::{host_without_port, RouteMatchResult};
 use crate::stats::{ListenerStats, ProxyStats, ResponseFlag, RouteStats};
 use crate::snapshot::SnapshotStore;
 use body::{DownstreamBody, RecordedBody, ResponseBody};
-pub(crate) use filters::FilterPlan;
+pub(crate) use filters::{FilterPlan, RequestCheck};
 pub(crate) use frames::CLOSE_GRACE;
 pub use headers::client_address_value;
 pub use local_reply::local_reply;
@@ -147,16 +148,25 @@ async fn respond(request: Request<Incoming>, connection: &ConnectionContext, sta
     };
 
     let cors = route.cors.as_deref().filter(|_| filters.cors);
-    if let Some(policy) = cors {
-        if cors::is_preflight(&parts) {
-            return record(cors::preflight_reply(policy, &parts), route_stats, start, connection, log.take());
-        }
-    }
     let exchange = Exchange {
         protocol,
         call,
         cors: cors.and_then(|policy| Some((policy, cors::allowed_origin(policy, &parts.headers)?.clone()))),
     };
+    for check in &filters.request_checks {
+        let reply = match check {
+            RequestCheck::CorsPreflight => match cors {
+                Some(policy) if cors::is_preflight(&parts) => {
+                    return record(cors::preflight_reply(policy, &parts), route_stats, start, connection, log.take());
+                }
+                _ => None,
+            },
+            RequestCheck::ApiKeyAuth(config) => api_key::check(config, route.filter_configs.api_key_auth.as_ref(), &mut parts).err(),
+        };
+        if let Some(reply) = reply {
+            return record(exchange.finish(reply), route_stats, start, connection, log.take());
+        }
+    }
 
     let mut body = match protocol {
         Protocol::GrpcWeb { text } => match grpc_web::read_body(body, text).await {
