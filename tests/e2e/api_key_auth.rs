@@ -28,13 +28,6 @@ fn api_key_filter(header: &str) -> String {
     )
 }
 
-/// Replaces the router-only filter list of `static_bootstrap` with `filters`
-/// followed by the router.
-fn with_filters(bootstrap: String, filters: &str) -> String {
-    let list = format!("          http_filters:{filters}\n          - name: envoy.filters.http.router");
-    bootstrap.replace("          http_filters: [{ name: envoy.filters.http.router }]", &list)
-}
-
 fn get(path: &str, key: Option<&str>) -> hyper::Request<Full<Bytes>> {
     let mut request = hyper::Request::get(path).header("host", "a");
     if let Some(key) = key {

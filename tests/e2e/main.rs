@@ -20,6 +20,7 @@ mod hot_swap;
 mod http2_pool;
 mod lifecycle;
 mod listeners;
+mod local_ratelimit;
 mod metrics;
 mod http_framing;
 mod restart;

@@ -317,3 +317,49 @@ fn api_key_auth_per_route_entries() {
     let unknown = format!("{allowed}\n          hide_credentials: true");
     assert!(decode(&per_route(&unknown)).unwrap_err().contains("hide_credentials"));
 }
+
+#[test]
+fn local_ratelimit_decodes_and_rejects_unknown_fields() {
+    let filter = r#"        - name: envoy.filters.http.local_ratelimit
+          typed_config:
+            "@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+            stat_prefix: edge
+            status: { code: ServiceUnavailable }
+            token_bucket: { max_tokens: 60, tokens_per_fill: 60, fill_interval: 60s }
+            filter_enabled: { default_value: { numerator: 50, denominator: HUNDRED } }
+            filter_enforced: { default_value: { numerator: 100 } }
+            response_headers_to_add: [{ header: { key: x-limited, value: "yes" } }]
+            enable_x_ratelimit_headers: DRAFT_VERSION_03
+            rate_limited_as_resource_exhausted: true
+            descriptors: [{ entries: [{ key: client, value: "" }], token_bucket: { max_tokens: 2, tokens_per_fill: 2, fill_interval: 1s } }]"#;
+    assert!(decode(&listener_with_filter(filter)).is_ok());
+
+    let unknown = filter.replace("stat_prefix: edge", "stat_prefix: edge\n            local_rate_limit_per_downstream_connection: true");
+    let error = decode(&listener_with_filter(&unknown)).unwrap_err();
+    assert!(error.contains("local_rate_limit_per_downstream_connection"), "got {error}");
+
+    let fast = filter.replace("fill_interval: 60s", "fill_interval: 0.01s");
+    assert!(decode(&listener_with_filter(&fast)).unwrap_err().contains("fill_interval"));
+}
+
+#[test]
+fn route_rate_limit_actions_decode() {
+    let routes = |actions: &str| {
+        routes_yaml(&format!(
+            r#"  virtual_hosts:
+  - name: h
+    domains: ["*"]
+    rate_limits: [{{ actions: [{{ remote_address: {{}} }}] }}]
+    routes:
+    - match: {{ prefix: "/" }}
+      route:
+        cluster: c
+        rate_limits: [{{ actions: [{actions}] }}]"#
+        ))
+    };
+    assert!(decode(&routes("{ request_headers: { header_name: x-client, descriptor_key: client } }, { generic_key: { descriptor_value: v } }")).is_ok());
+    let error = decode(&routes("{ destination_cluster: {} }")).unwrap_err();
+    assert!(error.contains("destination_cluster"), "got {error}");
+    let error = decode(&routes("{ request_headers: { header_name: x-client } }")).unwrap_err();
+    assert!(error.contains("descriptor_key"), "got {error}");
+}

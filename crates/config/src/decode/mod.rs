@@ -13,6 +13,7 @@ mod endpoint;
 mod filter;
 mod health;
 mod listener;
+mod rate_limit;
 mod route;
 
 use std::net::{IpAddr, SocketAddr};

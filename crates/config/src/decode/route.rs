@@ -11,6 +11,7 @@ use legate_api::envoy::config::route::v3 as api;
 use legate_api::envoy::r#type::matcher::v3 as matcher;
 
 use super::auth::{API_KEY_AUTH_NAME, API_KEY_AUTH_PER_ROUTE_TYPE};
+use super::rate_limit::{LOCAL_RATELIMIT_NAME, LOCAL_RATELIMIT_TYPE};
 use super::listener::upgrade;
 use super::{decode_message, duration, note_ignored, required_name, timeout_or};
 use crate::error::Collector;
@@ -76,7 +77,8 @@ fn virtual_host(proto: &api::VirtualHost, errors: &mut Collector) -> Option<Virt
         .filter_map(|(index, domain)| errors.at(format!("domains[{index}]"), |errors| domain_matcher(domain, errors)))
         .collect();
 
-    let host_filters = errors.at("typed_per_filter_config", |errors| per_filter_config(&proto.typed_per_filter_config, errors));
+    let mut host_filters = errors.at("typed_per_filter_config", |errors| per_filter_config(&proto.typed_per_filter_config, errors));
+    host_filters.filters.rate_limits = super::rate_limit::rate_limits(&proto.rate_limits, errors).into();
     #[allow(deprecated)]
     let host_cors = match &proto.cors {
         Some(cors) => errors.at("cors", |errors| super::filter::route_cors(cors, errors)),
@@ -139,8 +141,8 @@ struct PerFilterConfig {
 }
 
 /// Reads `typed_per_filter_config`, where Legate knows the keys
-/// `legate.websocket`, `envoy.filters.http.cors` and
-/// `envoy.filters.http.api_key_auth`.
+/// `legate.websocket`, `envoy.filters.http.cors`,
+/// `envoy.filters.http.api_key_auth` and `envoy.filters.http.local_ratelimit`.
 fn per_filter_config(entries: &std::collections::HashMap<String, prost_types::Any>, errors: &mut Collector) -> PerFilterConfig {
     let mut config = PerFilterConfig::default();
     for (key, any) in entries {
@@ -157,6 +159,11 @@ fn per_filter_entry(key: &str, any: &prost_types::Any, config: &mut PerFilterCon
         config.filters.api_key_auth = super::auth::api_key_auth_per_route(&any.value, errors).map(|c| PerRoute::Override(Arc::new(c)));
     } else if key == API_KEY_AUTH_NAME && type_is(FILTER_CONFIG_TYPE) {
         config.filters.api_key_auth = disabled_filter(&any.value, errors);
+    } else if key == LOCAL_RATELIMIT_NAME && type_is(LOCAL_RATELIMIT_TYPE) {
+        config.filters.local_ratelimit =
+            super::rate_limit::local_rate_limit(&any.value, true, errors).map(|c| PerRoute::Override(Arc::new(c)));
+    } else if key == LOCAL_RATELIMIT_NAME && type_is(FILTER_CONFIG_TYPE) {
+        config.filters.local_ratelimit = disabled_filter(&any.value, errors);
     } else if key == WEBSOCKET_FILTER_KEY && type_is(WEBSOCKET_ROUTE_TYPE) {
         let Some(websocket) = decode_message::<WebSocketRoute>(&any.value, errors) else { return };
         let max_message_bytes = websocket.max_message_bytes.map_or(DEFAULT_MAX_WEBSOCKET_MESSAGE, |bytes| bytes as usize);
@@ -166,7 +173,7 @@ fn per_filter_entry(key: &str, any: &prost_types::Any, config: &mut PerFilterCon
         config.websocket = Some(websocket.frame_aware.then_some(WebSocketFrames { max_message_bytes }));
     } else {
         errors.unsupported(format!(
-            "per-filter config for {key:?} ({}) is not supported; Legate reads {WEBSOCKET_FILTER_KEY:?}, {:?} and {API_KEY_AUTH_NAME:?}",
+            "per-filter config for {key:?} ({}) is not supported; Legate reads {WEBSOCKET_FILTER_KEY:?}, {:?}, {API_KEY_AUTH_NAME:?} and {LOCAL_RATELIMIT_NAME:?}",
             any.type_url,
             super::filter::CORS_NAME
         ));
@@ -193,8 +200,16 @@ fn route(
     note_ignored(proto.metadata.is_some(), "metadata", errors);
     let route_filters = errors.at("typed_per_filter_config", |errors| per_filter_config(&proto.typed_per_filter_config, errors));
     let websocket_frames = route_filters.websocket.or(host.websocket).flatten();
+    let route_rate_limits = match &proto.action {
+        Some(api::route::Action::Route(action)) if !action.rate_limits.is_empty() => {
+            Some(errors.at("route", |errors| super::rate_limit::rate_limits(&action.rate_limits, errors)).into())
+        }
+        _ => None,
+    };
     let filter_configs = RouteFilterConfigs {
         api_key_auth: route_filters.filters.api_key_auth.or_else(|| host.filters.api_key_auth.clone()),
+        local_ratelimit: route_filters.filters.local_ratelimit.or_else(|| host.filters.local_ratelimit.clone()),
+        rate_limits: route_rate_limits.unwrap_or_else(|| host.filters.rate_limits.clone()),
     };
     #[allow(deprecated)]
     let action_cors = match &proto.action {

@@ -56,6 +56,11 @@ pub struct ApiKeyForwarding {
 pub struct RouteFilterConfigs {
     /// `envoy.filters.http.api_key_auth`.
     pub api_key_auth: Option<PerRoute<ApiKeyAuthPerRoute>>,
+    /// `envoy.filters.http.local_ratelimit`: a bucket for the route, or for
+    /// every route of the virtual host when the virtual host sets it.
+    pub local_ratelimit: Option<PerRoute<super::LocalRateLimit>>,
+    /// The route action's `rate_limits`, else its virtual host's.
+    pub rate_limits: Arc<[super::RateLimit]>,
 }
 
 /// A filter's entry in `typed_per_filter_config`.

@@ -21,6 +21,8 @@ pub enum HttpFilter {
     GrpcStats(GrpcStatsConfig),
     /// `envoy.filters.http.api_key_auth`: checks the request's API key.
     ApiKeyAuth(std::sync::Arc<super::ApiKeyAuth>),
+    /// `envoy.filters.http.local_ratelimit`: token buckets per filter, virtual host or route.
+    LocalRateLimit(std::sync::Arc<super::LocalRateLimit>),
     /// `envoy.filters.http.router`.
     Router,
 }

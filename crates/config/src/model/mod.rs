@@ -9,9 +9,11 @@ mod endpoint;
 mod grpc;
 mod health;
 mod listener;
+mod rate_limit;
 mod route;
 
 pub use auth::{ApiKeyAuth, ApiKeyAuthPerRoute, ApiKeyCredential, ApiKeyForwarding, KeySource, PerRoute, RouteFilterConfigs};
+pub use rate_limit::{LocalRateLimit, LocalRateLimitDescriptor, RateLimit, RateLimitAction, TokenBucket};
 pub use bootstrap::{AdsConfig, Bootstrap, Node};
 pub use cluster::{
     CircuitBreakers, Cluster, DiscoveryType, Http2Settings, LbPolicy, Priority, RetryBudget, Thresholds, UpstreamProtocol,

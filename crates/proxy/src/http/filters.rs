@@ -14,6 +14,7 @@ use std::sync::Arc;
 use legate_config::model::{ApiKeyAuth, HttpFilter};
 
 use crate::grpc::MethodTable;
+use crate::ratelimit::RateLimiter;
 use crate::stats::ProxyStats;
 
 /// The filters of one connection manager.
@@ -31,6 +32,8 @@ pub enum RequestCheck {
     /// Replies to CORS preflights by the route's policy.
     CorsPreflight,
     ApiKeyAuth(Arc<ApiKeyAuth>),
+    /// The filter-level limiter; routes with their own config use theirs.
+    LocalRateLimit(Arc<RateLimiter>),
 }
 
 impl FilterPlan {
@@ -44,6 +47,10 @@ impl FilterPlan {
                     plan.request_checks.push(RequestCheck::CorsPreflight);
                 }
                 HttpFilter::ApiKeyAuth(config) => plan.request_checks.push(RequestCheck::ApiKeyAuth(config.clone())),
+                HttpFilter::LocalRateLimit(config) => {
+                    let limiter = RateLimiter::new(config.clone(), stats.http.local_rate_limited(&config.stat_prefix));
+                    plan.request_checks.push(RequestCheck::LocalRateLimit(Arc::new(limiter)));
+                }
                 HttpFilter::GrpcStats(config) => plan.grpc_stats = Some(MethodTable::new(config, &stats.grpc)),
                 HttpFilter::Router => {}
             }

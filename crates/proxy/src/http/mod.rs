@@ -10,6 +10,7 @@ mod frames;
 mod grpc_web;
 mod hash;
 mod headers;
+mod local_ratelimit;
 mod local_reply;
 mod pipe;
 mod retry;
@@ -25,7 +26,7 @@ use hyper::body::Incoming;
 use tracing::debug;
 
 use http::HeaderValue;
-use legate_config::model::{CorsPolicy, RouteAction};
+use legate_config::model::{CorsPolicy, PerRoute, RouteAction};
 
 use crate::grpc::{adapt_response, GrpcCall, GrpcResponseBody, Protocol, WebMode};
 
@@ -132,26 +133,27 @@ async fn respond(request: Request<Incoming>, connection: &ConnectionContext, sta
     let matched = listener.routes.route(host, &parts);
     *log = (!listener.access_logs.is_empty()).then(|| {
         let route_name = match &matched {
-            RouteMatchResult::Matched(route, _) if !route.name.is_empty() => Some(route.name.as_str()),
+            RouteMatchResult::Matched(route, _, _) if !route.name.is_empty() => Some(route.name.as_str()),
             _ => None,
         };
         (listener.access_logs.clone(), RequestRecord::new(&parts, connection.remote, route_name))
     });
-    let (route, route_stats) = match matched {
-        RouteMatchResult::Matched(route, stats) => (route, stats.clone()),
+    let (route, route_stats, route_limiter) = match matched {
+        RouteMatchResult::Matched(route, stats, limiter) => (route, stats.clone(), limiter),
         RouteMatchResult::NoRoute(stats) => {
             debug!(host, path = parts.uri.path(), "no route matched");
             let response = forward::flag_reply(&connection.stats, ResponseFlag::NoRoute, StatusCode::NOT_FOUND, "no route matched");
-            let exchange = Exchange { protocol, call, cors: None };
+            let exchange = Exchange { protocol, call, cors: None, rate_limit: None };
             return record(exchange.finish(response), stats.clone(), start, connection, log.take());
         }
     };
 
     let cors = route.cors.as_deref().filter(|_| filters.cors);
-    let exchange = Exchange {
+    let mut exchange = Exchange {
         protocol,
         call,
         cors: cors.and_then(|policy| Some((policy, cors::allowed_origin(policy, &parts.headers)?.clone()))),
+        rate_limit: None,
     };
     for check in &filters.request_checks {
         let reply = match check {
@@ -162,6 +164,23 @@ async fn respond(request: Request<Incoming>, connection: &ConnectionContext, sta
                 _ => None,
             },
             RequestCheck::ApiKeyAuth(config) => api_key::check(config, route.filter_configs.api_key_auth.as_ref(), &mut parts).err(),
+            RequestCheck::LocalRateLimit(filter_limiter) => {
+                let limiter = match &route.filter_configs.local_ratelimit {
+                    Some(PerRoute::Disabled) => None,
+                    Some(PerRoute::Override(_)) => route_limiter,
+                    None => Some(&**filter_limiter),
+                };
+                let rate_limits = &route.filter_configs.rate_limits;
+                let is_grpc = protocol.is_grpc_family();
+                match limiter.map(|limiter| local_ratelimit::check(limiter, rate_limits, &parts, connection.remote.ip(), is_grpc, &connection.stats)) {
+                    Some(Err(reply)) => Some(reply),
+                    Some(Ok(taken)) => {
+                        exchange.rate_limit = taken;
+                        None
+                    }
+                    None => None,
+                }
+            }
         };
         if let Some(reply) = reply {
             return record(exchange.finish(reply), route_stats, start, connection, log.take());
@@ -204,6 +223,8 @@ struct Exchange<'a> {
     protocol: Protocol,
     call: Option<Arc<GrpcCall>>,
     cors: Option<(&'a CorsPolicy, HeaderValue)>,
+    /// The local rate limit bucket's state for the `x-ratelimit-*` headers.
+    rate_limit: Option<crate::ratelimit::TokenOutcome>,
 }
 
 impl Exchange<'_> {
@@ -222,6 +243,9 @@ impl Exchange<'_> {
         };
         if let Some((policy, origin)) = &self.cors {
             cors::add_response_headers(policy, origin, response.headers_mut());
+        }
+        if let Some(taken) = &self.rate_limit {
+            local_ratelimit::add_headers(taken, response.headers_mut());
         }
         response
     }
