@@ -11,6 +11,7 @@ mod circuit_breakers;
 mod config_errors;
 mod control_plane_metrics;
 mod endpoint_health;
+mod ext_authz;
 mod grpc;
 mod grpc_cases;
 mod grpc_clients;

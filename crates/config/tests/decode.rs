@@ -363,3 +363,28 @@ fn route_rate_limit_actions_decode() {
     let error = decode(&routes("{ request_headers: { header_name: x-client } }")).unwrap_err();
     assert!(error.contains("descriptor_key"), "got {error}");
 }
+
+#[test]
+fn ext_authz_decodes_and_rejects_unknown_fields() {
+    let http = r#"        - name: envoy.filters.http.ext_authz
+          typed_config:
+            "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
+            failure_mode_allow: true
+            http_service:
+              server_uri: { uri: "http://auth", cluster: auth, timeout: 1s }
+              path_prefix: /check
+              authorization_request: { allowed_headers: { patterns: [{ exact: cookie }] } }
+              authorization_response: { allowed_upstream_headers: { patterns: [{ prefix: x-user- }] } }"#;
+    assert!(decode(&listener_with_filter(http)).is_ok());
+    let grpc = r#"        - name: envoy.filters.http.ext_authz
+          typed_config:
+            "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
+            grpc_service: { envoy_grpc: { cluster_name: auth }, timeout: 0.5s }"#;
+    assert!(decode(&listener_with_filter(grpc)).is_ok());
+
+    let body = format!("{grpc}\n            with_request_body: {{ max_request_bytes: 1024 }}");
+    let error = decode(&listener_with_filter(&body)).unwrap_err();
+    assert!(error.contains("with_request_body"), "got {error}");
+    let no_service = "        - name: envoy.filters.http.ext_authz\n          typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz }";
+    assert!(decode(&listener_with_filter(no_service)).unwrap_err().contains("http_service or grpc_service"));
+}

@@ -10,6 +10,7 @@ mod auth;
 mod bootstrap;
 mod cluster;
 mod endpoint;
+mod ext_authz;
 mod filter;
 mod health;
 mod listener;

@@ -11,6 +11,7 @@ use legate_api::envoy::config::route::v3 as api;
 use legate_api::envoy::r#type::matcher::v3 as matcher;
 
 use super::auth::{API_KEY_AUTH_NAME, API_KEY_AUTH_PER_ROUTE_TYPE};
+use super::ext_authz::{EXT_AUTHZ_NAME, EXT_AUTHZ_PER_ROUTE_TYPE};
 use super::rate_limit::{LOCAL_RATELIMIT_NAME, LOCAL_RATELIMIT_TYPE};
 use super::listener::upgrade;
 use super::{decode_message, duration, note_ignored, required_name, timeout_or};
@@ -142,7 +143,8 @@ struct PerFilterConfig {
 
 /// Reads `typed_per_filter_config`, where Legate knows the keys
 /// `legate.websocket`, `envoy.filters.http.cors`,
-/// `envoy.filters.http.api_key_auth` and `envoy.filters.http.local_ratelimit`.
+/// `envoy.filters.http.api_key_auth`, `envoy.filters.http.local_ratelimit`
+/// and `envoy.filters.http.ext_authz`.
 fn per_filter_config(entries: &std::collections::HashMap<String, prost_types::Any>, errors: &mut Collector) -> PerFilterConfig {
     let mut config = PerFilterConfig::default();
     for (key, any) in entries {
@@ -164,6 +166,10 @@ fn per_filter_entry(key: &str, any: &prost_types::Any, config: &mut PerFilterCon
             super::rate_limit::local_rate_limit(&any.value, true, errors).map(|c| PerRoute::Override(Arc::new(c)));
     } else if key == LOCAL_RATELIMIT_NAME && type_is(FILTER_CONFIG_TYPE) {
         config.filters.local_ratelimit = disabled_filter(&any.value, errors);
+    } else if key == EXT_AUTHZ_NAME && type_is(EXT_AUTHZ_PER_ROUTE_TYPE) {
+        config.filters.ext_authz_disabled = super::ext_authz::ext_authz_per_route(&any.value, errors);
+    } else if key == EXT_AUTHZ_NAME && type_is(FILTER_CONFIG_TYPE) {
+        config.filters.ext_authz_disabled = disabled_filter::<()>(&any.value, errors).is_some();
     } else if key == WEBSOCKET_FILTER_KEY && type_is(WEBSOCKET_ROUTE_TYPE) {
         let Some(websocket) = decode_message::<WebSocketRoute>(&any.value, errors) else { return };
         let max_message_bytes = websocket.max_message_bytes.map_or(DEFAULT_MAX_WEBSOCKET_MESSAGE, |bytes| bytes as usize);
@@ -173,7 +179,7 @@ fn per_filter_entry(key: &str, any: &prost_types::Any, config: &mut PerFilterCon
         config.websocket = Some(websocket.frame_aware.then_some(WebSocketFrames { max_message_bytes }));
     } else {
         errors.unsupported(format!(
-            "per-filter config for {key:?} ({}) is not supported; Legate reads {WEBSOCKET_FILTER_KEY:?}, {:?}, {API_KEY_AUTH_NAME:?} and {LOCAL_RATELIMIT_NAME:?}",
+            "per-filter config for {key:?} ({}) is not supported; Legate reads {WEBSOCKET_FILTER_KEY:?}, {:?}, {API_KEY_AUTH_NAME:?}, {LOCAL_RATELIMIT_NAME:?} and {EXT_AUTHZ_NAME:?}",
             any.type_url,
             super::filter::CORS_NAME
         ));
@@ -210,6 +216,7 @@ fn route(
         api_key_auth: route_filters.filters.api_key_auth.or_else(|| host.filters.api_key_auth.clone()),
         local_ratelimit: route_filters.filters.local_ratelimit.or_else(|| host.filters.local_ratelimit.clone()),
         rate_limits: route_rate_limits.unwrap_or_else(|| host.filters.rate_limits.clone()),
+        ext_authz_disabled: route_filters.filters.ext_authz_disabled || host.filters.ext_authz_disabled,
     };
     #[allow(deprecated)]
     let action_cors = match &proto.action {

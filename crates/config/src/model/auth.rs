@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::HeaderName;
 
@@ -61,6 +62,9 @@ pub struct RouteFilterConfigs {
     pub local_ratelimit: Option<PerRoute<super::LocalRateLimit>>,
     /// The route action's `rate_limits`, else its virtual host's.
     pub rate_limits: Arc<[super::RateLimit]>,
+    /// `envoy.filters.http.ext_authz` with `ExtAuthzPerRoute { disabled: true }`
+    /// (or a `FilterConfig` with `disabled: true`) on the route or its virtual host.
+    pub ext_authz_disabled: bool,
 }
 
 /// A filter's entry in `typed_per_filter_config`.
@@ -81,4 +85,42 @@ pub struct ApiKeyAuthPerRoute {
     /// Clients allowed on the route; empty allows every known client.
     pub allowed_clients: Vec<String>,
     pub forwarding: Option<ApiKeyForwarding>,
+}
+
+/// `envoy.filters.http.ext_authz`: asks an authorization service about
+/// each request before it goes upstream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExtAuthz {
+    pub service: ExtAuthzService,
+    /// Passes requests when the service cannot be asked or fails; Envoy's
+    /// default, false, rejects them with `status_on_error`.
+    pub failure_mode_allow: bool,
+    /// Status of a request rejected because the service failed; default 403.
+    pub status_on_error: u16,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExtAuthzService {
+    /// `http_service`: the request's method, path and allowed headers are
+    /// sent to the cluster, and a 200 reply allows it.
+    Http(HttpAuthService),
+    /// `grpc_service` with `envoy_grpc`: `envoy.service.auth.v3.Authorization/Check`.
+    Grpc { cluster: String, timeout: Duration },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpAuthService {
+    pub cluster: String,
+    /// Time allowed for the call; `server_uri.timeout`, default 200 ms.
+    pub timeout: Duration,
+    /// Put in front of the request's path (with its query string).
+    pub path_prefix: String,
+    /// Request headers sent besides the ones always sent (`Authorization`,
+    /// `Host`, `Method`, `Path`).
+    pub allowed_headers: Vec<super::HeaderMatch>,
+    pub headers_to_add: Vec<(HeaderName, http::HeaderValue)>,
+    /// Headers of an allowing reply that are set on the upstream request.
+    pub allowed_upstream_headers: Vec<super::HeaderMatch>,
+    /// Headers of a denying reply passed to the client; empty passes all.
+    pub allowed_client_headers: Vec<super::HeaderMatch>,
 }

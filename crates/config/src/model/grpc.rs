@@ -23,6 +23,8 @@ pub enum HttpFilter {
     ApiKeyAuth(std::sync::Arc<super::ApiKeyAuth>),
     /// `envoy.filters.http.local_ratelimit`: token buckets per filter, virtual host or route.
     LocalRateLimit(std::sync::Arc<super::LocalRateLimit>),
+    /// `envoy.filters.http.ext_authz`: asks an authorization service.
+    ExtAuthz(std::sync::Arc<super::ExtAuthz>),
     /// `envoy.filters.http.router`.
     Router,
 }

@@ -12,7 +12,10 @@ mod listener;
 mod rate_limit;
 mod route;
 
-pub use auth::{ApiKeyAuth, ApiKeyAuthPerRoute, ApiKeyCredential, ApiKeyForwarding, KeySource, PerRoute, RouteFilterConfigs};
+pub use auth::{
+    ApiKeyAuth, ApiKeyAuthPerRoute, ApiKeyCredential, ApiKeyForwarding, ExtAuthz, ExtAuthzService, HttpAuthService, KeySource, PerRoute,
+    RouteFilterConfigs,
+};
 pub use rate_limit::{LocalRateLimit, LocalRateLimitDescriptor, RateLimit, RateLimitAction, TokenBucket};
 pub use bootstrap::{AdsConfig, Bootstrap, Node};
 pub use cluster::{

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use legate_config::model::{ApiKeyAuth, HttpFilter};
+use legate_config::model::{ApiKeyAuth, ExtAuthz, HttpFilter};
 
 use crate::grpc::MethodTable;
 use crate::ratelimit::RateLimiter;
@@ -34,6 +34,7 @@ pub enum RequestCheck {
     ApiKeyAuth(Arc<ApiKeyAuth>),
     /// The filter-level limiter; routes with their own config use theirs.
     LocalRateLimit(Arc<RateLimiter>),
+    ExtAuthz(Arc<ExtAuthz>),
 }
 
 impl FilterPlan {
@@ -47,6 +48,7 @@ impl FilterPlan {
                     plan.request_checks.push(RequestCheck::CorsPreflight);
                 }
                 HttpFilter::ApiKeyAuth(config) => plan.request_checks.push(RequestCheck::ApiKeyAuth(config.clone())),
+                HttpFilter::ExtAuthz(config) => plan.request_checks.push(RequestCheck::ExtAuthz(config.clone())),
                 HttpFilter::LocalRateLimit(config) => {
                     let limiter = RateLimiter::new(config.clone(), stats.http.local_rate_limited(&config.stat_prefix));
                     plan.request_checks.push(RequestCheck::LocalRateLimit(Arc::new(limiter)));

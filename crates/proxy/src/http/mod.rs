@@ -4,6 +4,7 @@
 mod api_key;
 pub mod body;
 mod cors;
+mod ext_authz;
 mod filters;
 mod forward;
 mod frames;
@@ -164,6 +165,8 @@ async fn respond(request: Request<Incoming>, connection: &ConnectionContext, sta
                 _ => None,
             },
             RequestCheck::ApiKeyAuth(config) => api_key::check(config, route.filter_configs.api_key_auth.as_ref(), &mut parts).err(),
+            RequestCheck::ExtAuthz(_) if route.filter_configs.ext_authz_disabled => None,
+            RequestCheck::ExtAuthz(config) => ext_authz::check(config, &mut parts, &snapshot, &connection.stats).await.err(),
             RequestCheck::LocalRateLimit(filter_limiter) => {
                 let limiter = match &route.filter_configs.local_ratelimit {
                     Some(PerRoute::Disabled) => None,
