@@ -19,7 +19,7 @@ use super::local_reply;
 
 /// Runs the filter on one request. Returns the reply for a rejected
 /// request, and changes an accepted one as `forwarding` sets.
-pub fn check(filter: &ApiKeyAuth, route: Option<&PerRoute<ApiKeyAuthPerRoute>>, parts: &mut Parts) -> Result<(), Response<ResponseBody>> {
+pub fn check(filter: &ApiKeyAuth, route: Option<&PerRoute<ApiKeyAuthPerRoute>>, parts: &mut Parts) -> Result<(), Box<Response<ResponseBody>>> {
     let route = match route {
         Some(PerRoute::Disabled) => return Ok(()),
         Some(PerRoute::Override(route)) => Some(&**route),
@@ -31,16 +31,16 @@ pub fn check(filter: &ApiKeyAuth, route: Option<&PerRoute<ApiKeyAuthPerRoute>>, 
 
     let Some((source, key)) = find_key(sources, parts) else {
         debug!("request has no API key");
-        return Err(local_reply(StatusCode::UNAUTHORIZED, "missing API key"));
+        return Err(Box::new(local_reply(StatusCode::UNAUTHORIZED, "missing API key")));
     };
     let Some(credential) = matching_credential(credentials, key.as_bytes()) else {
         debug!("API key matches no credential");
-        return Err(local_reply(StatusCode::FORBIDDEN, "API key not allowed"));
+        return Err(Box::new(local_reply(StatusCode::FORBIDDEN, "API key not allowed")));
     };
-    let allowed = route.map_or(true, |r| r.allowed_clients.is_empty() || r.allowed_clients.contains(&credential.client));
+    let allowed = route.is_none_or(|r| r.allowed_clients.is_empty() || r.allowed_clients.contains(&credential.client));
     if !allowed {
         debug!(client = %credential.client, "API key client not allowed on this route");
-        return Err(local_reply(StatusCode::FORBIDDEN, "API key not allowed"));
+        return Err(Box::new(local_reply(StatusCode::FORBIDDEN, "API key not allowed")));
     }
 
     let client = credential.client.as_str();
@@ -109,7 +109,7 @@ fn hide_key(source: &KeySource, parts: &mut Parts) {
                 .filter_map(|value| value.to_str().ok())
                 .flat_map(|value| value.split(';'))
                 .map(str::trim)
-                .filter(|pair| pair.split_once('=').map_or(true, |(cookie, _)| cookie != name))
+                .filter(|pair| pair.split_once('=').is_none_or(|(cookie, _)| cookie != name))
                 .map(str::to_string)
                 .collect();
             parts.headers.remove(header::COOKIE);

@@ -32,7 +32,7 @@ pub fn check(
     remote: IpAddr,
     is_grpc: bool,
     stats: &ProxyStats,
-) -> Result<Option<TokenOutcome>, Response<ResponseBody>> {
+) -> Result<Option<TokenOutcome>, Box<Response<ResponseBody>>> {
     let config = &limiter.config;
     if !sampled(config.filter_enabled) {
         return Ok(None);
@@ -68,7 +68,7 @@ pub fn check(
     if let Some(taken) = headers {
         add_headers(&taken, reply.headers_mut());
     }
-    Err(reply)
+    Err(Box::new(reply))
 }
 
 /// Adds the `x-ratelimit-limit`, `-remaining` and `-reset` (whole seconds,

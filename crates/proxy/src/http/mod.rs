@@ -3,6 +3,7 @@
 
 mod api_key;
 pub mod body;
+mod checks;
 mod cors;
 mod ext_authz;
 mod filters;
@@ -27,7 +28,7 @@ use hyper::body::Incoming;
 use tracing::debug;
 
 use http::HeaderValue;
-use legate_config::model::{CorsPolicy, PerRoute, RouteAction};
+use legate_config::model::{CorsPolicy, RouteAction};
 
 use crate::grpc::{adapt_response, GrpcCall, GrpcResponseBody, Protocol, WebMode};
 
@@ -36,7 +37,8 @@ use crate::router::{host_without_port, RouteMatchResult};
 use crate::stats::{ListenerStats, ProxyStats, ResponseFlag, RouteStats};
 use crate::snapshot::SnapshotStore;
 use body::{DownstreamBody, RecordedBody, ResponseBody};
-pub(crate) use filters::{FilterPlan, RequestCheck};
+use checks::Checked;
+pub(crate) use filters::FilterPlan;
 pub(crate) use frames::CLOSE_GRACE;
 pub use headers::client_address_value;
 pub use local_reply::local_reply;
@@ -156,38 +158,11 @@ async fn respond(request: Request<Incoming>, connection: &ConnectionContext, sta
         cors: cors.and_then(|policy| Some((policy, cors::allowed_origin(policy, &parts.headers)?.clone()))),
         rate_limit: None,
     };
-    for check in &filters.request_checks {
-        let reply = match check {
-            RequestCheck::CorsPreflight => match cors {
-                Some(policy) if cors::is_preflight(&parts) => {
-                    return record(cors::preflight_reply(policy, &parts), route_stats, start, connection, log.take());
-                }
-                _ => None,
-            },
-            RequestCheck::ApiKeyAuth(config) => api_key::check(config, route.filter_configs.api_key_auth.as_ref(), &mut parts).err(),
-            RequestCheck::ExtAuthz(_) if route.filter_configs.ext_authz_disabled => None,
-            RequestCheck::ExtAuthz(config) => ext_authz::check(config, &mut parts, &snapshot, &connection.stats).await.err(),
-            RequestCheck::LocalRateLimit(filter_limiter) => {
-                let limiter = match &route.filter_configs.local_ratelimit {
-                    Some(PerRoute::Disabled) => None,
-                    Some(PerRoute::Override(_)) => route_limiter,
-                    None => Some(&**filter_limiter),
-                };
-                let rate_limits = &route.filter_configs.rate_limits;
-                let is_grpc = protocol.is_grpc_family();
-                match limiter.map(|limiter| local_ratelimit::check(limiter, rate_limits, &parts, connection.remote.ip(), is_grpc, &connection.stats)) {
-                    Some(Err(reply)) => Some(reply),
-                    Some(Ok(taken)) => {
-                        exchange.rate_limit = taken;
-                        None
-                    }
-                    None => None,
-                }
-            }
-        };
-        if let Some(reply) = reply {
-            return record(exchange.finish(reply), route_stats, start, connection, log.take());
-        }
+    let context = checks::CheckContext { route, route_limiter, cors, protocol, snapshot: &snapshot, connection };
+    match checks::run(&filters.request_checks, &mut parts, &mut exchange, &context).await {
+        Checked::Pass => {}
+        Checked::Reply(reply) => return record(exchange.finish(reply), route_stats, start, connection, log.take()),
+        Checked::Preflight(reply) => return record(reply, route_stats, start, connection, log.take()),
     }
 
     let mut body = match protocol {

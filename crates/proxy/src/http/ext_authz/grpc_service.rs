@@ -58,7 +58,7 @@ fn decision(check: CheckResponse) -> Decision {
     for (name, value) in header_pairs(&denied.headers) {
         reply.headers_mut().append(name, value);
     }
-    Decision::Deny(reply)
+    Decision::Deny(Box::new(reply))
 }
 
 fn header_pairs(options: &[HeaderValueOption]) -> Vec<(HeaderName, HeaderValue)> {

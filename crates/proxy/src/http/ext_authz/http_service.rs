@@ -50,7 +50,7 @@ pub(super) async fn check(service: &HttpAuthService, parts: &Parts, snapshot: &S
             reply.headers_mut().append(name.clone(), value.clone());
         }
     }
-    Ok(Decision::Deny(reply))
+    Ok(Decision::Deny(Box::new(reply)))
 }
 
 /// Builds the request to the service: the original method, `path_prefix`

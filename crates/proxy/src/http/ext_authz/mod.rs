@@ -30,7 +30,7 @@ enum Decision {
     /// Headers to set on, and to remove from, the upstream request.
     Allow { set: Vec<(HeaderName, HeaderValue)>, remove: Vec<HeaderName> },
     /// The reply to send to the client.
-    Deny(Response<ResponseBody>),
+    Deny(Box<Response<ResponseBody>>),
 }
 
 /// A failure to get a decision from the authorization service.
@@ -56,7 +56,7 @@ pub enum AuthError {
 
 /// Runs the filter on one request. Returns the reply for a denied request,
 /// or for one the filter rejects because the service failed.
-pub async fn check(config: &ExtAuthz, parts: &mut Parts, snapshot: &Snapshot, stats: &ProxyStats) -> Result<(), Response<ResponseBody>> {
+pub async fn check(config: &ExtAuthz, parts: &mut Parts, snapshot: &Snapshot, stats: &ProxyStats) -> Result<(), Box<Response<ResponseBody>>> {
     let decision = match &config.service {
         ExtAuthzService::Http(service) => http_service::check(service, parts, snapshot).await,
         ExtAuthzService::Grpc { cluster, timeout } => grpc_service::check(cluster, *timeout, parts, snapshot).await,
@@ -87,7 +87,7 @@ pub async fn check(config: &ExtAuthz, parts: &mut Parts, snapshot: &Snapshot, st
             let status = StatusCode::from_u16(config.status_on_error).unwrap_or(StatusCode::FORBIDDEN);
             let mut reply = local_reply(status, "external authorization failed");
             reply.extensions_mut().insert(ResponseFlag::UnauthorizedExternalService);
-            Err(reply)
+            Err(Box::new(reply))
         }
     }
 }
