@@ -20,11 +20,11 @@ pub(super) enum Checked {
     Pass,
     /// A check replied; the reply still gets the gRPC form and CORS headers.
     Reply(Response<ResponseBody>),
-    /// The CORS filter answered a preflight, which is sent as it is.
+    /// The CORS filter's reply to a preflight, sent as it is.
     Preflight(Response<ResponseBody>),
 }
 
-/// What the checks need to know about a routed request.
+/// The routed request's state that the checks read.
 pub(super) struct CheckContext<'a> {
     pub route: &'a Route,
     /// The route's own or its virtual host's local rate limiter.
