@@ -25,7 +25,8 @@ use crate::support::*;
 
 /// An HTTP authorization service: `token=good` in the query string gets 200
 /// with `x-user-id: alice`, `token=bad` gets 401 with a body, anything else
-/// 403. It records the paths it was asked about.
+/// 403. With `token=slow` it waits 3 seconds first. It records the paths it
+/// was asked about.
 struct HttpAuthService {
     address: SocketAddr,
     paths: Arc<Mutex<Vec<String>>>,
@@ -44,7 +45,12 @@ impl HttpAuthService {
                     let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
                         let path = request.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
                         seen.lock().unwrap().push(path.clone());
-                        async move { Ok::<_, std::convert::Infallible>(decide(&path)) }
+                        async move {
+                            if path.contains("token=slow") {
+                                tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+                            }
+                            Ok::<_, std::convert::Infallible>(decide(&path))
+                        }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
                 });
@@ -187,6 +193,25 @@ async fn service_down_fails_closed_or_open() {
     let listener = proxy.listener("http").await;
     assert_eq!(http1_get(listener, "a", "/x").await.unwrap().0, 200, "failure_mode_allow passes the request");
     assert_eq!(backend.hits(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_service_times_out() {
+    let dir = temp_dir("ext-authz-slow");
+    let auth = HttpAuthService::start().await;
+    let backend = Upstream::start("backend").await;
+    let routes = "              - match: { prefix: \"/\" }\n                route: { cluster: backend }";
+    let clusters = format!("{}\n{}", static_cluster("backend", backend.address.port(), None), static_cluster("auth", auth.address.port(), None));
+    let filter = http_filter("").replace("timeout: 2s", "timeout: 0.2s");
+    let proxy = Proxy::start(&with_filters(static_bootstrap("", routes, &clusters), &filter), &dir);
+    proxy.wait_ready().await;
+    let listener = proxy.listener("http").await;
+
+    let started = std::time::Instant::now();
+    let (status, body) = http1_get(listener, "a", "/x?token=slow").await.unwrap();
+    assert_eq!(status, 403, "a service slower than the timeout fails closed: {body}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(2), "the reply waited {:?}", started.elapsed());
+    assert_eq!(backend.hits(), 0);
 }
 
 /// A gRPC authorization service that allows requests with `x-auth: allow`,

@@ -293,20 +293,17 @@ fn api_key_auth_decodes_and_rejects_unknown_fields() {
     assert!(decode(&listener_with_filter(&no_source)).unwrap_err().contains("key_sources"));
 }
 
+/// A route configuration with one virtual host, with `host` fields (lines
+/// indented by four spaces), and one route matching every path, with
+/// `route` fields (indented by six).
+fn one_route_yaml(host: &str, route: &str) -> String {
+    routes_yaml(&format!("  virtual_hosts:\n  - name: h\n    domains: [\"*\"]\n{host}    routes:\n    - match: {{ prefix: \"/\" }}\n{route}"))
+}
+
 #[test]
 fn api_key_auth_per_route_entries() {
     let per_route = |entry: &str| {
-        routes_yaml(&format!(
-            r#"  virtual_hosts:
-  - name: h
-    domains: ["*"]
-    routes:
-    - match: {{ prefix: "/" }}
-      route: {{ cluster: c }}
-      typed_per_filter_config:
-        envoy.filters.http.api_key_auth:
-{entry}"#
-        ))
+        one_route_yaml("", &format!("      route: {{ cluster: c }}\n      typed_per_filter_config:\n        envoy.filters.http.api_key_auth:\n{entry}"))
     };
     let allowed = "          \"@type\": type.googleapis.com/envoy.extensions.filters.http.api_key_auth.v3.ApiKeyAuthPerRoute\n          allowed_clients: [c1]";
     assert!(decode(&per_route(allowed)).is_ok());
@@ -345,17 +342,8 @@ fn local_ratelimit_decodes_and_rejects_unknown_fields() {
 #[test]
 fn route_rate_limit_actions_decode() {
     let routes = |actions: &str| {
-        routes_yaml(&format!(
-            r#"  virtual_hosts:
-  - name: h
-    domains: ["*"]
-    rate_limits: [{{ actions: [{{ remote_address: {{}} }}] }}]
-    routes:
-    - match: {{ prefix: "/" }}
-      route:
-        cluster: c
-        rate_limits: [{{ actions: [{actions}] }}]"#
-        ))
+        let host = "    rate_limits: [{ actions: [{ remote_address: {} }] }]\n";
+        one_route_yaml(host, &format!("      route:\n        cluster: c\n        rate_limits: [{{ actions: [{actions}] }}]"))
     };
     assert!(decode(&routes("{ request_headers: { header_name: x-client, descriptor_key: client } }, { generic_key: { descriptor_value: v } }")).is_ok());
     let error = decode(&routes("{ destination_cluster: {} }")).unwrap_err();
