@@ -157,6 +157,8 @@ async fn websocket_token_in_query() {
 
     let metrics = proxy.scrape().await;
     assert_eq!(sample(&metrics, "legate_http_response_flags_total{flag=\"UAEX\"}"), Some(1.0), "{metrics}");
+    assert_eq!(sample(&metrics, "legate_http_ext_authz_total{result=\"ok\"}"), Some(1.0));
+    assert_eq!(sample(&metrics, "legate_http_ext_authz_total{result=\"denied\"}"), Some(1.0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -186,6 +188,7 @@ async fn service_down_fails_closed_or_open() {
     assert_eq!(backend.hits(), 1);
     let metrics = proxy.scrape().await;
     assert_eq!(sample(&metrics, "legate_http_response_flags_total{flag=\"UAEX\"}"), Some(1.0));
+    assert_eq!(sample(&metrics, "legate_http_ext_authz_total{result=\"error\"}"), Some(1.0));
 
     let open = http_filter("\n              failure_mode_allow: true");
     let proxy = Proxy::start(&with_filters(static_bootstrap("", routes, &clusters), &open), &dir);
@@ -193,6 +196,8 @@ async fn service_down_fails_closed_or_open() {
     let listener = proxy.listener("http").await;
     assert_eq!(http1_get(listener, "a", "/x").await.unwrap().0, 200, "failure_mode_allow passes the request");
     assert_eq!(backend.hits(), 2);
+    let metrics = proxy.scrape().await;
+    assert_eq!(sample(&metrics, "legate_http_ext_authz_total{result=\"failure_mode_allowed\"}"), Some(1.0), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

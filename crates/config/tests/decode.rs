@@ -376,3 +376,18 @@ fn ext_authz_decodes_and_rejects_unknown_fields() {
     let no_service = "        - name: envoy.filters.http.ext_authz\n          typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz }";
     assert!(decode(&listener_with_filter(no_service)).unwrap_err().contains("http_service or grpc_service"));
 }
+
+#[test]
+fn ext_authz_cluster_must_exist() {
+    let yaml = r#"
+static_resources:
+  listeners:
+  - name: l
+    address: { socket_address: { address: 127.0.0.1, port_value: 1 } }
+    filter_chains: [{ filters: [{ name: hcm, typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager, stat_prefix: s, route_config: { name: r, virtual_hosts: [{ name: v, domains: ["*"], routes: [{ match: { prefix: "/" }, direct_response: { status: 200 } }] }] }, http_filters: [{ name: envoy.filters.http.ext_authz, typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz, grpc_service: { envoy_grpc: { cluster_name: authz } } } }, { name: envoy.filters.http.router }] } }] }]
+"#;
+    let proto: Bootstrap = parse(yaml, "envoy.config.bootstrap.v3.Bootstrap").unwrap();
+    let error = legate_config::decode::bootstrap(&proto).unwrap_err().to_string();
+    assert!(error.contains("cluster \"authz\" does not exist"), "got {error}");
+    assert!(error.contains("grpc_service.envoy_grpc.cluster_name"), "got {error}");
+}

@@ -59,6 +59,7 @@ pub struct HttpStats {
     response_flags: Family<FlagLabels, Counter>,
     codes: Box<[OnceLock<Counter>]>,
     local_rate_limited: Family<StatPrefixLabels, Counter>,
+    ext_authz: Family<AuthzResultLabels, Counter>,
 }
 
 pub struct UpstreamStats {
@@ -186,7 +187,13 @@ impl HttpStats {
             response_flags: Family::default(),
             codes: (0..600).map(|_| OnceLock::new()).collect(),
             local_rate_limited: Family::default(),
+            ext_authz: Family::default(),
         };
+        registry.register(
+            "http_ext_authz",
+            "External authorization checks by result: ok, denied, error (rejected), failure_mode_allowed (passed despite an error)",
+            stats.ext_authz.clone(),
+        );
         registry.register(
             "http_local_rate_limited",
             "Requests over a local rate limit, per the filter's stat_prefix; those not enforced were passed on",
@@ -245,6 +252,12 @@ impl HttpStats {
     /// Counter of the requests over the local rate limit with `stat_prefix`.
     pub fn local_rate_limited(&self, stat_prefix: &str) -> Counter {
         self.local_rate_limited.get_or_create_owned(&StatPrefixLabels { stat_prefix: stat_prefix.to_string() })
+    }
+
+    /// Counts an external authorization check; `result` is one of the four
+    /// fixed values the metric's help text lists.
+    pub fn count_ext_authz(&self, result: &'static str) {
+        self.ext_authz.get_or_create(&AuthzResultLabels { result }).inc();
     }
 
     pub fn count_flag(&self, flag: ResponseFlag) {

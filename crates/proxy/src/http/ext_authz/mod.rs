@@ -63,6 +63,7 @@ pub async fn check(config: &ExtAuthz, parts: &mut Parts, snapshot: &Snapshot, st
     };
     match decision {
         Ok(Decision::Allow { set, remove }) => {
+            stats.http.count_ext_authz("ok");
             for name in remove {
                 parts.headers.remove(name);
             }
@@ -73,16 +74,19 @@ pub async fn check(config: &ExtAuthz, parts: &mut Parts, snapshot: &Snapshot, st
         }
         Ok(Decision::Deny(mut reply)) => {
             debug!(status = reply.status().as_u16(), path = parts.uri.path(), "external authorization denied the request");
+            stats.http.count_ext_authz("denied");
             stats.http.count_flag(ResponseFlag::UnauthorizedExternalService);
             reply.extensions_mut().insert(ResponseFlag::UnauthorizedExternalService);
             Err(reply)
         }
         Err(error) if config.failure_mode_allow => {
             debug!(error = %error, "external authorization failed; failure_mode_allow passes the request");
+            stats.http.count_ext_authz("failure_mode_allowed");
             Ok(())
         }
         Err(error) => {
             debug!(error = %error, "external authorization failed; the request is rejected");
+            stats.http.count_ext_authz("error");
             stats.http.count_flag(ResponseFlag::UnauthorizedExternalService);
             let status = StatusCode::from_u16(config.status_on_error).unwrap_or(StatusCode::FORBIDDEN);
             let mut reply = local_reply(status, "external authorization failed");
