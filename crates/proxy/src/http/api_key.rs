@@ -56,7 +56,7 @@ pub fn check(filter: &ApiKeyAuth, route: Option<&PerRoute<ApiKeyAuthPerRoute>>, 
 }
 
 /// Finds the key in the first source the request carries.
-fn find_key<'a>(sources: &'a [KeySource], parts: &Parts) -> Option<(&'a KeySource, String)> {
+fn find_key<'a, 'p>(sources: &'a [KeySource], parts: &'p Parts) -> Option<(&'a KeySource, &'p str)> {
     sources.iter().find_map(|source| {
         let key = match source {
             KeySource::Header(name) => {
@@ -66,7 +66,7 @@ fn find_key<'a>(sources: &'a [KeySource], parts: &Parts) -> Option<(&'a KeySourc
             KeySource::Query(name) => query_value(&parts.uri, name)?,
             KeySource::Cookie(name) => cookie_value(&parts.headers, name)?,
         };
-        (!key.is_empty()).then(|| (source, key.to_string()))
+        (!key.is_empty()).then_some((source, key))
     })
 }
 

@@ -73,7 +73,8 @@ fn rate_limit(
         Some(PerRoute::Override(_)) => context.route_limiter?,
         None => filter_limiter,
     };
-    let remote = context.connection.remote.ip();
+    // The client's IP address, already formatted once per connection.
+    let remote = context.connection.client_address.to_str().unwrap_or("");
     let is_grpc = context.protocol.is_grpc_family();
     match local_ratelimit::check(limiter, &filter_configs.rate_limits, parts, remote, is_grpc, &context.connection.stats) {
         Ok(outcome) => {

@@ -3,7 +3,6 @@
 //! status, or a gRPC status) when none is left.
 
 use std::borrow::Cow;
-use std::net::IpAddr;
 
 use http::header::HeaderValue;
 use http::request::Parts;
@@ -29,7 +28,7 @@ pub fn check(
     limiter: &RateLimiter,
     rate_limits: &[RateLimit],
     parts: &Parts,
-    remote: IpAddr,
+    remote: &str,
     is_grpc: bool,
     stats: &ProxyStats,
 ) -> Result<Option<TokenOutcome>, Box<Response<ResponseBody>>> {
@@ -37,8 +36,7 @@ pub fn check(
     if !sampled(config.filter_enabled) {
         return Ok(None);
     }
-    let remote = remote.to_string();
-    let descriptors = if config.descriptors.is_empty() { Vec::new() } else { descriptors(rate_limits, parts, &remote) };
+    let descriptors = if config.descriptors.is_empty() { Vec::new() } else { descriptors(rate_limits, parts, remote) };
     let Some(taken) = limiter.take(&descriptors, Instant::now()) else {
         return Ok(None);
     };
