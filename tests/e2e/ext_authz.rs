@@ -221,6 +221,7 @@ async fn slow_service_times_out() {
 
 /// A gRPC authorization service that allows requests with `x-auth: allow`,
 /// telling the upstream `x-user-id: bob`, and denies the others with 403.
+/// It records each request's method, host, path and header names.
 #[derive(Clone, Default)]
 struct GrpcAuthService {
     paths: Arc<Mutex<Vec<String>>>,
@@ -230,7 +231,9 @@ struct GrpcAuthService {
 impl Authorization for GrpcAuthService {
     async fn check(&self, request: tonic::Request<CheckRequest>) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
         let http = request.into_inner().attributes.and_then(|a| a.request).and_then(|r| r.http).unwrap_or_default();
-        self.paths.lock().unwrap().push(format!("{} {} {}", http.method, http.host, http.path));
+        let mut names: Vec<&str> = http.headers.keys().map(String::as_str).collect();
+        names.sort();
+        self.paths.lock().unwrap().push(format!("{} {} {} {names:?}", http.method, http.host, http.path));
         let header = |key: &str, value: &str| HeaderValueOption { header: Some(HeaderValue { key: key.into(), value: value.into() }) };
         let response = if http.headers.get("x-auth").map(String::as_str) == Some("allow") {
             CheckResponse {
@@ -275,7 +278,8 @@ async fn grpc_service_allows_by_header() {
           - name: envoy.filters.http.ext_authz
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
-              grpc_service: { envoy_grpc: { cluster_name: grpc-auth }, timeout: 2s }"#;
+              grpc_service: { envoy_grpc: { cluster_name: grpc-auth }, timeout: 2s }
+              allowed_headers: { patterns: [{ exact: x-auth }] }"#;
     let dir = temp_dir("ext-authz-grpc");
     let proxy = Proxy::start(&with_filters(static_bootstrap("", routes, &clusters), filter), &dir);
     proxy.wait_ready().await;
@@ -288,7 +292,7 @@ async fn grpc_service_allows_by_header() {
     assert_eq!(status, 200, "allowed: {body}");
     assert_eq!(headers["x-seen-x-user-id"], "bob", "the service's header reaches the upstream");
     assert!(!headers.contains_key("x-seen-x-auth"), "headers_to_remove applies");
-    assert_eq!(service.paths.lock().unwrap()[0], "GET shop /items?page=2", "method, host and path with query");
+    assert_eq!(service.paths.lock().unwrap()[0], "GET shop /items?page=2 [\"x-auth\"]", "method, host, path with query, allowed headers");
 
     let (status, body, headers) = http1_request(listener, request("deny")).await.unwrap();
     assert_eq!(status, 403);

@@ -358,6 +358,7 @@ fn ext_authz_decodes_and_rejects_unknown_fields() {
           typed_config:
             "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
             failure_mode_allow: true
+            allowed_headers: { patterns: [{ prefix: x-tenant- }] }
             http_service:
               server_uri: { uri: "http://auth", cluster: auth, timeout: 1s }
               path_prefix: /check

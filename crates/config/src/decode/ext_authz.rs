@@ -34,7 +34,8 @@ pub(crate) fn ext_authz(bytes: &[u8], errors: &mut Collector) -> Option<ExtAuthz
     if !(200..600).contains(&status_on_error) {
         errors.at("status_on_error", |errors| errors.invalid(format!("status {status_on_error} is not an HTTP status")));
     }
-    Some(ExtAuthz { service, failure_mode_allow: proto.failure_mode_allow, status_on_error })
+    let allowed_headers = errors.at("allowed_headers", |errors| matchers(proto.allowed_headers.as_ref(), errors));
+    Some(ExtAuthz { service, failure_mode_allow: proto.failure_mode_allow, status_on_error, allowed_headers })
 }
 
 fn http_service(proto: &api::HttpService, errors: &mut Collector) -> Option<ExtAuthzService> {

@@ -97,6 +97,10 @@ pub struct ExtAuthz {
     pub failure_mode_allow: bool,
     /// Status of a request rejected because the service failed; default 403.
     pub status_on_error: u16,
+    /// `allowed_headers`: request headers sent to the service. Empty sends
+    /// every header to a gRPC service, and to an HTTP service only the
+    /// headers it always gets.
+    pub allowed_headers: Vec<super::HeaderMatch>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -115,12 +119,14 @@ pub struct HttpAuthService {
     pub timeout: Duration,
     /// Put in front of the request's path (with its query string).
     pub path_prefix: String,
-    /// Request headers sent besides the ones always sent (`Authorization`,
-    /// `Host`, `Method`, `Path`).
+    /// `authorization_request.allowed_headers`, the older form of the
+    /// filter's `allowed_headers`: request headers sent besides the ones
+    /// always sent (`Authorization`, `Host`, `Method`, `Path`).
     pub allowed_headers: Vec<super::HeaderMatch>,
     pub headers_to_add: Vec<(HeaderName, http::HeaderValue)>,
     /// Headers of an allowing reply that are set on the upstream request.
     pub allowed_upstream_headers: Vec<super::HeaderMatch>,
-    /// Headers of a denying reply passed to the client; empty passes all.
+    /// Headers of a denying reply passed to the client, with `Location` and
+    /// `WWW-Authenticate`; empty passes all.
     pub allowed_client_headers: Vec<super::HeaderMatch>,
 }

@@ -12,19 +12,28 @@ use prost::Message;
 use tokio::time::Instant;
 
 use legate_api::envoy::config::core::v3::HeaderValueOption;
+use legate_config::model::HeaderMatch;
 use legate_api::envoy::service::auth::v3::attribute_context::{HttpRequest, Request as AttributeRequest};
 use legate_api::envoy::service::auth::v3::check_response::HttpResponse;
 use legate_api::envoy::service::auth::v3::{AttributeContext, CheckRequest, CheckResponse};
 
-use super::{call, AuthError, Decision};
+use super::{allowed, call, AuthError, Decision};
 use crate::http::body::{RequestBody, ResponseBody};
 use crate::snapshot::Snapshot;
 
 const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
 
-pub(super) async fn check(cluster: &str, timeout: Duration, parts: &Parts, snapshot: &Snapshot) -> Result<Decision, AuthError> {
+/// Calls `Check` about a request, with the headers `allowed_headers`
+/// matches, or all of them when it is empty.
+pub(super) async fn check(
+    cluster: &str,
+    timeout: Duration,
+    allowed_headers: &[HeaderMatch],
+    parts: &Parts,
+    snapshot: &Snapshot,
+) -> Result<Decision, AuthError> {
     let deadline = Instant::now() + timeout;
-    let request = check_call(cluster, timeout, parts)?;
+    let request = check_call(cluster, timeout, allowed_headers, parts)?;
     let response = call(cluster, request, deadline, snapshot).await?;
 
     let status = response.trailers.as_ref().and_then(|trailers| trailers.get("grpc-status")).or_else(|| response.parts.headers.get("grpc-status"));
@@ -73,8 +82,8 @@ fn header_pairs(options: &[HeaderValueOption]) -> Vec<(HeaderName, HeaderValue)>
 }
 
 /// Builds the HTTP/2 request of the `Check` call.
-fn check_call(cluster: &str, timeout: Duration, parts: &Parts) -> Result<Request<RequestBody>, AuthError> {
-    let message = check_request(parts).encode_to_vec();
+fn check_call(cluster: &str, timeout: Duration, allowed_headers: &[HeaderMatch], parts: &Parts) -> Result<Request<RequestBody>, AuthError> {
+    let message = check_request(allowed_headers, parts).encode_to_vec();
     let mut body = BytesMut::with_capacity(5 + message.len());
     body.put_u8(0);
     body.put_u32(message.len() as u32);
@@ -94,9 +103,10 @@ fn check_call(cluster: &str, timeout: Duration, parts: &Parts) -> Result<Request
 
 /// Describes the request: method, path with query string, host, protocol
 /// and headers (values of a repeated header joined by commas).
-fn check_request(parts: &Parts) -> CheckRequest {
+fn check_request(allowed_headers: &[HeaderMatch], parts: &Parts) -> CheckRequest {
     let mut headers: HashMap<String, String> = HashMap::with_capacity(parts.headers.keys_len());
-    for (name, value) in &parts.headers {
+    let sent = parts.headers.iter().filter(|(name, _)| allowed_headers.is_empty() || allowed(allowed_headers, name.as_str()));
+    for (name, value) in sent {
         let value = String::from_utf8_lossy(value.as_bytes());
         headers.entry(name.as_str().to_string()).and_modify(|joined| {
             joined.push(',');

@@ -14,10 +14,11 @@ use http_body_util::{BodyExt, Limited};
 use tokio::time::Instant;
 use tracing::debug;
 
-use legate_config::model::{ExtAuthz, ExtAuthzService, Priority};
+use legate_config::model::{ExtAuthz, ExtAuthzService, HeaderMatch, Priority};
 
 use super::body::{RequestBody, ResponseBody};
 use super::local_reply;
+use crate::router::value_matches;
 use crate::snapshot::Snapshot;
 use crate::stats::{ProxyStats, ResponseFlag};
 use crate::upstream::{ConnectionLimits, StreamTimers, UpstreamError};
@@ -58,8 +59,10 @@ pub enum AuthError {
 /// or for one the filter rejects because the service failed.
 pub async fn check(config: &ExtAuthz, parts: &mut Parts, snapshot: &Snapshot, stats: &ProxyStats) -> Result<(), Box<Response<ResponseBody>>> {
     let decision = match &config.service {
-        ExtAuthzService::Http(service) => http_service::check(service, parts, snapshot).await,
-        ExtAuthzService::Grpc { cluster, timeout } => grpc_service::check(cluster, *timeout, parts, snapshot).await,
+        ExtAuthzService::Http(service) => http_service::check(service, &config.allowed_headers, parts, snapshot).await,
+        ExtAuthzService::Grpc { cluster, timeout } => {
+            grpc_service::check(cluster, *timeout, &config.allowed_headers, parts, snapshot).await
+        }
     };
     match decision {
         Ok(Decision::Allow { set, remove }) => {
@@ -94,6 +97,10 @@ pub async fn check(config: &ExtAuthz, parts: &mut Parts, snapshot: &Snapshot, st
             Err(Box::new(reply))
         }
     }
+}
+
+fn allowed(matchers: &[HeaderMatch], name: &str) -> bool {
+    matchers.iter().any(|matcher| value_matches(matcher, name))
 }
 
 /// A whole response from the authorization service.
