@@ -52,8 +52,12 @@ async fn sixty_per_minute_then_429() {
     let routes = "              - match: { prefix: \"/\" }\n                route: { cluster: backend }";
     let (proxy, listener, backend) = start("ratelimit-sixty", filter, routes).await;
 
+    let (status, _, headers) = http1_request(listener, get("/x", None)).await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(headers["x-ratelimit-limit"], "60", "passed responses carry the headers too");
+    assert_eq!(headers["x-ratelimit-remaining"], "59");
     let mut connection = KeepAlive::connect(listener).await;
-    for index in 0..60 {
+    for index in 1..60 {
         let (status, body) = connection.get("a", "/x").await.unwrap();
         assert_eq!(status, 200, "request {} of 60: {body}", index + 1);
     }
