@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::error::{ConfigError, ConfigErrors, ErrorKind};
-use crate::model::{Cluster, Listener, RouteAction, RouteConfiguration, RouteSource};
+use crate::model::{Cluster, ExtAuthzService, HttpFilter, Listener, RouteAction, RouteConfiguration, RouteSource};
 use crate::resource::Resource;
 
 /// Checks a bootstrap's static listeners and clusters. When clusters also
@@ -21,6 +21,9 @@ pub fn static_resources(listeners: &[Listener], clusters: &[Cluster], dynamic_cl
                     check_route_clusters(routes, &cluster_names, &format!("Listener {:?}", listener.name), &mut errors);
                 }
             }
+        }
+        if !dynamic_clusters {
+            check_filter_clusters(listener, &cluster_names, &mut errors);
         }
     }
     ConfigErrors(errors)
@@ -51,6 +54,7 @@ pub fn snapshot<'a>(resources: impl IntoIterator<Item = &'a Resource>) -> Config
     let route_names: HashSet<&str> = route_configs.iter().map(|r| r.name.as_str()).collect();
 
     for listener in &listeners {
+        check_filter_clusters(listener, &cluster_names, &mut errors);
         let label = format!("Listener {:?}", listener.name);
         for (index, chain) in listener.filter_chains.iter().enumerate() {
             match &chain.http.routes {
@@ -125,6 +129,25 @@ fn check_route_clusters(routes: &RouteConfiguration, clusters: &HashSet<&str>, l
                     ));
                 }
             }
+        }
+    }
+}
+
+/// Checks that the clusters the HTTP filters call (the external
+/// authorization service) exist.
+fn check_filter_clusters(listener: &Listener, clusters: &HashSet<&str>, errors: &mut Vec<ConfigError>) {
+    for (index, filter) in listener.http.http_filters.iter().enumerate() {
+        let HttpFilter::ExtAuthz(config) = filter else { continue };
+        let (name, field) = match &config.service {
+            ExtAuthzService::Http(service) => (service.cluster.as_str(), "http_service.server_uri.cluster"),
+            ExtAuthzService::Grpc { cluster, .. } => (cluster.as_str(), "grpc_service.envoy_grpc.cluster_name"),
+        };
+        if !clusters.contains(name) {
+            errors.push(reference_error(
+                &format!("Listener {:?}", listener.name),
+                &format!("filter_chains[0].filters[0].typed_config.http_filters[{index}].typed_config.{field}"),
+                format!("cluster {name:?} does not exist"),
+            ));
         }
     }
 }

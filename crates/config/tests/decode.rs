@@ -247,3 +247,148 @@ fn empty_or_shapeless_files_are_explained() {
     let list = parse_resources("- a\n- b\n").unwrap_err().to_string();
     assert!(list.contains("`resources`"), "got {list}");
 }
+
+/// A listener whose connection manager runs `filter` (an `http_filters`
+/// item body, indented by eight spaces) before the router.
+fn listener_with_filter(filter: &str) -> String {
+    format!(
+        r#"resources:
+- "@type": type.googleapis.com/envoy.config.listener.v3.Listener
+  name: l
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 1 }} }}
+  filter_chains:
+  - filters:
+    - name: envoy.filters.network.http_connection_manager
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+        stat_prefix: s
+        rds: {{ route_config_name: r, config_source: {{ ads: {{}} }} }}
+        http_filters:
+{filter}
+        - name: envoy.filters.http.router
+"#
+    )
+}
+
+#[test]
+fn api_key_auth_decodes_and_rejects_unknown_fields() {
+    let filter = r#"        - name: envoy.filters.http.api_key_auth
+          typed_config:
+            "@type": type.googleapis.com/envoy.extensions.filters.http.api_key_auth.v3.ApiKeyAuth
+            credentials: [{ key: k1, client: c1 }]
+            key_sources: [{ header: x-api-key }, { query: api_key }, { cookie: session }]
+            forwarding: { header: x-client-id, hide_credentials: true }"#;
+    assert!(decode(&listener_with_filter(filter)).is_ok());
+
+    let unknown = filter.replace("forwarding:", "allowed_clients: [c1]\n            forwarding:");
+    let error = decode(&listener_with_filter(&unknown)).unwrap_err();
+    assert!(error.contains("allowed_clients"), "got {error}");
+
+    let duplicate = filter.replace("[{ key: k1, client: c1 }]", "[{ key: k1, client: c1 }, { key: k1, client: c2 }]");
+    let error = decode(&listener_with_filter(&duplicate)).unwrap_err();
+    assert!(error.contains("credentials[1]") && error.contains("\"c2\""), "got {error}");
+    assert!(!error.contains("k1"), "the key is in the error: {error}");
+
+    let no_source = filter.replace("key_sources: [{ header: x-api-key }, { query: api_key }, { cookie: session }]", "key_sources: []");
+    assert!(decode(&listener_with_filter(&no_source)).unwrap_err().contains("key_sources"));
+}
+
+/// A route configuration with one virtual host, with `host` fields (lines
+/// indented by four spaces), and one route matching every path, with
+/// `route` fields (indented by six).
+fn one_route_yaml(host: &str, route: &str) -> String {
+    routes_yaml(&format!("  virtual_hosts:\n  - name: h\n    domains: [\"*\"]\n{host}    routes:\n    - match: {{ prefix: \"/\" }}\n{route}"))
+}
+
+#[test]
+fn api_key_auth_per_route_entries() {
+    let per_route = |entry: &str| {
+        one_route_yaml("", &format!("      route: {{ cluster: c }}\n      typed_per_filter_config:\n        envoy.filters.http.api_key_auth:\n{entry}"))
+    };
+    let allowed = "          \"@type\": type.googleapis.com/envoy.extensions.filters.http.api_key_auth.v3.ApiKeyAuthPerRoute\n          allowed_clients: [c1]";
+    assert!(decode(&per_route(allowed)).is_ok());
+    let disabled = "          \"@type\": type.googleapis.com/envoy.config.route.v3.FilterConfig\n          disabled: true";
+    assert!(decode(&per_route(disabled)).is_ok());
+    let not_disabled = "          \"@type\": type.googleapis.com/envoy.config.route.v3.FilterConfig\n          disabled: false";
+    assert!(decode(&per_route(not_disabled)).unwrap_err().contains("disabled"));
+    let unknown = format!("{allowed}\n          hide_credentials: true");
+    assert!(decode(&per_route(&unknown)).unwrap_err().contains("hide_credentials"));
+}
+
+#[test]
+fn local_ratelimit_decodes_and_rejects_unknown_fields() {
+    let filter = r#"        - name: envoy.filters.http.local_ratelimit
+          typed_config:
+            "@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+            stat_prefix: edge
+            status: { code: ServiceUnavailable }
+            token_bucket: { max_tokens: 60, tokens_per_fill: 60, fill_interval: 60s }
+            filter_enabled: { default_value: { numerator: 50, denominator: HUNDRED } }
+            filter_enforced: { default_value: { numerator: 100 } }
+            response_headers_to_add: [{ header: { key: x-limited, value: "yes" } }]
+            enable_x_ratelimit_headers: DRAFT_VERSION_03
+            rate_limited_as_resource_exhausted: true
+            descriptors: [{ entries: [{ key: client, value: "" }], token_bucket: { max_tokens: 2, tokens_per_fill: 2, fill_interval: 1s } }]"#;
+    assert!(decode(&listener_with_filter(filter)).is_ok());
+
+    let unknown = filter.replace("stat_prefix: edge", "stat_prefix: edge\n            local_rate_limit_per_downstream_connection: true");
+    let error = decode(&listener_with_filter(&unknown)).unwrap_err();
+    assert!(error.contains("local_rate_limit_per_downstream_connection"), "got {error}");
+
+    let fast = filter.replace("fill_interval: 60s", "fill_interval: 0.01s");
+    assert!(decode(&listener_with_filter(&fast)).unwrap_err().contains("fill_interval"));
+}
+
+#[test]
+fn route_rate_limit_actions_decode() {
+    let routes = |actions: &str| {
+        let host = "    rate_limits: [{ actions: [{ remote_address: {} }] }]\n";
+        one_route_yaml(host, &format!("      route:\n        cluster: c\n        rate_limits: [{{ actions: [{actions}] }}]"))
+    };
+    assert!(decode(&routes("{ request_headers: { header_name: x-client, descriptor_key: client } }, { generic_key: { descriptor_value: v } }")).is_ok());
+    let error = decode(&routes("{ destination_cluster: {} }")).unwrap_err();
+    assert!(error.contains("destination_cluster"), "got {error}");
+    let error = decode(&routes("{ request_headers: { header_name: x-client } }")).unwrap_err();
+    assert!(error.contains("descriptor_key"), "got {error}");
+}
+
+#[test]
+fn ext_authz_decodes_and_rejects_unknown_fields() {
+    let http = r#"        - name: envoy.filters.http.ext_authz
+          typed_config:
+            "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
+            failure_mode_allow: true
+            allowed_headers: { patterns: [{ prefix: x-tenant- }] }
+            http_service:
+              server_uri: { uri: "http://auth", cluster: auth, timeout: 1s }
+              path_prefix: /check
+              authorization_request: { allowed_headers: { patterns: [{ exact: cookie }] } }
+              authorization_response: { allowed_upstream_headers: { patterns: [{ prefix: x-user- }] } }"#;
+    assert!(decode(&listener_with_filter(http)).is_ok());
+    let grpc = r#"        - name: envoy.filters.http.ext_authz
+          typed_config:
+            "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
+            grpc_service: { envoy_grpc: { cluster_name: auth }, timeout: 0.5s }"#;
+    assert!(decode(&listener_with_filter(grpc)).is_ok());
+
+    let body = format!("{grpc}\n            with_request_body: {{ max_request_bytes: 1024 }}");
+    let error = decode(&listener_with_filter(&body)).unwrap_err();
+    assert!(error.contains("with_request_body"), "got {error}");
+    let no_service = "        - name: envoy.filters.http.ext_authz\n          typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz }";
+    assert!(decode(&listener_with_filter(no_service)).unwrap_err().contains("http_service or grpc_service"));
+}
+
+#[test]
+fn ext_authz_cluster_must_exist() {
+    let yaml = r#"
+static_resources:
+  listeners:
+  - name: l
+    address: { socket_address: { address: 127.0.0.1, port_value: 1 } }
+    filter_chains: [{ filters: [{ name: hcm, typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager, stat_prefix: s, route_config: { name: r, virtual_hosts: [{ name: v, domains: ["*"], routes: [{ match: { prefix: "/" }, direct_response: { status: 200 } }] }] }, http_filters: [{ name: envoy.filters.http.ext_authz, typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz, grpc_service: { envoy_grpc: { cluster_name: authz } } } }, { name: envoy.filters.http.router }] } }] }]
+"#;
+    let proto: Bootstrap = parse(yaml, "envoy.config.bootstrap.v3.Bootstrap").unwrap();
+    let error = legate_config::decode::bootstrap(&proto).unwrap_err().to_string();
+    assert!(error.contains("cluster \"authz\" does not exist"), "got {error}");
+    assert!(error.contains("grpc_service.envoy_grpc.cluster_name"), "got {error}");
+}

@@ -3,9 +3,10 @@
 //! a writer task through a bounded queue; when the queue is full the line is
 //! dropped and counted, so a slow disk never stalls traffic.
 //!
-//! Only headers a format names are logged. Values of query parameters that
-//! look like secrets (`token`, `key`, `secret`, `password`, `auth`,
-//! `signature` in the name) are replaced by `REDACTED` in logged paths.
+//! Only headers a format names are logged. Values of query parameters and
+//! headers that look like secrets (`token`, `key`, `secret`, `password`,
+//! `auth`, `signature` in the name) are replaced by `REDACTED`, so an API
+//! key or bearer token never reaches a log file.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -262,6 +263,7 @@ fn request_value(request: &RequestRecord, name: &str) -> Option<String> {
             .or_else(|| header_text(&request.headers, "host")),
         ":scheme" => Some(request.uri.scheme_str().unwrap_or("http").to_string()),
         "x-envoy-original-path" => header_text(&request.headers, name).map(|path| redact_query(&path)),
+        _ if is_secret_name(name) => request.headers.contains_key(name).then(|| "REDACTED".to_string()),
         _ => header_text(&request.headers, name),
     }
 }

@@ -10,6 +10,7 @@ mod http;
 mod lifecycle;
 mod listener;
 mod manager;
+mod ratelimit;
 mod router;
 mod snapshot;
 mod stats;

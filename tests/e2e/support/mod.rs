@@ -497,6 +497,14 @@ static_resources:
     )
 }
 
+/// Replaces the router-only filter list of `static_bootstrap` with `filters`
+/// (YAML list items, each starting on a new line indented by ten spaces)
+/// followed by the router.
+pub fn with_filters(bootstrap: String, filters: &str) -> String {
+    let list = format!("          http_filters:{filters}\n          - name: envoy.filters.http.router");
+    bootstrap.replace("          http_filters: [{ name: envoy.filters.http.router }]", &list)
+}
+
 /// Renders a STATIC cluster item for `static_bootstrap`, with one endpoint on
 /// loopback and optional `health_status`.
 pub fn static_cluster(name: &str, port: u16, health_status: Option<&str>) -> String {

@@ -14,6 +14,9 @@ use legate_api::envoy::extensions::filters::http::router::v3::Router;
 use legate_api::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
 use legate_api::envoy::r#type::matcher::v3::StringMatcher;
 
+use super::auth::{API_KEY_AUTH_NAME, API_KEY_AUTH_TYPE};
+use super::ext_authz::{EXT_AUTHZ_NAME, EXT_AUTHZ_TYPE};
+use super::rate_limit::{LOCAL_RATELIMIT_NAME, LOCAL_RATELIMIT_TYPE};
 use super::{decode_message, duration, note_ignored};
 use crate::error::Collector;
 use crate::model::{CorsPolicy, GrpcStatsConfig, HttpFilter, MaxStreamDuration};
@@ -30,8 +33,15 @@ const GRPC_STATS_NAME: &str = "envoy.filters.http.grpc_stats";
 const GRPC_STATS_TYPE: &str = "envoy.extensions.filters.http.grpc_stats.v3.FilterConfig";
 
 /// The filter kinds Legate runs, by config type and by filter name.
-const KNOWN: [(&str, &str); 4] =
-    [(ROUTER_TYPE, ROUTER_NAME), (GRPC_WEB_TYPE, GRPC_WEB_NAME), (CORS_TYPE, CORS_NAME), (GRPC_STATS_TYPE, GRPC_STATS_NAME)];
+const KNOWN: [(&str, &str); 7] = [
+    (ROUTER_TYPE, ROUTER_NAME),
+    (GRPC_WEB_TYPE, GRPC_WEB_NAME),
+    (CORS_TYPE, CORS_NAME),
+    (GRPC_STATS_TYPE, GRPC_STATS_NAME),
+    (API_KEY_AUTH_TYPE, API_KEY_AUTH_NAME),
+    (LOCAL_RATELIMIT_TYPE, LOCAL_RATELIMIT_NAME),
+    (EXT_AUTHZ_TYPE, EXT_AUTHZ_NAME),
+];
 
 /// Decodes `http_filters`: each known filter once, the router last. An
 /// unknown filter is an error unless it is marked `is_optional`.
@@ -89,6 +99,11 @@ fn http_filter(filter: &hcm::HttpFilter, is_last: bool, errors: &mut Collector) 
         }
         GRPC_WEB_TYPE => decode_message::<GrpcWeb>(bytes, errors).map(|_| HttpFilter::GrpcWeb),
         CORS_TYPE => decode_message::<cors_api::Cors>(bytes, errors).map(|_| HttpFilter::Cors),
+        API_KEY_AUTH_TYPE => super::auth::api_key_auth(bytes, errors).map(|config| HttpFilter::ApiKeyAuth(Arc::new(config))),
+        EXT_AUTHZ_TYPE => super::ext_authz::ext_authz(bytes, errors).map(|config| HttpFilter::ExtAuthz(Arc::new(config))),
+        LOCAL_RATELIMIT_TYPE => {
+            super::rate_limit::local_rate_limit(bytes, false, errors).map(|config| HttpFilter::LocalRateLimit(Arc::new(config)))
+        }
         _ => {
             let proto = decode_message::<stats_api::FilterConfig>(bytes, errors)?;
             Some(HttpFilter::GrpcStats(grpc_stats(&proto, errors)))

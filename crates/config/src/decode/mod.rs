@@ -6,12 +6,15 @@
 //! reports every error in a resource.
 
 mod access_log;
+mod auth;
 mod bootstrap;
 mod cluster;
 mod endpoint;
+mod ext_authz;
 mod filter;
 mod health;
 mod listener;
+mod rate_limit;
 mod route;
 mod tls;
 

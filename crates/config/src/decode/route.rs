@@ -1,6 +1,7 @@
 //! RouteConfiguration decoding: virtual hosts, matchers and actions.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use regex::Regex;
@@ -9,10 +10,14 @@ use legate_api::envoy::config::core::v3 as core;
 use legate_api::envoy::config::route::v3 as api;
 use legate_api::envoy::r#type::matcher::v3 as matcher;
 
+use super::auth::{API_KEY_AUTH_NAME, API_KEY_AUTH_PER_ROUTE_TYPE};
+use super::ext_authz::{EXT_AUTHZ_NAME, EXT_AUTHZ_PER_ROUTE_TYPE};
+use super::rate_limit::{LOCAL_RATELIMIT_NAME, LOCAL_RATELIMIT_TYPE};
 use super::listener::upgrade;
 use super::{decode_message, duration, note_ignored, required_name, timeout_or};
 use crate::error::Collector;
-use crate::model::{
+use crate::reflect::type_url_of;
+use crate::model::{PerRoute, RouteFilterConfigs,
     ClusterSelection, DomainMatcher, ForwardAction, HashPolicy, HashSource, HeaderMatch, HeaderMatcher, PathMatch, Route, RouteAction,
     RouteConfiguration, RouteMatch, VirtualHost, WebSocketFrames, WeightedCluster,
 };
@@ -21,6 +26,9 @@ use legate_api::legate::extensions::websocket::v1::WebSocketRoute;
 /// Key and type of Legate's WebSocket settings in `typed_per_filter_config`.
 const WEBSOCKET_FILTER_KEY: &str = "legate.websocket";
 const WEBSOCKET_ROUTE_TYPE: &str = "legate.extensions.websocket.v1.WebSocketRoute";
+
+/// Envoy's generic per-filter wrapper, used to turn a filter off for a route.
+const FILTER_CONFIG_TYPE: &str = "envoy.config.route.v3.FilterConfig";
 
 /// Largest WebSocket message in frame-aware mode unless configured.
 const DEFAULT_MAX_WEBSOCKET_MESSAGE: usize = 16 * 1024 * 1024;
@@ -70,19 +78,19 @@ fn virtual_host(proto: &api::VirtualHost, errors: &mut Collector) -> Option<Virt
         .filter_map(|(index, domain)| errors.at(format!("domains[{index}]"), |errors| domain_matcher(domain, errors)))
         .collect();
 
-    let host_filters = errors.at("typed_per_filter_config", |errors| per_filter_config(&proto.typed_per_filter_config, errors));
+    let mut host_filters = errors.at("typed_per_filter_config", |errors| per_filter_config(&proto.typed_per_filter_config, errors));
+    host_filters.filters.rate_limits = super::rate_limit::rate_limits(&proto.rate_limits, errors).into();
     #[allow(deprecated)]
     let host_cors = match &proto.cors {
         Some(cors) => errors.at("cors", |errors| super::filter::route_cors(cors, errors)),
         None => host_filters.cors.clone(),
     };
-    let host_websocket = host_filters.websocket;
     let mut routes: Vec<Route> = proto
         .routes
         .iter()
         .enumerate()
         .filter_map(|(index, proto_route)| {
-            errors.at(format!("routes[{index}]"), |errors| route(proto_route, host_websocket, host_cors.as_ref(), errors))
+            errors.at(format!("routes[{index}]"), |errors| route(proto_route, &host_filters, host_cors.as_ref(), errors))
         })
         .collect();
 
@@ -129,46 +137,87 @@ struct PerFilterConfig {
     websocket: Option<Option<WebSocketFrames>>,
     /// `envoy.filters.http.cors`: the CORS policy.
     cors: Option<std::sync::Arc<crate::model::CorsPolicy>>,
+    /// The authentication and rate limit filters' entries.
+    filters: RouteFilterConfigs,
 }
 
 /// Reads `typed_per_filter_config`, where Legate knows the keys
-/// `legate.websocket` and `envoy.filters.http.cors`.
+/// `legate.websocket`, `envoy.filters.http.cors`,
+/// `envoy.filters.http.api_key_auth`, `envoy.filters.http.local_ratelimit`
+/// and `envoy.filters.http.ext_authz`.
 fn per_filter_config(entries: &std::collections::HashMap<String, prost_types::Any>, errors: &mut Collector) -> PerFilterConfig {
     let mut config = PerFilterConfig::default();
     for (key, any) in entries {
-        errors.at(format!("[{key}]"), |errors| {
-            if key == super::filter::CORS_NAME && any.type_url.ends_with(super::filter::CORS_POLICY_TYPE) {
-                config.cors = super::filter::filter_cors(&any.value, errors);
-                return;
-            }
-            if key != WEBSOCKET_FILTER_KEY || !any.type_url.ends_with(WEBSOCKET_ROUTE_TYPE) {
-                errors.unsupported(format!(
-                    "per-filter config for {key:?} ({}) is not supported; Legate reads {WEBSOCKET_FILTER_KEY:?} and {:?}",
-                    any.type_url,
-                    super::filter::CORS_NAME
-                ));
-                return;
-            }
-            let Some(websocket) = decode_message::<WebSocketRoute>(&any.value, errors) else { return };
-            let max_message_bytes = websocket.max_message_bytes.map_or(DEFAULT_MAX_WEBSOCKET_MESSAGE, |bytes| bytes as usize);
-            if websocket.frame_aware && max_message_bytes == 0 {
-                errors.invalid("max_message_bytes must be greater than 0");
-            }
-            config.websocket = Some(websocket.frame_aware.then_some(WebSocketFrames { max_message_bytes }));
-        });
+        errors.at(format!("[{key}]"), |errors| per_filter_entry(key, any, &mut config, errors));
     }
     config
 }
 
+fn per_filter_entry(key: &str, any: &prost_types::Any, config: &mut PerFilterConfig, errors: &mut Collector) {
+    let type_is = |name: &str| any.type_url == type_url_of(name);
+    if key == super::filter::CORS_NAME && type_is(super::filter::CORS_POLICY_TYPE) {
+        config.cors = super::filter::filter_cors(&any.value, errors);
+    } else if key == API_KEY_AUTH_NAME && type_is(API_KEY_AUTH_PER_ROUTE_TYPE) {
+        config.filters.api_key_auth = super::auth::api_key_auth_per_route(&any.value, errors).map(|c| PerRoute::Override(Arc::new(c)));
+    } else if key == API_KEY_AUTH_NAME && type_is(FILTER_CONFIG_TYPE) {
+        config.filters.api_key_auth = disabled_filter(&any.value, errors);
+    } else if key == LOCAL_RATELIMIT_NAME && type_is(LOCAL_RATELIMIT_TYPE) {
+        config.filters.local_ratelimit =
+            super::rate_limit::local_rate_limit(&any.value, true, errors).map(|c| PerRoute::Override(Arc::new(c)));
+    } else if key == LOCAL_RATELIMIT_NAME && type_is(FILTER_CONFIG_TYPE) {
+        config.filters.local_ratelimit = disabled_filter(&any.value, errors);
+    } else if key == EXT_AUTHZ_NAME && type_is(EXT_AUTHZ_PER_ROUTE_TYPE) {
+        config.filters.ext_authz_disabled = super::ext_authz::ext_authz_per_route(&any.value, errors);
+    } else if key == EXT_AUTHZ_NAME && type_is(FILTER_CONFIG_TYPE) {
+        config.filters.ext_authz_disabled = disabled_filter::<()>(&any.value, errors).is_some();
+    } else if key == WEBSOCKET_FILTER_KEY && type_is(WEBSOCKET_ROUTE_TYPE) {
+        let Some(websocket) = decode_message::<WebSocketRoute>(&any.value, errors) else { return };
+        let max_message_bytes = websocket.max_message_bytes.map_or(DEFAULT_MAX_WEBSOCKET_MESSAGE, |bytes| bytes as usize);
+        if websocket.frame_aware && max_message_bytes == 0 {
+            errors.invalid("max_message_bytes must be greater than 0");
+        }
+        config.websocket = Some(websocket.frame_aware.then_some(WebSocketFrames { max_message_bytes }));
+    } else {
+        errors.unsupported(format!(
+            "per-filter config for {key:?} ({}) is not supported; Legate reads {WEBSOCKET_FILTER_KEY:?}, {:?}, {API_KEY_AUTH_NAME:?}, {LOCAL_RATELIMIT_NAME:?} and {EXT_AUTHZ_NAME:?}",
+            any.type_url,
+            super::filter::CORS_NAME
+        ));
+    }
+}
+
+/// Reads an `envoy.config.route.v3.FilterConfig`, which Legate accepts only
+/// to turn a filter off.
+fn disabled_filter<T>(bytes: &[u8], errors: &mut Collector) -> Option<PerRoute<T>> {
+    let proto = decode_message::<api::FilterConfig>(bytes, errors)?;
+    if !proto.disabled {
+        errors.invalid("a FilterConfig must set disabled: true; Legate reads no other field of it");
+        return None;
+    }
+    Some(PerRoute::Disabled)
+}
+
 fn route(
     proto: &api::Route,
-    host_websocket: Option<Option<WebSocketFrames>>,
+    host: &PerFilterConfig,
     host_cors: Option<&std::sync::Arc<crate::model::CorsPolicy>>,
     errors: &mut Collector,
 ) -> Option<Route> {
     note_ignored(proto.metadata.is_some(), "metadata", errors);
     let route_filters = errors.at("typed_per_filter_config", |errors| per_filter_config(&proto.typed_per_filter_config, errors));
-    let websocket_frames = route_filters.websocket.or(host_websocket).flatten();
+    let websocket_frames = route_filters.websocket.or(host.websocket).flatten();
+    let route_rate_limits = match &proto.action {
+        Some(api::route::Action::Route(action)) if !action.rate_limits.is_empty() => {
+            Some(errors.at("route", |errors| super::rate_limit::rate_limits(&action.rate_limits, errors)).into())
+        }
+        _ => None,
+    };
+    let filter_configs = RouteFilterConfigs {
+        api_key_auth: route_filters.filters.api_key_auth.or_else(|| host.filters.api_key_auth.clone()),
+        local_ratelimit: route_filters.filters.local_ratelimit.or_else(|| host.filters.local_ratelimit.clone()),
+        rate_limits: route_rate_limits.unwrap_or_else(|| host.filters.rate_limits.clone()),
+        ext_authz_disabled: route_filters.filters.ext_authz_disabled || host.filters.ext_authz_disabled,
+    };
     #[allow(deprecated)]
     let action_cors = match &proto.action {
         Some(api::route::Action::Route(action)) => action.cors.as_ref(),
@@ -198,7 +247,7 @@ fn route(
         }
     };
 
-    Some(Route { name: proto.name.clone(), matcher: matcher?, action: action?, cors })
+    Some(Route { name: proto.name.clone(), matcher: matcher?, action: action?, cors, filter_configs })
 }
 
 fn route_match(proto: &api::RouteMatch, errors: &mut Collector) -> Option<RouteMatch> {

@@ -19,6 +19,12 @@ pub enum HttpFilter {
     Cors,
     /// `envoy.filters.http.grpc_stats`: per-method gRPC metrics.
     GrpcStats(GrpcStatsConfig),
+    /// `envoy.filters.http.api_key_auth`: checks the request's API key.
+    ApiKeyAuth(std::sync::Arc<super::ApiKeyAuth>),
+    /// `envoy.filters.http.local_ratelimit`: token buckets per filter, virtual host or route.
+    LocalRateLimit(std::sync::Arc<super::LocalRateLimit>),
+    /// `envoy.filters.http.ext_authz`: asks an authorization service.
+    ExtAuthz(std::sync::Arc<super::ExtAuthz>),
     /// `envoy.filters.http.router`.
     Router,
 }

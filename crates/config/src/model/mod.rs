@@ -2,15 +2,22 @@
 //! filled in, ready for the data path.
 
 mod access_log;
+mod auth;
 mod bootstrap;
 mod cluster;
 mod endpoint;
 mod grpc;
 mod health;
 mod listener;
+mod rate_limit;
 mod route;
 mod tls;
 
+pub use auth::{
+    ApiKeyAuth, ApiKeyAuthPerRoute, ApiKeyCredential, ApiKeyForwarding, ExtAuthz, ExtAuthzService, HttpAuthService, KeySource, PerRoute,
+    RouteFilterConfigs,
+};
+pub use rate_limit::{LocalRateLimit, LocalRateLimitDescriptor, RateLimit, RateLimitAction, TokenBucket};
 pub use bootstrap::{AdsConfig, Bootstrap, Node};
 pub use cluster::{
     CircuitBreakers, Cluster, DiscoveryType, Http2Settings, LbPolicy, Priority, RetryBudget, Thresholds, UpstreamProtocol,

@@ -40,6 +40,8 @@ pub struct Route {
     pub action: RouteAction,
     /// The route's CORS policy, else its virtual host's.
     pub cors: Option<Arc<super::CorsPolicy>>,
+    /// Per-route settings of the authentication and rate limit filters.
+    pub filter_configs: super::RouteFilterConfigs,
 }
 
 #[derive(Debug, Clone)]

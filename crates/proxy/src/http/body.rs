@@ -33,6 +33,9 @@ pub enum RequestBody {
     Streaming { incoming: DownstreamBody, deadline: Option<Pin<Box<Sleep>>>, received: Counter },
     /// A body kept for retries.
     Replay(ReplayBody),
+    /// A whole body the proxy built itself, such as an authorization check;
+    /// `None` once sent.
+    Full(Option<Bytes>),
 }
 
 /// A downstream request body as the router forwards it: streamed as it
@@ -140,6 +143,7 @@ impl Body for RequestBody {
         let (incoming, deadline, received) = match self.get_mut() {
             RequestBody::Empty => return Poll::Ready(None),
             RequestBody::Replay(replay) => return Pin::new(replay).poll_frame(cx),
+            RequestBody::Full(bytes) => return Poll::Ready(bytes.take().map(|bytes| Ok(Frame::data(bytes)))),
             RequestBody::Streaming { incoming, deadline, received } => (incoming, deadline, received),
         };
         match Pin::new(&mut *incoming).poll_frame(cx) {
@@ -167,6 +171,7 @@ impl Body for RequestBody {
             RequestBody::Empty => true,
             RequestBody::Streaming { incoming, .. } => incoming.is_end_stream(),
             RequestBody::Replay(replay) => replay.is_end_stream(),
+            RequestBody::Full(bytes) => bytes.is_none(),
         }
     }
 
@@ -175,6 +180,7 @@ impl Body for RequestBody {
             RequestBody::Empty => SizeHint::with_exact(0),
             RequestBody::Streaming { incoming, .. } => incoming.size_hint(),
             RequestBody::Replay(_) => SizeHint::default(),
+            RequestBody::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |bytes| bytes.len() as u64)),
         }
     }
 }

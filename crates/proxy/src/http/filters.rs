@@ -5,13 +5,16 @@
 //! request before routing and the response at its end, CORS replies to
 //! preflights once the route is known and adds headers to every response,
 //! and gRPC statistics count from the request headers to the status. The
-//! router is always last.
+//! request checks (CORS preflight and the authentication filters) run once
+//! the route is known, in the order of `http_filters`. The router is always
+//! last.
 
 use std::sync::Arc;
 
-use legate_config::model::HttpFilter;
+use legate_config::model::{ApiKeyAuth, ExtAuthz, HttpFilter};
 
 use crate::grpc::MethodTable;
+use crate::ratelimit::RateLimiter;
 use crate::stats::ProxyStats;
 
 /// The filters of one connection manager.
@@ -19,15 +22,37 @@ pub struct FilterPlan {
     pub grpc_web: bool,
     pub cors: bool,
     pub grpc_stats: Option<MethodTable>,
+    /// The filters that may answer a routed request before it is forwarded,
+    /// in config order.
+    pub request_checks: Vec<RequestCheck>,
+}
+
+/// A filter that may reply to a routed request itself.
+pub enum RequestCheck {
+    /// Replies to CORS preflights by the route's policy.
+    CorsPreflight,
+    ApiKeyAuth(Arc<ApiKeyAuth>),
+    /// The filter-level limiter; routes with their own config use theirs.
+    LocalRateLimit(Arc<RateLimiter>),
+    ExtAuthz(Arc<ExtAuthz>),
 }
 
 impl FilterPlan {
     pub fn new(filters: &[HttpFilter], stats: &ProxyStats) -> Arc<FilterPlan> {
-        let mut plan = FilterPlan { grpc_web: false, cors: false, grpc_stats: None };
+        let mut plan = FilterPlan { grpc_web: false, cors: false, grpc_stats: None, request_checks: Vec::new() };
         for filter in filters {
             match filter {
                 HttpFilter::GrpcWeb => plan.grpc_web = true,
-                HttpFilter::Cors => plan.cors = true,
+                HttpFilter::Cors => {
+                    plan.cors = true;
+                    plan.request_checks.push(RequestCheck::CorsPreflight);
+                }
+                HttpFilter::ApiKeyAuth(config) => plan.request_checks.push(RequestCheck::ApiKeyAuth(config.clone())),
+                HttpFilter::ExtAuthz(config) => plan.request_checks.push(RequestCheck::ExtAuthz(config.clone())),
+                HttpFilter::LocalRateLimit(config) => {
+                    let limiter = RateLimiter::new(config.clone(), stats.http.local_rate_limited(&config.stat_prefix));
+                    plan.request_checks.push(RequestCheck::LocalRateLimit(Arc::new(limiter)));
+                }
                 HttpFilter::GrpcStats(config) => plan.grpc_stats = Some(MethodTable::new(config, &stats.grpc)),
                 HttpFilter::Router => {}
             }

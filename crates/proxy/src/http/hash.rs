@@ -60,7 +60,7 @@ fn policy_hash(
 
 /// Finds a cookie in the `Cookie` headers; quotes around the value are not
 /// part of it.
-fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(super) fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -71,7 +71,7 @@ fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, value)| value.trim_matches('"'))
 }
 
-fn query_value<'a>(uri: &'a Uri, name: &str) -> Option<&'a str> {
+pub(super) fn query_value<'a>(uri: &'a Uri, name: &str) -> Option<&'a str> {
     uri.query()?.split('&').filter_map(|pair| pair.split_once('=')).find(|(key, _)| *key == name).map(|(_, value)| value)
 }
 

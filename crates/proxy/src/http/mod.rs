@@ -1,14 +1,18 @@
 //! The HTTP connection manager: routes each downstream request and forwards
 //! it to an upstream endpoint, or replies locally.
 
+mod api_key;
 pub mod body;
+mod checks;
 mod cors;
+mod ext_authz;
 mod filters;
 mod forward;
 mod frames;
 mod grpc_web;
 mod hash;
 mod headers;
+mod local_ratelimit;
 mod local_reply;
 mod path;
 mod pipe;
@@ -35,6 +39,7 @@ use crate::router::{host_without_port, RouteMatchResult};
 use crate::stats::{ListenerStats, ProxyStats, ResponseFlag, RouteStats};
 use crate::snapshot::SnapshotStore;
 use body::{DownstreamBody, RecordedBody, ResponseBody};
+use checks::Checked;
 use path::PathVerdict;
 pub(crate) use filters::FilterPlan;
 pub(crate) use frames::CLOSE_GRACE;
@@ -147,32 +152,34 @@ async fn respond(request: Request<Incoming>, connection: &ConnectionContext, sta
     let matched = listener.routes.route(host, &parts);
     *log = (!listener.access_logs.is_empty()).then(|| {
         let route_name = match &matched {
-            RouteMatchResult::Matched(route, _) if !route.name.is_empty() => Some(route.name.as_str()),
+            RouteMatchResult::Matched(route, _, _) if !route.name.is_empty() => Some(route.name.as_str()),
             _ => None,
         };
         (listener.access_logs.clone(), RequestRecord::new(&parts, connection.remote, route_name))
     });
-    let (route, route_stats) = match matched {
-        RouteMatchResult::Matched(route, stats) => (route, stats.clone()),
+    let (route, route_stats, route_limiter) = match matched {
+        RouteMatchResult::Matched(route, stats, limiter) => (route, stats.clone(), limiter),
         RouteMatchResult::NoRoute(stats) => {
             debug!(host, path = parts.uri.path(), "no route matched");
             let response = forward::flag_reply(&connection.stats, ResponseFlag::NoRoute, StatusCode::NOT_FOUND, "no route matched");
-            let exchange = Exchange { protocol, call, cors: None };
+            let exchange = Exchange { protocol, call, cors: None, rate_limit: None };
             return record(exchange.finish(response), stats.clone(), start, connection, log.take());
         }
     };
 
     let cors = route.cors.as_deref().filter(|_| filters.cors);
-    if let Some(policy) = cors {
-        if cors::is_preflight(&parts) {
-            return record(cors::preflight_reply(policy, &parts), route_stats, start, connection, log.take());
-        }
-    }
-    let exchange = Exchange {
+    let mut exchange = Exchange {
         protocol,
         call,
         cors: cors.and_then(|policy| Some((policy, cors::allowed_origin(policy, &parts.headers)?.clone()))),
+        rate_limit: None,
     };
+    let context = checks::CheckContext { route, route_limiter, cors, protocol, snapshot: &snapshot, connection };
+    match checks::run(&filters.request_checks, &mut parts, &mut exchange, &context).await {
+        Checked::Pass => {}
+        Checked::Reply(reply) => return record(exchange.finish(reply), route_stats, start, connection, log.take()),
+        Checked::Preflight(reply) => return record(reply, route_stats, start, connection, log.take()),
+    }
 
     let mut body = match protocol {
         Protocol::GrpcWeb { text } => match grpc_web::read_body(body, text).await {
@@ -252,6 +259,8 @@ struct Exchange<'a> {
     protocol: Protocol,
     call: Option<Arc<GrpcCall>>,
     cors: Option<(&'a CorsPolicy, HeaderValue)>,
+    /// The local rate limit bucket's state for the `x-ratelimit-*` headers.
+    rate_limit: Option<crate::ratelimit::TokenOutcome>,
 }
 
 impl Exchange<'_> {
@@ -270,6 +279,9 @@ impl Exchange<'_> {
         };
         if let Some((policy, origin)) = &self.cors {
             cors::add_response_headers(policy, origin, response.headers_mut());
+        }
+        if let Some(taken) = &self.rate_limit {
+            local_ratelimit::add_headers(taken, response.headers_mut());
         }
         response
     }

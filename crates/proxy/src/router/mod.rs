@@ -10,10 +10,11 @@ use std::sync::Arc;
 
 use http::request::Parts;
 
-use legate_config::model::{DomainMatcher, Route, RouteConfiguration};
+use legate_config::model::{DomainMatcher, LocalRateLimit, PerRoute, Route, RouteConfiguration};
 #[cfg(test)]
 use legate_config::model::VirtualHost;
 
+use crate::ratelimit::RateLimiter;
 use crate::stats::{HttpStats, RouteStats};
 
 /// Route label of requests that matched no route, and virtual host label of
@@ -34,12 +35,16 @@ pub struct RouteTable {
     stats: Vec<Vec<Arc<RouteStats>>>,
     /// Metric handle of requests that matched no virtual host.
     no_host_stats: Arc<RouteStats>,
+    /// Local rate limiters per virtual host, one per route in route order,
+    /// for the routes with their own or their virtual host's config.
+    rate_limiters: Vec<Vec<Option<Arc<RateLimiter>>>>,
 }
 
 /// The route a request matched with its metric handles, or the handles to
 /// count a request that matched none.
 pub enum RouteMatchResult<'a> {
-    Matched(&'a Route, &'a Arc<RouteStats>),
+    /// The route, its metric handles and its local rate limiter, if any.
+    Matched(&'a Route, &'a Arc<RouteStats>, Option<&'a RateLimiter>),
     NoRoute(&'a Arc<RouteStats>),
 }
 
@@ -60,6 +65,7 @@ impl RouteTable {
             })
             .collect();
         let no_host_stats = http_stats.route(NO_MATCH, NO_MATCH);
+        let rate_limiters = rate_limiters(&config, http_stats);
         let mut table = RouteTable {
             config,
             exact: HashMap::new(),
@@ -68,6 +74,7 @@ impl RouteTable {
             any: None,
             stats,
             no_host_stats,
+            rate_limiters,
         };
         for (index, host) in table.config.virtual_hosts.iter().enumerate() {
             for domain in &host.domains {
@@ -135,10 +142,40 @@ impl RouteTable {
         let stats = &self.stats[host_index];
         let path = request.uri.path();
         match virtual_host.routes.iter().position(|route| matching::matches(&route.matcher, path, &request.headers)) {
-            Some(index) => RouteMatchResult::Matched(&virtual_host.routes[index], &stats[index]),
+            Some(index) => {
+                RouteMatchResult::Matched(&virtual_host.routes[index], &stats[index], self.rate_limiters[host_index][index].as_deref())
+            }
             None => RouteMatchResult::NoRoute(&stats[stats.len() - 1]),
         }
     }
+}
+
+/// Builds a rate limiter per `LocalRateLimit` config of the routes. Routes
+/// that take their virtual host's config share its limiter, so the virtual
+/// host has one bucket.
+fn rate_limiters(config: &RouteConfiguration, http_stats: &HttpStats) -> Vec<Vec<Option<Arc<RateLimiter>>>> {
+    let mut built: Vec<Arc<RateLimiter>> = Vec::new();
+    let mut limiter_for = |limit: &Arc<LocalRateLimit>| {
+        if let Some(limiter) = built.iter().find(|limiter| Arc::ptr_eq(&limiter.config, limit)) {
+            return limiter.clone();
+        }
+        let limiter = Arc::new(RateLimiter::new(limit.clone(), http_stats.local_rate_limited(&limit.stat_prefix)));
+        built.push(limiter.clone());
+        limiter
+    };
+    config
+        .virtual_hosts
+        .iter()
+        .map(|host| {
+            host.routes
+                .iter()
+                .map(|route| match &route.filter_configs.local_ratelimit {
+                    Some(PerRoute::Override(limit)) => Some(limiter_for(limit)),
+                    _ => None,
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// Names a route for metrics: its `name`, or its position when unnamed.

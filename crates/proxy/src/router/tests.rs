@@ -54,7 +54,7 @@ fn virtual_host_precedence() {
 fn path_matchers() {
     let table = table(ROUTES);
     let name = |path: &str| match table.route("other", &parts(path)) {
-        RouteMatchResult::Matched(route, _) => Some(format!("{:?}", route.action)),
+        RouteMatchResult::Matched(route, _, _) => Some(format!("{:?}", route.action)),
         RouteMatchResult::NoRoute(_) => None,
     };
     assert!(name("/exact").unwrap().contains("\"path\""));

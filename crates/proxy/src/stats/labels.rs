@@ -32,6 +32,16 @@ pub struct CodeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthzResultLabels {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatPrefixLabels {
+    pub stat_prefix: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FlagLabels {
     pub flag: &'static str,
 }
@@ -119,6 +129,11 @@ pub enum ResponseFlag {
     UpstreamRetryLimitExceeded,
     /// DC: the downstream connection ended before the response did.
     DownstreamConnectionTermination,
+    /// RL: the local rate limit filter rejected the request.
+    RateLimited,
+    /// UAEX: the external authorization service denied the request, or
+    /// could not be asked and the filter fails closed.
+    UnauthorizedExternalService,
 }
 
 impl ResponseFlag {
@@ -135,6 +150,8 @@ impl ResponseFlag {
             ResponseFlag::UpstreamOverflow => "UO",
             ResponseFlag::UpstreamRetryLimitExceeded => "URX",
             ResponseFlag::DownstreamConnectionTermination => "DC",
+            ResponseFlag::RateLimited => "RL",
+            ResponseFlag::UnauthorizedExternalService => "UAEX",
         }
     }
 }

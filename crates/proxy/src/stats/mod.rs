@@ -60,6 +60,8 @@ pub struct HttpStats {
     responses_by_code: Family<CodeLabels, Counter>,
     response_flags: Family<FlagLabels, Counter>,
     codes: Box<[OnceLock<Counter>]>,
+    local_rate_limited: Family<StatPrefixLabels, Counter>,
+    ext_authz: Family<AuthzResultLabels, Counter>,
 }
 
 pub struct UpstreamStats {
@@ -198,7 +200,19 @@ impl HttpStats {
             responses_by_code: Family::default(),
             response_flags: Family::default(),
             codes: (0..600).map(|_| OnceLock::new()).collect(),
+            local_rate_limited: Family::default(),
+            ext_authz: Family::default(),
         };
+        registry.register(
+            "http_ext_authz",
+            "External authorization checks by result: ok, denied, error (rejected), failure_mode_allowed (passed despite an error)",
+            stats.ext_authz.clone(),
+        );
+        registry.register(
+            "http_local_rate_limited",
+            "Requests over a local rate limit, per the filter's stat_prefix; those not enforced were passed on",
+            stats.local_rate_limited.clone(),
+        );
         registry.register(
             "http_requests",
             "HTTP requests per virtual host and route by response code class; route \"none\" counts requests no route matched",
@@ -215,7 +229,7 @@ impl HttpStats {
         registry.register("http_responses_by_code", "HTTP responses by status code", stats.responses_by_code.clone());
         registry.register(
             "http_response_flags",
-            "Requests the proxy ended or answered itself, by Envoy response flag (NR, NC, UH, UF, UT, SI, UC, RT)",
+            "Requests the proxy ended or answered itself, by Envoy response flag (NR, NC, UH, UF, UT, SI, UC, RT, RL, UAEX)",
             stats.response_flags.clone(),
         );
         stats
@@ -247,6 +261,17 @@ impl HttpStats {
     pub fn count_code(&self, code: u16) {
         let Some(slot) = self.codes.get(usize::from(code)) else { return };
         slot.get_or_init(|| self.responses_by_code.get_or_create_owned(&CodeLabels { code })).inc();
+    }
+
+    /// Counter of the requests over the local rate limit with `stat_prefix`.
+    pub fn local_rate_limited(&self, stat_prefix: &str) -> Counter {
+        self.local_rate_limited.get_or_create_owned(&StatPrefixLabels { stat_prefix: stat_prefix.to_string() })
+    }
+
+    /// Counts an external authorization check; `result` is one of the four
+    /// fixed values the metric's help text lists.
+    pub fn count_ext_authz(&self, result: &'static str) {
+        self.ext_authz.get_or_create(&AuthzResultLabels { result }).inc();
     }
 
     pub fn count_flag(&self, flag: ResponseFlag) {
