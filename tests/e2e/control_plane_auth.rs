@@ -1,9 +1,9 @@
 //! The control plane's gRPC port accepts only authenticated clients: bearer
 //! tokens for the config API and for ADS, and TLS with client certificates.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use crate::support::certs::TestCa;
+use crate::support::tls::TestCa;
 use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,29 +76,24 @@ async fn ads_requires_token() {
 /// Starts a control plane whose gRPC port needs TLS with client
 /// certificates from `clients`.
 fn start_tls_control_plane(dir: &Path, servers: &TestCa, clients: &TestCa) -> ControlPlane {
-    let server = servers.issue(dir, "control-plane", &["localhost", "127.0.0.1"]);
-    let args = [
-        "--tls-cert",
-        server.cert.to_str().unwrap(),
-        "--tls-key",
-        server.key.to_str().unwrap(),
-        "--client-ca",
-        clients.cert_file.to_str().unwrap(),
-    ];
+    let (cert, key) = servers.issue("control-plane", &["localhost", "127.0.0.1"], None).write(dir, "control-plane");
+    let client_ca = write_ca(dir, "clients", clients);
+    let args = ["--tls-cert", path(&cert), "--tls-key", path(&key), "--client-ca", path(&client_ca)];
     ControlPlane::start_with(&dir.join("cp"), "127.0.0.1:0", &args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_api_requires_client_certificate() {
     let dir = temp_dir("cp-mtls");
-    let servers = TestCa::new(&dir, "servers");
-    let clients = TestCa::new(&dir, "clients");
-    let strangers = TestCa::new(&dir, "strangers");
+    let servers = TestCa::new("servers");
+    let clients = TestCa::new("clients");
+    let strangers = TestCa::new("strangers");
     let control_plane = start_tls_control_plane(&dir, &servers, &clients);
     let server = control_plane.address.to_string();
-    let ca = servers.cert_file.to_str().unwrap();
-    let operator = clients.issue(&dir, "operator", &["operator.example"]);
-    let impostor = strangers.issue(&dir, "impostor", &["operator.example"]);
+    let server_ca = write_ca(&dir, "servers", &servers);
+    let ca = path(&server_ca);
+    let (operator_cert, operator_key) = clients.issue("operator", &["operator.example"], None).write(&dir, "operator");
+    let (impostor_cert, impostor_key) = strangers.issue("impostor", &["operator.example"], None).write(&dir, "impostor");
 
     let plaintext = legate(&["get", "--server", &server]);
     assert!(!plaintext.status.success(), "a plaintext client is refused");
@@ -106,15 +101,23 @@ async fn config_api_requires_client_certificate() {
     let no_cert = legate(&["get", "--server", &server, "--ca-file", ca]);
     assert!(!no_cert.status.success(), "a client without a certificate is refused");
 
-    let untrusted = legate(&["get", "--server", &server, "--ca-file", ca, "--cert-file", path(&impostor.cert), "--key-file", path(&impostor.key)]);
+    let untrusted = legate(&["get", "--server", &server, "--ca-file", ca, "--cert-file", path(&impostor_cert), "--key-file", path(&impostor_key)]);
     assert!(!untrusted.status.success(), "a certificate from another CA is refused");
 
-    let trusted = legate(&["get", "--server", &server, "--ca-file", ca, "--cert-file", path(&operator.cert), "--key-file", path(&operator.key)]);
+    let trusted = legate(&["get", "--server", &server, "--ca-file", ca, "--cert-file", path(&operator_cert), "--key-file", path(&operator_key)]);
     assert!(trusted.status.success(), "{}", String::from_utf8_lossy(&trusted.stderr));
 
-    let wrong_server_ca = strangers.cert_file.to_str().unwrap();
-    let unverified = legate(&["get", "--server", &server, "--ca-file", wrong_server_ca, "--cert-file", path(&operator.cert), "--key-file", path(&operator.key)]);
+    let stranger_ca = write_ca(&dir, "strangers", &strangers);
+    let unverified =
+        legate(&["get", "--server", &server, "--ca-file", path(&stranger_ca), "--cert-file", path(&operator_cert), "--key-file", path(&operator_key)]);
     assert!(!unverified.status.success(), "the client checks the control plane's certificate");
+}
+
+/// Writes a CA's certificate to `<dir>/<name>-ca.pem`.
+fn write_ca(dir: &Path, name: &str, ca: &TestCa) -> PathBuf {
+    let file = dir.join(format!("{name}-ca.pem"));
+    std::fs::write(&file, ca.pem()).unwrap();
+    file
 }
 
 fn path(file: &Path) -> &str {

@@ -13,6 +13,7 @@ mod control_plane_metrics;
 mod demo;
 mod endpoint_health;
 mod ext_authz;
+mod filter_chains;
 mod grpc;
 mod grpc_cases;
 mod grpc_clients;

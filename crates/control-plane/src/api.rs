@@ -183,9 +183,9 @@ impl tonic::service::Interceptor for TokenCheck {
             Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => Ok(request),
             Some(_) => {
                 tracing::warn!(service = self.service, "call with a wrong bearer token");
-                Err(Status::unauthenticated(format!("the {} token is wrong", self.service)))
+                Err(Status::unauthenticated(format!("wrong bearer token for {}", self.service)))
             }
-            None => Err(Status::unauthenticated(format!("the {} needs a bearer token (authorization: Bearer ...)", self.service))),
+            None => Err(Status::unauthenticated(format!("{} needs a bearer token (authorization: Bearer ...)", self.service))),
         }
     }
 }

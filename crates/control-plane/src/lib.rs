@@ -132,7 +132,7 @@ impl ControlPlane {
         }
         server
             .add_service(AggregatedDiscoveryServiceServer::with_interceptor(ads, api::TokenCheck::new(self.ads_token.clone(), "ADS")))
-            .add_service(ConfigServiceServer::with_interceptor(api, api::TokenCheck::new(self.api_token.clone(), "config API")))
+            .add_service(ConfigServiceServer::with_interceptor(api, api::TokenCheck::new(self.api_token.clone(), "the config API")))
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
             .await?;
         Ok(())

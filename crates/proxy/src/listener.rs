@@ -266,6 +266,7 @@ impl AcceptLoop {
             protocol_counted: AtomicBool::new(false),
             request_seen: self.drained.borrow().then(tokio::sync::Notify::new),
             chain: 0,
+            chain_key: None,
             client_cert: None,
             secure: false,
         };
@@ -300,6 +301,7 @@ async fn accept_connection(stream: TcpStream, mut context: ConnectionContext, dr
                 context.listener_stats.tls_handshakes.inc();
                 let Some(chain) = chains.get(connection.chain) else { return };
                 context.chain = connection.chain;
+                context.chain_key = (chains.len() > 1).then(|| chain.key.clone());
                 context.client_cert = connection.client_cert;
                 context.secure = true;
                 serve_connection(connection.stream, chain.http.clone(), connection.codec, context, drained, drain_timeout).await;

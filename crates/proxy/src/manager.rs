@@ -572,6 +572,7 @@ fn active_listener(entry: &ListenerEntry, route_configs: &HashMap<String, Versio
                 RouteSource::Rds(route_name) => route_configs.get(route_name).map(|r| r.value.clone()),
             }?;
             Some(ListenerRoutes {
+                key: chain.key.clone(),
                 http: Arc::new(chain.http.clone()),
                 routes,
                 filters: built.filters.clone(),

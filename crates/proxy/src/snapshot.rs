@@ -34,6 +34,8 @@ pub struct ActiveListener {
 /// A filter chain's HTTP settings and the route table it uses.
 #[derive(Clone)]
 pub struct ListenerRoutes {
+    /// The filter chain's identity across updates (`FilterChain::key`).
+    pub key: Arc<str>,
     pub http: Arc<HttpConnectionManager>,
     pub routes: Arc<RouteTable>,
     pub filters: Arc<crate::http::FilterPlan>,

@@ -17,7 +17,6 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpListener, TcpStream};
 
-pub mod certs;
 pub mod grpc;
 pub mod scripted_ads;
 pub mod tls;

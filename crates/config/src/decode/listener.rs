@@ -80,6 +80,12 @@ fn filter_chains(chains: &[api::FilterChain], errors: &mut Collector) -> Option<
             "a listener with several filter chains needs a TLS transport_socket on each, because chains are chosen by SNI",
         );
     }
+    let mut keys = std::collections::HashSet::new();
+    for chain in &decoded {
+        if let Some(name) = chain.key.strip_prefix("name:").filter(|_| !keys.insert(chain.key.clone())) {
+            errors.invalid(format!("filter chain name {name:?} is used twice"));
+        }
+    }
     let mut seen = std::collections::HashSet::new();
     for name in decoded.iter().flat_map(|chain| &chain.server_names) {
         if !seen.insert(name.as_str()) {
@@ -91,7 +97,6 @@ fn filter_chains(chains: &[api::FilterChain], errors: &mut Collector) -> Option<
 
 fn filter_chain(chain: &api::FilterChain, errors: &mut Collector) -> Option<model::FilterChain> {
     note_ignored(chain.metadata.is_some(), "metadata", errors);
-    note_ignored(!chain.name.is_empty(), "name", errors);
 
     let server_names = match &chain.filter_chain_match {
         Some(matcher) => errors.at("filter_chain_match.server_names", |errors| server_names(&matcher.server_names, errors)),
@@ -123,7 +128,12 @@ fn filter_chain(chain: &api::FilterChain, errors: &mut Collector) -> Option<mode
         Some(timeout) => errors.at("transport_socket_connect_timeout", |errors| super::duration(timeout, errors)),
         None => Some(DEFAULT_HANDSHAKE_TIMEOUT),
     };
-    Some(model::FilterChain { server_names: server_names?, tls: tls?, http: http?, handshake_timeout: handshake_timeout? })
+    let server_names = server_names?;
+    let key = match chain.name.as_str() {
+        "" => format!("sni:{}", server_names.join(",")),
+        name => format!("name:{name}"),
+    };
+    Some(model::FilterChain { key: key.into(), server_names, tls: tls?, http: http?, handshake_timeout: handshake_timeout? })
 }
 
 /// Lowercases SNI names; each is exact or a `*.suffix` wildcard.

@@ -31,6 +31,10 @@ impl Listener {
 /// One filter chain: which connections it takes and how it serves them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FilterChain {
+    /// Identity of the chain across listener updates: `name:` and its
+    /// `name`, else `sni:` and its server names. A connection finds its chain
+    /// again by it after an update reorders the chains.
+    pub key: Arc<str>,
     /// `filter_chain_match.server_names`, lowercased: exact names and
     /// `*.suffix` wildcards. Empty matches any connection.
     pub server_names: Vec<String>,

@@ -37,7 +37,7 @@ use crate::grpc::{adapt_response, GrpcCall, GrpcResponseBody, Protocol, WebMode}
 use crate::access_log::{AccessLoggers, PendingLog, RequestRecord, UpstreamInfo};
 use crate::router::{host_without_port, RouteMatchResult};
 use crate::stats::{ListenerStats, ProxyStats, ResponseFlag, RouteStats};
-use crate::snapshot::SnapshotStore;
+use crate::snapshot::{ActiveListener, ListenerRoutes, SnapshotStore};
 use body::{DownstreamBody, RecordedBody, ResponseBody};
 use checks::Checked;
 use path::PathVerdict;
@@ -66,6 +66,9 @@ pub struct ConnectionContext {
     pub request_seen: Option<tokio::sync::Notify>,
     /// Index of the listener's filter chain serving the connection.
     pub chain: usize,
+    /// Identity of that chain on a TLS listener, where SNI chose it among
+    /// several, so the connection finds it again after the chains reorder.
+    pub chain_key: Option<Arc<str>>,
     /// The `x-forwarded-client-cert` element of an mTLS connection.
     pub client_cert: Option<HeaderValue>,
     /// Whether the connection is TLS, which makes `x-forwarded-proto` https.
@@ -122,12 +125,11 @@ async fn respond(request: Request<Incoming>, connection: &ConnectionContext, sta
         request_seen.notify_one();
     }
     let snapshot = connection.store.load_full();
-    // NOTE: a filter chain is found by its index, so a listener update that
-    // reorders chains moves open connections to the chain now at that index.
-    let chain = snapshot.listeners.get(&connection.listener).and_then(|listener| listener.chains.get(connection.chain));
+    let chain = snapshot.listeners.get(&connection.listener).and_then(|listener| connection_chain(listener, connection));
     let Some(listener) = chain else {
         let stats = connection.stats.http.route("none", "none");
-        return record(local_reply(StatusCode::SERVICE_UNAVAILABLE, "listener is draining"), stats, start, connection, None);
+        let reply = local_reply(StatusCode::SERVICE_UNAVAILABLE, "the listener or its filter chain was removed");
+        return record(reply, stats, start, connection, None);
     };
     count_protocol(connection, request.version());
 
@@ -209,6 +211,20 @@ async fn respond(request: Request<Incoming>, connection: &ConnectionContext, sta
         }
     };
     record(exchange.finish(response), route_stats, start, connection, log.take())
+}
+
+/// Finds the connection's filter chain: at its index while the chain there
+/// is still the same one, else by its key after an update reordered the
+/// chains. `None` once the chain is gone.
+fn connection_chain<'a>(listener: &'a ActiveListener, connection: &ConnectionContext) -> Option<&'a ListenerRoutes> {
+    let at_index = listener.chains.get(connection.chain);
+    let Some(key) = &connection.chain_key else {
+        return at_index;
+    };
+    match at_index {
+        Some(chain) if chain.key == *key => Some(chain),
+        _ => listener.chains.iter().find(|chain| chain.key == *key),
+    }
 }
 
 /// Applies the header count limit and path normalization before routing,
