@@ -107,10 +107,44 @@ async fn config_api_requires_client_certificate() {
     let trusted = legate(&["get", "--server", &server, "--ca-file", ca, "--cert-file", path(&operator_cert), "--key-file", path(&operator_key)]);
     assert!(trusted.status.success(), "{}", String::from_utf8_lossy(&trusted.stderr));
 
+    let web = Upstream::start("web").await;
+    let api = Upstream::start("api").await;
+    let config = dir.join("config.yaml");
+    std::fs::write(&config, two_cluster_config(&[web.address], api.address, "v1")).unwrap();
+    let applied = legate(&["apply", "-f", path(&config), "--server", &server, "--ca-file", ca, "--cert-file", path(&operator_cert), "--key-file", path(&operator_key)]);
+    assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
+
+    let (proxy_cert, proxy_key) = clients.issue("proxy", &["proxy.example"], None).write(&dir, "proxy");
+    let with_identity = Proxy::start(&tls_ads_bootstrap("mtls-proxy", control_plane.address, &server_ca, Some((&proxy_cert, &proxy_key))), &dir);
+    let anonymous = Proxy::start(&tls_ads_bootstrap("anonymous-proxy", control_plane.address, &server_ca, None), &dir);
+    with_identity.wait_ready().await;
+    let listener = with_identity.listener("http").await;
+    assert_eq!(http1_get(listener, "x", "/api/ok").await.unwrap().0, 200, "a proxy with a client certificate gets the config over TLS");
+    let (status, _) = http1_get(anonymous.admin, "admin", "/ready").await.unwrap();
+    assert_eq!(status, 503, "a proxy without a client certificate gets no config");
+
     let stranger_ca = write_ca(&dir, "strangers", &strangers);
     let unverified =
         legate(&["get", "--server", &server, "--ca-file", path(&stranger_ca), "--cert-file", path(&operator_cert), "--key-file", path(&operator_key)]);
     assert!(!unverified.status.success(), "the client checks the control plane's certificate");
+}
+
+/// Renders an ADS bootstrap whose `xds` cluster connects over TLS, checking
+/// the control plane against `server_ca` and presenting `identity` if given.
+fn tls_ads_bootstrap(node_id: &str, ads: std::net::SocketAddr, server_ca: &Path, identity: Option<(&PathBuf, &PathBuf)>) -> String {
+    let certificates = identity
+        .map(|(cert, key)| format!("tls_certificates: [{{ certificate_chain: {{ filename: {cert:?} }}, private_key: {{ filename: {key:?} }} }}], "))
+        .unwrap_or_default();
+    format!(
+        r#"{}    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: localhost
+        common_tls_context: {{ {certificates}validation_context: {{ trusted_ca: {{ filename: {server_ca:?} }} }} }}
+"#,
+        ads_bootstrap(node_id, ads)
+    )
 }
 
 /// Writes a CA's certificate to `<dir>/<name>-ca.pem`.

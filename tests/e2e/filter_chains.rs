@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::support::tls::{ClientTls, TestCa, TlsHttpConnection};
 use crate::support::*;
 
-/// Renders one SNI filter chain whose routes answer `body` themselves.
+/// Renders one SNI filter chain whose route replies `body` directly.
 fn chain(name: &str, (cert, key): &(PathBuf, PathBuf), body: &str) -> String {
     format!(
         r#"  - filter_chain_match: {{ server_names: ["{name}"] }}

@@ -43,6 +43,12 @@ pub enum StartError {
     Listener { name: String, reason: String },
     #[error("ADS cluster {0:?} must be a bootstrap cluster of type STATIC or STRICT_DNS with at least one endpoint")]
     AdsCluster(String),
+    #[error("TLS settings of ADS cluster {cluster:?} cannot be loaded")]
+    AdsTls {
+        cluster: String,
+        #[source]
+        source: tls::TlsLoadError,
+    },
 }
 
 /// A running proxy.
@@ -80,9 +86,9 @@ impl Proxy {
 
         let mut control_plane = String::from("none");
         if let Some(ads) = &bootstrap.ads {
-            let servers = ads_servers(&bootstrap, &ads.cluster_name)?;
+            let (servers, tls) = ads_servers(&bootstrap, &ads.cluster_name)?;
             control_plane = servers.join(",");
-            xds::spawn(ads.clone(), servers, bootstrap.node.clone(), manager.clone());
+            xds::spawn(ads.clone(), servers, tls, bootstrap.node.clone(), manager.clone());
         }
         let admin = admin_address.map_or_else(|| "none".to_string(), |address| address.to_string());
         info!(
@@ -163,7 +169,9 @@ async fn start_admin(
 /// Addresses (`host:port`) of the control plane. Host names are resolved
 /// again on each connection attempt, so a restarted control plane behind a
 /// Kubernetes Service is found under its new address.
-fn ads_servers(bootstrap: &Bootstrap, cluster_name: &str) -> Result<Vec<String>, StartError> {
+/// Returns the control plane addresses of the ADS cluster, and its TLS
+/// connector when the cluster has an `UpstreamTlsContext`.
+fn ads_servers(bootstrap: &Bootstrap, cluster_name: &str) -> Result<(Vec<String>, Option<Arc<tls::UpstreamConnector>>), StartError> {
     let cluster = bootstrap
         .clusters
         .iter()
@@ -184,5 +192,11 @@ fn ads_servers(bootstrap: &Bootstrap, cluster_name: &str) -> Result<Vec<String>,
     if servers.is_empty() {
         return Err(StartError::AdsCluster(cluster_name.to_string()));
     }
-    Ok(servers)
+    let tls = match &cluster.tls {
+        Some(settings) => Some(
+            tls::UpstreamConnector::new(settings).map_err(|source| StartError::AdsTls { cluster: cluster_name.to_string(), source })?,
+        ),
+        None => None,
+    };
+    Ok((servers, tls))
 }

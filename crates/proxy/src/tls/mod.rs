@@ -9,6 +9,7 @@ mod verify;
 mod xfcc;
 
 pub(crate) use certs::error_chain;
+pub use certs::TlsLoadError;
 pub use client::{UpstreamConnector, UpstreamIo};
 pub use server::ServerChains;
 pub(crate) use xfcc::apply_forward_client_cert;

@@ -7,7 +7,6 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
-use tonic::transport::Endpoint;
 use tracing::{info, info_span, warn, Instrument};
 
 use legate_api::envoy::config::core::v3::Node;
@@ -19,6 +18,7 @@ use legate_config::{Resource, ResourceType};
 
 use super::subscription::Subscription;
 use crate::manager::{ConfigManager, Rejected};
+use crate::tls::UpstreamConnector;
 
 const MIN_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(15);
@@ -26,11 +26,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(15);
 /// Starts the ADS client task. It runs until the process ends, reconnecting
 /// with jittered exponential backoff and serving the last good config while
 /// the control plane is away.
-pub fn spawn(ads: AdsConfig, servers: Vec<String>, node: model::Node, manager: Arc<ConfigManager>) {
+pub fn spawn(ads: AdsConfig, servers: Vec<String>, tls: Option<Arc<UpstreamConnector>>, node: model::Node, manager: Arc<ConfigManager>) {
     let span = info_span!("xds", cluster = %ads.cluster_name);
     tokio::spawn(
         async move {
-            let mut client = AdsClient { ads, node, manager, subscriptions: HashMap::new() };
+            let mut client = AdsClient { ads, tls, node, manager, subscriptions: HashMap::new() };
             let mut backoff = MIN_BACKOFF;
             let mut attempt = 0usize;
             loop {
@@ -77,6 +77,8 @@ enum StreamEnd {
 
 struct AdsClient {
     ads: AdsConfig,
+    /// TLS to the control plane, from the ADS cluster's transport socket.
+    tls: Option<Arc<UpstreamConnector>>,
     node: model::Node,
     manager: Arc<ConfigManager>,
     subscriptions: HashMap<ResourceType, Subscription>,
@@ -84,11 +86,7 @@ struct AdsClient {
 
 impl AdsClient {
     async fn run_stream(&mut self, server: &str) -> Result<(), StreamEnd> {
-        let endpoint = Endpoint::from_shared(format!("http://{server}"))
-            .map_err(|error| StreamEnd::NeverConnected(tonic::Status::internal(error.to_string())))?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true);
-        let channel = endpoint.connect().await.map_err(|error| StreamEnd::NeverConnected(tonic::Status::unavailable(error.to_string())))?;
+        let channel = super::connect::channel(server, self.tls.as_ref()).await.map_err(StreamEnd::NeverConnected)?;
 
         let (requests, outgoing) = mpsc::channel::<DiscoveryRequest>(16);
         let mut client = AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);

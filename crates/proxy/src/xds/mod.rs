@@ -3,6 +3,7 @@
 
 mod changes;
 mod client;
+mod connect;
 mod subscription;
 
 pub use client::spawn;
