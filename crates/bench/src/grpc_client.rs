@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 
 use crate::grpc_wire::{self, STREAM_PATH, UNARY_PATH};
 
-/// Longest time one call may take before it counts as failed.
+/// Maximum time one call may take before it counts as failed.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The three ways scenario 6 sends the same unary call.
@@ -52,7 +52,7 @@ impl Form {
         }
     }
 
-    /// The request body: one framed message of `message_bytes`, base64 for text.
+    /// Encodes the request body: one framed message of `message_bytes`, in base64 for text.
     pub fn body(self, message_bytes: usize) -> Vec<u8> {
         let framed = grpc_wire::frame(&grpc_wire::bytes_message(message_bytes));
         match self {
@@ -62,7 +62,7 @@ impl Form {
     }
 }
 
-/// What one call returned.
+/// Result of one call.
 struct CallResult {
     data_bytes: usize,
     /// `grpc-status` from the trailers (gRPC) or the trailer frame (gRPC-Web).
@@ -87,7 +87,7 @@ async fn call(sender: &mut SendRequest<Full<Bytes>>, port: u16, path: &str, form
     sender.ready().await?;
     let response = sender.send_request(request).await?;
     if response.status() != 200 {
-        anyhow::bail!("{path} answered with HTTP status {}", response.status());
+        anyhow::bail!("{path} returned HTTP status {}, expected 200", response.status());
     }
     let header_status = response.headers().get("grpc-status").and_then(|value| value.to_str().ok()).map(str::to_string);
     let collected = response.into_body().collect().await?;

@@ -51,8 +51,8 @@ pub fn serve(args: GrpcArgs) -> anyhow::Result<()> {
     })
 }
 
-/// Reads the whole request, then answers the unary method with one message
-/// and the streaming method with `stream_messages`.
+/// Reads the whole request, then responds to the unary method with one
+/// message and to the streaming method with `stream_messages`.
 async fn respond(request: Request<Incoming>, message: Bytes, stream_messages: u32) -> Result<Response<Messages>, Infallible> {
     let count = if request.uri().path() == grpc_wire::STREAM_PATH { stream_messages } else { 1 };
     let _ = request.into_body().collect().await;

@@ -181,28 +181,40 @@ fn rollup_field(text: &str, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Open files the harness asks for, so its children can hold scenario 7's
-/// connections.
+/// Open files limit the harness requests, so its children can hold
+/// scenario 7's connections.
 pub const OPEN_FILES_LIMIT: u64 = 65_536;
 
-/// Raises this process's RLIMIT_NOFILE to `wanted`, or when the hard limit
-/// cannot be raised (not root), the soft limit to the hard one. Children
-/// inherit the result; a failure is printed and scenario 7 then fails to
-/// open its connections.
-pub fn raise_open_files_limit(wanted: u64) {
+/// Raises this process's RLIMIT_NOFILE to `requested`, or when the hard limit
+/// cannot be raised (no CAP_SYS_RESOURCE), the soft limit to the hard one.
+/// Children inherit the result, and scenario 7 opens fewer connections when
+/// it stays below what they need.
+pub fn raise_open_files_limit(requested: u64) {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit and setrlimit read and write the one struct passed.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= wanted {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= requested {
             return;
         }
-        let raised = libc::rlimit { rlim_cur: wanted, rlim_max: wanted.max(limit.rlim_max) };
+        let raised = libc::rlimit { rlim_cur: requested, rlim_max: requested.max(limit.rlim_max) };
         if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
             return;
         }
         let soft_to_hard = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
         libc::setrlimit(libc::RLIMIT_NOFILE, &soft_to_hard);
-        eprintln!("could not raise the open files limit to {wanted}; it stays at {}", limit.rlim_max);
+        eprintln!("could not raise the open files limit to {requested}; it stays at {}", limit.rlim_max);
+    }
+}
+
+/// Returns this process's soft RLIMIT_NOFILE, which its children inherit.
+pub fn open_files_limit() -> u64 {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes the one struct passed.
+    let result = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    if result == 0 {
+        limit.rlim_cur
+    } else {
+        1024
     }
 }
 

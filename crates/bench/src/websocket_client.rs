@@ -9,7 +9,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-/// Longest time one handshake or one echo may take.
+/// Maximum time one handshake or one echo may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshakes in flight while opening connections.
 const OPENING_CONCURRENCY: usize = 64;
@@ -21,7 +21,7 @@ async fn open_one(port: u16) -> anyhow::Result<Socket> {
         let stream = TcpStream::connect(("127.0.0.1", port)).await.with_context(|| format!("failed to connect to 127.0.0.1:{port}"))?;
         stream.set_nodelay(true)?;
         let (socket, response) = tokio_tungstenite::client_async(format!("ws://127.0.0.1:{port}/ws"), stream).await?;
-        anyhow::ensure!(response.status() == 101, "upgrade answered with {}", response.status());
+        anyhow::ensure!(response.status() == 101, "upgrade returned HTTP status {}, expected 101", response.status());
         Ok(socket)
     };
     tokio::time::timeout(TIMEOUT, attempt).await.context("WebSocket handshake timed out")?

@@ -77,7 +77,7 @@ pub fn request_file(dir: &Path, form: Form) -> PathBuf {
     dir.join(name)
 }
 
-/// The unary call of `form` as h2load sends it.
+/// Returns the body file and headers of `form`'s unary call for h2load.
 pub fn unary_call(dir: &Path, form: Form) -> (PathBuf, Vec<String>) {
     let mut headers = vec![format!("content-type: {}", form.content_type())];
     headers.extend(form.extra_headers().iter().map(|header| header.to_string()));
@@ -99,12 +99,12 @@ impl CallRun {
     }
 }
 
-/// The shape of every h2load gRPC run.
+/// Returns the connections and streams of every h2load gRPC run.
 pub fn shape(settings: &Settings) -> H2Shape {
     H2Shape { connections: settings.grpc_connections, streams: settings.grpc_streams }
 }
 
-/// Warms up, then runs h2load as fast as 127.0.0.1:`port` answers unary
+/// Warms up, then runs h2load as fast as 127.0.0.1:`port` responds to unary
 /// calls of `form`, reading the CPU time of `pid` (the proxy) around it.
 pub fn saturate(tools: &Tools, settings: &Settings, dir: &Path, port: u16, pid: Option<u32>, form: Form) -> anyhow::Result<CallRun> {
     let (body_file, headers) = unary_call(dir, form);

@@ -3,6 +3,7 @@
 
 use anyhow::Context;
 
+use super::grpc_unary::format_optional;
 use super::http1::{summarize, Runs};
 use super::Scenario;
 use crate::bench::Bench;
@@ -56,7 +57,7 @@ impl Scenario for GrpcStreaming {
                     target.name(),
                     run.load.messages as f64 / run.load.seconds,
                     run.load.errors,
-                    format_value(run.messages_per_cpu_second())
+                    format_optional(run.messages_per_cpu_second())
                 );
                 runs.entry(target).or_default().push(run);
             }

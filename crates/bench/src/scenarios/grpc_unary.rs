@@ -42,7 +42,7 @@ impl Scenario for GrpcUnary {
             format!(
                 "h2load over HTTP/2 with prior knowledge ({} connections, {} streams each) sends one unary call \
                  (a {}-byte message, `content-type: application/grpc`, `te: trailers`) to a hyper gRPC upstream \
-                 that answers with one {}-byte message and `grpc-status: 0`. CPU per call: saturation runs of \
+                 that responds with one {}-byte message and `grpc-status: 0`. CPU per call: saturation runs of \
                  {:?}, proxy user plus system time from /proc/PID/stat divided by the calls that succeeded. Added \
                  latency: fixed-rate runs of {:?} at {} calls per second in total (half the slowest proxy's \
                  saturation rate), each percentile minus the direct connection's in the same round. h2load counts \
@@ -96,7 +96,7 @@ fn measure_saturation(bench: &mut Bench) -> anyhow::Result<Runs<CallRun>> {
                 target.name(),
                 run.load.requests_per_second,
                 run.load.errors,
-                format_value(run.cpu_per_call_us())
+                format_optional(run.cpu_per_call_us())
             );
             results.entry(target).or_default().push(run);
         }
@@ -168,6 +168,15 @@ fn p99_goal(added_p99: &Metric) -> Goal {
         _ => "-".to_string(),
     };
     Goal { goal: "gRPC added p99 <= best peer".into(), measured, met: legate.zip(best).is_some_and(|(legate, (_, best))| legate <= best) }
+}
+
+/// Formats a figure that is NaN without a proxy as "-".
+pub fn format_optional(value: f64) -> String {
+    if value.is_nan() {
+        "-".to_string()
+    } else {
+        format_value(value)
+    }
 }
 
 /// Flags targets with failed calls in the saturation runs.

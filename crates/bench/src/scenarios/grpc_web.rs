@@ -102,7 +102,7 @@ fn ratio_to(value: Option<f64>, reference: Option<f64>) -> Option<f64> {
     (reference > 0.0 && value.is_finite()).then(|| value / reference)
 }
 
-/// A row per form with median, min, max and the ratio to native gRPC.
+/// Builds a table with a row per form: median, min, max and the ratio to native gRPC.
 fn form_table(caption: &str, unit: &str, values: &BTreeMap<Form, Summary>) -> Table {
     let native = values.get(&Form::Grpc).map(|summary| summary.median);
     let rows = values

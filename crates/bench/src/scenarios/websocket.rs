@@ -4,6 +4,8 @@
 use std::path::Path;
 use std::time::Duration;
 
+use anyhow::Context;
+
 use super::http1::{summarize, Runs};
 use super::Scenario;
 use crate::bench::Bench;
@@ -19,6 +21,9 @@ pub struct WebSocket;
 pub const NUMBER: u8 = 7;
 /// Legate's memory per idle WebSocket must be at most this multiple of the best peer's.
 const MEMORY_GOAL: f64 = 0.5;
+/// Open files a proxy keeps beside two per proxied WebSocket: listeners,
+/// logs, the admin port and libraries (an estimate with room to spare).
+const RESERVED_FILES: u64 = 256;
 /// Time a proxy gets to settle before its memory is read.
 const SETTLE: Duration = Duration::from_millis(1000);
 
@@ -39,13 +44,14 @@ impl Scenario for WebSocket {
 
     fn run(&self, bench: &mut Bench) -> anyhow::Result<Section> {
         let settings = bench.settings.clone();
+        let idle = idle_connections(settings.websocket_idle, process::open_files_limit());
         let dir = bench.work_dir.join("websocket");
         std::fs::create_dir_all(&dir)?;
         let upstream = UpstreamProcess::start("websocket-upstream", &[], &dir)?;
         let mut runs = Runs::<WebSocketRun>::new();
         for round in 0..settings.runs {
             for target in Target::ALL {
-                let run = measure(bench, target, upstream.port, &dir)?;
+                let run = measure(bench, target, upstream.port, idle, &dir)?;
                 eprintln!(
                     "  round {round} {:8} {} KiB per idle WebSocket, {:.0} echoes/s, {} failed connections",
                     target.name(),
@@ -66,9 +72,16 @@ impl Scenario for WebSocket {
                  {SETTLE:?} divided by that count, so the shared pages of nginx's master and worker count once. Then \
                  the first {} of them send a {}-byte binary message and wait for its echo, back to back, for {:?}. \
                  The direct connection has no proxy memory and gives the echo rate without a proxy.",
-                settings.websocket_idle, settings.websocket_active, settings.body_bytes, settings.saturation_duration
+                idle, settings.websocket_active, settings.body_bytes, settings.saturation_duration
             ),
         );
+        if idle < settings.websocket_idle {
+            section.notes.push(format!(
+                "The open files limit ({}) could not be raised, so the proxies held {idle} idle WebSockets instead of {}.",
+                process::open_files_limit(),
+                settings.websocket_idle
+            ));
+        }
         let mut memory = Metric::new("Memory per idle WebSocket (PSS)", "KiB", Better::Lower);
         let mut echoes = Metric::new("Echo messages per second", "messages/s", Better::Higher);
         for (target, target_runs) in &runs {
@@ -99,7 +112,14 @@ impl Scenario for WebSocket {
 
 /// Starts `target` fresh (unless direct), opens the idle WebSockets, reads
 /// the proxy's memory, runs the echo load and stops the proxy.
-fn measure(bench: &Bench, target: Target, upstream_port: u16, dir: &Path) -> anyhow::Result<WebSocketRun> {
+/// Returns `requested`, or fewer when a proxy could not hold two sockets per
+/// connection within `open_files_limit`.
+fn idle_connections(requested: usize, open_files_limit: u64) -> usize {
+    let fitting = open_files_limit.saturating_sub(RESERVED_FILES) / 2;
+    requested.min(usize::try_from(fitting).unwrap_or(usize::MAX))
+}
+
+fn measure(bench: &Bench, target: Target, upstream_port: u16, idle: usize, dir: &Path) -> anyhow::Result<WebSocketRun> {
     let settings = &bench.settings;
     let layout = Layout { protocol: Protocol::WebSocket, upstream_port, scale: 0 };
     let proxy = match target {
@@ -109,13 +129,15 @@ fn measure(bench: &Bench, target: Target, upstream_port: u16, dir: &Path) -> any
     let port = proxy.as_ref().map_or(upstream_port, |proxy| proxy.port);
     let pid = proxy.as_ref().map(|proxy| proxy.process.pid());
     // The direct connection only measures the echo rate, so it opens the active connections alone.
-    let idle = if pid.is_some() { settings.websocket_idle.max(settings.websocket_active) } else { settings.websocket_active };
+    let idle = if pid.is_some() { idle.max(settings.websocket_active) } else { settings.websocket_active };
     let (per_connection_kib, echo) = process::on_load_core(|| {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         runtime.block_on(async {
             tokio::time::sleep(SETTLE).await;
             let before = pid.map(process::memory).transpose()?;
-            let mut sockets = websocket_client::open(port, idle).await?;
+            let mut sockets = websocket_client::open(port, idle)
+                .await
+                .with_context(|| format!("failed to open {idle} WebSockets through {}", target.name()))?;
             tokio::time::sleep(SETTLE).await;
             let after = pid.map(process::memory).transpose()?;
             let per_connection_kib = before.zip(after).map(|(before, after)| (after.pss_kib as f64 - before.pss_kib as f64) / idle as f64);
@@ -147,4 +169,16 @@ fn goals(memory: &Metric, echoes: &Metric) -> Vec<Goal> {
             met: echo_ratio.is_some_and(|ratio| ratio >= 1.0),
         },
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_connections_fit_the_open_files_limit() {
+        assert_eq!(idle_connections(10_000, 65_536), 10_000);
+        assert_eq!(idle_connections(10_000, 20_000), 9_872);
+        assert_eq!(idle_connections(10_000, 100), 0);
+    }
 }
