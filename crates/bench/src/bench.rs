@@ -33,15 +33,17 @@ pub struct Settings {
     pub idle_connections: usize,
     /// Extra clusters and routes for the config-size memory figure.
     pub scale: usize,
-    /// h2load connections and streams in flight per connection for gRPC unary calls.
+    /// h2load connections for gRPC unary calls.
     pub grpc_connections: usize,
+    /// Unary calls in flight per h2load connection.
     pub grpc_streams: usize,
     /// Size of each gRPC response message, in bytes, before its 5-byte prefix.
     pub grpc_message_bytes: usize,
     /// Messages one server-streaming call returns.
     pub stream_messages: u32,
-    /// Connections and calls in flight per connection for server streaming.
+    /// HTTP/2 connections of the server-streaming client.
     pub stream_connections: usize,
+    /// Streaming calls in flight per connection.
     pub stream_streams: usize,
     /// Idle proxied WebSockets held open to measure memory per connection.
     pub websocket_idle: usize,

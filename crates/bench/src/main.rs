@@ -32,6 +32,8 @@ struct Cli {
     run: RunArgs,
 }
 
+// The variant names give the hidden subcommands' names (`echo-upstream` and so on).
+#[allow(clippy::enum_variant_names)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the echo upstream that every target forwards to (started by the

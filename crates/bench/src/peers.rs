@@ -248,7 +248,7 @@ mod tests {
     }
 
     #[test]
-    fn grpc_and_websocket_templates_render_for_every_proxy() {
+    fn grpc_and_websocket_templates_render() {
         let ports = Ports { listen: 5000, admin: 5001 };
         for protocol in [Protocol::Grpc, Protocol::WebSocket] {
             let layout = Layout { protocol, upstream_port: 4000, scale: 0 };
@@ -264,7 +264,7 @@ mod tests {
     }
 
     #[test]
-    fn grpc_web_layout_adds_the_filter_before_the_router() {
+    fn grpc_web_filter_precedes_router() {
         let layout = Layout { protocol: Protocol::GrpcWeb, upstream_port: 4000, scale: 0 };
         let ports = Ports { listen: 5000, admin: 5001 };
         let text = render_config(&templates(Target::Legate, Protocol::GrpcWeb).unwrap(), layout, &ports, Path::new("/tmp/x"));
