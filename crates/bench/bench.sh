@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the peers and load generators from Debian when missing, then
 # builds and runs legate-bench. Arguments go to legate-bench, for example
-# `crates/bench/bench.sh --quick --out target/bench-results`.
+# `crates/bench/bench.sh --quick --out target/bench-results`. Without
+# `--scenarios` every scenario runs (1 to 8); `--scenarios 4,5,6,7` picks some.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 

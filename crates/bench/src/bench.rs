@@ -1,5 +1,6 @@
 //! One benchmark run: settings, the Legate build, the processes shared by
-//! the HTTP scenarios, and the loop over scenarios that ends in the report.
+//! the HTTP and by the gRPC scenarios, and the loop over scenarios that ends
+//! in the report.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -8,8 +9,9 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::machine::{self, Machine};
-use crate::peers::{self, Layout, RunningProxy, Target};
+use crate::peers::{self, Layout, Protocol, RunningProxy, Target};
 use crate::report::{self, Page, Section};
+use crate::scenarios::grpc::GrpcLab;
 use crate::scenarios::{self, http1};
 use crate::tools::Tools;
 use crate::upstream::EchoUpstream;
@@ -31,6 +33,22 @@ pub struct Settings {
     pub idle_connections: usize,
     /// Extra clusters and routes for the config-size memory figure.
     pub scale: usize,
+    /// h2load connections for gRPC unary calls.
+    pub grpc_connections: usize,
+    /// Unary calls in flight per h2load connection.
+    pub grpc_streams: usize,
+    /// Size of each gRPC response message, in bytes, before its 5-byte prefix.
+    pub grpc_message_bytes: usize,
+    /// Messages one server-streaming call returns.
+    pub stream_messages: u32,
+    /// HTTP/2 connections of the server-streaming client.
+    pub stream_connections: usize,
+    /// Streaming calls in flight per connection.
+    pub stream_streams: usize,
+    /// Idle proxied WebSockets held open to measure memory per connection.
+    pub websocket_idle: usize,
+    /// WebSockets of those that send echo messages.
+    pub websocket_active: usize,
 }
 
 impl Settings {
@@ -47,6 +65,14 @@ impl Settings {
             body_bytes: 1024,
             idle_connections: if quick { 200 } else { 1000 },
             scale: 1000,
+            grpc_connections: 16,
+            grpc_streams: 8,
+            grpc_message_bytes: 1024,
+            stream_messages: 100,
+            stream_connections: 4,
+            stream_streams: 4,
+            websocket_idle: 10_000,
+            websocket_active: 1_000,
         }
     }
 }
@@ -84,6 +110,8 @@ pub struct Bench {
     /// Folder for configs, logs and h2load's per-request files.
     pub work_dir: PathBuf,
     pub lab: Option<Http1Lab>,
+    /// Processes of the gRPC scenarios 4 to 6.
+    pub grpc: Option<GrpcLab>,
     pub saturation: Option<http1::SaturationResults>,
     pub fixed_rate: Option<http1::FixedRateResults>,
 }
@@ -97,7 +125,7 @@ impl Bench {
         let dir = self.work_dir.join("http1");
         std::fs::create_dir_all(&dir)?;
         let upstream = EchoUpstream::start(self.settings.body_bytes, &dir)?;
-        let layout = Layout { upstream_port: upstream.port, scale: 0 };
+        let layout = Layout { protocol: Protocol::Http1, upstream_port: upstream.port, scale: 0 };
         let proxies = Target::PROXIES
             .iter()
             .map(|&target| peers::start(target, layout, &self.tools, &self.legate_bin, &dir))
@@ -124,9 +152,18 @@ impl Bench {
         Ok(self.fixed_rate.as_ref().expect("set above"))
     }
 
-    /// Stops the HTTP scenarios' processes.
+    /// Starts the gRPC upstream and the proxies in front of it unless they run already.
+    pub fn ensure_grpc_lab(&mut self) -> anyhow::Result<()> {
+        if self.grpc.is_none() {
+            self.grpc = Some(GrpcLab::start(self)?);
+        }
+        Ok(())
+    }
+
+    /// Stops the processes of the HTTP and gRPC scenarios.
     pub fn stop_lab(&mut self) {
         self.lab = None;
+        self.grpc = None;
     }
 }
 
@@ -147,15 +184,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     eprintln!("load average before the run: {load_before}");
     let foreign_cpu = machine::ForeignCpu::start();
 
-    let mut bench = Bench { settings, tools, legate_bin, work_dir, lab: None, saturation: None, fixed_rate: None };
+    let mut bench = Bench { settings, tools, legate_bin, work_dir, lab: None, grpc: None, saturation: None, fixed_rate: None };
     let mut sections = Vec::new();
     for scenario in scenarios::all() {
         if !args.scenarios.is_empty() && !args.scenarios.contains(&scenario.number()) {
             continue;
         }
         eprintln!("scenario {}: {}", scenario.number(), scenario.title());
-        if scenario.number() == scenarios::memory::NUMBER {
-            // The memory scenario starts its own processes.
+        if [scenarios::memory::NUMBER, scenarios::websocket::NUMBER].contains(&scenario.number()) {
+            // These scenarios start their own processes and measure memory.
             bench.stop_lab();
         }
         let section = scenario.run(&mut bench).unwrap_or_else(|error| Section::failed(scenario.as_ref(), &error));

@@ -1,5 +1,6 @@
 //! Load generators, run on the load core: wrk for closed-loop saturation
-//! throughput, h2load with `--rps` for latency at a fixed rate.
+//! throughput, h2load with `--rps` for latency at a fixed rate, and h2load
+//! over h2c for gRPC unary calls.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -96,7 +97,12 @@ pub fn h2load_fixed_rate(
         format!("http://127.0.0.1:{port}/"),
     ];
     let output = run_pinned(h2load, &args)?;
-    let (succeeded, failed) = parse_h2load_counts(&output).with_context(|| format!("failed to read h2load's output:\n{output}"))?;
+    fixed_rate_result(&output, duration, log_file)
+}
+
+/// Counts from h2load's output and latency percentiles from its log file.
+fn fixed_rate_result(output: &str, duration: Duration, log_file: &Path) -> anyhow::Result<FixedRate> {
+    let (succeeded, failed) = parse_h2load_counts(output).with_context(|| format!("failed to read h2load's output:\n{output}"))?;
     let mut latencies = read_h2load_log(log_file)?;
     latencies.sort_unstable();
     let missing = || anyhow::anyhow!("h2load logged no successful request in {}", log_file.display());
@@ -108,6 +114,65 @@ pub fn h2load_fixed_rate(
         p99_us: percentile(&latencies, 0.99).ok_or_else(missing)?,
         p999_us: percentile(&latencies, 0.999).ok_or_else(missing)?,
     })
+}
+
+/// A gRPC unary call as h2load sends it over HTTP/2 with prior knowledge
+/// (h2c): the method's path, request headers as `name: value`, and a file
+/// with the pre-encoded request body.
+pub struct GrpcCall<'a> {
+    pub path: &'a str,
+    pub headers: Vec<String>,
+    pub body_file: &'a Path,
+}
+
+/// Connections and streams in flight per connection for an h2load gRPC run.
+#[derive(Debug, Clone, Copy)]
+pub struct H2Shape {
+    pub connections: usize,
+    pub streams: usize,
+}
+
+fn h2load_grpc_args(port: u16, call: &GrpcCall, shape: H2Shape, duration: Duration) -> Vec<String> {
+    let mut args = vec![
+        "-t1".to_string(),
+        format!("-c{}", shape.connections),
+        format!("-m{}", shape.streams),
+        format!("-D{}", duration.as_secs().max(1)),
+        format!("--data={}", call.body_file.display()),
+    ];
+    args.extend(call.headers.iter().map(|header| format!("--header={header}")));
+    args.push(format!("http://127.0.0.1:{port}{}", call.path));
+    args
+}
+
+/// Runs h2load over h2c as fast as the target responds. A call counts as
+/// succeeded on HTTP status 2xx: h2load does not read `grpc-status`, which the
+/// harness checks once per target before measuring.
+pub fn h2load_grpc_saturation(h2load: &Path, port: u16, call: &GrpcCall, shape: H2Shape, duration: Duration) -> anyhow::Result<Saturation> {
+    let output = run_pinned(h2load, &h2load_grpc_args(port, call, shape, duration))?;
+    let (succeeded, failed) = parse_h2load_counts(&output).with_context(|| format!("failed to read h2load's output:\n{output}"))?;
+    Ok(Saturation { requests: succeeded, requests_per_second: succeeded as f64 / duration.as_secs_f64(), errors: failed })
+}
+
+/// Runs h2load over h2c with each connection sending `per_connection_rate`
+/// calls per second, and reads every call's latency from its log file. The
+/// coordinated-omission note of `h2load_fixed_rate` applies here too.
+pub fn h2load_grpc_fixed_rate(
+    h2load: &Path,
+    port: u16,
+    call: &GrpcCall,
+    shape: H2Shape,
+    per_connection_rate: u64,
+    duration: Duration,
+    log_file: &Path,
+) -> anyhow::Result<FixedRate> {
+    let mut args = h2load_grpc_args(port, call, shape, duration);
+    let url = args.pop().expect("the URL is the last argument");
+    args.push(format!("--rps={per_connection_rate}"));
+    args.push(format!("--log-file={}", log_file.display()));
+    args.push(url);
+    let output = run_pinned(h2load, &args)?;
+    fixed_rate_result(&output, duration, log_file)
 }
 
 /// Reads "requests: N total, N started, N done, N succeeded, N failed, ...".
@@ -170,6 +235,17 @@ mod tests {
         assert_eq!(result.requests, 20480);
         assert_eq!(result.requests_per_second, 20470.12);
         assert_eq!(result.errors, 7);
+    }
+
+    #[test]
+    fn h2load_grpc_arguments() {
+        let body = Path::new("/tmp/call.bin");
+        let call = GrpcCall { path: "/bench.Echo/Unary", headers: vec!["content-type: application/grpc".into()], body_file: body };
+        let args = h2load_grpc_args(4000, &call, H2Shape { connections: 8, streams: 4 }, Duration::from_secs(3));
+        assert_eq!(
+            args,
+            ["-t1", "-c8", "-m4", "-D3", "--data=/tmp/call.bin", "--header=content-type: application/grpc", "http://127.0.0.1:4000/bench.Echo/Unary"]
+        );
     }
 
     #[test]

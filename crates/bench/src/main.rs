@@ -2,6 +2,9 @@
 //! connection on this machine, and writes a results page with plots.
 
 mod bench;
+mod grpc_client;
+mod grpc_upstream;
+mod grpc_wire;
 mod http_client;
 mod load;
 mod machine;
@@ -12,6 +15,8 @@ mod scenarios;
 mod stats;
 mod tools;
 mod upstream;
+mod websocket_client;
+mod websocket_upstream;
 
 use std::path::PathBuf;
 
@@ -27,12 +32,20 @@ struct Cli {
     run: RunArgs,
 }
 
+// The variant names give the hidden subcommands' names (`echo-upstream` and so on).
+#[allow(clippy::enum_variant_names)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the echo upstream that every target forwards to (started by the
     /// harness itself).
     #[command(hide = true)]
     EchoUpstream(upstream::EchoArgs),
+    /// Run the gRPC upstream of scenarios 4 to 6 (started by the harness itself).
+    #[command(hide = true)]
+    GrpcUpstream(grpc_upstream::GrpcArgs),
+    /// Run the WebSocket echo upstream of scenario 7 (started by the harness itself).
+    #[command(hide = true)]
+    WebsocketUpstream(websocket_upstream::WebSocketArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -61,6 +74,14 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::EchoUpstream(args)) => upstream::serve(args),
-        None => bench::run(cli.run),
+        Some(Command::GrpcUpstream(args)) => grpc_upstream::serve(args),
+        Some(Command::WebsocketUpstream(args)) => websocket_upstream::serve(args),
+        None => {
+            // Scenario 7 holds 10,000 proxied WebSockets: two sockets each in
+            // the proxy, one each in the harness and the upstream. The proxies
+            // and upstreams inherit the limit through taskset.
+            process::raise_open_files_limit(process::OPEN_FILES_LIMIT);
+            bench::run(cli.run)
+        }
     }
 }

@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::grpc_client::{self, Form};
 use crate::http_client::Connection;
 use crate::process::{self, Pinned, PROXY_CORE};
 use crate::tools::Tools;
+use crate::websocket_client;
 
 /// Something the load is sent to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -40,9 +42,34 @@ impl Target {
     }
 }
 
+/// The traffic a proxy config is written for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/1.1 keep-alive to the echo upstream (scenarios 1-3 and 8).
+    Http1,
+    /// gRPC over h2c on both sides (scenarios 4 and 5).
+    Grpc,
+    /// gRPC plus Legate's `grpc_web` filter (scenario 6; Legate only).
+    GrpcWeb,
+    /// HTTP/1.1 with WebSocket upgrades (scenario 7).
+    WebSocket,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Http1 => "http1",
+            Protocol::Grpc => "grpc",
+            Protocol::GrpcWeb => "grpc-web",
+            Protocol::WebSocket => "websocket",
+        }
+    }
+}
+
 /// What a proxy config is rendered with.
 #[derive(Debug, Clone, Copy)]
 pub struct Layout {
+    pub protocol: Protocol,
     pub upstream_port: u16,
     /// Extra clusters, each with one route (`/svc-N/`), beside the
     /// catch-all route to the echo cluster.
@@ -56,7 +83,25 @@ struct Templates {
     file_name: &'static str,
 }
 
-fn templates(target: Target) -> Option<Templates> {
+/// Configs for the gRPC and WebSocket protocols, which have no scale blocks.
+fn single_template(main: &'static str, file_name: &'static str) -> Option<Templates> {
+    Some(Templates { main, route: "", cluster: "", file_name })
+}
+
+fn templates(target: Target, protocol: Protocol) -> Option<Templates> {
+    match (protocol, target) {
+        (Protocol::Grpc | Protocol::GrpcWeb, Target::Legate) => single_template(include_str!("../peers/legate/grpc.yaml"), "bootstrap.yaml"),
+        (Protocol::Grpc, Target::Nginx) => single_template(include_str!("../peers/nginx/grpc.conf"), "nginx.conf"),
+        (Protocol::Grpc, Target::Haproxy) => single_template(include_str!("../peers/haproxy/grpc.cfg"), "haproxy.cfg"),
+        (Protocol::WebSocket, Target::Legate) => single_template(include_str!("../peers/legate/websocket.yaml"), "bootstrap.yaml"),
+        (Protocol::WebSocket, Target::Nginx) => single_template(include_str!("../peers/nginx/websocket.conf"), "nginx.conf"),
+        (Protocol::WebSocket, Target::Haproxy) => single_template(include_str!("../peers/haproxy/websocket.cfg"), "haproxy.cfg"),
+        (Protocol::Http1, _) => http1_templates(target),
+        (Protocol::GrpcWeb, _) | (_, Target::Direct) => None,
+    }
+}
+
+fn http1_templates(target: Target) -> Option<Templates> {
     match target {
         Target::Legate => Some(Templates {
             main: include_str!("../peers/legate/bootstrap.yaml"),
@@ -105,9 +150,14 @@ fn render_config(templates: &Templates, layout: Layout, ports: &Ports, dir: &Pat
         ("dir", dir.display().to_string()),
         ("scale_routes", repeat(templates.route).trim_end().to_string()),
         ("scale_clusters", repeat(templates.cluster).trim_end().to_string()),
+        ("grpc_web_filter", if layout.protocol == Protocol::GrpcWeb { GRPC_WEB_FILTER.to_string() } else { String::new() }),
     ];
     render(templates.main, &values)
 }
+
+/// Legate's gRPC-Web filter, placed before the router in `peers/legate/grpc.yaml`.
+const GRPC_WEB_FILTER: &str = "          - name: envoy.filters.http.grpc_web
+            typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.http.grpc_web.v3.GrpcWeb }";
 
 struct Ports {
     listen: u16,
@@ -124,8 +174,9 @@ pub struct RunningProxy {
 /// Starts `target` (not `Direct`) with a config for `layout` written into
 /// `dir`, and waits until it forwards a request to the upstream.
 pub fn start(target: Target, layout: Layout, tools: &Tools, legate_bin: &Path, dir: &Path) -> anyhow::Result<RunningProxy> {
-    let templates = templates(target).context("the direct connection has no proxy to start")?;
-    let dir = dir.join(format!("{}-scale{}", target.name(), layout.scale));
+    let templates = templates(target, layout.protocol)
+        .with_context(|| format!("{} has no {} config (the direct connection has none at all)", target.name(), layout.protocol.name()))?;
+    let dir = dir.join(format!("{}-{}-scale{}", target.name(), layout.protocol.name(), layout.scale));
     std::fs::create_dir_all(&dir).with_context(|| format!("failed to create {}", dir.display()))?;
     let dir = dir.canonicalize()?;
     let ports = Ports { listen: process::free_port()?, admin: process::free_port()? };
@@ -140,7 +191,16 @@ pub fn start(target: Target, layout: Layout, tools: &Tools, legate_bin: &Path, d
         .with_context(|| format!("{} did not start; see {}", target.name(), dir.display()))?;
     process.ensure_running()?;
     let proxy = RunningProxy { target, port: ports.listen, process };
-    proxy.check_forwarding("/")?;
+    match layout.protocol {
+        Protocol::Http1 => proxy.check_forwarding("/")?,
+        Protocol::Grpc => grpc_client::check_unary(proxy.port, Form::Grpc, 64).with_context(|| format!("{} does not forward gRPC", target.name()))?,
+        Protocol::GrpcWeb => {
+            for form in Form::ALL {
+                grpc_client::check_unary(proxy.port, form, 64).with_context(|| format!("{} does not forward {}", target.name(), form.name()))?;
+            }
+        }
+        Protocol::WebSocket => websocket_client::check_echo(proxy.port).with_context(|| format!("{} does not proxy WebSockets", target.name()))?,
+    }
     Ok(proxy)
 }
 
@@ -177,13 +237,38 @@ mod tests {
 
     #[test]
     fn every_template_renders_without_placeholders() {
-        let layout = Layout { upstream_port: 4000, scale: 2 };
+        let layout = Layout { protocol: Protocol::Http1, upstream_port: 4000, scale: 2 };
         let ports = Ports { listen: 5000, admin: 5001 };
         for target in Target::PROXIES {
-            let text = render_config(&templates(target).unwrap(), layout, &ports, Path::new("/tmp/x"));
+            let text = render_config(&templates(target, Protocol::Http1).unwrap(), layout, &ports, Path::new("/tmp/x"));
             assert!(!text.contains("{{"), "{} config has a placeholder left:\n{text}", target.name());
             assert!(text.contains("svc-1/"), "{} config has the scale routes", target.name());
             assert!(text.contains("4000") && text.contains("5000"), "{} config has the ports", target.name());
         }
+    }
+
+    #[test]
+    fn grpc_and_websocket_templates_render() {
+        let ports = Ports { listen: 5000, admin: 5001 };
+        for protocol in [Protocol::Grpc, Protocol::WebSocket] {
+            let layout = Layout { protocol, upstream_port: 4000, scale: 0 };
+            for target in Target::PROXIES {
+                let text = render_config(&templates(target, protocol).unwrap(), layout, &ports, Path::new("/tmp/x"));
+                let name = format!("{} {}", target.name(), protocol.name());
+                assert!(!text.contains("{{"), "{name} config has a placeholder left:\n{text}");
+                assert!(text.contains("127.0.0.1:4000") || text.contains("port_value: 4000"), "{name} config has the upstream port");
+                assert!(!text.contains("envoy.filters.http.grpc_web"), "{name} config has no gRPC-Web filter");
+            }
+        }
+        assert!(templates(Target::Nginx, Protocol::GrpcWeb).is_none());
+    }
+
+    #[test]
+    fn grpc_web_filter_precedes_router() {
+        let layout = Layout { protocol: Protocol::GrpcWeb, upstream_port: 4000, scale: 0 };
+        let ports = Ports { listen: 5000, admin: 5001 };
+        let text = render_config(&templates(Target::Legate, Protocol::GrpcWeb).unwrap(), layout, &ports, Path::new("/tmp/x"));
+        let filter = text.find("envoy.filters.http.grpc_web").expect("grpc_web filter");
+        assert!(filter < text.find("envoy.filters.http.router").expect("router"));
     }
 }

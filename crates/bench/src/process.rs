@@ -181,6 +181,71 @@ fn rollup_field(text: &str, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Open files limit the harness requests, so its children can hold
+/// scenario 7's connections.
+pub const OPEN_FILES_LIMIT: u64 = 65_536;
+
+/// Raises this process's RLIMIT_NOFILE to `requested`, or when the hard limit
+/// cannot be raised (no CAP_SYS_RESOURCE), the soft limit to the hard one.
+/// Children inherit the result, and scenario 7 opens fewer connections when
+/// it stays below what they need.
+pub fn raise_open_files_limit(requested: u64) {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit read and write the one struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= requested {
+            return;
+        }
+        let raised = libc::rlimit { rlim_cur: requested, rlim_max: requested.max(limit.rlim_max) };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+            return;
+        }
+        let soft_to_hard = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+        libc::setrlimit(libc::RLIMIT_NOFILE, &soft_to_hard);
+        eprintln!("could not raise the open files limit to {requested}; it stays at {}", limit.rlim_max);
+    }
+}
+
+/// Returns this process's soft RLIMIT_NOFILE, which its children inherit.
+pub fn open_files_limit() -> u64 {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes the one struct passed.
+    let result = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    if result == 0 {
+        limit.rlim_cur
+    } else {
+        1024
+    }
+}
+
+/// Runs `work` on a new thread pinned to the load core, for load that the
+/// harness generates itself, and returns its result.
+pub fn on_load_core<T: Send>(work: impl FnOnce() -> anyhow::Result<T> + Send) -> anyhow::Result<T> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                pin_current_thread(LOAD_CORE)?;
+                work()
+            })
+            .join()
+            .unwrap_or_else(|_| anyhow::bail!("the load thread panicked"))
+    })
+}
+
+fn pin_current_thread(core: usize) -> anyhow::Result<()> {
+    // SAFETY: cpu_set_t is plain data; zeroed is the empty set, CPU_SET writes
+    // inside it, and pid 0 names the calling thread.
+    let result = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if result != 0 {
+        anyhow::bail!("failed to pin the load thread to core {core}: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Waits until something accepts TCP connections on 127.0.0.1:`port`.
 pub fn wait_for_port(port: u16, timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;

@@ -73,6 +73,27 @@ async fn serve_stats(socket: TcpListener, accepted: Arc<AtomicU64>) -> std::io::
     }
 }
 
+/// A running upstream process of the harness's own binary, pinned to the
+/// load generators' core: the gRPC or the WebSocket upstream.
+pub struct UpstreamProcess {
+    _process: Pinned,
+    pub port: u16,
+}
+
+impl UpstreamProcess {
+    /// Starts `legate-bench SUBCOMMAND --port=PORT ARGS...` and waits until it listens.
+    pub fn start(subcommand: &str, args: &[String], log_dir: &Path) -> anyhow::Result<UpstreamProcess> {
+        let port = process::free_port()?;
+        let exe = std::env::current_exe()?;
+        let mut all_args = vec![subcommand.to_string(), format!("--port={port}")];
+        all_args.extend_from_slice(args);
+        let mut process = Pinned::spawn(subcommand, process::LOAD_CORE, &exe, &all_args, &[], log_dir)?;
+        process::wait_for_port(port, Duration::from_secs(5))?;
+        process.ensure_running()?;
+        Ok(UpstreamProcess { _process: process, port })
+    }
+}
+
 /// A running echo upstream process.
 pub struct EchoUpstream {
     _process: Pinned,

@@ -15,9 +15,9 @@ pub struct AddedLatency;
 /// Legate's added p99 must be at most this multiple of the best peer's.
 const P99_GOAL: f64 = 0.8;
 
-type Percentile = (&'static str, fn(&FixedRateRun) -> u64);
+pub(super) type Percentile = (&'static str, fn(&FixedRateRun) -> u64);
 
-const PERCENTILES: [Percentile; 3] = [
+pub(super) const PERCENTILES: [Percentile; 3] = [
     ("p50", |run| run.load.p50_us),
     ("p99", |run| run.load.p99_us),
     ("p99.9", |run| run.load.p999_us),
@@ -59,7 +59,7 @@ impl Scenario for AddedLatency {
     }
 }
 
-fn absolute_metric(results: &FixedRateResults, name: &'static str, value: fn(&FixedRateRun) -> u64) -> Metric {
+pub(super) fn absolute_metric(results: &FixedRateResults, name: &'static str, value: fn(&FixedRateRun) -> u64) -> Metric {
     let mut metric = Metric::new(name, "us", Better::Lower);
     for (target, runs) in &results.runs {
         metric.insert(*target, Summary::of(&runs.iter().map(|run| value(run) as f64).collect::<Vec<_>>()));
@@ -68,7 +68,7 @@ fn absolute_metric(results: &FixedRateResults, name: &'static str, value: fn(&Fi
 }
 
 /// Subtracts the direct connection's percentile from each proxy's, round by round.
-fn added_metric(results: &FixedRateResults, name: &'static str, value: fn(&FixedRateRun) -> u64) -> Metric {
+pub(super) fn added_metric(results: &FixedRateResults, name: &'static str, value: fn(&FixedRateRun) -> u64) -> Metric {
     let label: &'static str = match name {
         "p50" => "added p50",
         "p99" => "added p99",
@@ -102,7 +102,7 @@ fn p99_goal(added_p99: &Metric) -> Goal {
     }
 }
 
-fn percentile_plot(file_name: &str, title: &str, metrics: &[Metric]) -> Plot {
+pub(super) fn percentile_plot(file_name: &str, title: &str, metrics: &[Metric]) -> Plot {
     let targets: Vec<Target> = Target::ALL.into_iter().filter(|target| metrics.iter().any(|m| m.values.contains_key(target))).collect();
     Plot {
         file_name: file_name.into(),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::Scenario;
 use crate::bench::Bench;
 use crate::http_client::Connection;
-use crate::peers::{self, Layout, Target};
+use crate::peers::{self, Layout, Protocol, Target};
 use crate::process::{self, Memory as ProcessMemory};
 use crate::report::metric::{format_value, Better, Metric};
 use crate::report::{Goal, Plot, Section};
@@ -85,7 +85,7 @@ impl Scenario for Memory {
 
 fn measure(bench: &Bench, target: Target, upstream_port: u16, dir: &Path) -> anyhow::Result<MemoryRun> {
     let settings = &bench.settings;
-    let base = Layout { upstream_port, scale: 0 };
+    let base = Layout { protocol: Protocol::Http1, upstream_port, scale: 0 };
     let mut proxy = peers::start(target, base, &bench.tools, &bench.legate_bin, dir)?;
     std::thread::sleep(SETTLE);
     let rest = process::memory(proxy.process.pid())?;
@@ -96,7 +96,7 @@ fn measure(bench: &Bench, target: Target, upstream_port: u16, dir: &Path) -> any
     drop(connections);
     proxy.process.stop();
 
-    let scaled_layout = Layout { upstream_port, scale: settings.scale };
+    let scaled_layout = Layout { protocol: Protocol::Http1, upstream_port, scale: settings.scale };
     let scaled = peers::start(target, scaled_layout, &bench.tools, &bench.legate_bin, dir)?;
     scaled.check_forwarding(&format!("/svc-{}/", settings.scale - 1))?;
     std::thread::sleep(SETTLE);

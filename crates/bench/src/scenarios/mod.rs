@@ -1,14 +1,19 @@
 //! One module per scenario. Each runs its measurements (or reuses ones
 //! another scenario already took) and returns a section of the results page.
 //!
-//! A new scenario (gRPC, grpc-web, WebSocket, config change at scale) is a
-//! module with a `Scenario` implementation added to `all()`.
+//! A new scenario (for example a config change at scale) is a module with a
+//! `Scenario` implementation added to `all()`.
 
 pub mod added_latency;
 pub mod cpu_per_request;
+pub mod grpc;
+pub mod grpc_streaming;
+pub mod grpc_unary;
+pub mod grpc_web;
 pub mod http1;
 pub mod memory;
 pub mod throughput;
+pub mod websocket;
 
 use crate::bench::Bench;
 use crate::report::Section;
@@ -28,6 +33,10 @@ pub fn all() -> Vec<Box<dyn Scenario>> {
         Box::new(throughput::Throughput),
         Box::new(cpu_per_request::CpuPerRequest),
         Box::new(added_latency::AddedLatency),
+        Box::new(grpc_unary::GrpcUnary),
+        Box::new(grpc_streaming::GrpcStreaming),
+        Box::new(grpc_web::GrpcWeb),
+        Box::new(websocket::WebSocket),
         Box::new(memory::Memory),
     ]
 }
