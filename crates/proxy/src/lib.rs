@@ -200,3 +200,9 @@ fn ads_servers(bootstrap: &Bootstrap, cluster_name: &str) -> Result<(Vec<String>
     };
     Ok((servers, tls))
 }
+
+/// Tells whether a socket error is EMFILE or ENFILE: the process or the
+/// system has no file descriptor left.
+pub(crate) fn is_out_of_descriptors(error: &std::io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(23 | 24))
+}

@@ -240,7 +240,11 @@ impl AcceptLoop {
                 accepted = socket.accept() => match accepted {
                     Ok((stream, remote)) => self.spawn_connection(stream, remote),
                     Err(error) => {
-                        warn!(%error, "accept failed");
+                        if crate::is_out_of_descriptors(&error) {
+                            warn!(%error, "accept failed: the process is out of file descriptors; raise its limit (ulimit -n)");
+                        } else {
+                            warn!(%error, "accept failed");
+                        }
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 },

@@ -326,6 +326,9 @@ impl EndpointPool {
             Ok(Ok(stream)) => stream,
             Ok(Err(source)) => {
                 self.stats.connect_failures.inc();
+                if crate::is_out_of_descriptors(&source) {
+                    tracing::warn!(upstream.addr = %self.address, error = %source, "upstream connect failed: the process is out of file descriptors; raise its limit (ulimit -n)");
+                }
                 return Err(UpstreamError::Connect { address: self.address, source });
             }
             Err(_) => {
