@@ -20,6 +20,7 @@ mod grpc_clients;
 mod grpc_web;
 mod grpc_web_browser;
 mod hot_swap;
+mod http2_abuse;
 mod http2_pool;
 mod http_framing;
 mod lifecycle;
