@@ -35,7 +35,7 @@ fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     bytes
 }
 
-/// One literal header field without indexing, with a new name each time.
+/// Encodes one literal header field without indexing, with a new name each time.
 fn literal_header(index: usize) -> Vec<u8> {
     let name = format!("x-flood-{index:06}");
     let value = "v".repeat(100);
