@@ -237,7 +237,7 @@ fn route(
     let action = match &proto.action {
         Some(api::route::Action::Route(action)) => errors
             .at("route", |errors| forward_action(action, matcher.as_ref(), errors))
-            .map(|action| RouteAction::Forward(ForwardAction { websocket_frames, ..action })),
+            .map(|action| RouteAction::Forward(Box::new(ForwardAction { websocket_frames, ..action }))),
         Some(api::route::Action::DirectResponse(response)) => {
             errors.at("direct_response", |errors| direct_response(response, errors))
         }

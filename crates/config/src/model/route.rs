@@ -118,7 +118,7 @@ impl PartialEq for HeaderMatch {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum RouteAction {
-    Forward(ForwardAction),
+    Forward(Box<ForwardAction>),
     /// Answers without contacting an upstream.
     DirectResponse { status: u16, body: Arc<[u8]> },
 }

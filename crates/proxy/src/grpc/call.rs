@@ -16,6 +16,9 @@ use crate::stats::{GrpcMethodStats, GrpcStats, OTHER_METHOD};
 /// `stats_for_all_methods`; later ones count under `other`.
 const MAX_DYNAMIC_METHODS: usize = 1000;
 
+/// Methods met so far under `stats_for_all_methods`, by `service/method`.
+type DynamicMethods = RwLock<HashMap<Box<str>, Arc<GrpcMethodStats>>>;
+
 /// The series of each method for one `grpc_stats` filter, built at config
 /// load for an allowlist.
 pub struct MethodTable {
@@ -23,7 +26,7 @@ pub struct MethodTable {
     known: HashMap<Box<str>, Arc<GrpcMethodStats>>,
     /// With `stats_for_all_methods`: methods met so far. Looked up under a
     /// read lock of this filter only; written once per new method.
-    dynamic: Option<(Arc<GrpcStats>, RwLock<HashMap<Box<str>, Arc<GrpcMethodStats>>>)>,
+    dynamic: Option<(Arc<GrpcStats>, DynamicMethods)>,
     other: Arc<GrpcMethodStats>,
 }
 

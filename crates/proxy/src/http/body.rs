@@ -121,6 +121,9 @@ impl RequestBody {
 }
 
 /// Body of a response sent downstream.
+// Boxing the large upstream variant, the common one, would allocate once per
+// response.
+#[allow(clippy::large_enum_variant)]
 pub enum ResponseBody {
     /// A response the proxy makes itself (errors, direct responses).
     Local(Option<Bytes>),
