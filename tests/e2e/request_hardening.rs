@@ -104,6 +104,10 @@ async fn header_limits_and_slow_headers() {
     let answer = raw_exchange(listener, format!("GET / HTTP/1.1\r\nHost: t\r\n{many}\r\n").as_bytes()).await;
     assert!(answer.starts_with("HTTP/1.1 431"), "30 headers over HTTP/1.1: {answer}");
 
+    let long_path = format!("/{}", "p".repeat(10 * 1024));
+    let answer = raw_exchange(listener, &get(&long_path)).await;
+    assert!(answer.starts_with("HTTP/1.1 431") || answer.starts_with("HTTP/1.1 414"), "a 10 KiB request line: {answer}");
+
     let large = "v".repeat(10 * 1024);
     let answer = raw_exchange(listener, format!("GET / HTTP/1.1\r\nHost: t\r\nX-Large: {large}\r\n\r\n").as_bytes()).await;
     assert!(answer.starts_with("HTTP/1.1 431"), "10 KiB of headers: {answer}");
