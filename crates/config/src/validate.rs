@@ -136,18 +136,22 @@ fn check_route_clusters(routes: &RouteConfiguration, clusters: &HashSet<&str>, l
 /// Checks that the clusters the HTTP filters call (the external
 /// authorization service) exist.
 fn check_filter_clusters(listener: &Listener, clusters: &HashSet<&str>, errors: &mut Vec<ConfigError>) {
-    for (index, filter) in listener.http.http_filters.iter().enumerate() {
-        let HttpFilter::ExtAuthz(config) = filter else { continue };
-        let (name, field) = match &config.service {
-            ExtAuthzService::Http(service) => (service.cluster.as_str(), "http_service.server_uri.cluster"),
-            ExtAuthzService::Grpc { cluster, .. } => (cluster.as_str(), "grpc_service.envoy_grpc.cluster_name"),
-        };
-        if !clusters.contains(name) {
-            errors.push(reference_error(
-                &format!("Listener {:?}", listener.name),
-                &format!("filter_chains[0].filters[0].typed_config.http_filters[{index}].typed_config.{field}"),
-                format!("cluster {name:?} does not exist"),
-            ));
+    for (chain_index, chain) in listener.filter_chains.iter().enumerate() {
+        // The connection manager is the last filter, after the connection filters.
+        let filter_index = chain.connection_filters.len();
+        for (index, filter) in chain.http.http_filters.iter().enumerate() {
+            let HttpFilter::ExtAuthz(config) = filter else { continue };
+            let (name, field) = match &config.service {
+                ExtAuthzService::Http(service) => (service.cluster.as_str(), "http_service.server_uri.cluster"),
+                ExtAuthzService::Grpc { cluster, .. } => (cluster.as_str(), "grpc_service.envoy_grpc.cluster_name"),
+            };
+            if !clusters.contains(name) {
+                errors.push(reference_error(
+                    &format!("Listener {:?}", listener.name),
+                    &format!("filter_chains[{chain_index}].filters[{filter_index}].typed_config.http_filters[{index}].typed_config.{field}"),
+                    format!("cluster {name:?} does not exist"),
+                ));
+            }
         }
     }
 }
