@@ -158,8 +158,8 @@ async fn limit_closes_fourth_connection() {
 async fn limit_delay_holds_rejected_connection() {
     let (_proxy, listener, _backend) = start("conn-cap-delay", &connection_limit_filter(1, "          delay: 1s\n")).await;
 
-    let mut held = KeepAlive::connect(listener).await;
-    assert_eq!(held.get("a", "/x").await.unwrap().0, 200);
+    let mut open = KeepAlive::connect(listener).await;
+    assert_eq!(open.get("a", "/x").await.unwrap().0, 200);
 
     let start = Instant::now();
     let reply = closed_reply(listener).await.expect("the second connection is closed");
@@ -188,11 +188,13 @@ async fn websocket_keeps_its_place() {
     drop(first);
     let freed = eventually(Duration::from_secs(5), || async { tokio_tungstenite::connect_async(url.as_str()).await.is_ok() }).await;
     assert!(freed, "a closed WebSocket frees its place");
-    assert_eq!(sample(&proxy.scrape().await, limited_series()), Some(1.0));
+    // Attempts made before the proxy saw the close are rejected and counted too.
+    let limited = sample(&proxy.scrape().await, limited_series()).unwrap();
+    assert!(limited >= 1.0, "the third WebSocket is counted: {limited}");
 }
 
 /// Renders listener `limited` with a connection limit of `max_connections`
-/// and one route answering `body` directly.
+/// and one route that returns `body` as a direct response.
 fn limited_listener(max_connections: u32, body: &str) -> String {
     format!(
         r#"resources:
@@ -259,4 +261,87 @@ async fn listener_update_keeps_limit() {
     let mut third = KeepAlive::connect(listener).await;
     assert_eq!(third.get("a", "/").await.unwrap(), (200, "third".to_string()), "the raised limit applies to new connections");
     assert_eq!(second.get("a", "/").await.unwrap().0, 200);
+}
+
+/// Renders a bootstrap with listener `https`, one TLS filter chain per item
+/// of `chains`: its server names, its connection filters (`filters` items
+/// indented by six spaces) and the body its one route returns.
+fn tls_bootstrap(cert: &std::path::Path, key: &std::path::Path, chains: &[(&str, String, &str)]) -> String {
+    let mut text = String::from(
+        r#"
+node: { id: tls-limits }
+admin: { address: { socket_address: { address: 127.0.0.1, port_value: 0 } } }
+static_resources:
+  clusters: []
+  listeners:
+  - name: https
+    address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
+    filter_chains:
+"#,
+    );
+    for (server_names, filters, body) in chains {
+        text.push_str(&format!(
+            r#"    - filter_chain_match: {{ server_names: [{server_names}] }}
+      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config: {{ "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext, common_tls_context: {{ tls_certificates: [{{ certificate_chain: {{ filename: "{cert}" }}, private_key: {{ filename: "{key}" }} }}] }} }}
+      filters:
+{filters}      - name: envoy.filters.network.http_connection_manager
+        typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager, stat_prefix: t, route_config: {{ name: r, virtual_hosts: [{{ name: all, domains: ["*"], routes: [{{ match: {{ prefix: "/" }}, direct_response: {{ status: 200, body: {{ inline_string: "{body}" }} }} }}] }}] }}, http_filters: [{{ name: envoy.filters.http.router }}] }}
+"#,
+            cert = cert.display(),
+            key = key.display(),
+        ));
+    }
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_rate_limit_before_handshake() {
+    use crate::support::tls::{ClientTls, TestCa};
+
+    let dir = temp_dir("conn-rate-tls");
+    let ca = TestCa::new("limits ca");
+    let (cert, key) = ca.issue("server", &["a.example.com"], None).write(&dir, "server");
+    let proxy = Proxy::start(&tls_bootstrap(&cert, &key, &[("", rate_limit_filter(2), "tls")]), &dir);
+    proxy.wait_ready().await;
+    let listener = proxy.listener("https").await;
+
+    let client = ClientTls::new("a.example.com", &ca);
+    for _ in 0..2 {
+        assert_eq!(client.get(listener, "/", &[]).await.unwrap().body, "tls");
+    }
+    assert!(client.get(listener, "/", &[]).await.is_err(), "the third connection is closed");
+
+    let metrics = proxy.scrape().await;
+    assert_eq!(sample(&metrics, "legate_listener_connections_rate_limited_total{listener=\"https\",stat_prefix=\"conn_rate\"}"), Some(1.0));
+    assert_eq!(sample(&metrics, "legate_listener_tls_handshakes_total{listener=\"https\"}"), Some(2.0));
+    let failures = sample(&metrics, "legate_listener_tls_handshake_failures_total{listener=\"https\"}").unwrap_or(0.0);
+    assert_eq!(failures, 0.0, "the rejected connection never started a handshake");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sni_chain_has_own_limit() {
+    use crate::support::tls::{ClientTls, TestCa, TlsHttpConnection};
+
+    let dir = temp_dir("conn-cap-sni");
+    let ca = TestCa::new("limits ca");
+    let (cert, key) = ca.issue("server", &["a.example.com", "b.example.com"], None).write(&dir, "server");
+    let chains = [("\"a.example.com\"", connection_limit_filter(1, ""), "chain-a"), ("\"b.example.com\"", String::new(), "chain-b")];
+    let proxy = Proxy::start(&tls_bootstrap(&cert, &key, &chains), &dir);
+    proxy.wait_ready().await;
+    let listener = proxy.listener("https").await;
+
+    let a = ClientTls::new("a.example.com", &ca);
+    let mut open = TlsHttpConnection::handshake(a.connect(listener).await.unwrap(), false).await.unwrap();
+    assert_eq!(open.get("a.example.com", "/", &[]).await.unwrap().1, "chain-a");
+    assert!(a.get(listener, "/", &[]).await.is_err(), "chain a takes one connection at a time");
+
+    let b = ClientTls::new("b.example.com", &ca);
+    for _ in 0..3 {
+        assert_eq!(b.get(listener, "/", &[]).await.unwrap().body, "chain-b", "chain b has no limit");
+    }
+    assert_eq!(open.get("a.example.com", "/", &[]).await.unwrap().1, "chain-a");
+    let limited = "legate_listener_connections_limited_total{listener=\"https\",stat_prefix=\"conn_cap\"}";
+    assert_eq!(sample(&proxy.scrape().await, limited), Some(1.0));
 }

@@ -5,8 +5,8 @@
 //!
 //! Both are built once per filter chain config and kept across listener
 //! updates that leave the chain's filters unchanged, so such an update
-//! neither refills the bucket nor forgets the open connections. A changed
-//! filter config starts a full bucket and a count of zero.
+//! neither refills the bucket nor resets the count of open connections. A
+//! changed filter config starts a full bucket and a count of zero.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -52,17 +52,17 @@ impl Drop for LimitSlot {
     }
 }
 
-/// Why a new connection is closed before it is served.
+/// The reason a new connection is closed before it is served.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rejection {
     /// The connection rate limit's bucket was empty.
     RateLimited { stat_prefix: Arc<str> },
-    /// The connection limit was reached; the connection is closed after `delay`.
+    /// The connection limit was reached, and the connection is closed after `delay`.
     OverLimit { stat_prefix: Arc<str>, delay: Option<Duration> },
 }
 
 impl ConnectionFilters {
-    /// Builds the runtime state of a chain's filters; returns `None` when no
+    /// Builds the runtime state of a chain's filters. Returns `None` when no
     /// filter is enabled, so that connections skip the check entirely.
     pub fn new(config: &[ConnectionFilter], listener: &str, stats: &DownstreamStats) -> Option<Arc<ConnectionFilters>> {
         let now = Instant::now();
@@ -91,7 +91,7 @@ impl ConnectionFilters {
     }
 
     /// Runs the checks in config order on a new connection. Returns the
-    /// connection limit's slot, if there is one, which the connection holds
+    /// connection limit's slot, if there is one, which the connection keeps
     /// until it closes. A rejection is counted in its filter's metric.
     pub fn admit(&self, now: Instant) -> Result<Option<LimitSlot>, Rejection> {
         let mut slot = None;

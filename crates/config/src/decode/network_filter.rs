@@ -50,7 +50,7 @@ fn is_connection_filter(filter: &api::Filter) -> bool {
     }
 }
 
-/// Decodes one filter before the connection manager; `earlier` are the
+/// Decodes one filter before the connection manager. `earlier` contains the
 /// filters decoded before it, to reject a second filter of the same kind.
 fn connection_filter(filter: &api::Filter, earlier: &[ConnectionFilter], errors: &mut Collector) -> Option<ConnectionFilter> {
     let Some(api::filter::ConfigType::TypedConfig(config)) = &filter.config_type else {
