@@ -439,3 +439,26 @@ filter_chains:
     let theirs_source: official::config::core::v3::DataSource = round_trip(&source);
     assert_eq!(theirs_source.specifier, Some(official::config::core::v3::data_source::Specifier::Filename("/etc/a.crt".into())));
 }
+
+#[test]
+fn connection_filter_configs_match_envoy() {
+    use legate::extensions::filters::network as ours;
+    use official::extensions::filters::network as theirs;
+
+    let rate: ours::local_ratelimit::v3::LocalRateLimit = parse(
+        "{ stat_prefix: conn, token_bucket: { max_tokens: 5, tokens_per_fill: 2, fill_interval: 1s }, runtime_enabled: { default_value: false }, share_key: k }",
+        "envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit",
+    );
+    let official_rate: theirs::local_ratelimit::v3::LocalRateLimit = round_trip(&rate);
+    assert_eq!(official_rate.token_bucket.as_ref().map(|bucket| bucket.max_tokens), Some(5));
+    assert_eq!(official_rate.runtime_enabled.as_ref().and_then(|flag| flag.default_value).map(|value| value.value), Some(false));
+    assert_eq!(official_rate.share_key, "k");
+
+    let limit: ours::connection_limit::v3::ConnectionLimit = parse(
+        "{ stat_prefix: cap, max_connections: 3, delay: 0.5s, runtime_enabled: { default_value: true } }",
+        "envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit",
+    );
+    let official_limit: theirs::connection_limit::v3::ConnectionLimit = round_trip(&limit);
+    assert_eq!(official_limit.max_connections.map(|max| max.value), Some(3));
+    assert_eq!(official_limit.delay.as_ref().map(|delay| delay.nanos), Some(500_000_000));
+}

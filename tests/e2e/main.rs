@@ -8,6 +8,7 @@ mod admin;
 mod api_key_auth;
 mod circuit_breakers;
 mod config_errors;
+mod connection_limits;
 mod control_plane_auth;
 mod control_plane_metrics;
 mod demo;

@@ -137,6 +137,8 @@ fn check_route_clusters(routes: &RouteConfiguration, clusters: &HashSet<&str>, l
 /// authorization service) exist.
 fn check_filter_clusters(listener: &Listener, clusters: &HashSet<&str>, errors: &mut Vec<ConfigError>) {
     for (chain_index, chain) in listener.filter_chains.iter().enumerate() {
+        // The connection manager is the last filter, after the connection filters.
+        let filter_index = chain.connection_filters.len();
         for (index, filter) in chain.http.http_filters.iter().enumerate() {
             let HttpFilter::ExtAuthz(config) = filter else { continue };
             let (name, field) = match &config.service {
@@ -146,7 +148,7 @@ fn check_filter_clusters(listener: &Listener, clusters: &HashSet<&str>, errors: 
             if !clusters.contains(name) {
                 errors.push(reference_error(
                     &format!("Listener {:?}", listener.name),
-                    &format!("filter_chains[{chain_index}].filters[0].typed_config.http_filters[{index}].typed_config.{field}"),
+                    &format!("filter_chains[{chain_index}].filters[{filter_index}].typed_config.http_filters[{index}].typed_config.{field}"),
                     format!("cluster {name:?} does not exist"),
                 ));
             }

@@ -5,6 +5,7 @@
 mod activity;
 mod access_log;
 mod admin;
+mod connection_filters;
 mod grpc;
 mod http;
 mod lifecycle;

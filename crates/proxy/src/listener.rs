@@ -17,6 +17,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use legate_config::model::{Codec, HttpConnectionManager, Listener, RequestLimits};
 
 use crate::activity::{Activity, ActivityIo};
+use crate::connection_filters::{ConnectionFilters, LimitSlot, Rejection};
 use crate::http::{handle, ConnectionContext};
 use crate::snapshot::SnapshotStore;
 use crate::stats::{ListenerStats, ProxyStats};
@@ -43,18 +44,22 @@ pub struct ListenerSet {
 }
 
 /// Counts one open downstream connection or upgraded pipe until dropped, so
-/// shutdown can wait for them.
-pub struct OpenConnection(Arc<AtomicUsize>);
+/// shutdown can wait for them. It also holds the connection's place under a
+/// connection limit, which its upgraded pipes share, so a WebSocket keeps
+/// the place until both the connection and the pipe have closed.
+pub struct OpenConnection(Arc<AtomicUsize>, Option<Arc<LimitSlot>>);
 
 impl OpenConnection {
     fn new(count: &Arc<AtomicUsize>) -> Self {
         count.fetch_add(1, Ordering::Relaxed);
-        OpenConnection(count.clone())
+        OpenConnection(count.clone(), None)
     }
 
     /// Counts another connection on the same tally.
     pub fn another(&self) -> OpenConnection {
-        OpenConnection::new(&self.0)
+        let mut another = OpenConnection::new(&self.0);
+        another.1 = self.1.clone();
+        another
     }
 }
 
@@ -280,9 +285,14 @@ impl AcceptLoop {
     }
 }
 
-/// Completes the TLS handshake on a TLS listener, choosing the filter
-/// chain, then serves the connection. A failed handshake closes this
-/// connection only.
+/// Runs the connection filters, completes the TLS handshake on a TLS
+/// listener, choosing the filter chain, then serves the connection. A
+/// rejected connection or a failed handshake closes this connection only.
+///
+/// The connection filters of a listener with one filter chain run right
+/// after accept, before any TLS or HTTP byte is read. On a listener with
+/// several TLS chains, SNI picks the chain, so their filters run once the
+/// handshake has chosen it.
 async fn accept_connection(stream: TcpStream, mut context: ConnectionContext, drained: watch::Receiver<bool>, drain_timeout: Duration) {
     let _ = stream.set_nodelay(true);
     let transport = {
@@ -292,36 +302,95 @@ async fn accept_connection(stream: TcpStream, mut context: ConnectionContext, dr
             return;
         };
         match &listener.tls {
-            None => Transport::Plaintext(listener.chains.first().map(|chain| chain.http.clone())),
+            None => Transport::Plaintext(listener.chains.first().map(|chain| (chain.http.clone(), chain.connection_filters.clone()))),
             Some(tls) => Transport::Tls(tls.clone(), listener.chains.clone()),
         }
     };
 
     match transport {
-        Transport::Plaintext(Some(settings)) => serve_connection(stream, settings, None, context, drained, drain_timeout).await,
+        Transport::Plaintext(Some((settings, filters))) => {
+            let Some(stream) = admit(stream, filters.as_deref(), &mut context).await else { return };
+            serve_connection(stream, settings, None, context, drained, drain_timeout).await;
+        }
         Transport::Plaintext(None) => {}
-        Transport::Tls(tls, chains) => match tls.accept(stream).await {
-            Ok(connection) => {
-                context.listener_stats.tls_handshakes.inc();
-                let Some(chain) = chains.get(connection.chain) else { return };
-                context.chain = connection.chain;
-                context.chain_key = (chains.len() > 1).then(|| chain.key.clone());
-                context.client_cert = connection.client_cert;
-                context.secure = true;
-                serve_connection(connection.stream, chain.http.clone(), connection.codec, context, drained, drain_timeout).await;
+        Transport::Tls(tls, chains) => {
+            let single = match chains.as_ref() {
+                [chain] => Some(chain.connection_filters.as_deref()),
+                _ => None,
+            };
+            let stream = match single {
+                Some(filters) => match admit(stream, filters, &mut context).await {
+                    Some(stream) => stream,
+                    None => return,
+                },
+                None => stream,
+            };
+            match tls.accept(stream).await {
+                Ok(connection) => {
+                    context.listener_stats.tls_handshakes.inc();
+                    let Some(chain) = chains.get(connection.chain) else { return };
+                    if single.is_none() && !admit_chosen(chain.connection_filters.as_deref(), &mut context).await {
+                        return;
+                    }
+                    context.chain = connection.chain;
+                    context.chain_key = (chains.len() > 1).then(|| chain.key.clone());
+                    context.client_cert = connection.client_cert;
+                    context.secure = true;
+                    serve_connection(connection.stream, chain.http.clone(), connection.codec, context, drained, drain_timeout).await;
+                }
+                Err(error) => {
+                    context.listener_stats.tls_handshake_failures.inc();
+                    debug!(error = %crate::tls::error_chain(&error), "TLS handshake failed, closing connection");
+                }
             }
-            Err(error) => {
-                context.listener_stats.tls_handshake_failures.inc();
-                debug!(error = %crate::tls::error_chain(&error), "TLS handshake failed, closing connection");
+        }
+    }
+}
+
+/// Runs a chain's connection filters on a new connection. Returns the
+/// stream when the connection may go on; otherwise closes it, after the
+/// connection limit's delay when one is set.
+async fn admit<S>(stream: S, filters: Option<&ConnectionFilters>, context: &mut ConnectionContext) -> Option<S> {
+    let Some(filters) = filters else { return Some(stream) };
+    match filters.admit(tokio::time::Instant::now()) {
+        Ok(slot) => {
+            context.open.1 = slot.map(Arc::new);
+            Some(stream)
+        }
+        Err(rejection) => {
+            reject(rejection).await;
+            None
+        }
+    }
+}
+
+/// Runs the connection filters of the chain a TLS handshake chose; returns
+/// whether the connection may go on.
+async fn admit_chosen(filters: Option<&ConnectionFilters>, context: &mut ConnectionContext) -> bool {
+    admit((), filters, context).await.is_some()
+}
+
+/// Logs a rejected connection and waits out the connection limit's delay;
+/// the caller then closes the connection by dropping it unread.
+async fn reject(rejection: Rejection) {
+    match rejection {
+        Rejection::RateLimited { stat_prefix } => {
+            debug!(%stat_prefix, "connection rate limit reached, closing connection");
+        }
+        Rejection::OverLimit { stat_prefix, delay } => {
+            debug!(%stat_prefix, delay = ?delay, "connection limit reached, closing connection");
+            if let Some(delay) = delay {
+                tokio::time::sleep(delay).await;
             }
-        },
+        }
     }
 }
 
 /// The start of a listener's connections: plaintext with its one filter
-/// chain's settings, or a TLS handshake that picks the chain.
+/// chain's settings and connection filters, or a TLS handshake that picks
+/// the chain.
 enum Transport {
-    Plaintext(Option<Arc<HttpConnectionManager>>),
+    Plaintext(Option<(Arc<HttpConnectionManager>, Option<Arc<ConnectionFilters>>)>),
     Tls(Arc<crate::tls::ServerChains>, Arc<[crate::snapshot::ListenerRoutes]>),
 }
 

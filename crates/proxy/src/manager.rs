@@ -86,6 +86,7 @@ struct ChainEntry {
     inline_routes: Option<Arc<RouteTable>>,
     filters: Arc<crate::http::FilterPlan>,
     access_logs: Arc<crate::access_log::AccessLoggers>,
+    connection_filters: Option<Arc<crate::connection_filters::ConnectionFilters>>,
 }
 
 struct ActiveCluster {
@@ -404,20 +405,37 @@ impl ConfigManager {
             .prepare(&listener)
             .map_err(|error| Rejected { name: listener.name.clone(), reason: format!("{error}: {}", error.source) })?;
 
-        let chains = listener.filter_chains.iter().map(|chain| self.chain_entry(&chain.http)).collect();
+        // A chain's previous parts are found by its key, wherever it moved.
+        let previous = state.listeners.get(&listener.name);
+        let previous_chain = |key: &str| {
+            let entry = previous?;
+            let index = entry.config.filter_chains.iter().position(|chain| &*chain.key == key)?;
+            entry.chains.get(index)
+        };
+        let chains = listener.filter_chains.iter().map(|chain| self.chain_entry(&listener.name, chain, previous_chain(&chain.key))).collect();
         let entry = ListenerEntry { config: Arc::new(listener), version: version.to_string(), raw, is_static, chains, tls };
         state.listeners.insert(entry.config.name.clone(), entry);
         Ok(())
     }
 
-    fn chain_entry(&self, http: &legate_config::model::HttpConnectionManager) -> ChainEntry {
+    /// Builds a chain's parts. The connection filters of `previous`, the
+    /// chain at the same index before this update, are kept when their
+    /// config is unchanged, so the bucket and the open count carry over.
+    fn chain_entry(&self, listener: &str, chain: &legate_config::model::FilterChain, previous: Option<&ChainEntry>) -> ChainEntry {
+        let http = &chain.http;
         let inline_routes = match &http.routes {
             RouteSource::Inline(config) => Some(Arc::new(RouteTable::new(config.clone(), &self.stats.http))),
             RouteSource::Rds(_) => None,
         };
         let filters = crate::http::FilterPlan::new(&http.http_filters, &self.stats);
         let access_logs = Arc::new(crate::access_log::AccessLoggers::new(&http.access_logs, &self.log_writers, &self.stats));
-        ChainEntry { inline_routes, filters, access_logs }
+        let kept = previous
+            .and_then(|entry| entry.connection_filters.as_ref())
+            .filter(|filters| filters.is_built_from(&chain.connection_filters))
+            .cloned();
+        let connection_filters =
+            kept.or_else(|| crate::connection_filters::ConnectionFilters::new(&chain.connection_filters, listener, &self.stats.downstream));
+        ChainEntry { inline_routes, filters, access_logs, connection_filters }
     }
 
     fn apply_dns(&self, round: Resolved) {
@@ -577,6 +595,7 @@ fn active_listener(entry: &ListenerEntry, route_configs: &HashMap<String, Versio
                 routes,
                 filters: built.filters.clone(),
                 access_logs: built.access_logs.clone(),
+                connection_filters: built.connection_filters.clone(),
             })
         })
         .collect::<Option<Vec<_>>>()?;

@@ -40,6 +40,8 @@ pub struct ListenerRoutes {
     pub routes: Arc<RouteTable>,
     pub filters: Arc<crate::http::FilterPlan>,
     pub access_logs: Arc<crate::access_log::AccessLoggers>,
+    /// `None` when the chain has no enabled connection filter.
+    pub connection_filters: Option<Arc<crate::connection_filters::ConnectionFilters>>,
 }
 
 /// Shared handle through which the config manager publishes snapshots and

@@ -110,20 +110,7 @@ fn filter_chain(chain: &api::FilterChain, errors: &mut Collector) -> Option<mode
         errors.invalid("filter_chain_match.server_names needs a TLS transport_socket, because the names come from SNI");
     }
 
-    let http = match chain.filters.as_slice() {
-        [filter] => errors.at("filters[0]", |errors| network_filter(filter, errors)),
-        [] => {
-            errors.missing("filters");
-            None
-        }
-        _ => {
-            errors.unsupported(format!(
-                "only the network filter {HCM_TYPE} is supported, but the chain has {} filters",
-                chain.filters.len()
-            ));
-            None
-        }
-    };
+    let filters = super::network_filter::filters(&chain.filters, errors);
     let handshake_timeout = match &chain.transport_socket_connect_timeout {
         Some(timeout) => errors.at("transport_socket_connect_timeout", |errors| super::duration(timeout, errors)),
         None => Some(DEFAULT_HANDSHAKE_TIMEOUT),
@@ -133,7 +120,8 @@ fn filter_chain(chain: &api::FilterChain, errors: &mut Collector) -> Option<mode
         "" => format!("sni:{}", server_names.join(",")),
         name => format!("name:{name}"),
     };
-    Some(model::FilterChain { key: key.into(), server_names, tls: tls?, http: http?, handshake_timeout: handshake_timeout? })
+    let (connection_filters, http) = filters?;
+    Some(model::FilterChain { key: key.into(), server_names, tls: tls?, http, connection_filters, handshake_timeout: handshake_timeout? })
 }
 
 /// Lowercases SNI names; each is exact or a `*.suffix` wildcard.
@@ -156,7 +144,7 @@ fn server_names(names: &[String], errors: &mut Collector) -> Option<Vec<String>>
     valid.then_some(names)
 }
 
-fn network_filter(filter: &api::Filter, errors: &mut Collector) -> Option<model::HttpConnectionManager> {
+pub(super) fn network_filter(filter: &api::Filter, errors: &mut Collector) -> Option<model::HttpConnectionManager> {
     let Some(api::filter::ConfigType::TypedConfig(config)) = &filter.config_type else {
         errors.missing("typed_config");
         return None;

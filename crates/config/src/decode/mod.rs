@@ -14,6 +14,7 @@ mod ext_authz;
 mod filter;
 mod health;
 mod listener;
+mod network_filter;
 mod rate_limit;
 mod route;
 mod tls;

@@ -71,7 +71,7 @@ pub(crate) fn local_rate_limit(bytes: &[u8], per_route: bool, errors: &mut Colle
     })
 }
 
-fn token_bucket(proto: &types::TokenBucket, errors: &mut Collector) -> Option<TokenBucket> {
+pub(crate) fn token_bucket(proto: &types::TokenBucket, errors: &mut Collector) -> Option<TokenBucket> {
     let fill_interval = match &proto.fill_interval {
         Some(interval) => errors.at("fill_interval", |errors| duration(interval, errors))?,
         None => {

@@ -41,6 +41,9 @@ pub struct FilterChain {
     /// The `DownstreamTlsContext` of its transport socket; `None` is plaintext.
     pub tls: Option<Arc<super::DownstreamTls>>,
     pub http: HttpConnectionManager,
+    /// The network filters before the connection manager, in config order,
+    /// each kind at most once.
+    pub connection_filters: Vec<super::ConnectionFilter>,
     /// `transport_socket_connect_timeout`: time allowed for the TLS
     /// handshake, 10 seconds by default. Zero disables it.
     pub handshake_timeout: Duration,

@@ -9,6 +9,7 @@ mod endpoint;
 mod grpc;
 mod health;
 mod listener;
+mod network_filter;
 mod rate_limit;
 mod route;
 mod tls;
@@ -29,6 +30,7 @@ pub use endpoint::{ClusterLoadAssignment, EndpointAddress, HealthStatus, LbEndpo
 pub use listener::{
     Codec, EscapedSlashes, FilterChain, HttpConnectionManager, Listener, PathNormalization, RequestLimits, RouteSource, UpgradeConfig,
 };
+pub use network_filter::{ConnectionFilter, ConnectionLimit, ConnectionRateLimit};
 pub use route::{
     ClusterSelection, DomainMatcher, ForwardAction, HashPolicy, HashSource, HeaderMatch, HeaderMatcher, PathMatch, Route,
     RetryOn, RetryPolicy, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WebSocketFrames, WeightedCluster,

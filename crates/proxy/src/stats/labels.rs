@@ -8,6 +8,12 @@ pub struct ListenerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerStatPrefixLabels {
+    pub listener: String,
+    pub stat_prefix: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProtocolLabels {
     pub listener: String,
     pub protocol: &'static str,

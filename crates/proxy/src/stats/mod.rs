@@ -50,6 +50,9 @@ pub struct DownstreamStats {
     by_protocol: Family<ProtocolLabels, Counter>,
     tls_handshakes: Family<ListenerLabels, Counter>,
     tls_handshake_failures: Family<ListenerLabels, Counter>,
+    connections_rate_limited: Family<ListenerStatPrefixLabels, Counter>,
+    connections_limited: Family<ListenerStatPrefixLabels, Counter>,
+    connection_limit_active: Family<ListenerStatPrefixLabels, Gauge>,
 }
 
 pub struct HttpStats {
@@ -145,6 +148,9 @@ impl DownstreamStats {
             by_protocol: Family::default(),
             tls_handshakes: Family::default(),
             tls_handshake_failures: Family::default(),
+            connections_rate_limited: Family::default(),
+            connections_limited: Family::default(),
+            connection_limit_active: Family::default(),
         };
         registry.register("downstream_connections_accepted", "Downstream connections accepted, per listener", stats.accepted.clone());
         registry.register("downstream_connections_active", "Downstream connections open now, per listener", stats.active.clone());
@@ -160,7 +166,37 @@ impl DownstreamStats {
             "TLS handshakes that failed or timed out, per listener; the connection is closed",
             stats.tls_handshake_failures.clone(),
         );
+        registry.register(
+            "listener_connections_rate_limited",
+            "Downstream connections closed by the connection rate limit filter, per listener and the filter's stat_prefix",
+            stats.connections_rate_limited.clone(),
+        );
+        registry.register(
+            "listener_connections_limited",
+            "Downstream connections closed by the connection limit filter, per listener and the filter's stat_prefix",
+            stats.connections_limited.clone(),
+        );
+        registry.register(
+            "listener_connection_limit_active",
+            "Downstream connections open now that a connection limit filter counts, per listener and the filter's stat_prefix",
+            stats.connection_limit_active.clone(),
+        );
         stats
+    }
+
+    /// Handle counting the connections a connection rate limit filter closed.
+    pub fn connections_rate_limited(&self, listener: &str, stat_prefix: &str) -> Counter {
+        self.connections_rate_limited.get_or_create_owned(&listener_stat_prefix(listener, stat_prefix))
+    }
+
+    /// Handle counting the connections a connection limit filter closed.
+    pub fn connections_limited(&self, listener: &str, stat_prefix: &str) -> Counter {
+        self.connections_limited.get_or_create_owned(&listener_stat_prefix(listener, stat_prefix))
+    }
+
+    /// Gauge of the open connections a connection limit filter counts.
+    pub fn connection_limit_active(&self, listener: &str, stat_prefix: &str) -> Gauge {
+        self.connection_limit_active.get_or_create_owned(&listener_stat_prefix(listener, stat_prefix))
     }
 
     /// Handles for one listener's connections.
@@ -176,6 +212,10 @@ impl DownstreamStats {
             tls_handshake_failures: self.tls_handshake_failures.get_or_create_owned(&labels),
         }
     }
+}
+
+fn listener_stat_prefix(listener: &str, stat_prefix: &str) -> ListenerStatPrefixLabels {
+    ListenerStatPrefixLabels { listener: listener.to_string(), stat_prefix: stat_prefix.to_string() }
 }
 
 /// Counters of one listener, cloned into each of its connections.
