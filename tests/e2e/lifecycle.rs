@@ -113,3 +113,43 @@ async fn sigterm_drains_steady_traffic() {
     assert!(signalled.elapsed() < Duration::from_secs(10), "within the drain time");
     assert!(tokio::net::TcpStream::connect(listener).await.is_err(), "the listener is closed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_spares_idle_and_slow_requests() {
+    let backend = Upstream::start("backend").await;
+    let routes = "              - match: { prefix: \"/\" }\n                route: { cluster: backend }";
+    let dir = temp_dir("sigterm-idle");
+    // The listener's drain_timeout is shorter than the process drain time,
+    // which governs how long requests in flight may still take.
+    let bootstrap = static_bootstrap("          drain_timeout: 1s", routes, &static_cluster("backend", backend.address.port(), None));
+    let mut proxy = Proxy::start_with(&bootstrap, &dir, &["--drain-time-s", "8"]);
+    proxy.wait_ready().await;
+    let listener = proxy.listener("http").await;
+
+    let stream = tokio::net::TcpStream::connect(listener).await.unwrap();
+    let (mut idle, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(connection);
+    let get = |path: &str| hyper::Request::get(path).header("host", "a").body(Full::new(Bytes::new())).unwrap();
+    assert_eq!(idle.send_request(get("/before")).await.unwrap().status(), 200);
+    let slow = tokio::spawn(http1_get(listener, "a", "/slow/3000"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let pid = proxy.process.child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    idle.ready().await.expect("the idle keep-alive connection is still open after SIGTERM");
+    let response = idle.send_request(get("/after")).await.expect("a request on the idle connection is answered");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers().get("connection").map(|value| value.as_bytes()), Some(&b"close"[..]));
+
+    let slow = slow.await.unwrap();
+    assert_eq!(slow.map(|(status, _)| status), Ok(200), "a request longer than drain_timeout finishes within --drain-time-s");
+
+    let exited = eventually(Duration::from_secs(12), || {
+        let done = proxy.process.child.try_wait().map(|status| status.map(|s| s.success()));
+        async move { matches!(done, Ok(Some(true))) }
+    })
+    .await;
+    assert!(exited, "the proxy exits 0");
+}

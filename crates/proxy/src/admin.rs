@@ -97,8 +97,9 @@ async fn respond(request: Request<Incoming>, admin: Arc<Admin>) -> Result<Respon
             // As in Envoy, `?graceful` keeps the listeners accepting for a
             // while, and without it they stop at once.
             let graceful = request.uri().query().is_some_and(|query| query.split('&').any(|pair| pair == "graceful"));
-            let window = if graceful { crate::accept_window(admin.manager.longest_drain_timeout()) } else { std::time::Duration::ZERO };
-            admin.manager.drain_listeners(window);
+            let grace = admin.manager.longest_drain_timeout();
+            let window = if graceful { crate::accept_window(grace) } else { std::time::Duration::ZERO };
+            admin.manager.drain_listeners(window, grace);
             text(StatusCode::OK, "OK\n".into())
         }
         (&Method::POST, "/quitquitquit") => {

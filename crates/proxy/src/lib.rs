@@ -130,7 +130,7 @@ impl Proxy {
         let listener_drain = self.manager.longest_drain_timeout() + http::CLOSE_GRACE + std::time::Duration::from_millis(250);
         let grace = drain_time.unwrap_or(listener_drain);
         let window = accept_window(grace);
-        self.manager.drain_listeners(window);
+        self.manager.drain_listeners(window, grace);
 
         let start = tokio::time::Instant::now();
         let deadline = start + grace;

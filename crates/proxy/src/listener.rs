@@ -3,7 +3,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,6 +42,29 @@ pub struct ListenerSet {
     slots: Mutex<HashMap<String, Slot>>,
     open: Arc<AtomicUsize>,
     stats: Arc<ProxyStats>,
+    drain: Arc<DrainTimes>,
+}
+
+/// The times of a proxy-wide drain (shutdown or `/drain_listeners`), which
+/// every connection reads when its listener drains. Zero while unset.
+#[derive(Debug, Default)]
+pub struct DrainTimes {
+    /// How long listeners keep accepting, in milliseconds.
+    accept_window_ms: AtomicU64,
+    /// How long in-flight requests may still take, in milliseconds.
+    grace_ms: AtomicU64,
+}
+
+impl DrainTimes {
+    fn accept_window(&self) -> Duration {
+        Duration::from_millis(self.accept_window_ms.load(Ordering::Relaxed))
+    }
+
+    /// Time in-flight requests get after a connection starts closing: the
+    /// proxy-wide drain time, and at least the listener's `drain_timeout`.
+    fn grace(&self, drain_timeout: Duration) -> Duration {
+        Duration::from_millis(self.grace_ms.load(Ordering::Relaxed)).max(drain_timeout)
+    }
 }
 
 /// Counts one open downstream connection or upgraded pipe until dropped, so
@@ -84,7 +108,7 @@ struct Slot {
 
 impl ListenerSet {
     pub fn new(store: SnapshotStore, stats: Arc<ProxyStats>) -> Self {
-        ListenerSet { store, slots: Mutex::new(HashMap::new()), open: Arc::new(AtomicUsize::new(0)), stats }
+        ListenerSet { store, slots: Mutex::new(HashMap::new()), open: Arc::new(AtomicUsize::new(0)), stats, drain: Arc::default() }
     }
 
     /// Binds the listener's address unless it is bound already, so an
@@ -142,6 +166,7 @@ impl ListenerSet {
             let name: Arc<str> = Arc::from(listener.name.as_str());
             let span = info_span!("listener", name = %name, address = %slot.bound);
             let accept = AcceptLoop {
+                drain: self.drain.clone(),
                 listener_stats: self.stats.downstream.listener(&name),
                 name,
                 store: self.store.clone(),
@@ -166,8 +191,12 @@ impl ListenerSet {
     /// Drains every listener's connections at once, for shutdown. The
     /// listeners keep accepting for `accept_window`, so a client that has
     /// not yet learned of the shutdown gets one response with `Connection:
-    /// close` or GOAWAY rather than a refused connection, then stop.
-    pub fn drain_all(&self, accept_window: Duration) {
+    /// close` or GOAWAY rather than a refused connection, then stop. An idle
+    /// connection stays open for the window too, until its next request,
+    /// and in-flight requests get `grace` to finish.
+    pub fn drain_all(&self, accept_window: Duration, grace: Duration) {
+        self.drain.accept_window_ms.store(accept_window.as_millis() as u64, Ordering::Relaxed);
+        self.drain.grace_ms.store(grace.as_millis() as u64, Ordering::Relaxed);
         let mut slots = self.lock();
         let mut stops = Vec::new();
         for slot in slots.values_mut() {
@@ -228,6 +257,7 @@ fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Everything the accept loop of one listener hands to its connections.
 struct AcceptLoop {
+    drain: Arc<DrainTimes>,
     name: Arc<str>,
     store: SnapshotStore,
     drained: watch::Receiver<bool>,
@@ -274,6 +304,9 @@ impl AcceptLoop {
             listener_stats: self.listener_stats.clone(),
             protocol_counted: AtomicBool::new(false),
             request_seen: self.drained.borrow().then(tokio::sync::Notify::new),
+            requests: AtomicU64::new(0),
+            request_arrived: tokio::sync::Notify::new(),
+            drain: self.drain.clone(),
             chain: 0,
             chain_key: None,
             client_cert: None,
@@ -294,6 +327,9 @@ impl AcceptLoop {
 /// several TLS chains, SNI picks the chain, so their filters run once the
 /// handshake has chosen it.
 async fn accept_connection(stream: TcpStream, mut context: ConnectionContext, drained: watch::Receiver<bool>, drain_timeout: Duration) {
+    // Active from accept to close, whether or not a handshake or a
+    // connection filter ends it early.
+    let _counted = CountedConnection::new(&context.listener_stats);
     let _ = stream.set_nodelay(true);
     let transport = {
         let snapshot = context.store.load();
@@ -409,8 +445,6 @@ async fn serve_connection<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let _counted = CountedConnection::new(&context.listener_stats);
-
     let builder = connection_builder(&settings, negotiated);
     let activity = Activity::new();
     let io = TokioIo::new(ActivityIo::new(stream, activity.clone()));
@@ -446,7 +480,13 @@ async fn serve_connection<S>(
                     log_connection_end(result);
                     return;
                 }
-                _ = drained.changed() => break "listener draining",
+                _ = drained.changed() => {
+                    if let Some(result) = serve_until_next_request(connection.as_mut(), &watched).await {
+                        log_connection_end(result);
+                        return;
+                    }
+                    break "listener draining";
+                }
                 _ = idle_check => {
                     let timeout = idle_timeout.unwrap_or_default();
                     if tokio::time::Instant::now() >= activity.idle_deadline(timeout) {
@@ -459,9 +499,40 @@ async fn serve_connection<S>(
 
     debug!(reason = closing, "closing downstream connection gracefully");
     connection.as_mut().graceful_shutdown();
-    match tokio::time::timeout(drain_timeout, connection.as_mut()).await {
+    match tokio::time::timeout(watched.drain.grace(drain_timeout), connection.as_mut()).await {
         Ok(result) => log_connection_end(result),
         Err(_) => debug!("drain timeout passed, closing connection"),
+    }
+}
+
+/// Keeps a draining connection open during the accept window until its next
+/// request arrives, so that a client sending on an idle keep-alive
+/// connection at that moment gets an answer (with `Connection: close`)
+/// rather than a closed socket. Returns the connection's result when it
+/// ended meanwhile.
+async fn serve_until_next_request<F>(mut connection: Pin<&mut F>, context: &ConnectionContext) -> Option<F::Output>
+where
+    F: std::future::Future,
+{
+    let window = context.drain.accept_window();
+    if window.is_zero() {
+        return None;
+    }
+    let seen = context.requests.load(Ordering::Relaxed);
+    let deadline = tokio::time::sleep(window);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => return Some(result),
+            _ = &mut deadline => return None,
+            // A permit stored by an earlier request wakes this too, so the
+            // count tells a new request from an old one.
+            _ = context.request_arrived.notified() => {
+                if context.requests.load(Ordering::Relaxed) > seen {
+                    return None;
+                }
+            }
+        }
     }
 }
 

@@ -329,8 +329,8 @@ impl ConfigManager {
 
     /// Drains every listener's connections, and stops the listeners from
     /// accepting once `accept_window` has passed.
-    pub fn drain_listeners(&self, accept_window: std::time::Duration) {
-        self.listeners.drain_all(accept_window);
+    pub fn drain_listeners(&self, accept_window: std::time::Duration, grace: std::time::Duration) {
+        self.listeners.drain_all(accept_window, grace);
     }
 
     /// Returns the maximum drain timeout among the listeners.

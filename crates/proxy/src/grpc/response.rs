@@ -51,17 +51,20 @@ pub fn adapt_response(response: Response<ResponseBody>) -> Response<ResponseBody
     if status == StatusCode::OK {
         return response;
     }
-    match response.body() {
+    let mut reply = match response.body() {
         ResponseBody::Local(reason) => {
             let reason = reason.as_ref().map(|bytes| String::from_utf8_lossy(bytes).trim_end().to_string()).unwrap_or_default();
             local_status_reply(Code::from_local_http(status.as_u16()), &reason)
         }
-        _ if response.headers().contains_key(&GRPC_STATUS) => response,
+        _ if response.headers().contains_key(&GRPC_STATUS) => return response,
         _ => {
             let code = Code::from_upstream_http(status.as_u16());
             local_status_reply(code, &format!("upstream answered HTTP {}", status.as_u16()))
         }
-    }
+    };
+    // The response flag and upstream details stay for the access log.
+    *reply.extensions_mut() = response.into_parts().0.extensions;
+    reply
 }
 
 /// The body of a response to a gRPC or gRPC-Web call.

@@ -64,6 +64,12 @@ pub struct ConnectionContext {
     /// Present on a connection accepted while its listener drains; notified
     /// when its first request arrives, so the connection can close after it.
     pub request_seen: Option<tokio::sync::Notify>,
+    /// Requests received on the connection, and a wake-up for each, so a
+    /// draining connection can wait for the next one.
+    pub requests: std::sync::atomic::AtomicU64,
+    pub request_arrived: tokio::sync::Notify,
+    /// The times of a proxy-wide drain.
+    pub drain: Arc<crate::listener::DrainTimes>,
     /// Index of the listener's filter chain serving the connection.
     pub chain: usize,
     /// Identity of that chain on a TLS listener, where SNI chose it among
@@ -124,6 +130,8 @@ async fn respond(request: Request<Incoming>, connection: &ConnectionContext, sta
     if let Some(request_seen) = &connection.request_seen {
         request_seen.notify_one();
     }
+    connection.requests.fetch_add(1, Ordering::Relaxed);
+    connection.request_arrived.notify_one();
     let snapshot = connection.store.load_full();
     let chain = snapshot.listeners.get(&connection.listener).and_then(|listener| connection_chain(listener, connection));
     let Some(listener) = chain else {
