@@ -35,7 +35,10 @@ async fn one_line_per_request_without_secrets() {
     proxy.wait_ready().await;
     let listener = proxy.listener("http").await;
 
-    assert_eq!(http1_get(listener, "a", "/app/ok").await.unwrap().0, 200);
+    let first = hyper::Request::get("/app/ok").header("host", "a").body(Full::new(Bytes::new())).unwrap();
+    let (status, _, headers) = http1_request(listener, first).await.unwrap();
+    assert_eq!(status, 200);
+    let request_id = headers.get("x-seen-x-request-id").expect("the proxy generates an x-request-id").to_str().unwrap().to_string();
     assert_eq!(http1_get(listener, "a", "/missing").await.unwrap().0, 404);
     let secret = hyper::Request::get("/app/login?token=s3cr3t-token&page=2")
         .header("host", "a")
@@ -53,6 +56,7 @@ async fn one_line_per_request_without_secrets() {
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines[0].contains("\"GET /app/ok HTTP/1.1\" 200 - 0 "), "{}", lines[0]);
     assert!(lines[0].contains(&backend.address.to_string()), "upstream host logged: {}", lines[0]);
+    assert!(lines[0].contains(&format!("\"{request_id}\"")), "the generated request id is logged: {}", lines[0]);
     assert!(lines[1].contains("\" 404 NR "), "no-route flag: {}", lines[1]);
     assert!(lines[2].contains("token=REDACTED&page=2"), "query secret redacted: {}", lines[2]);
     assert!(!text.contains("s3cr3t") && !text.contains("hunter2"), "secrets leaked:\n{text}");

@@ -76,8 +76,7 @@ pub fn client_address_value(remote: SocketAddr) -> HeaderValue {
 
 /// Adds `x-forwarded-for` (appending `client`, from
 /// [`client_address_value`]), sets `x-forwarded-proto` (https when
-/// `secure`), and adds an
-/// `x-request-id` unless the client sent one.
+/// `secure`).
 pub fn add_forwarding_headers(headers: &mut HeaderMap, client: &HeaderValue, secure: bool) {
     let appended = match headers.get(&X_FORWARDED_FOR) {
         Some(existing) if !existing.as_bytes().trim_ascii().is_empty() => {
@@ -95,7 +94,12 @@ pub fn add_forwarding_headers(headers: &mut HeaderMap, client: &HeaderValue, sec
 
     let proto = if secure { "https" } else { "http" };
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+}
 
+/// Adds an `x-request-id` unless the client sent one, and a W3C
+/// `traceparent` unless the client sent a valid one. It runs before the
+/// access log reads the request, so the log shows the ids sent upstream.
+pub fn add_trace_context(headers: &mut HeaderMap) {
     if !headers.contains_key(&X_REQUEST_ID) {
         if let Ok(value) = HeaderValue::from_bytes(&new_request_id()) {
             headers.insert(X_REQUEST_ID.clone(), value);
@@ -218,20 +222,20 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("traceparent", HeaderValue::from_static(valid));
         headers.insert("tracestate", HeaderValue::from_static("vendor=1"));
-        add_forwarding_headers(&mut headers, &client_address_value("127.0.0.1:1".parse().unwrap()), false);
+        add_trace_context(&mut headers);
         assert_eq!(headers["traceparent"], valid, "a valid parent passes unchanged");
         assert_eq!(headers["tracestate"], "vendor=1");
 
         let mut headers = HeaderMap::new();
         headers.insert("traceparent", HeaderValue::from_static("00-00000000000000000000000000000000-00f067aa0ba902b7-01"));
         headers.insert("tracestate", HeaderValue::from_static("vendor=1"));
-        add_forwarding_headers(&mut headers, &client_address_value("127.0.0.1:1".parse().unwrap()), false);
+        add_trace_context(&mut headers);
         let created = headers["traceparent"].to_str().unwrap().to_string();
         assert!(is_valid_traceparent(created.as_bytes()), "a malformed parent is replaced: {created}");
         assert!(!headers.contains_key("tracestate"), "its tracestate goes with it");
 
         let mut headers = HeaderMap::new();
-        add_forwarding_headers(&mut headers, &client_address_value("127.0.0.1:1".parse().unwrap()), false);
+        add_trace_context(&mut headers);
         assert!(is_valid_traceparent(headers["traceparent"].as_bytes()), "a missing parent is created");
     }
 }

@@ -146,6 +146,7 @@ async fn respond(request: Request<Incoming>, connection: &ConnectionContext, sta
         let stats = connection.stats.http.route("none", "none");
         return record(reply, stats, start, connection, None);
     }
+    headers::add_trace_context(&mut parts.headers);
     let filters = &listener.filters;
     let protocol = match Protocol::of(&parts.headers) {
         Protocol::GrpcWeb { .. } if !filters.grpc_web => Protocol::Other,
