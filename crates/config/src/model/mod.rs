@@ -11,6 +11,7 @@ mod health;
 mod listener;
 mod rate_limit;
 mod route;
+mod secret;
 mod tls;
 
 pub use auth::{
@@ -33,6 +34,7 @@ pub use route::{
     ClusterSelection, DomainMatcher, ForwardAction, HashPolicy, HashSource, HeaderMatch, HeaderMatcher, PathMatch, Route,
     RetryOn, RetryPolicy, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WebSocketFrames, WeightedCluster,
 };
+pub use secret::{Secret, SecretKind, SecretLookupError, Secrets};
 pub use tls::{
     CertificateValidation, ClientCertDetails, DataSource, DataSourceError, DownstreamTls, ForwardClientCert, SanType,
     SubjectAltNameMatcher, TlsCertificate, TlsVersion, TlsVersions, UpstreamTls,
