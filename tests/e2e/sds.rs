@@ -1,0 +1,167 @@
+//! SDS through Legate's own control plane: a listener's certificate and
+//! client CA come from `Secret` resources, a new secret version reaches new
+//! handshakes while open connections keep working, a missing secret fails
+//! `legate apply`, and `/config_dump` hides private keys.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::support::tls::*;
+use crate::support::*;
+
+/// A `Secret` holding `cert` as a `tls_certificate`, inline.
+fn certificate_secret(name: &str, cert: &TestCert) -> String {
+    format!(
+        r#"- "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret
+  name: {name}
+  tls_certificate:
+    certificate_chain: {{ inline_string: {chain} }}
+    private_key: {{ inline_string: {key} }}
+"#,
+        chain = serde_json::to_string(&cert.cert_pem).unwrap(),
+        key = serde_json::to_string(&cert.key_pem).unwrap(),
+    )
+}
+
+/// A `Secret` holding a `validation_context` that trusts `ca`.
+fn validation_secret(name: &str, ca: &TestCa) -> String {
+    format!(
+        r#"- "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret
+  name: {name}
+  validation_context:
+    trusted_ca: {{ inline_string: {ca} }}
+"#,
+        ca = serde_json::to_string(&ca.pem()).unwrap(),
+    )
+}
+
+/// A listener `https` answering 200 `ok`, with its certificate from the
+/// secret `certificate` and `extra_tls` added to the `DownstreamTlsContext`
+/// in YAML flow style.
+fn sds_listener(certificate: &str, extra_tls: &str) -> String {
+    format!(
+        r#"- "@type": type.googleapis.com/envoy.config.listener.v3.Listener
+  name: https
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+  filter_chains:
+  - transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+        {extra_tls}
+        common_tls_context:
+          tls_certificate_sds_secret_configs: [{{ name: {certificate}, sds_config: {{ ads: {{}} }} }}]
+          {validation}
+    filters:
+    - name: envoy.filters.network.http_connection_manager
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+        stat_prefix: sds
+        route_config:
+          name: local
+          virtual_hosts:
+          - name: all
+            domains: ["*"]
+            routes: [{{ match: {{ prefix: "/" }}, direct_response: {{ status: 200, body: {{ inline_string: ok }} }} }}]
+        http_filters: [{{ name: envoy.filters.http.router, typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }} }}]
+"#,
+        validation = if extra_tls.is_empty() { "" } else { "validation_context_sds_secret_config: { name: client-ca, sds_config: { ads: {} } }" },
+    )
+}
+
+async fn start_proxy(control_plane: &ControlPlane, node: &str, dir: &std::path::Path) -> (Proxy, SocketAddr) {
+    let proxy = Proxy::start(&ads_bootstrap(node, control_plane.address), dir);
+    proxy.wait_ready().await;
+    let address = proxy.listener("https").await;
+    (proxy, address)
+}
+
+fn assert_applied(output: &std::process::Output) {
+    assert!(output.status.success(), "apply failed: {}", String::from_utf8_lossy(&output.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_from_sds_and_its_update() {
+    let dir = temp_dir("sds-certificate");
+    let ca = TestCa::new("sds ca");
+    let first = ca.issue("first", &["a.example.com"], None);
+    let control_plane = ControlPlane::start(&dir.join("cp"));
+    let config = format!("resources:\n{}{}", certificate_secret("server-cert", &first), sds_listener("server-cert", ""));
+    assert_applied(&control_plane.apply(&config));
+    let (proxy, address) = start_proxy(&control_plane, "sds-certificate", &dir).await;
+
+    let client = ClientTls::new("a.example.com", &ca);
+    let old_stream = client.connect(address).await.unwrap();
+    assert_eq!(old_stream.get_ref().1.peer_certificates().unwrap()[0], first.der, "the listener serves the certificate from SDS");
+    let mut old_connection = TlsHttpConnection::handshake(old_stream, false).await.unwrap();
+    let (status, body, _) = old_connection.get("a.example.com", "/", &[]).await.unwrap();
+    assert_eq!((status, body.as_str()), (200, "ok"));
+
+    let second = ca.issue("second", &["a.example.com"], None);
+    assert_applied(&control_plane.apply(&format!("resources:\n{}", certificate_secret("server-cert", &second))));
+    let updated = eventually(Duration::from_secs(10), || async {
+        match client.connect(address).await {
+            Ok(stream) => stream.get_ref().1.peer_certificates().is_some_and(|chain| chain[0] == second.der),
+            Err(_) => false,
+        }
+    })
+    .await;
+    assert!(updated, "a new handshake gets the certificate of the new secret version");
+    let (status, _, _) = old_connection.get("a.example.com", "/", &[]).await.unwrap();
+    assert_eq!(status, 200, "the connection opened before the update still works");
+
+    let (status, dump) = http1_get(proxy.admin, "admin", "/config_dump").await.unwrap();
+    assert_eq!(status, 200);
+    let key_body = second.key_pem.lines().nth(1).unwrap();
+    assert!(!dump.contains(key_body), "the private key is not in /config_dump");
+    assert!(!dump.contains("PRIVATE KEY"), "no private key is in /config_dump");
+    assert!(dump.contains("[redacted]"), "the private key is replaced by [redacted]");
+    assert!(dump.contains("\"secret\""), "the secret is listed in /config_dump");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_secret_rejected_by_apply() {
+    let dir = temp_dir("sds-missing");
+    let control_plane = ControlPlane::start(&dir.join("cp"));
+
+    let output = control_plane.apply(&format!("resources:\n{}", sds_listener("absent-cert", "")));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "a listener naming a missing secret is rejected");
+    assert!(stderr.contains("\"absent-cert\""), "the error names the secret: {stderr}");
+    assert!(stderr.contains("Listener \"https\""), "the error names the listener: {stderr}");
+
+    let ca = TestCa::new("kind ca");
+    let wrong_kind = format!("resources:\n{}{}", validation_secret("absent-cert", &ca), sds_listener("absent-cert", ""));
+    let output = control_plane.apply(&wrong_kind);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "a validation_context secret named as a certificate is rejected");
+    assert!(stderr.contains("tls_certificate"), "the error names the kind needed: {stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validation_context_from_sds_enforces_mtls() {
+    let dir = temp_dir("sds-mtls");
+    let server_ca = TestCa::new("server ca");
+    let client_ca = TestCa::new("client ca");
+    let other_ca = TestCa::new("other ca");
+    let server = server_ca.issue("server", &["a.example.com"], None);
+    let control_plane = ControlPlane::start(&dir.join("cp"));
+    let config = format!(
+        "resources:\n{}{}{}",
+        certificate_secret("server-cert", &server),
+        validation_secret("client-ca", &client_ca),
+        sds_listener("server-cert", "require_client_certificate: true")
+    );
+    assert_applied(&control_plane.apply(&config));
+    let (_proxy, address) = start_proxy(&control_plane, "sds-mtls", &dir).await;
+
+    let mut client = ClientTls::new("a.example.com", &server_ca);
+    assert!(client.get(address, "/", &[]).await.is_err(), "no client certificate fails");
+
+    client.client = Some(other_ca.issue("stranger", &["client.test"], None));
+    assert!(client.get(address, "/", &[]).await.is_err(), "a client certificate from another CA fails");
+
+    client.client = Some(client_ca.issue("client", &["client.test"], None));
+    let response = client.get(address, "/", &[]).await.unwrap();
+    assert_eq!(response.status, 200, "a client certificate from the CA in the secret passes");
+}
