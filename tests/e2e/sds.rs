@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::support::tls::*;
 use crate::support::*;
 
-/// A `Secret` holding `cert` as a `tls_certificate`, inline.
+/// Renders a `Secret` with `cert` inline as its `tls_certificate`.
 fn certificate_secret(name: &str, cert: &TestCert) -> String {
     format!(
         r#"- "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret
@@ -23,7 +23,7 @@ fn certificate_secret(name: &str, cert: &TestCert) -> String {
     )
 }
 
-/// A `Secret` holding a `validation_context` that trusts `ca`.
+/// Renders a `Secret` with a `validation_context` that trusts `ca`.
 fn validation_secret(name: &str, ca: &TestCa) -> String {
     format!(
         r#"- "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret
@@ -35,9 +35,9 @@ fn validation_secret(name: &str, ca: &TestCa) -> String {
     )
 }
 
-/// A listener `https` answering 200 `ok`, with its certificate from the
-/// secret `certificate` and `extra_tls` added to the `DownstreamTlsContext`
-/// in YAML flow style.
+/// Renders a listener `https` that returns 200 `ok`, with its certificate
+/// from the secret `certificate`. A non-empty `extra_tls` (a
+/// `DownstreamTlsContext` field) also takes the client CA from the secret `client-ca`.
 fn sds_listener(certificate: &str, extra_tls: &str) -> String {
     format!(
         r#"- "@type": type.googleapis.com/envoy.config.listener.v3.Listener

@@ -15,7 +15,7 @@ fn secret_yaml(body: &str) -> String {
     format!("resources:\n- {{ \"@type\": {SECRET_TYPE}, {body} }}\n")
 }
 
-/// A listener whose `common_tls_context` has `fields`, in YAML flow style.
+/// Renders a listener whose `common_tls_context` has `fields`, in YAML flow style.
 fn listener_yaml(fields: &str) -> String {
     format!(
         r#"resources:

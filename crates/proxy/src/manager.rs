@@ -570,8 +570,8 @@ impl ConfigManager {
             let tls_ready = entry.config.tls.is_none() || entry.tls.is_some();
             let Some(endpoints) = endpoints_of(entry, &state.assignments).filter(|_| tls_ready) else {
                 if let Some(previous) = previous {
-                    let kept = ActiveCluster { handle: previous.handle.clone(), endpoints: previous.endpoints.clone(), tls: previous.tls.clone() };
-                    warm.insert(key, kept);
+                    let previous_version = ActiveCluster { handle: previous.handle.clone(), endpoints: previous.endpoints.clone(), tls: previous.tls.clone() };
+                    warm.insert(key, previous_version);
                 }
                 continue;
             };

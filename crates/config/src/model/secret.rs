@@ -22,7 +22,7 @@ pub enum SecretKind {
 }
 
 impl SecretKind {
-    /// The field name of this kind in Envoy's `Secret` message.
+    /// Returns the name of this kind's field in Envoy's `Secret` message.
     pub const fn field_name(&self) -> &'static str {
         match self {
             SecretKind::TlsCertificate(_) => "tls_certificate",
