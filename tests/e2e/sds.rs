@@ -165,3 +165,57 @@ async fn validation_context_from_sds_enforces_mtls() {
     let response = client.get(address, "/", &[]).await.unwrap();
     assert_eq!(response.status, 200, "a client certificate from the CA in the secret passes");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_tls_from_sds_secrets() {
+    let dir = temp_dir("sds-upstream");
+    let upstream_ca = TestCa::new("upstream ca");
+    let proxy_ca = TestCa::new("proxy ca");
+    let config = server_config(&upstream_ca.issue("web", &["web.internal"], None), Some(&proxy_ca), &["http/1.1"]);
+    let upstream = crate::tls::start_tls_http1_upstream(config).await;
+    let control_plane = ControlPlane::start(&dir.join("cp"));
+    let cluster_and_listener = format!(
+        r#"- "@type": type.googleapis.com/envoy.config.cluster.v3.Cluster
+  name: web
+  type: STATIC
+  connect_timeout: 1s
+  load_assignment:
+    cluster_name: web
+    endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }} }}] }}]
+  transport_socket:
+    name: envoy.transport_sockets.tls
+    typed_config:
+      "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+      sni: web.internal
+      common_tls_context:
+        tls_certificate_sds_secret_configs: [{{ name: proxy-cert, sds_config: {{ ads: {{}} }} }}]
+        validation_context_sds_secret_config: {{ name: upstream-ca, sds_config: {{ ads: {{}} }} }}
+- "@type": type.googleapis.com/envoy.config.listener.v3.Listener
+  name: http
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+  filter_chains:
+  - filters:
+    - name: envoy.filters.network.http_connection_manager
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+        stat_prefix: sds
+        route_config: {{ name: local, virtual_hosts: [{{ name: all, domains: ["*"], routes: [{{ match: {{ prefix: "/" }}, route: {{ cluster: web }} }}] }}] }}
+        http_filters: [{{ name: envoy.filters.http.router, typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }} }}]
+"#,
+        port = upstream.port()
+    );
+    let config = format!(
+        "resources:\n{}{}{}",
+        certificate_secret("proxy-cert", &proxy_ca.issue("proxy", &["proxy.test"], None)),
+        validation_secret("upstream-ca", &upstream_ca),
+        cluster_and_listener
+    );
+    assert_applied(&control_plane.apply(&config));
+
+    let proxy = Proxy::start(&ads_bootstrap("sds-upstream", control_plane.address), &dir);
+    proxy.wait_ready().await;
+    let address = proxy.listener("http").await;
+    let (status, body) = http1_get(address, "a", "/page").await.unwrap();
+    assert_eq!(status, 200, "the upstream accepts the client certificate from SDS: {body}");
+    assert_eq!(body, "tls-h1 /page http/1.1");
+}
