@@ -154,3 +154,20 @@ fn upstream_takes_one_certificate_secret() {
     let error = decode_one(&two).unwrap_err();
     assert!(error.contains("at most one client certificate"), "got {error}");
 }
+
+#[test]
+fn bootstrap_without_ads_rejects_secret_names() {
+    let bootstrap = r#"
+static_resources:
+  listeners:
+  - name: l
+    address: { socket_address: { address: 127.0.0.1, port_value: 8443 } }
+    filter_chains:
+    - transport_socket: { name: envoy.transport_sockets.tls, typed_config: { "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext, common_tls_context: { tls_certificate_sds_secret_configs: [{ name: cert, sds_config: { ads: {} } }] } } }
+      filters: [{ name: hcm, typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager, stat_prefix: s, route_config: { name: r }, http_filters: [{ name: envoy.filters.http.router }] } }]
+"#;
+    let proto = legate_config::text::parse::<legate_api::envoy::config::bootstrap::v3::Bootstrap>(bootstrap, "envoy.config.bootstrap.v3.Bootstrap").unwrap();
+    let error = legate_config::decode::bootstrap(&proto).unwrap_err().to_string();
+    assert!(error.contains("\"cert\""), "got {error}");
+    assert!(error.contains("ads_config"), "got {error}");
+}
