@@ -623,11 +623,11 @@ fn secrets_in_use<'a>(names: impl Iterator<Item = &'a str>, secrets: &Secrets) -
 }
 
 /// Returns whether every secret the resource names is present and one of
-/// them differs from those its TLS config was built from.
+/// them differs in content from those its TLS config was built from, so a
+/// new SDS version with the same content rebuilds nothing.
 fn needs_rebuild<'a>(names: impl Iterator<Item = &'a str>, built_from: &[Arc<Secret>], secrets: &Secrets) -> bool {
     let Some(current) = secrets_in_use(names, secrets) else { return false };
-    !current.is_empty()
-        && (current.len() != built_from.len() || current.iter().zip(built_from).any(|(now, then)| !Arc::ptr_eq(now, then)))
+    !current.is_empty() && current != built_from
 }
 
 /// Builds a listener's server TLS configs with its SDS secrets filled in.
