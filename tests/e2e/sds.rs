@@ -219,3 +219,58 @@ async fn upstream_tls_from_sds_secrets() {
     assert_eq!(status, 200, "the upstream accepts the client certificate from SDS: {body}");
     assert_eq!(body, "tls-h1 /page http/1.1");
 }
+
+const SECRET_TYPE: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
+
+/// Packs the resources of a `resources:` list in YAML.
+fn pack_all(entries: &str) -> Vec<prost_types::Any> {
+    legate_config::text::parse_resources(&format!("resources:\n{entries}")).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listener_warms_until_secret_arrives() {
+    use crate::support::scripted_ads::*;
+
+    let dir = temp_dir("sds-warming");
+    let ca = TestCa::new("warming ca");
+    let first = ca.issue("first", &["a.example.com"], None);
+    let (ads_address, responses, mut requests) = start_scripted_ads().await;
+    let proxy = Proxy::start(&ads_bootstrap("sds-warming", ads_address), &dir);
+
+    requests.next(CLUSTER_TYPE).await;
+    responses.send(response(CLUSTER_TYPE, "1", "c1", Vec::new())).await.unwrap();
+    requests.next(LISTENER_TYPE).await;
+    responses.send(response(LISTENER_TYPE, "1", "l1", pack_all(&sds_listener("server-cert", "")))).await.unwrap();
+    let sds_request = requests.next(SECRET_TYPE).await;
+    assert_eq!(sds_request.resource_names, vec!["server-cert".to_string()], "the proxy asks for the secret its listener names");
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, _) = http1_get(proxy.admin, "admin", "/ready").await.unwrap();
+    assert_eq!(status, 503, "the proxy is not ready while its listener waits for the secret");
+    let (_, dump) = http1_get(proxy.admin, "admin", "/config_dump").await.unwrap();
+    let dump: serde_json::Value = serde_json::from_str(&dump).unwrap();
+    let listener = dump["resources"].as_array().unwrap().iter().find(|entry| entry["kind"] == "listener").unwrap().clone();
+    assert_eq!(listener["state"], "warming");
+
+    responses.send(response(SECRET_TYPE, "1", "s1", pack_all(&certificate_secret("server-cert", &first)))).await.unwrap();
+    proxy.wait_ready().await;
+    let address = proxy.listener("https").await;
+    let client = ClientTls::new("a.example.com", &ca);
+    let stream = client.connect(address).await.unwrap();
+    assert_eq!(stream.get_ref().1.peer_certificates().unwrap()[0], first.der);
+    let ack = requests.next(SECRET_TYPE).await;
+    assert_eq!((ack.version_info.as_str(), ack.response_nonce.as_str()), ("1", "s1"));
+    assert!(ack.error_detail.is_none());
+
+    let mut broken = ca.issue("broken", &["a.example.com"], None);
+    broken.cert_pem = "not a certificate".to_string();
+    responses.send(response(SECRET_TYPE, "2", "s2", pack_all(&certificate_secret("server-cert", &broken)))).await.unwrap();
+    let nack = requests.next(SECRET_TYPE).await;
+    assert_eq!(nack.response_nonce, "s2");
+    assert_eq!(nack.version_info, "1", "the rejected version is not accepted");
+    let detail = nack.error_detail.expect("a secret that does not load is NACKed").message;
+    assert!(detail.contains("\"server-cert\""), "the NACK names the secret: {detail}");
+    assert!(!detail.contains("PRIVATE KEY"), "the NACK holds no key material: {detail}");
+    let stream = client.connect(address).await.unwrap();
+    assert_eq!(stream.get_ref().1.peer_certificates().unwrap()[0], first.der, "the previous certificate stays in use");
+}

@@ -247,17 +247,24 @@ impl ConfigManager {
         self.publish(&mut state);
     }
 
-    /// Applies an SDS response. Secrets absent from it stay, as for EDS. The
-    /// listeners and clusters that use a changed secret get new TLS configs,
-    /// which new handshakes use while open connections keep the old ones.
-    /// One that fails to build keeps its previous config and is returned.
+    /// Applies an SDS response. Secrets absent from it stay, as for EDS, and
+    /// a secret whose certificate, key or CA does not load is rejected and
+    /// keeps its previous version. The listeners and clusters that use a
+    /// changed secret get new TLS configs, which new handshakes use while
+    /// open connections keep the old ones. One that fails to build keeps its
+    /// previous config and is returned.
     pub fn update_secrets(&self, secrets: Vec<(Arc<Secret>, prost_types::Any)>, version: &str) -> Vec<Rejected> {
         let mut state = self.lock();
+        let mut rejected = Vec::new();
         for (secret, raw) in secrets {
+            if let Err(reason) = crate::tls::check_secret(&secret.kind) {
+                rejected.push(Rejected { name: secret.name.clone(), reason: format!("secret {:?} is invalid: {reason}", secret.name) });
+                continue;
+            }
             let entry = Versioned { value: secret, version: version.to_string(), raw: Some(raw) };
             state.secrets.insert(entry.value.name.clone(), entry);
         }
-        let rejected = self.refresh_secret_tls(&mut state);
+        rejected.extend(self.refresh_secret_tls(&mut state));
         self.publish(&mut state);
         rejected
     }
