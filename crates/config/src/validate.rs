@@ -165,7 +165,7 @@ fn check_filter_clusters(listener: &Listener, clusters: &HashSet<&str>, errors: 
 }
 
 /// Checks that every secret a listener's filter chains name exists and
-/// holds the kind of secret the field needs.
+/// contains the kind of secret the field needs.
 fn check_listener_secrets(listener: &Listener, secrets: &Secrets, errors: &mut Vec<ConfigError>) {
     for (index, chain) in listener.filter_chains.iter().enumerate() {
         let Some(tls) = &chain.tls else { continue };

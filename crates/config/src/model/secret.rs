@@ -37,7 +37,7 @@ impl SecretKind {
 pub enum SecretLookupError {
     #[error("secret {0:?} does not exist")]
     Missing(String),
-    #[error("secret {name:?} holds a {found}, but a {expected} is needed here")]
+    #[error("secret {name:?} contains a {found}, but this field needs a {expected}")]
     WrongKind { name: String, expected: &'static str, found: &'static str },
 }
 
