@@ -274,3 +274,45 @@ async fn listener_warms_until_secret_arrives() {
     let stream = client.connect(address).await.unwrap();
     assert_eq!(stream.get_ref().1.peer_certificates().unwrap()[0], first.der, "the previous certificate stays in use");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_in_cli_and_metrics() {
+    let dir = temp_dir("sds-cli");
+    let ca = TestCa::new("cli ca");
+    let control_plane = ControlPlane::start(&dir.join("cp"));
+    let server = control_plane.address.to_string();
+    let config = format!(
+        "resources:\n{}{}{}",
+        certificate_secret("server-cert", &ca.issue("server", &["a.example.com"], None)),
+        certificate_secret("spare-cert", &ca.issue("spare", &["a.example.com"], None)),
+        sds_listener("server-cert", "")
+    );
+    assert_applied(&control_plane.apply(&config));
+    let (proxy, _) = start_proxy(&control_plane, "sds-cli", &dir).await;
+
+    let listed = String::from_utf8_lossy(&control_plane.get().stdout).into_owned();
+    assert!(listed.contains("envoy.extensions.transport_sockets.tls.v3.Secret"), "legate get lists secrets:\n{listed}");
+    assert!(listed.contains("spare-cert"), "legate get lists every secret:\n{listed}");
+
+    let table = eventually(Duration::from_secs(15), || {
+        let server = server.clone();
+        async move { String::from_utf8_lossy(&legate(&["proxies", "--server", &server]).stdout).contains("SDS") }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&legate(&["proxies", "--server", &server]).stdout).into_owned();
+    assert!(table, "legate proxies has an SDS column:\n{text}");
+
+    let in_use = legate(&["apply", "--delete", "sds/server-cert", "--server", &server]);
+    let stderr = String::from_utf8_lossy(&in_use.stderr);
+    assert!(!in_use.status.success(), "a secret a listener names cannot be deleted");
+    assert!(stderr.contains("\"server-cert\""), "the error names the secret: {stderr}");
+
+    let unused = legate(&["apply", "--delete", "sds/spare-cert", "--server", &server]);
+    assert!(unused.status.success(), "an unused secret is deleted: {}", String::from_utf8_lossy(&unused.stderr));
+    let listed = String::from_utf8_lossy(&control_plane.get().stdout).into_owned();
+    assert!(!listed.contains("spare-cert"), "the deleted secret is gone:\n{listed}");
+
+    let metrics = proxy.scrape().await;
+    let applied = sample(&metrics, r#"legate_xds_updates_total{resource_type="SDS",result="applied"}"#);
+    assert!(applied.is_some_and(|count| count >= 1.0), "SDS updates are counted:\n{metrics}");
+}
