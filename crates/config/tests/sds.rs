@@ -171,3 +171,11 @@ static_resources:
     assert!(error.contains("\"cert\""), "got {error}");
     assert!(error.contains("ads_config"), "got {error}");
 }
+
+#[test]
+fn inline_and_sds_certificates_are_exclusive() {
+    let fields = "tls_certificates: [{ certificate_chain: { filename: /c.crt }, private_key: { filename: /c.key } }], \
+                  tls_certificate_sds_secret_configs: [{ name: cert, sds_config: { ads: {} } }]";
+    let error = decode_one(&listener_yaml(fields)).unwrap_err();
+    assert!(error.contains("cannot both be set"), "got {error}");
+}

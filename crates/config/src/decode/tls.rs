@@ -140,6 +140,9 @@ fn common_context(proto: &tls::CommonTlsContext, errors: &mut Collector) -> Opti
         .enumerate()
         .map(|(index, config)| errors.at(format!("tls_certificate_sds_secret_configs[{index}]"), |errors| sds_secret_config(config, errors)))
         .collect();
+    if !proto.tls_certificates.is_empty() && !proto.tls_certificate_sds_secret_configs.is_empty() {
+        errors.invalid("tls_certificates and tls_certificate_sds_secret_configs cannot both be set; use one of them");
+    }
     let (validation, validation_secret) = match &proto.validation_context_type {
         Some(tls::common_tls_context::ValidationContextType::ValidationContext(context)) => {
             (Some(errors.at("validation_context", |errors| validation_context(context, errors))?), None)

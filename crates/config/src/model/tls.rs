@@ -108,8 +108,8 @@ pub struct CertificateValidation {
 #[derive(Debug, Clone, PartialEq)]
 pub struct DownstreamTls {
     /// One or more certificates; rustls picks one the client's signature
-    /// schemes support, and takes the first otherwise. Certificates from
-    /// `certificate_secrets` follow these once resolved.
+    /// schemes support, and takes the first otherwise. Empty when
+    /// `certificate_secrets` names them.
     pub certificates: Vec<TlsCertificate>,
     /// Names of SDS secrets that each hold a `tls_certificate`.
     pub certificate_secrets: Vec<String>,
