@@ -462,3 +462,42 @@ fn connection_filter_configs_match_envoy() {
     assert_eq!(official_limit.max_connections.map(|max| max.value), Some(3));
     assert_eq!(official_limit.delay.as_ref().map(|delay| delay.nanos), Some(500_000_000));
 }
+
+#[test]
+fn sds_secrets_match_envoy() {
+    use legate::extensions::transport_sockets::tls::v3 as ours;
+    use official::extensions::transport_sockets::tls::v3 as theirs;
+
+    let certificate: ours::Secret = parse(
+        "{ name: cert, tls_certificate: { certificate_chain: { filename: /a.crt }, private_key: { inline_string: key } } }",
+        "envoy.extensions.transport_sockets.tls.v3.Secret",
+    );
+    let official_certificate: theirs::Secret = round_trip(&certificate);
+    assert_eq!(official_certificate.name, "cert");
+    assert!(matches!(official_certificate.r#type, Some(theirs::secret::Type::TlsCertificate(_))));
+
+    let validation: ours::Secret =
+        parse("{ name: ca, validation_context: { trusted_ca: { inline_bytes: Y2E= } } }", "envoy.extensions.transport_sockets.tls.v3.Secret");
+    let official_validation: theirs::Secret = round_trip(&validation);
+    assert!(matches!(official_validation.r#type, Some(theirs::secret::Type::ValidationContext(_))));
+
+    let generic: ours::Secret =
+        parse("{ name: token, generic_secret: { secret: { inline_string: s } } }", "envoy.extensions.transport_sockets.tls.v3.Secret");
+    let official_generic: theirs::Secret = round_trip(&generic);
+    let Some(theirs::secret::Type::GenericSecret(secret)) = official_generic.r#type else { panic!("generic_secret missing") };
+    assert!(secret.secret.is_some());
+
+    let context: ours::CommonTlsContext = parse(
+        "{ tls_certificate_sds_secret_configs: [{ name: cert, sds_config: { ads: {} } }], \
+           validation_context_sds_secret_config: { name: ca, sds_config: { ads: {} } } }",
+        "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext",
+    );
+    let official_context: theirs::CommonTlsContext = round_trip(&context);
+    assert_eq!(official_context.tls_certificate_sds_secret_configs[0].name, "cert");
+    assert!(official_context.tls_certificate_sds_secret_configs[0].sds_config.is_some());
+    let Some(theirs::common_tls_context::ValidationContextType::ValidationContextSdsSecretConfig(config)) = official_context.validation_context_type
+    else {
+        panic!("validation_context_sds_secret_config missing");
+    };
+    assert_eq!(config.name, "ca");
+}

@@ -33,6 +33,7 @@ mod restart;
 mod retries;
 mod rollout;
 mod routing;
+mod sds;
 mod static_bootstrap;
 mod timeouts;
 mod tls;

@@ -371,7 +371,7 @@ async fn missing_certificate_file_stops_start() {
 }
 
 /// Starts an HTTP/1.1 server over TLS that answers `tls-h1 <path> <alpn>`.
-async fn start_tls_http1_upstream(config: std::sync::Arc<tokio_rustls::rustls::ServerConfig>) -> SocketAddr {
+pub(crate) async fn start_tls_http1_upstream(config: std::sync::Arc<tokio_rustls::rustls::ServerConfig>) -> SocketAddr {
     let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = socket.local_addr().unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(config);

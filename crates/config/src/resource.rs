@@ -1,4 +1,4 @@
-//! The four xDS resource types Legate serves and consumes, and decoding of a
+//! The five xDS resource types Legate serves and consumes, and decoding of a
 //! packed `Any` into Legate's model.
 
 use std::fmt;
@@ -8,14 +8,15 @@ use prost::Message;
 
 use crate::decode;
 use crate::error::{Collector, ConfigErrors, Decoded, ErrorKind};
-use crate::model::{Cluster, ClusterLoadAssignment, Listener, RouteConfiguration};
+use crate::model::{Cluster, ClusterLoadAssignment, Listener, RouteConfiguration, Secret};
 use crate::reflect;
 
 /// An xDS resource type, in the order a control plane must push them so that
-/// nothing is referenced before it exists: clusters, their endpoints,
-/// listeners, then route configurations.
+/// nothing is referenced before it exists: secrets, clusters, their
+/// endpoints, listeners, then route configurations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ResourceType {
+    Secret,
     Cluster,
     ClusterLoadAssignment,
     Listener,
@@ -24,7 +25,8 @@ pub enum ResourceType {
 
 impl ResourceType {
     /// Every type, in push order.
-    pub const ALL: [ResourceType; 4] = [
+    pub const ALL: [ResourceType; 5] = [
+        ResourceType::Secret,
         ResourceType::Cluster,
         ResourceType::ClusterLoadAssignment,
         ResourceType::Listener,
@@ -33,6 +35,7 @@ impl ResourceType {
 
     pub const fn type_url(self) -> &'static str {
         match self {
+            ResourceType::Secret => "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
             ResourceType::Cluster => "type.googleapis.com/envoy.config.cluster.v3.Cluster",
             ResourceType::ClusterLoadAssignment => "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
             ResourceType::Listener => "type.googleapis.com/envoy.config.listener.v3.Listener",
@@ -44,9 +47,10 @@ impl ResourceType {
         Self::ALL.into_iter().find(|kind| kind.type_url() == type_url)
     }
 
-    /// Short xDS name: CDS, EDS, LDS or RDS.
+    /// Short xDS name: SDS, CDS, EDS, LDS or RDS.
     pub const fn short_name(self) -> &'static str {
         match self {
+            ResourceType::Secret => "SDS",
             ResourceType::Cluster => "CDS",
             ResourceType::ClusterLoadAssignment => "EDS",
             ResourceType::Listener => "LDS",
@@ -57,6 +61,7 @@ impl ResourceType {
     /// Message name without the package, as used in error messages.
     pub const fn message_name(self) -> &'static str {
         match self {
+            ResourceType::Secret => "Secret",
             ResourceType::Cluster => "Cluster",
             ResourceType::ClusterLoadAssignment => "ClusterLoadAssignment",
             ResourceType::Listener => "Listener",
@@ -65,7 +70,7 @@ impl ResourceType {
     }
 
     /// Whether proxies subscribe to every resource of this type (LDS, CDS)
-    /// rather than to names (RDS, EDS).
+    /// rather than to names (RDS, EDS, SDS).
     pub const fn is_wildcard(self) -> bool {
         matches!(self, ResourceType::Cluster | ResourceType::Listener)
     }
@@ -80,6 +85,7 @@ impl fmt::Display for ResourceType {
 /// A decoded resource in Legate's model.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Resource {
+    Secret(Arc<Secret>),
     Cluster(Cluster),
     ClusterLoadAssignment(ClusterLoadAssignment),
     Listener(Listener),
@@ -89,6 +95,7 @@ pub enum Resource {
 impl Resource {
     pub fn name(&self) -> &str {
         match self {
+            Resource::Secret(secret) => &secret.name,
             Resource::Cluster(cluster) => &cluster.name,
             Resource::ClusterLoadAssignment(assignment) => &assignment.cluster_name,
             Resource::Listener(listener) => &listener.name,
@@ -98,6 +105,7 @@ impl Resource {
 
     pub fn resource_type(&self) -> ResourceType {
         match self {
+            Resource::Secret(_) => ResourceType::Secret,
             Resource::Cluster(_) => ResourceType::Cluster,
             Resource::ClusterLoadAssignment(_) => ResourceType::ClusterLoadAssignment,
             Resource::Listener(_) => ResourceType::Listener,
@@ -110,8 +118,10 @@ impl Resource {
 /// name the resource even when the rest of it is invalid.
 pub fn resource_name(any: &prost_types::Any) -> Option<String> {
     use legate_api::envoy::config;
+    use legate_api::envoy::extensions::transport_sockets::tls::v3 as tls;
 
     match ResourceType::from_type_url(&any.type_url)? {
+        ResourceType::Secret => tls::Secret::decode(&*any.value).ok().map(|s| s.name),
         ResourceType::Cluster => config::cluster::v3::Cluster::decode(&*any.value).ok().map(|c| c.name),
         ResourceType::ClusterLoadAssignment => {
             config::endpoint::v3::ClusterLoadAssignment::decode(&*any.value).ok().map(|c| c.cluster_name)

@@ -4,7 +4,9 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::error::{ConfigError, ConfigErrors, ErrorKind};
-use crate::model::{Cluster, ExtAuthzService, HttpFilter, Listener, RouteAction, RouteConfiguration, RouteSource};
+use crate::model::{
+    Cluster, ExtAuthzService, HttpFilter, Listener, RouteAction, RouteConfiguration, RouteSource, SecretLookupError, Secrets,
+};
 use crate::resource::Resource;
 
 /// Checks a bootstrap's static listeners and clusters. When clusters also
@@ -30,15 +32,19 @@ pub fn static_resources(listeners: &[Listener], clusters: &[Cluster], dynamic_cl
 }
 
 /// Checks a complete config as the control plane will serve it: every
-/// listener's route configuration, every route's clusters and every EDS
-/// cluster's endpoints exist.
+/// listener's route configuration, every route's clusters, every EDS
+/// cluster's endpoints and every secret that a TLS context names exist.
 pub fn snapshot<'a>(resources: impl IntoIterator<Item = &'a Resource>) -> ConfigErrors {
     let mut listeners = Vec::new();
     let mut route_configs = Vec::new();
     let mut clusters = Vec::new();
     let mut assignments = HashSet::new();
+    let mut secrets = Secrets::new();
     for resource in resources {
         match resource {
+            Resource::Secret(secret) => {
+                secrets.insert(secret.name.clone(), secret.clone());
+            }
             Resource::Listener(listener) => listeners.push(listener),
             Resource::RouteConfiguration(routes) => route_configs.push(routes.as_ref()),
             Resource::Cluster(cluster) => clusters.push(cluster),
@@ -55,6 +61,7 @@ pub fn snapshot<'a>(resources: impl IntoIterator<Item = &'a Resource>) -> Config
 
     for listener in &listeners {
         check_filter_clusters(listener, &cluster_names, &mut errors);
+        check_listener_secrets(listener, &secrets, &mut errors);
         let label = format!("Listener {:?}", listener.name);
         for (index, chain) in listener.filter_chains.iter().enumerate() {
             match &chain.http.routes {
@@ -72,6 +79,9 @@ pub fn snapshot<'a>(resources: impl IntoIterator<Item = &'a Resource>) -> Config
         check_route_clusters(routes, &cluster_names, &format!("RouteConfiguration {:?}", routes.name), &mut errors);
     }
     for cluster in &clusters {
+        if let Some(Err(error)) = cluster.tls.as_ref().map(|tls| tls.resolve(&secrets)) {
+            errors.push(secret_error(&format!("Cluster {:?}", cluster.name), "transport_socket", error));
+        }
         if let Some(service_name) = cluster.eds_service_name() {
             if !assignments.contains(service_name) {
                 errors.push(reference_error(
@@ -154,6 +164,25 @@ fn check_filter_clusters(listener: &Listener, clusters: &HashSet<&str>, errors: 
             }
         }
     }
+}
+
+/// Checks that every secret a listener's filter chains name exists and
+/// contains the kind of secret the field needs.
+fn check_listener_secrets(listener: &Listener, secrets: &Secrets, errors: &mut Vec<ConfigError>) {
+    for (index, chain) in listener.filter_chains.iter().enumerate() {
+        let Some(tls) = &chain.tls else { continue };
+        if let Err(error) = tls.resolve(secrets) {
+            errors.push(secret_error(&format!("Listener {:?}", listener.name), &format!("filter_chains[{index}].transport_socket"), error));
+        }
+    }
+}
+
+fn secret_error(resource: &str, path: &str, error: SecretLookupError) -> ConfigError {
+    let kind = match error {
+        SecretLookupError::Missing(_) => ErrorKind::UnknownReference,
+        SecretLookupError::WrongKind { .. } => ErrorKind::Invalid,
+    };
+    ConfigError { kind, resource: resource.to_string(), path: path.to_string(), message: error.to_string() }
 }
 
 fn reference_error(resource: &str, path: &str, message: String) -> ConfigError {

@@ -155,11 +155,49 @@ fn config_dump(manager: &ConfigManager) -> serde_json::Value {
                 "name": entry.name,
                 "version_info": entry.version,
                 "state": if entry.active { "active" } else { "warming" },
-                "config": entry.raw.as_ref().map(legate_config::reflect::any_to_json),
+                "config": entry.raw.as_ref().map(|raw| redacted(legate_config::reflect::any_to_json(raw))),
             })
         })
         .collect();
     serde_json::json!({ "ready": manager.is_ready(), "resources": entries })
+}
+
+/// Replaces the inline data of private keys and generic secrets with
+/// `[redacted]`, as Envoy's config dump does, wherever they appear (SDS
+/// secrets, and TLS contexts in listeners and clusters). File names stay.
+fn redacted(mut json: serde_json::Value) -> serde_json::Value {
+    redact_sensitive(&mut json);
+    json
+}
+
+fn redact_sensitive(json: &mut serde_json::Value) {
+    use serde_json::Value;
+
+    match json {
+        Value::Object(fields) => {
+            for (name, value) in fields.iter_mut() {
+                let sensitive = matches!(name.as_str(), "private_key" | "privateKey")
+                    || (matches!(name.as_str(), "secret") && value.is_object());
+                if sensitive {
+                    redact_inline(value);
+                } else {
+                    redact_sensitive(value);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact_sensitive),
+        _ => {}
+    }
+}
+
+/// Redacts the inline variants of one `DataSource`.
+fn redact_inline(source: &mut serde_json::Value) {
+    let serde_json::Value::Object(fields) = source else { return };
+    for (name, value) in fields.iter_mut() {
+        if matches!(name.as_str(), "inline_bytes" | "inlineBytes" | "inline_string" | "inlineString") {
+            *value = serde_json::Value::String("[redacted]".to_string());
+        }
+    }
 }
 
 fn listeners(manager: &ConfigManager) -> serde_json::Value {

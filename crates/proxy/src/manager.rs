@@ -3,19 +3,20 @@
 //! the warm ones as one snapshot.
 //!
 //! Warming follows Envoy: a cluster takes traffic only once it has its
-//! endpoints (EDS or first DNS round), and a listener only once it has its
-//! route configuration. Until then the previous version keeps serving.
+//! endpoints (EDS or first DNS round) and its SDS secrets, and a listener
+//! only once it has its route configuration and its SDS secrets. Until then
+//! the previous version keeps serving.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
-use tracing::info;
+use tracing::{info, warn};
 
 use legate_config::model::{
     Bootstrap, Cluster, ClusterLoadAssignment, DiscoveryType, EndpointAddress, LbEndpoint, Listener, RouteConfiguration,
-    RouteSource,
+    RouteSource, Secret, SecretLookupError, Secrets,
 };
 
 use crate::listener::ListenerSet;
@@ -41,6 +42,7 @@ struct State {
     clusters: HashMap<String, ClusterEntry>,
     assignments: HashMap<String, Versioned<Arc<ClusterLoadAssignment>>>,
     route_configs: HashMap<String, Versioned<Arc<RouteTable>>>,
+    secrets: HashMap<String, Versioned<Arc<Secret>>>,
     listeners: HashMap<String, ListenerEntry>,
     active_clusters: HashMap<Arc<str>, ActiveCluster>,
     active_listeners: HashMap<Arc<str>, ActiveListener>,
@@ -66,8 +68,11 @@ struct ClusterEntry {
     /// its resolver when the entry is dropped.
     resolved: Option<Vec<(SocketAddr, LbEndpoint)>>,
     _stop_resolver: Option<oneshot::Sender<()>>,
-    /// Built once per cluster version, so pools survive endpoint changes.
+    /// Built once per cluster version and secret version, so pools survive
+    /// endpoint changes; `None` while an SDS secret it needs is missing.
     tls: Option<Arc<crate::tls::UpstreamConnector>>,
+    /// The secrets `tls` was built from, in the order the cluster names them.
+    tls_secrets: Vec<Arc<Secret>>,
 }
 
 struct ListenerEntry {
@@ -77,7 +82,10 @@ struct ListenerEntry {
     is_static: bool,
     /// Per filter chain, in config order.
     chains: Vec<ChainEntry>,
+    /// `None` for a plaintext listener, and while an SDS secret it needs is missing.
     tls: Option<Arc<crate::tls::ServerChains>>,
+    /// The secrets `tls` was built from, in the order the listener names them.
+    tls_secrets: Vec<Arc<Secret>>,
 }
 
 /// The parts of a filter chain's connection manager built once at load.
@@ -92,6 +100,8 @@ struct ChainEntry {
 struct ActiveCluster {
     handle: Arc<ClusterHandle>,
     endpoints: Vec<(SocketAddr, LbEndpoint)>,
+    /// The connector `handle` was built with.
+    tls: Option<Arc<crate::tls::UpstreamConnector>>,
 }
 
 /// A resource of an xDS response that could not be applied.
@@ -238,6 +248,36 @@ impl ConfigManager {
         self.publish(&mut state);
     }
 
+    /// Applies an SDS response. Secrets absent from it stay, as for EDS, and
+    /// a secret whose certificate, key or CA does not load is rejected and
+    /// keeps its previous version. The listeners and clusters that use a
+    /// changed secret get new TLS configs, which new handshakes use while
+    /// open connections keep the old ones. One that fails to build keeps its
+    /// previous config and is returned.
+    pub fn update_secrets(&self, secrets: Vec<(Arc<Secret>, prost_types::Any)>, version: &str) -> Vec<Rejected> {
+        let mut state = self.lock();
+        let mut rejected = Vec::new();
+        for (secret, raw) in secrets {
+            if let Err(reason) = crate::tls::check_secret(&secret.kind) {
+                rejected.push(Rejected { name: secret.name.clone(), reason: format!("secret {:?} is invalid: {reason}", secret.name) });
+                continue;
+            }
+            let entry = Versioned { value: secret, version: version.to_string(), raw: Some(raw) };
+            state.secrets.insert(entry.value.name.clone(), entry);
+        }
+        rejected.extend(self.refresh_secret_tls(&mut state));
+        self.publish(&mut state);
+        rejected
+    }
+
+    /// Names of the SDS secrets the known listeners and clusters need.
+    pub fn sds_names(&self) -> BTreeSet<String> {
+        let state = self.lock();
+        let listeners = state.listeners.values().flat_map(|entry| entry.config.secret_names());
+        let clusters = state.clusters.values().flat_map(|entry| entry.config.secret_names());
+        listeners.chain(clusters).map(str::to_owned).collect()
+    }
+
     /// Names of the ClusterLoadAssignments the known EDS clusters need.
     pub fn eds_names(&self) -> BTreeSet<String> {
         let state = self.lock();
@@ -281,6 +321,9 @@ impl ConfigManager {
         }
         for (name, entry) in &state.assignments {
             entries.push(DumpEntry::new("endpoint", name, &entry.version, entry.raw.clone(), true));
+        }
+        for (name, entry) in &state.secrets {
+            entries.push(DumpEntry::new("secret", name, &entry.version, entry.raw.clone(), true));
         }
         entries.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
         entries
@@ -355,12 +398,16 @@ impl ConfigManager {
         raw: Option<prost_types::Any>,
         is_static: bool,
     ) -> Result<(), Rejected> {
-        let tls = match &cluster.tls {
-            Some(tls) => Some(crate::tls::UpstreamConnector::new(tls).map_err(|error| Rejected {
-                name: cluster.name.clone(),
-                reason: format!("TLS config of cluster {:?} is invalid: {}", cluster.name, crate::tls::error_chain(&error)),
-            })?),
-            None => None,
+        let (tls, tls_secrets) = match cluster_tls(&cluster, &secret_map(state)) {
+            Ok(Some((tls, secrets))) => (Some(tls), secrets),
+            Ok(None) => (None, Vec::new()),
+            Err(TlsBuildError::Secret(error)) => {
+                info!(cluster = %cluster.name, reason = %error, "cluster warming until its SDS secrets arrive");
+                (None, Vec::new())
+            }
+            Err(TlsBuildError::Load(reason)) => {
+                return Err(Rejected { name: cluster.name.clone(), reason: format!("TLS config of cluster {:?} is invalid: {reason}", cluster.name) })
+            }
         };
         state.generation += 1;
         let generation = state.generation;
@@ -384,6 +431,7 @@ impl ConfigManager {
             resolved: None,
             _stop_resolver: stop_resolver,
             tls,
+            tls_secrets,
         };
         state.clusters.insert(entry.config.name.clone(), entry);
         Ok(())
@@ -397,10 +445,17 @@ impl ConfigManager {
         raw: Option<prost_types::Any>,
         is_static: bool,
     ) -> Result<(), Rejected> {
-        let tls = crate::tls::ServerChains::new(&listener).map_err(|error| Rejected {
-            name: listener.name.clone(),
-            reason: format!("TLS config of listener {:?} is invalid: {}", listener.name, crate::tls::error_chain(&error)),
-        })?;
+        let (tls, tls_secrets) = match listener_tls(&listener, &secret_map(state)) {
+            Ok(Some((tls, secrets))) => (Some(tls), secrets),
+            Ok(None) => (None, Vec::new()),
+            Err(TlsBuildError::Secret(error)) => {
+                info!(listener = %listener.name, reason = %error, "listener warming until its SDS secrets arrive");
+                (None, Vec::new())
+            }
+            Err(TlsBuildError::Load(reason)) => {
+                return Err(Rejected { name: listener.name.clone(), reason: format!("TLS config of listener {:?} is invalid: {reason}", listener.name) })
+            }
+        };
         self.listeners
             .prepare(&listener)
             .map_err(|error| Rejected { name: listener.name.clone(), reason: format!("{error}: {}", error.source) })?;
@@ -413,7 +468,7 @@ impl ConfigManager {
             entry.chains.get(index)
         };
         let chains = listener.filter_chains.iter().map(|chain| self.chain_entry(&listener.name, chain, previous_chain(&chain.key))).collect();
-        let entry = ListenerEntry { config: Arc::new(listener), version: version.to_string(), raw, is_static, chains, tls };
+        let entry = ListenerEntry { config: Arc::new(listener), version: version.to_string(), raw, is_static, chains, tls, tls_secrets };
         state.listeners.insert(entry.config.name.clone(), entry);
         Ok(())
     }
@@ -436,6 +491,48 @@ impl ConfigManager {
         let connection_filters =
             kept.or_else(|| crate::connection_filters::ConnectionFilters::new(&chain.connection_filters, listener, &self.stats.downstream));
         ChainEntry { inline_routes, filters, access_logs, connection_filters }
+    }
+
+    /// Rebuilds the TLS configs of listeners and clusters whose SDS secrets
+    /// arrived or changed. One that fails keeps its previous config.
+    fn refresh_secret_tls(&self, state: &mut State) -> Vec<Rejected> {
+        let secrets = secret_map(state);
+        let mut rejected = Vec::new();
+        for (name, entry) in &mut state.listeners {
+            if !needs_rebuild(entry.config.secret_names(), &entry.tls_secrets, &secrets) {
+                continue;
+            }
+            match listener_tls(&entry.config, &secrets) {
+                Ok(Some((tls, used))) => {
+                    info!(listener = %name, "TLS config rebuilt from updated secrets");
+                    entry.tls = Some(tls);
+                    entry.tls_secrets = used;
+                }
+                Ok(None) | Err(TlsBuildError::Secret(_)) => {}
+                Err(TlsBuildError::Load(reason)) => {
+                    warn!(listener = %name, error = %reason, "failed to build TLS from updated secrets; keeping the previous TLS config");
+                    rejected.push(Rejected { name: name.clone(), reason: format!("TLS config of listener {name:?} is invalid: {reason}") });
+                }
+            }
+        }
+        for (name, entry) in &mut state.clusters {
+            if !needs_rebuild(entry.config.secret_names(), &entry.tls_secrets, &secrets) {
+                continue;
+            }
+            match cluster_tls(&entry.config, &secrets) {
+                Ok(Some((tls, used))) => {
+                    info!(cluster = %name, "TLS config rebuilt from updated secrets");
+                    entry.tls = Some(tls);
+                    entry.tls_secrets = used;
+                }
+                Ok(None) | Err(TlsBuildError::Secret(_)) => {}
+                Err(TlsBuildError::Load(reason)) => {
+                    warn!(cluster = %name, error = %reason, "failed to build TLS from updated secrets; keeping the previous TLS config");
+                    rejected.push(Rejected { name: name.clone(), reason: format!("TLS config of cluster {name:?} is invalid: {reason}") });
+                }
+            }
+        }
+        rejected
     }
 
     fn apply_dns(&self, round: Resolved) {
@@ -495,14 +592,18 @@ impl ConfigManager {
         for (name, entry) in &state.clusters {
             let key: Arc<str> = Arc::from(name.as_str());
             let previous = state.active_clusters.get(&key);
-            let Some(endpoints) = endpoints_of(entry, &state.assignments) else {
+            let tls_ready = entry.config.tls.is_none() || entry.tls.is_some();
+            let Some(endpoints) = endpoints_of(entry, &state.assignments).filter(|_| tls_ready) else {
                 if let Some(previous) = previous {
-                    warm.insert(key, ActiveCluster { handle: previous.handle.clone(), endpoints: previous.endpoints.clone() });
+                    let previous_version = ActiveCluster { handle: previous.handle.clone(), endpoints: previous.endpoints.clone(), tls: previous.tls.clone() };
+                    warm.insert(key, previous_version);
                 }
                 continue;
             };
 
-            let reusable = previous.filter(|p| Arc::ptr_eq(&p.handle.config, &entry.config) && p.endpoints == endpoints);
+            let reusable = previous.filter(|p| {
+                Arc::ptr_eq(&p.handle.config, &entry.config) && same_connector(&p.tls, &entry.tls) && p.endpoints == endpoints
+            });
             let handle = match reusable {
                 Some(previous) => previous.handle.clone(),
                 None => {
@@ -512,7 +613,7 @@ impl ConfigManager {
                     handle
                 }
             };
-            warm.insert(key, ActiveCluster { handle, endpoints });
+            warm.insert(key, ActiveCluster { handle, endpoints, tls: entry.tls.clone() });
         }
         warm
     }
@@ -527,6 +628,60 @@ impl ConfigManager {
             state.ready = true;
             info!(listeners = state.listeners.len(), clusters = state.clusters.len(), "initial config applied, proxy is ready");
         }
+    }
+}
+
+/// A TLS config that could not be built: a secret is missing or of the
+/// wrong kind (the resource warms), or the certificates do not load.
+enum TlsBuildError {
+    Secret(SecretLookupError),
+    Load(String),
+}
+
+fn secret_map(state: &State) -> Secrets {
+    state.secrets.iter().map(|(name, entry)| (name.clone(), entry.value.clone())).collect()
+}
+
+/// Returns the secrets that `names` refer to, in order, or `None` when one is missing.
+fn secrets_in_use<'a>(names: impl Iterator<Item = &'a str>, secrets: &Secrets) -> Option<Vec<Arc<Secret>>> {
+    names.map(|name| secrets.get(name).cloned()).collect()
+}
+
+/// Returns whether every secret the resource names is present and one of
+/// them differs in content from those its TLS config was built from, so a
+/// new SDS version with the same content rebuilds nothing.
+fn needs_rebuild<'a>(names: impl Iterator<Item = &'a str>, built_from: &[Arc<Secret>], secrets: &Secrets) -> bool {
+    let Some(current) = secrets_in_use(names, secrets) else { return false };
+    !current.is_empty() && current != built_from
+}
+
+/// Builds a listener's server TLS configs with its SDS secrets filled in.
+fn listener_tls(listener: &Listener, secrets: &Secrets) -> Result<Option<(Arc<crate::tls::ServerChains>, Vec<Arc<Secret>>)>, TlsBuildError> {
+    let used = secrets_in_use(listener.secret_names(), secrets).unwrap_or_default();
+    let mut resolved = listener.clone();
+    for chain in &mut resolved.filter_chains {
+        if let Some(tls) = &chain.tls {
+            chain.tls = Some(Arc::new(tls.resolve(secrets).map_err(TlsBuildError::Secret)?));
+        }
+    }
+    let chains = crate::tls::ServerChains::new(&resolved).map_err(|error| TlsBuildError::Load(crate::tls::error_chain(&error)))?;
+    Ok(chains.map(|chains| (chains, used)))
+}
+
+/// Builds a cluster's upstream TLS connector with its SDS secrets filled in.
+fn cluster_tls(cluster: &Cluster, secrets: &Secrets) -> Result<Option<(Arc<crate::tls::UpstreamConnector>, Vec<Arc<Secret>>)>, TlsBuildError> {
+    let Some(tls) = &cluster.tls else { return Ok(None) };
+    let used = secrets_in_use(cluster.secret_names(), secrets).unwrap_or_default();
+    let resolved = tls.resolve(secrets).map_err(TlsBuildError::Secret)?;
+    let connector = crate::tls::UpstreamConnector::new(&resolved).map_err(|error| TlsBuildError::Load(crate::tls::error_chain(&error)))?;
+    Ok(Some((connector, used)))
+}
+
+fn same_connector(a: &Option<Arc<crate::tls::UpstreamConnector>>, b: &Option<Arc<crate::tls::UpstreamConnector>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
     }
 }
 
@@ -579,6 +734,9 @@ impl DumpEntry {
 /// Builds a listener's active form, or `None` while a filter chain still
 /// waits for its route configuration.
 fn active_listener(entry: &ListenerEntry, route_configs: &HashMap<String, Versioned<Arc<RouteTable>>>) -> Option<ActiveListener> {
+    if entry.config.has_tls() && entry.tls.is_none() {
+        return None;
+    }
     let chains = entry
         .config
         .filter_chains

@@ -56,6 +56,21 @@ pub fn bootstrap(proto: &api::Bootstrap) -> Result<Bootstrap, ConfigErrors> {
         }
     }
 
+    if ads.is_none() {
+        // Secrets come only over ADS, because Legate does not implement `static_resources.secrets`.
+        let listener_secrets = listeners.iter().map(|listener| (format!("Listener {:?}", listener.name), listener.secret_names().next()));
+        let cluster_secrets = clusters.iter().map(|cluster| (format!("Cluster {:?}", cluster.name), cluster.secret_names().next()));
+        for (label, secret) in listener_secrets.chain(cluster_secrets) {
+            let Some(secret) = secret else { continue };
+            errors.at("static_resources", |errors| {
+                errors.error(
+                    ErrorKind::UnknownReference,
+                    format!("{label} names SDS secret {secret:?}, but without dynamic_resources.ads_config no secret can arrive"),
+                )
+            });
+        }
+    }
+
     let dynamic_clusters = ads.as_ref().is_some_and(|ads| ads.cds);
     let decoded = errors.finish(())?;
     let reference_errors = validate::static_resources(&listeners, &clusters, dynamic_clusters);

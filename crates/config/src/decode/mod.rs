@@ -41,6 +41,10 @@ pub(crate) fn resource(resource_type: ResourceType, bytes: &[u8], errors: &mut C
     use legate_api::envoy::config as api;
 
     match resource_type {
+        ResourceType::Secret => {
+            let proto = decode_message::<legate_api::envoy::extensions::transport_sockets::tls::v3::Secret>(bytes, errors)?;
+            tls::secret(&proto, errors).map(|secret| Resource::Secret(secret.into()))
+        }
         ResourceType::Cluster => {
             let proto = decode_message::<api::cluster::v3::Cluster>(bytes, errors)?;
             cluster(&proto, errors).map(Resource::Cluster)

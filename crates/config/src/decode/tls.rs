@@ -10,8 +10,8 @@ use legate_api::envoy::extensions::transport_sockets::tls::v3 as tls;
 use super::{decode_message, enum_value};
 use crate::error::Collector;
 use crate::model::{
-    CertificateValidation, DataSource, DownstreamTls, SanType, SubjectAltNameMatcher, TlsCertificate, TlsVersion, TlsVersions,
-    UpstreamTls,
+    CertificateValidation, DataSource, DownstreamTls, SanType, Secret, SecretKind, SubjectAltNameMatcher, TlsCertificate, TlsVersion,
+    TlsVersions, UpstreamTls,
 };
 use crate::reflect::type_url_of;
 
@@ -53,33 +53,48 @@ fn downstream_context(proto: &tls::DownstreamTlsContext, errors: &mut Collector)
     };
     let common = errors.at("common_tls_context", |errors| common_context(common, errors))?;
     let require_client_certificate = proto.require_client_certificate.unwrap_or(false);
-    if common.certificates.is_empty() {
-        errors.at("common_tls_context", |errors| errors.missing("tls_certificates"));
+    if common.certificates.is_empty() && common.certificate_secrets.is_empty() {
+        errors.at("common_tls_context", |errors| errors.missing("tls_certificates or tls_certificate_sds_secret_configs"));
         return None;
     }
-    if require_client_certificate && common.validation.is_none() {
+    if require_client_certificate && common.validation.is_none() && common.validation_secret.is_none() {
         errors.at("require_client_certificate", |errors| {
-            errors.invalid("require_client_certificate needs common_tls_context.validation_context.trusted_ca")
+            errors.invalid(
+                "require_client_certificate needs common_tls_context.validation_context.trusted_ca or \
+                 common_tls_context.validation_context_sds_secret_config",
+            )
         });
         return None;
     }
     Some(DownstreamTls {
         certificates: common.certificates,
+        certificate_secrets: common.certificate_secrets,
         versions: common.versions,
         alpn_protocols: common.alpn_protocols,
         require_client_certificate,
         validation: common.validation,
+        validation_secret: common.validation_secret,
     })
 }
 
 fn upstream_context(proto: &tls::UpstreamTlsContext, errors: &mut Collector) -> Option<UpstreamTls> {
     let common = match &proto.common_tls_context {
         Some(common) => errors.at("common_tls_context", |errors| common_context(common, errors))?,
-        None => Common { certificates: Vec::new(), versions: TlsVersions::default(), alpn_protocols: Vec::new(), validation: None },
+        None => Common {
+            certificates: Vec::new(),
+            certificate_secrets: Vec::new(),
+            versions: TlsVersions::default(),
+            alpn_protocols: Vec::new(),
+            validation: None,
+            validation_secret: None,
+        },
     };
-    if common.certificates.len() > 1 {
-        errors.at("common_tls_context.tls_certificates", |errors| {
-            errors.invalid("an upstream TLS context takes at most one client certificate")
+    if common.certificates.len() + common.certificate_secrets.len() > 1 {
+        errors.at("common_tls_context", |errors| {
+            errors.invalid(
+                "an upstream TLS context takes at most one client certificate, from tls_certificates or \
+                 tls_certificate_sds_secret_configs",
+            )
         });
         return None;
     }
@@ -90,18 +105,22 @@ fn upstream_context(proto: &tls::UpstreamTlsContext, errors: &mut Collector) -> 
     Some(UpstreamTls {
         sni: proto.sni.clone(),
         certificate: common.certificates.into_iter().next(),
+        certificate_secret: common.certificate_secrets.into_iter().next(),
         versions: common.versions,
         alpn_protocols: common.alpn_protocols,
         validation: common.validation,
+        validation_secret: common.validation_secret,
     })
 }
 
 /// The parts of `CommonTlsContext` both directions share.
 struct Common {
     certificates: Vec<TlsCertificate>,
+    certificate_secrets: Vec<String>,
     versions: TlsVersions,
     alpn_protocols: Vec<String>,
     validation: Option<CertificateValidation>,
+    validation_secret: Option<String>,
 }
 
 fn common_context(proto: &tls::CommonTlsContext, errors: &mut Collector) -> Option<Common> {
@@ -115,11 +134,23 @@ fn common_context(proto: &tls::CommonTlsContext, errors: &mut Collector) -> Opti
         .enumerate()
         .map(|(index, certificate)| errors.at(format!("tls_certificates[{index}]"), |errors| tls_certificate(certificate, errors)))
         .collect();
-    let validation = match &proto.validation_context_type {
+    let certificate_secrets: Vec<_> = proto
+        .tls_certificate_sds_secret_configs
+        .iter()
+        .enumerate()
+        .map(|(index, config)| errors.at(format!("tls_certificate_sds_secret_configs[{index}]"), |errors| sds_secret_config(config, errors)))
+        .collect();
+    if !proto.tls_certificates.is_empty() && !proto.tls_certificate_sds_secret_configs.is_empty() {
+        errors.invalid("tls_certificates and tls_certificate_sds_secret_configs cannot both be set; use one of them");
+    }
+    let (validation, validation_secret) = match &proto.validation_context_type {
         Some(tls::common_tls_context::ValidationContextType::ValidationContext(context)) => {
-            Some(errors.at("validation_context", |errors| validation_context(context, errors))?)
+            (Some(errors.at("validation_context", |errors| validation_context(context, errors))?), None)
         }
-        None => None,
+        Some(tls::common_tls_context::ValidationContextType::ValidationContextSdsSecretConfig(config)) => {
+            (None, Some(errors.at("validation_context_sds_secret_config", |errors| sds_secret_config(config, errors))?))
+        }
+        None => (None, None),
     };
     for (index, protocol) in proto.alpn_protocols.iter().enumerate() {
         if protocol.is_empty() || protocol.len() > 255 {
@@ -128,10 +159,48 @@ fn common_context(proto: &tls::CommonTlsContext, errors: &mut Collector) -> Opti
     }
     Some(Common {
         certificates: certificates.into_iter().collect::<Option<_>>()?,
+        certificate_secrets: certificate_secrets.into_iter().collect::<Option<_>>()?,
         versions,
         alpn_protocols: proto.alpn_protocols.clone(),
         validation,
+        validation_secret,
     })
+}
+
+/// Decodes a reference to an SDS secret, which must come over ADS.
+fn sds_secret_config(proto: &tls::SdsSecretConfig, errors: &mut Collector) -> Option<String> {
+    super::listener::ads_source(proto.sds_config.as_ref(), "sds_config", errors);
+    if proto.name.is_empty() {
+        errors.missing("name");
+        return None;
+    }
+    Some(proto.name.clone())
+}
+
+/// Decodes an SDS `Secret` resource.
+pub fn secret(proto: &tls::Secret, errors: &mut Collector) -> Option<Secret> {
+    use tls::secret::Type;
+
+    super::required_name(&proto.name, "name", errors);
+    let kind = match &proto.r#type {
+        Some(Type::TlsCertificate(certificate)) => {
+            errors.at("tls_certificate", |errors| tls_certificate(certificate, errors)).map(SecretKind::TlsCertificate)
+        }
+        Some(Type::ValidationContext(context)) => {
+            errors.at("validation_context", |errors| validation_context(context, errors)).map(SecretKind::ValidationContext)
+        }
+        Some(Type::GenericSecret(generic)) => {
+            errors.at("generic_secret.secret", |errors| data_source(generic.secret.as_ref(), errors)).map(SecretKind::GenericSecret)
+        }
+        None => {
+            errors.missing("tls_certificate, validation_context or generic_secret");
+            None
+        }
+    };
+    if proto.name.is_empty() {
+        return None;
+    }
+    Some(Secret { name: proto.name.clone(), kind: kind? })
 }
 
 fn versions(proto: &tls::TlsParameters, errors: &mut Collector) -> Option<TlsVersions> {

@@ -12,6 +12,7 @@ mod listener;
 mod network_filter;
 mod rate_limit;
 mod route;
+mod secret;
 mod tls;
 
 pub use auth::{
@@ -35,6 +36,7 @@ pub use route::{
     ClusterSelection, DomainMatcher, ForwardAction, HashPolicy, HashSource, HeaderMatch, HeaderMatcher, PathMatch, Route,
     RetryOn, RetryPolicy, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WebSocketFrames, WeightedCluster,
 };
+pub use secret::{Secret, SecretKind, SecretLookupError, Secrets};
 pub use tls::{
     CertificateValidation, ClientCertDetails, DataSource, DataSourceError, DownstreamTls, ForwardClientCert, SanType,
     SubjectAltNameMatcher, TlsCertificate, TlsVersion, TlsVersions, UpstreamTls,

@@ -1,16 +1,28 @@
 //! TLS settings of filter chains (downstream) and clusters (upstream).
 
+use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::route::HeaderMatch;
 
 /// The source of certificate or key bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum DataSource {
     /// A file, read at config load and again whenever it changes on disk.
     Filename(PathBuf),
     Inline(Arc<[u8]>),
+}
+
+/// Prints the length of inline data but never its bytes, which may be a
+/// private key or an API key.
+impl fmt::Debug for DataSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DataSource::Filename(path) => f.debug_tuple("Filename").field(path).finish(),
+            DataSource::Inline(bytes) => write!(f, "Inline([redacted, {} bytes])", bytes.len()),
+        }
+    }
 }
 
 /// A data source that could not be read.
@@ -96,13 +108,18 @@ pub struct CertificateValidation {
 #[derive(Debug, Clone, PartialEq)]
 pub struct DownstreamTls {
     /// One or more certificates; rustls picks one the client's signature
-    /// schemes support, and takes the first otherwise.
+    /// schemes support, and takes the first otherwise. Empty when
+    /// `certificate_secrets` names them.
     pub certificates: Vec<TlsCertificate>,
+    /// Names of SDS secrets that each hold a `tls_certificate`.
+    pub certificate_secrets: Vec<String>,
     pub versions: TlsVersions,
     /// ALPN protocols offered, in preference order; empty offers `h2` and `http/1.1`.
     pub alpn_protocols: Vec<String>,
     pub require_client_certificate: bool,
     pub validation: Option<CertificateValidation>,
+    /// Name of an SDS secret holding a `validation_context`, used in place of `validation`.
+    pub validation_secret: Option<String>,
 }
 
 /// `UpstreamTlsContext`: TLS to a cluster's endpoints.
@@ -113,12 +130,17 @@ pub struct UpstreamTls {
     pub sni: String,
     /// Client certificate for mTLS to the upstream.
     pub certificate: Option<TlsCertificate>,
+    /// Name of an SDS secret holding the client certificate, used in place of `certificate`.
+    pub certificate_secret: Option<String>,
     pub versions: TlsVersions,
     /// ALPN protocols offered; empty offers the HTTP version of each
     /// connection (`h2` or `http/1.1`).
     pub alpn_protocols: Vec<String>,
-    /// Without it the server certificate is not verified, as in Envoy.
+    /// Without it (and without `validation_secret`) the server certificate
+    /// is not verified, as in Envoy.
     pub validation: Option<CertificateValidation>,
+    /// Name of an SDS secret holding a `validation_context`, used in place of `validation`.
+    pub validation_secret: Option<String>,
 }
 
 /// `forward_client_cert_details`: what happens to `x-forwarded-client-cert`.

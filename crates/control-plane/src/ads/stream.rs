@@ -16,12 +16,14 @@ use crate::snapshot::Snapshot;
 
 /// Order in which removals reach a proxy: a resource goes only after
 /// everything that refers to it (listeners name route configurations, routes
-/// name clusters, clusters name their endpoints).
-const REMOVAL_ORDER: [ResourceType; 4] = [
+/// name clusters, clusters name their endpoints, listeners and clusters name
+/// secrets).
+const REMOVAL_ORDER: [ResourceType; 5] = [
     ResourceType::Listener,
     ResourceType::RouteConfiguration,
     ResourceType::Cluster,
     ResourceType::ClusterLoadAssignment,
+    ResourceType::Secret,
 ];
 
 pub(crate) type ResponseSender = mpsc::Sender<Result<DiscoveryResponse, Status>>;

@@ -21,7 +21,7 @@ pub struct Args {
     pub api: super::api_client::ServerArgs,
 
     /// Resource to delete in the same change, as TYPE/NAME where TYPE is
-    /// cds, eds, lds or rds. Repeat for several.
+    /// cds, eds, lds, rds or sds. Repeat for several.
     #[arg(long = "delete", value_name = "TYPE/NAME", value_parser = parse_removal)]
     pub delete: Vec<ResourceRef>,
 
@@ -141,7 +141,8 @@ fn parse_removal(text: &str) -> Result<ResourceRef, String> {
         "eds" => ResourceType::ClusterLoadAssignment,
         "lds" => ResourceType::Listener,
         "rds" => ResourceType::RouteConfiguration,
-        _ => return Err(format!("unknown resource type {short_type:?}; use cds, eds, lds or rds")),
+        "sds" => ResourceType::Secret,
+        _ => return Err(format!("unknown resource type {short_type:?}; use cds, eds, lds, rds or sds")),
     };
     if name.is_empty() {
         return Err(format!("{text:?} has no resource name after the '/'"));

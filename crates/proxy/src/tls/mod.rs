@@ -18,6 +18,20 @@ use std::sync::Arc;
 
 use tokio_rustls::rustls;
 
+/// Loads the certificates, keys and CAs of an SDS secret, so a secret that
+/// cannot be used is rejected before any listener or cluster takes it.
+/// Returns the error with its causes, for a NACK.
+pub(crate) fn check_secret(kind: &legate_config::model::SecretKind) -> Result<(), String> {
+    use legate_config::model::SecretKind;
+
+    let result = match kind {
+        SecretKind::TlsCertificate(certificate) => certs::certified_key(certificate).map(drop),
+        SecretKind::ValidationContext(validation) => certs::root_store(&validation.trusted_ca).map(drop),
+        SecretKind::GenericSecret(_) => Ok(()),
+    };
+    result.map_err(|error| error_chain(&error))
+}
+
 /// Returns the crypto provider of every TLS config: ring, because it builds
 /// without cmake, unlike aws-lc-rs.
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {

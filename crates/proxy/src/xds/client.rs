@@ -130,6 +130,9 @@ impl AdsClient {
         let mut node = Some(Node { id: self.node.id.clone(), cluster: self.node.cluster.clone(), user_agent_name: "legate".into(), ..Default::default() });
 
         let mut wanted = Vec::new();
+        if !self.manager.sds_names().is_empty() {
+            wanted.push(ResourceType::Secret);
+        }
         if self.ads.cds {
             wanted.push(ResourceType::Cluster);
         }
@@ -155,6 +158,7 @@ impl AdsClient {
         match resource_type {
             ResourceType::ClusterLoadAssignment => self.manager.eds_names(),
             ResourceType::RouteConfiguration => self.manager.rds_names(),
+            ResourceType::Secret => self.manager.sds_names(),
             ResourceType::Cluster | ResourceType::Listener => BTreeSet::new(),
         }
     }
@@ -194,14 +198,20 @@ impl AdsClient {
         self.follow_dependencies(resource_type, requests).await;
     }
 
-    /// After CDS or LDS, subscribes to the EDS or RDS names the new clusters
-    /// and listeners need, if they changed.
+    /// After CDS or LDS, subscribes to the EDS or RDS names and the SDS
+    /// secrets the new clusters and listeners need, if they changed.
     async fn follow_dependencies(&mut self, resource_type: ResourceType, requests: &mpsc::Sender<DiscoveryRequest>) {
         let dependent = match resource_type {
             ResourceType::Cluster => ResourceType::ClusterLoadAssignment,
             ResourceType::Listener => ResourceType::RouteConfiguration,
             _ => return,
         };
+        self.follow(ResourceType::Secret, requests).await;
+        self.follow(dependent, requests).await;
+    }
+
+    /// Sends a new request for `dependent` when the names it needs changed.
+    async fn follow(&mut self, dependent: ResourceType, requests: &mpsc::Sender<DiscoveryRequest>) {
         let names = self.names_for(dependent);
         let subscription = self.subscriptions.entry(dependent).or_default();
         if subscription.names == names && !(names.is_empty() && subscription.nonce.is_empty()) {
@@ -264,6 +274,13 @@ impl AdsClient {
                     _ => None,
                 });
                 self.manager.update_route_configs(routes.collect(), version);
+            }
+            ResourceType::Secret => {
+                let secrets = valid.into_iter().filter_map(|(r, any)| match r {
+                    Resource::Secret(secret) => Some((secret, any)),
+                    _ => None,
+                });
+                rejected.extend(self.manager.update_secrets(secrets.collect(), version));
             }
         }
         rejected
