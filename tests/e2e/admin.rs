@@ -101,3 +101,59 @@ async fn logging_changes_levels_at_run_time() {
     assert_eq!(admin_request(&proxy, "GET", "/healthcheck/ok").await.0, 405);
     assert_eq!(http1_get(proxy.admin, "admin", "/ready").await.unwrap().0, 200, "the proxy keeps serving");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_dump_shows_updates_and_rejections() {
+    let dir = temp_dir("config-dump");
+    let web = Upstream::start("web").await;
+    let api = Upstream::start("api").await;
+    let control_plane = ControlPlane::start(&dir.join("cp"));
+    assert!(control_plane.apply(&two_cluster_config(&[web.address], api.address, "v1")).status.success());
+    let proxy = Proxy::start(&ads_bootstrap("dump-proxy", control_plane.address), &dir);
+    proxy.wait_ready().await;
+    let dump = |proxy: &Proxy| {
+        let admin = proxy.admin;
+        async move { serde_json::from_str::<serde_json::Value>(&http1_get(admin, "admin", "/config_dump").await.unwrap().1).unwrap() }
+    };
+    let find = |dump: &serde_json::Value, kind: &str, name: &str| {
+        dump["resources"].as_array().unwrap().iter().find(|entry| entry["kind"] == kind && entry["name"] == name).cloned().unwrap()
+    };
+
+    let first = dump(&proxy).await;
+    let api_updated = find(&first, "cluster", "api")["last_updated"].as_str().expect("an xDS resource has a last-updated time").to_string();
+    assert!(api_updated.ends_with('Z'), "{api_updated}");
+    assert_eq!(first["rejected"], serde_json::json!([]));
+
+    // The proxies cannot bind this address, so they reject the listener.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listener = format!(
+        r#"resources:
+- "@type": type.googleapis.com/envoy.config.listener.v3.Listener
+  name: taken
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }}
+  filter_chains:
+  - filters:
+    - name: envoy.filters.network.http_connection_manager
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+        stat_prefix: taken
+        rds: {{ route_config_name: routes, config_source: {{ ads: {{}} }} }}
+        http_filters: [{{ name: envoy.filters.http.router }}]
+"#,
+        taken.local_addr().unwrap().port()
+    );
+    assert!(control_plane.apply(&listener).status.success());
+    let rejected = eventually(Duration::from_secs(10), || async {
+        dump(&proxy).await["rejected"].as_array().is_some_and(|rejected| !rejected.is_empty())
+    })
+    .await;
+    assert!(rejected, "the rejected listener shows in /config_dump");
+
+    let after = dump(&proxy).await;
+    let entry = &after["rejected"][0];
+    assert_eq!(entry["type"], "LDS");
+    assert_eq!(entry["name"], "taken");
+    assert_eq!(entry["version_info"], "2");
+    assert!(entry["error"].as_str().unwrap().contains("failed to bind"), "{entry}");
+    assert_eq!(find(&after, "cluster", "api")["last_updated"], api_updated.as_str(), "an unchanged resource keeps its time");
+}

@@ -155,11 +155,31 @@ fn config_dump(manager: &ConfigManager) -> serde_json::Value {
                 "name": entry.name,
                 "version_info": entry.version,
                 "state": if entry.active { "active" } else { "warming" },
+                "last_updated": entry.last_updated.map(rfc3339),
                 "config": entry.raw.as_ref().map(|raw| redacted(legate_config::reflect::any_to_json(raw))),
             })
         })
         .collect();
-    serde_json::json!({ "ready": manager.is_ready(), "resources": entries })
+    let rejected: Vec<serde_json::Value> = manager
+        .rejected()
+        .into_iter()
+        .map(|((resource_type, name), entry)| {
+            serde_json::json!({
+                "type": resource_type.short_name(),
+                "name": name,
+                "version_info": entry.version,
+                "error": entry.error,
+                "rejected_at": rfc3339(entry.at),
+            })
+        })
+        .collect();
+    serde_json::json!({ "ready": manager.is_ready(), "resources": entries, "rejected": rejected })
+}
+
+/// Formats a time as RFC 3339 in UTC, as protobuf's JSON mapping writes
+/// timestamps.
+fn rfc3339(at: std::time::SystemTime) -> String {
+    prost_types::Timestamp::from(at).to_string()
 }
 
 /// Replaces the inline data of private keys and generic secrets with

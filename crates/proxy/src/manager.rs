@@ -7,9 +7,10 @@
 //! only once it has its route configuration and its SDS secrets. Until then
 //! the previous version keeps serving.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
@@ -18,6 +19,7 @@ use legate_config::model::{
     Bootstrap, Cluster, ClusterLoadAssignment, DiscoveryType, EndpointAddress, LbEndpoint, Listener, RouteConfiguration,
     RouteSource, Secret, SecretLookupError, Secrets,
 };
+use legate_config::ResourceType;
 
 use crate::listener::ListenerSet;
 use crate::router::RouteTable;
@@ -50,6 +52,20 @@ struct State {
     ready: bool,
     /// Whether the first full response of each wildcard type has arrived.
     awaiting_first: HashSet<&'static str>,
+    /// When each resource received over xDS last changed, for the config
+    /// dump: a hash of its bytes and the time they first arrived.
+    updated: HashMap<(ResourceType, String), (u64, SystemTime)>,
+    /// Resources whose latest version was rejected, with the error.
+    rejected: BTreeMap<(ResourceType, String), RejectedEntry>,
+}
+
+/// A resource version the proxy rejected, kept for the config dump until a
+/// later version of it is accepted.
+#[derive(Debug, Clone)]
+pub struct RejectedEntry {
+    pub version: String,
+    pub error: String,
+    pub at: SystemTime,
 }
 
 struct Versioned<T> {
@@ -305,6 +321,36 @@ impl ConfigManager {
     }
 
     /// Every resource in force with its version, for the admin endpoint.
+    /// Records what an xDS response brought: the time each resource whose
+    /// bytes changed arrived, and which ones were rejected. A rejection is
+    /// forgotten once a later version of that resource is accepted.
+    pub fn note_response(&self, resource_type: ResourceType, version: &str, resources: &[prost_types::Any], rejected: &[Rejected]) {
+        let now = SystemTime::now();
+        let mut state = self.lock();
+        for any in resources {
+            let Some(name) = legate_config::resource::resource_name(any) else { continue };
+            let key = (resource_type, name);
+            if let Some(failure) = rejected.iter().find(|failure| failure.name == key.1) {
+                let entry = RejectedEntry { version: version.to_string(), error: failure.reason.clone(), at: now };
+                state.rejected.insert(key, entry);
+                continue;
+            }
+            state.rejected.remove(&key);
+            let hash = xxhash_rust::xxh64::xxh64(&any.value, 0);
+            match state.updated.get(&key) {
+                Some((known, _)) if *known == hash => {}
+                _ => {
+                    state.updated.insert(key, (hash, now));
+                }
+            }
+        }
+    }
+
+    /// Returns the rejected resources, by type and name.
+    pub fn rejected(&self) -> Vec<((ResourceType, String), RejectedEntry)> {
+        self.lock().rejected.iter().map(|(key, entry)| (key.clone(), entry.clone())).collect()
+    }
+
     pub fn config_dump(&self) -> Vec<DumpEntry> {
         let state = self.lock();
         let mut entries = Vec::new();
@@ -326,6 +372,9 @@ impl ConfigManager {
             entries.push(DumpEntry::new("secret", name, &entry.version, entry.raw.clone(), true));
         }
         entries.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
+        for entry in &mut entries {
+            entry.last_updated = state.updated.get(&(entry.resource_type, entry.name.clone())).map(|(_, at)| *at);
+        }
         entries
     }
 
@@ -718,16 +767,26 @@ fn static_conflict(name: &str, kind: &str) -> Rejected {
 /// One resource in the admin config dump.
 pub struct DumpEntry {
     pub kind: &'static str,
+    pub resource_type: ResourceType,
     pub name: String,
     pub version: String,
     pub raw: Option<prost_types::Any>,
     /// False while the resource is warming.
     pub active: bool,
+    /// When its current bytes arrived over xDS; `None` for static resources.
+    pub last_updated: Option<SystemTime>,
 }
 
 impl DumpEntry {
     fn new(kind: &'static str, name: &str, version: &str, raw: Option<prost_types::Any>, active: bool) -> Self {
-        DumpEntry { kind, name: name.to_string(), version: version.to_string(), raw, active }
+        let resource_type = match kind {
+            "listener" => ResourceType::Listener,
+            "route_config" => ResourceType::RouteConfiguration,
+            "cluster" => ResourceType::Cluster,
+            "endpoint" => ResourceType::ClusterLoadAssignment,
+            _ => ResourceType::Secret,
+        };
+        DumpEntry { kind, resource_type, name: name.to_string(), version: version.to_string(), raw, active, last_updated: None }
     }
 }
 

@@ -283,6 +283,7 @@ impl AdsClient {
                 rejected.extend(self.manager.update_secrets(secrets.collect(), version));
             }
         }
+        self.manager.note_response(resource_type, version, &response.resources, &rejected);
         rejected
     }
 }
