@@ -126,22 +126,7 @@ async fn config_dump_shows_updates_and_rejections() {
 
     // The proxies cannot bind this address, so they reject the listener.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let listener = format!(
-        r#"resources:
-- "@type": type.googleapis.com/envoy.config.listener.v3.Listener
-  name: taken
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }}
-  filter_chains:
-  - filters:
-    - name: envoy.filters.network.http_connection_manager
-      typed_config:
-        "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-        stat_prefix: taken
-        rds: {{ route_config_name: routes, config_source: {{ ads: {{}} }} }}
-        http_filters: [{{ name: envoy.filters.http.router }}]
-"#,
-        taken.local_addr().unwrap().port()
-    );
+    let listener = unbindable_listener(taken.local_addr().unwrap());
     assert!(control_plane.apply(&listener).status.success());
     let rejected = eventually(Duration::from_secs(10), || async {
         dump(&proxy).await["rejected"].as_array().is_some_and(|rejected| !rejected.is_empty())

@@ -3,7 +3,6 @@
 //! guards against concurrent changes, and `history` and `rollback` work
 //! across a control plane restart.
 
-use std::net::SocketAddr;
 use std::process::{Command, Output};
 
 use crate::support::*;
@@ -21,26 +20,6 @@ fn write(dir: &std::path::Path, name: &str, text: &str) -> String {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
     path.to_str().unwrap().to_string()
-}
-
-/// Renders a listener on an address the proxies cannot bind, so they NACK it.
-fn unbindable_listener(taken: SocketAddr) -> String {
-    format!(
-        r#"resources:
-- "@type": type.googleapis.com/envoy.config.listener.v3.Listener
-  name: taken
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }}
-  filter_chains:
-  - filters:
-    - name: envoy.filters.network.http_connection_manager
-      typed_config:
-        "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-        stat_prefix: taken
-        rds: {{ route_config_name: routes, config_source: {{ ads: {{}} }} }}
-        http_filters: [{{ name: envoy.filters.http.router }}]
-"#,
-        taken.port()
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

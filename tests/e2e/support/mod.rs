@@ -517,3 +517,23 @@ pub fn static_cluster(name: &str, port: u16, health_status: Option<&str>) -> Str
 pub fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
+
+/// Renders a listener on an address the proxies cannot bind, so they NACK it.
+pub fn unbindable_listener(taken: SocketAddr) -> String {
+    format!(
+        r#"resources:
+- "@type": type.googleapis.com/envoy.config.listener.v3.Listener
+  name: taken
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }}
+  filter_chains:
+  - filters:
+    - name: envoy.filters.network.http_connection_manager
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+        stat_prefix: taken
+        rds: {{ route_config_name: routes, config_source: {{ ads: {{}} }} }}
+        http_filters: [{{ name: envoy.filters.http.router }}]
+"#,
+        taken.port()
+    )
+}
