@@ -22,6 +22,7 @@ mod grpc_web_browser;
 mod hot_swap;
 mod http2_pool;
 mod http_framing;
+mod jwt_authn;
 mod lifecycle;
 mod listeners;
 mod local_ratelimit;
