@@ -11,7 +11,7 @@ use legate_config::Resource;
 /// that it lies on the curve) and one Ed25519 key.
 const JWKS: &str = r#"{"keys":[{"kty":"EC","crv":"P-256","kid":"k1","x":"AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA","y":"AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA"},{"kty":"OKP","crv":"Ed25519","x":"AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA"}]}"#;
 
-/// A listener whose connection manager runs the JWT filter with `provider`
+/// Renders a listener whose connection manager runs the JWT filter with `provider`
 /// (YAML fields of provider `main`, indented by 14 spaces) and `rules`.
 fn listener(provider: &str, rules: &str) -> String {
     let jwks = serde_json::to_string(JWKS).unwrap();
@@ -61,7 +61,9 @@ fn full_config_decodes() {
     let provider = &config.providers[0];
     assert_eq!(provider.name, "main");
     assert_eq!(provider.keys.len(), 2);
-    assert!(matches!(&provider.keys[0].key, JwkKey::Ec { point, .. } if point.len() == 65 && point[0] == 4));
+    let JwkKey::Ec { point, .. } = &provider.keys[0].key else { panic!("not an EC key: {:?}", provider.keys[0]) };
+    assert_eq!(point.len(), 65, "uncompressed point");
+    assert_eq!(point[0], 4, "uncompressed point tag");
     assert!(matches!(&provider.keys[1].key, JwkKey::Ed25519(key) if key.len() == 32));
     assert_eq!(provider.token_sources.len(), 2);
     assert_eq!(provider.clock_skew.as_secs(), 5);
@@ -80,11 +82,13 @@ fn unknown_field_is_rejected_by_name() {
 fn invalid_jwks_names_the_provider() {
     let yaml = listener("", RULES).replace(&serde_json::to_string(JWKS).unwrap(), "\"{not json\"");
     let error = decode(&yaml).unwrap_err();
-    assert!(error.contains("\"main\"") && error.contains("not valid JSON"), "got {error}");
+    assert!(error.contains("\"main\""), "got {error}");
+    assert!(error.contains("not valid JSON"), "got {error}");
 
     let yaml = listener("", RULES).replace("\"kty\\\":\\\"OKP\\\"", "\"kty\\\":\\\"oct\\\"");
     let error = decode(&yaml).unwrap_err();
-    assert!(error.contains("keys[1]") && error.contains("\"oct\""), "got {error}");
+    assert!(error.contains("keys[1]"), "got {error}");
+    assert!(error.contains("\"oct\""), "got {error}");
 }
 
 #[test]
@@ -94,7 +98,8 @@ fn remote_jwks_is_rejected() {
         "remote_jwks: { http_uri: { uri: \"https://keys.example/jwks\", cluster: keys, timeout: 1s } }",
     );
     let error = decode(&yaml).unwrap_err();
-    assert!(error.contains("remote_jwks") && error.contains("not supported"), "got {error}");
+    assert!(error.contains("remote_jwks"), "got {error}");
+    assert!(error.contains("not supported"), "got {error}");
 }
 
 #[test]

@@ -42,7 +42,7 @@ pub struct JwtProvider {
     pub clock_skew: Duration,
 }
 
-/// Where a provider looks for the token.
+/// A place in the request where a provider looks for the token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenSource {
     /// A header, with a prefix (such as `Bearer `) that must precede the token.

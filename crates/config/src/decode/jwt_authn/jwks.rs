@@ -13,7 +13,7 @@ use crate::model::{EcCurve, Jwk, JwkKey};
 const BASE64URL: GeneralPurpose =
     GeneralPurpose::new(&URL_SAFE, GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent));
 
-/// Why a JWKS was rejected.
+/// The reason a JWKS was rejected.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum JwksError {
     #[error("not valid JSON: {0}")]

@@ -15,8 +15,8 @@ use legate_config::model::{EcCurve, Jwk, JwkKey, JwtProvider};
 /// the work an unauthenticated request can cause.
 pub(super) const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
-/// Why a token was rejected. The messages are Envoy's, and go into the
-/// reply body.
+/// The reason a token was rejected. The messages are Envoy's, and go into
+/// the reply body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum JwtError {
     Missing,
@@ -63,8 +63,8 @@ impl JwtError {
         }
     }
 
-    /// Rank when several providers reject: a missing token says least, and
-    /// an unknown issuer usually means the token belongs to another provider.
+    /// Rank when several providers reject: a missing token is the least
+    /// specific, and an unknown issuer usually means the token belongs to another provider.
     pub(super) fn rank(self) -> u8 {
         match self {
             JwtError::Missing => 0,
@@ -123,7 +123,7 @@ fn is_supported(alg: &str) -> bool {
 }
 
 /// Tries each key that fits the token's `kid` and `alg`. A key without a
-/// `kid` fits any token, as in Envoy.
+/// `kid` fits any token.
 fn verify_signature(keys: &[Jwk], alg: &str, kid: Option<&str>, signed: &[u8], signature: &[u8]) -> Result<(), JwtError> {
     let mut candidates = keys
         .iter()
@@ -223,5 +223,65 @@ fn check_audience(claims: &Map<String, Value>, provider: &JwtProvider) -> Result
         Ok(())
     } else {
         Err(JwtError::AudienceNotAllowed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // An RSA-2048 key and tokens signed with it by `openssl dgst -sign`,
+    // because ring cannot generate RSA keys. The claims are iss
+    // https://issuer.example, aud api, sub carol and exp 4102444800 (the year 2100).
+    const RSA_N: &str = "ysDWAE9YhfeliCsBK1gRmxD9sw7jUgnowcZnQ_XHcihCDxLTJt8ZKwFH-8gGd9mtywLz5lJMwtQUVCyJml1__joUbn_3WJ8m4jVxFYyI8gq5IPRR2Q-LuDCl2yxDZgl7z2jDxVWegvlW-1ZjLBCiaxyUuCjACxUi1G6MNZI93_uskql097LoyOhvfmEaOyp-81zsr60gc6qDToOJGBNihJGzsX_fuMFs3lMOEsLQ6hDUXMbM_wED6L9ZzAaJj47gveZmmx6kjDsQR3SGof4AXuL-N9YuVI7vAYCu6qQ3Qsgu-ElTd2fkVHDmwtNvIxTm76pm5flzw8_QWxrYpkjGfQ";
+    const RS256_TOKEN: &str = "eyJhbGciOiJSUzI1NiIsImtpZCI6InJzYS0xIn0.eyJpc3MiOiJodHRwczovL2lzc3Vlci5leGFtcGxlIiwiYXVkIjoiYXBpIiwic3ViIjoiY2Fyb2wiLCJleHAiOjQxMDI0NDQ4MDB9.MCKk1V4tq__6rA4LAGTEs1yj3qtHN_troUHlmQib8wq1g2vMQwuMnwkE3h-V0-yNPqwzWf8QEid4yFJgbmgzdOIHMRSqcrHf5xeY570l-TIexT3P00gt2Apgzr2cGkFDu9kDyole9kaHAlZ9w45YHM2UpdGs-ecL-N-Oz4gUhjNSfUg7R-yudENte-tOKhbvNTUf6oZe80yxFS_LepnxQtR2kDLbuegbiFK9uKdsFwRxxi1rD7WUkv9OWeHf6Op3EzZlyhFQBPrTpypPthXT2ty7csjLEFVR8c8434nhc3HlMrDQ_pmmn1QcJHQ6I3bTrNRWJzabNGbirmVs8cwrtg";
+    const RS512_TOKEN: &str = "eyJhbGciOiJSUzUxMiIsImtpZCI6InJzYS0xIn0.eyJpc3MiOiJodHRwczovL2lzc3Vlci5leGFtcGxlIiwiYXVkIjoiYXBpIiwic3ViIjoiY2Fyb2wiLCJleHAiOjQxMDI0NDQ4MDB9.aTqGfE_9K61kYQ5fEoJntMzhahwSuaPVUA-Y9bXYH6JeyTGem4vKHowC1S4wGTnWGw5ZPnHwwNttR-DPTvVgXGjJri4SDX2eV44rAfkl31PnmWSkC-m_Q0xmsN6whs56IS5g6P0tWgDlSwK5B3C4yUzg_f4HJsVjhSeH4u6IXqnGTugJA8PRWatQMYb9ixVd8txJ9EL4TzBlBu1hJLNeIzfdi55s449w7H_UvISeB2rcNhSeTjZ_0s9KJn3l4gGjEs4lksszz6vv5hg8OnbTyR3KzogBvNxRaEgW05F1IsgICKWg0OrQILxwEK52a5J-oy2_h_YlMFFX-ONtbANrig";
+
+    fn rsa_provider(kid: &str, alg: Option<&str>) -> JwtProvider {
+        let key = JwkKey::Rsa { n: URL_SAFE_NO_PAD.decode(RSA_N).unwrap(), e: vec![1, 0, 1] };
+        JwtProvider {
+            name: "rsa".into(),
+            issuer: "https://issuer.example".into(),
+            audiences: vec!["api".into()],
+            keys: vec![Jwk { kid: Some(kid.into()), alg: alg.map(str::to_string), key }],
+            token_sources: Vec::new(),
+            forward: false,
+            forward_payload_header: None,
+            claim_to_headers: Vec::new(),
+            clock_skew: std::time::Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn rsa_signatures_verify() {
+        let provider = rsa_provider("rsa-1", None);
+        let verified = verify(&provider, RS256_TOKEN).unwrap_or_else(|error| panic!("{error:?}"));
+        assert_eq!(verified.claims["sub"], "carol");
+        assert!(verify(&provider, RS512_TOKEN).is_ok(), "RS512");
+    }
+
+    #[test]
+    fn tampered_payload_fails() {
+        let (signed, signature) = RS256_TOKEN.rsplit_once('.').unwrap();
+        let (header, _) = signed.split_once('.').unwrap();
+        let payload = URL_SAFE_NO_PAD.encode(r#"{"iss":"https://issuer.example","aud":"api","sub":"mallory","exp":4102444800}"#);
+        let tampered = format!("{header}.{payload}.{signature}");
+        assert_eq!(verify(&rsa_provider("rsa-1", None), &tampered).err(), Some(JwtError::VerificationFail));
+    }
+
+    #[test]
+    fn key_selection_by_kid_and_alg() {
+        assert_eq!(verify(&rsa_provider("rsa-2", None), RS256_TOKEN).err(), Some(JwtError::KidAlgUnmatch), "other kid");
+        assert_eq!(verify(&rsa_provider("rsa-1", Some("RS512")), RS256_TOKEN).err(), Some(JwtError::KidAlgUnmatch), "other alg");
+    }
+
+    #[test]
+    fn malformed_tokens_are_rejected() {
+        let provider = rsa_provider("rsa-1", None);
+        assert_eq!(verify(&provider, "a.b").err(), Some(JwtError::BadFormat));
+        assert_eq!(verify(&provider, &"a".repeat(MAX_TOKEN_BYTES + 1)).err(), Some(JwtError::BadFormat));
+        let none_alg = format!("{}.{}.", URL_SAFE_NO_PAD.encode(r#"{"alg":"none"}"#), URL_SAFE_NO_PAD.encode("{}"));
+        assert_eq!(verify(&provider, &none_alg).err(), Some(JwtError::AlgNotImplemented));
+        assert_eq!(verify(&provider, "!!.e30.e30").err(), Some(JwtError::HeaderBadBase64));
     }
 }
