@@ -108,7 +108,9 @@ fn jwt_filter(keys: &Keys) -> String {
               - match: {{ prefix: /optional }}
                 requires: {{ allow_missing: {{}} }}
               - match: {{ prefix: / }}
-                requires: {{ provider_name: ec }}"#
+                requires: {{ provider_name: ec }}
+              requirement_map:
+                lenient: {{ allow_missing_or_failed: {{}} }}"#
     )
 }
 
@@ -120,8 +122,9 @@ fn get(path: &str, token: Option<&str>) -> hyper::Request<Full<Bytes>> {
     request.body(Full::new(Bytes::new())).unwrap()
 }
 
-/// Starts a proxy with the filter, an access log at `dir/access.log`, and a
-/// route `/open` that turns the filter off.
+/// Starts a proxy with the filter and an access log at `dir/access.log`.
+/// Route `/open` turns the filter off, `/lenient` applies the `lenient`
+/// requirement, and `/misnamed` names a requirement the filter lacks.
 async fn start(label: &str, keys: &Keys, backend: &Upstream) -> (Proxy, std::net::SocketAddr, std::path::PathBuf) {
     let dir = temp_dir(label);
     let log = dir.join("access.log");
@@ -140,6 +143,18 @@ async fn start(label: &str, keys: &Keys, backend: &Upstream) -> (Proxy, std::net
                   envoy.filters.http.jwt_authn:
                     "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig
                     disabled: true
+              - match: { prefix: "/lenient" }
+                route: { cluster: backend }
+                typed_per_filter_config:
+                  envoy.filters.http.jwt_authn:
+                    "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig
+                    requirement_name: lenient
+              - match: { prefix: "/misnamed" }
+                route: { cluster: backend }
+                typed_per_filter_config:
+                  envoy.filters.http.jwt_authn:
+                    "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig
+                    requirement_name: absent
               - match: { prefix: "/" }
                 route: { cluster: backend }"#;
     let bootstrap = static_bootstrap(&hcm, routes, &static_cluster("backend", backend.address.port(), None));
@@ -249,6 +264,14 @@ async fn route_rules_and_requirements() {
     let forged = keys.es256(&keys.unknown_ec, &ec_claims());
     assert_eq!(http1_request(listener, get("/optional", Some(&forged))).await.unwrap().0, 401, "allow_missing with a bad token");
     assert_eq!(http1_request(listener, get("/optional", Some(&ec_token))).await.unwrap().0, 200, "allow_missing with a good token");
+
+    let (status, _, headers) = http1_request(listener, get("/lenient", Some(&forged))).await.unwrap();
+    assert_eq!(status, 200, "allow_missing_or_failed by requirement_name with a bad token");
+    assert_eq!(header(&headers, "x-seen-x-jwt-sub"), None, "no claims from a bad token");
+    let (status, _, headers) = http1_request(listener, get("/lenient", Some(&ec_token))).await.unwrap();
+    assert_eq!(status, 200, "allow_missing_or_failed with a good token");
+    assert_eq!(header(&headers, "x-seen-x-jwt-sub"), Some("alice"), "claims from a good token");
+    assert_eq!(http1_request(listener, get("/misnamed", Some(&ec_token))).await.unwrap().0, 401, "unknown requirement_name");
 
     let query = format!("/a?access_token={ec_token}");
     assert_eq!(http1_request(listener, get(&query, None)).await.unwrap().0, 200, "token in the default query parameter");
