@@ -47,7 +47,8 @@ pub(super) async fn run(checks: &[RequestCheck], parts: &mut Parts, exchange: &m
             },
             RequestCheck::ApiKeyAuth(config) => api_key::check(config, filter_configs.api_key_auth.as_ref(), parts).err(),
             RequestCheck::JwtAuthn(config) => {
-                jwt_authn::check(config, filter_configs.jwt_authn.as_ref(), parts, &context.connection.stats.http).err()
+                let connection = context.connection;
+                jwt_authn::check(config, filter_configs.jwt_authn.as_ref(), parts, connection.secure, &connection.stats.http).err()
             }
             RequestCheck::ExtAuthz(_) if filter_configs.ext_authz_disabled => None,
             RequestCheck::ExtAuthz(config) => {

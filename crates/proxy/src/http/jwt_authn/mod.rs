@@ -23,9 +23,16 @@ use super::local_reply;
 use crate::stats::HttpStats;
 use verify::{JwtError, Verified};
 
-/// Runs the filter on one request. Returns the reply for a rejected request;
-/// an accepted one gets the claim and payload headers of its providers.
-pub fn check(filter: &JwtAuthn, route: Option<&JwtPerRoute>, parts: &mut Parts, stats: &HttpStats) -> Result<(), Box<Response<ResponseBody>>> {
+/// Runs the filter on one request that arrived over TLS when `secure`.
+/// Returns the reply for a rejected request. An accepted one gets the claim
+/// and payload headers of its providers.
+pub fn check(
+    filter: &JwtAuthn,
+    route: Option<&JwtPerRoute>,
+    parts: &mut Parts,
+    secure: bool,
+    stats: &HttpStats,
+) -> Result<(), Box<Response<ResponseBody>>> {
     let requirement = match route {
         Some(JwtPerRoute::Disabled) => return Ok(()),
         Some(JwtPerRoute::RequirementName(name)) => match filter.requirement_map.get(name) {
@@ -34,7 +41,7 @@ pub fn check(filter: &JwtAuthn, route: Option<&JwtPerRoute>, parts: &mut Parts, 
                 // NOTE: the route names a requirement the listener's filter lacks; the request is rejected rather than let through.
                 debug!(requirement = %name, "route names a requirement that is not in requirement_map");
                 stats.count_jwt_authn("failed");
-                return Err(Box::new(reply(JwtError::VerificationFail, parts)));
+                return Err(Box::new(reply(JwtError::VerificationFail, parts, secure)));
             }
         },
         None => {
@@ -59,7 +66,7 @@ pub fn check(filter: &JwtAuthn, route: Option<&JwtPerRoute>, parts: &mut Parts, 
         Err(error) => {
             debug!(reason = error.message(), "JWT rejected");
             stats.count_jwt_authn(if error == JwtError::Missing { "missing" } else { "failed" });
-            Err(Box::new(reply(error, parts)))
+            Err(Box::new(reply(error, parts, secure)))
         }
     }
 }
@@ -178,13 +185,9 @@ fn insert_claim(headers: &mut http::HeaderMap, name: &HeaderName, value: &Value)
 
 /// Envoy's reply: the error's message as the body, and `www-authenticate`
 /// with the request's URI (without its query) as the realm.
-fn reply(error: JwtError, parts: &Parts) -> Response<ResponseBody> {
+fn reply(error: JwtError, parts: &Parts, secure: bool) -> Response<ResponseBody> {
     let mut response = local_reply(error.status(), error.message());
-    let scheme = parts
-        .uri
-        .scheme_str()
-        .or_else(|| parts.headers.get("x-forwarded-proto").and_then(|value| value.to_str().ok()))
-        .unwrap_or("http");
+    let scheme = if secure { "https" } else { "http" };
     let host = super::headers::parts_host(parts).unwrap_or("");
     let uri = format!("{scheme}://{host}{}", parts.uri.path());
     let realm = if uri.contains(['"', '\\']) { "" } else { uri.as_str() };
@@ -196,4 +199,62 @@ fn reply(error: JwtError, parts: &Parts) -> Response<ResponseBody> {
         response.headers_mut().insert(WWW_AUTHENTICATE, value);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parts(uri: &str, headers: &[(&str, &str)]) -> Parts {
+        let mut builder = http::Request::get(uri).header("host", "api.example");
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn claim_value_follows_dotted_paths() {
+        let claims = json!({ "sub": "alice", "org": { "team": { "id": 42 } }, "a.b": "flat" });
+        let claims = claims.as_object().unwrap();
+        assert_eq!(claim_value(claims, "sub"), Some(&json!("alice")));
+        assert_eq!(claim_value(claims, "org.team.id"), Some(&json!(42)));
+        assert_eq!(claim_value(claims, "a.b"), Some(&json!("flat")), "a name with a dot is looked up whole first");
+        assert_eq!(claim_value(claims, "org.missing"), None);
+    }
+
+    #[test]
+    fn token_found_by_prefix_and_parameter() {
+        let sources = vec![
+            TokenSource::Header { name: HeaderName::from_static("x-jwt"), value_prefix: "Token ".into() },
+            TokenSource::Param("jwt".into()),
+        ];
+        let provider = JwtProvider {
+            name: "p".into(),
+            issuer: String::new(),
+            audiences: Vec::new(),
+            keys: Vec::new(),
+            token_sources: sources,
+            forward: false,
+            forward_payload_header: None,
+            claim_to_headers: Vec::new(),
+            clock_skew: std::time::Duration::from_secs(60),
+        };
+        let (_, token) = find_token(&provider, &parts("/", &[("x-jwt", "Token abc")])).unwrap();
+        assert_eq!(token, "abc");
+        assert!(find_token(&provider, &parts("/", &[("x-jwt", "Bearer abc")])).is_none(), "the prefix is required");
+        let (_, token) = find_token(&provider, &parts("/a?x=1&jwt=def", &[])).unwrap();
+        assert_eq!(token, "def");
+    }
+
+    #[test]
+    fn reply_sets_www_authenticate() {
+        let missing = reply(JwtError::Missing, &parts("/p?q=1", &[]), true);
+        assert_eq!(missing.status(), 401);
+        assert_eq!(missing.headers()[WWW_AUTHENTICATE], "Bearer realm=\"https://api.example/p\"");
+        let audience = reply(JwtError::AudienceNotAllowed, &parts("/p", &[]), false);
+        assert_eq!(audience.status(), 403);
+        assert_eq!(audience.headers()[WWW_AUTHENTICATE], "Bearer realm=\"http://api.example/p\", error=\"invalid_token\"");
+    }
 }
