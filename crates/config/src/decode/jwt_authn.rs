@@ -126,6 +126,7 @@ fn local_jwks(provider: &str, source: &core::DataSource, errors: &mut Collector)
     let text = match &source.specifier {
         Some(Specifier::InlineString(text)) => text.clone(),
         Some(Specifier::InlineBytes(bytes)) => String::from_utf8_lossy(bytes).into_owned(),
+        // NOTE: the control plane decodes listeners too, so a `filename` must exist on its host as well as the proxy's.
         Some(Specifier::Filename(path)) => match std::fs::read_to_string(path) {
             Ok(text) => text,
             Err(error) => {
