@@ -24,6 +24,7 @@ mod hot_swap;
 mod http2_abuse;
 mod http2_pool;
 mod http_framing;
+mod jwt_authn;
 mod lifecycle;
 mod listeners;
 mod local_ratelimit;

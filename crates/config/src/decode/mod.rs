@@ -13,6 +13,7 @@ mod endpoint;
 mod ext_authz;
 mod filter;
 mod health;
+mod jwt_authn;
 mod listener;
 mod network_filter;
 mod rate_limit;

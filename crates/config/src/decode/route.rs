@@ -11,13 +11,14 @@ use legate_api::envoy::config::route::v3 as api;
 use legate_api::envoy::r#type::matcher::v3 as matcher;
 
 use super::auth::{API_KEY_AUTH_NAME, API_KEY_AUTH_PER_ROUTE_TYPE};
+use super::jwt_authn::{JWT_AUTHN_NAME, JWT_AUTHN_PER_ROUTE_TYPE};
 use super::ext_authz::{EXT_AUTHZ_NAME, EXT_AUTHZ_PER_ROUTE_TYPE};
 use super::rate_limit::{LOCAL_RATELIMIT_NAME, LOCAL_RATELIMIT_TYPE};
 use super::listener::upgrade;
 use super::{decode_message, duration, note_ignored, required_name, timeout_or};
 use crate::error::Collector;
 use crate::reflect::type_url_of;
-use crate::model::{PerRoute, RouteFilterConfigs,
+use crate::model::{JwtPerRoute, PerRoute, RouteFilterConfigs,
     ClusterSelection, DomainMatcher, ForwardAction, HashPolicy, HashSource, HeaderMatch, HeaderMatcher, PathMatch, Route, RouteAction,
     RouteConfiguration, RouteMatch, VirtualHost, WebSocketFrames, WeightedCluster,
 };
@@ -143,8 +144,8 @@ struct PerFilterConfig {
 
 /// Reads `typed_per_filter_config`, where Legate knows the keys
 /// `legate.websocket`, `envoy.filters.http.cors`,
-/// `envoy.filters.http.api_key_auth`, `envoy.filters.http.local_ratelimit`
-/// and `envoy.filters.http.ext_authz`.
+/// `envoy.filters.http.api_key_auth`, `envoy.filters.http.local_ratelimit`,
+/// `envoy.filters.http.ext_authz` and `envoy.filters.http.jwt_authn`.
 fn per_filter_config(entries: &std::collections::HashMap<String, prost_types::Any>, errors: &mut Collector) -> PerFilterConfig {
     let mut config = PerFilterConfig::default();
     for (key, any) in entries {
@@ -170,6 +171,10 @@ fn per_filter_entry(key: &str, any: &prost_types::Any, config: &mut PerFilterCon
         config.filters.ext_authz_disabled = super::ext_authz::ext_authz_per_route(&any.value, errors);
     } else if key == EXT_AUTHZ_NAME && type_is(FILTER_CONFIG_TYPE) {
         config.filters.ext_authz_disabled = disabled_filter::<()>(&any.value, errors).is_some();
+    } else if key == JWT_AUTHN_NAME && type_is(JWT_AUTHN_PER_ROUTE_TYPE) {
+        config.filters.jwt_authn = super::jwt_authn::jwt_authn_per_route(&any.value, errors);
+    } else if key == JWT_AUTHN_NAME && type_is(FILTER_CONFIG_TYPE) {
+        config.filters.jwt_authn = disabled_filter::<()>(&any.value, errors).map(|_| JwtPerRoute::Disabled);
     } else if key == WEBSOCKET_FILTER_KEY && type_is(WEBSOCKET_ROUTE_TYPE) {
         let Some(websocket) = decode_message::<WebSocketRoute>(&any.value, errors) else { return };
         let max_message_bytes = websocket.max_message_bytes.map_or(DEFAULT_MAX_WEBSOCKET_MESSAGE, |bytes| bytes as usize);
@@ -179,7 +184,7 @@ fn per_filter_entry(key: &str, any: &prost_types::Any, config: &mut PerFilterCon
         config.websocket = Some(websocket.frame_aware.then_some(WebSocketFrames { max_message_bytes }));
     } else {
         errors.unsupported(format!(
-            "per-filter config for {key:?} ({}) is not supported; Legate reads {WEBSOCKET_FILTER_KEY:?}, {:?}, {API_KEY_AUTH_NAME:?}, {LOCAL_RATELIMIT_NAME:?} and {EXT_AUTHZ_NAME:?}",
+            "per-filter config for {key:?} ({}) is not supported; Legate reads {WEBSOCKET_FILTER_KEY:?}, {:?}, {API_KEY_AUTH_NAME:?}, {LOCAL_RATELIMIT_NAME:?}, {EXT_AUTHZ_NAME:?} and {JWT_AUTHN_NAME:?}",
             any.type_url,
             super::filter::CORS_NAME
         ));
@@ -217,6 +222,7 @@ fn route(
         local_ratelimit: route_filters.filters.local_ratelimit.or_else(|| host.filters.local_ratelimit.clone()),
         rate_limits: route_rate_limits.unwrap_or_else(|| host.filters.rate_limits.clone()),
         ext_authz_disabled: route_filters.filters.ext_authz_disabled || host.filters.ext_authz_disabled,
+        jwt_authn: route_filters.filters.jwt_authn.or_else(|| host.filters.jwt_authn.clone()),
     };
     #[allow(deprecated)]
     let action_cors = match &proto.action {
@@ -250,7 +256,7 @@ fn route(
     Some(Route { name: proto.name.clone(), matcher: matcher?, action: action?, cors, filter_configs })
 }
 
-fn route_match(proto: &api::RouteMatch, errors: &mut Collector) -> Option<RouteMatch> {
+pub(crate) fn route_match(proto: &api::RouteMatch, errors: &mut Collector) -> Option<RouteMatch> {
     let case_sensitive = proto.case_sensitive.unwrap_or(true);
 
     let path = match &proto.path_specifier {

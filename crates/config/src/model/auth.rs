@@ -65,6 +65,8 @@ pub struct RouteFilterConfigs {
     /// `envoy.filters.http.ext_authz` with `ExtAuthzPerRoute { disabled: true }`
     /// (or a `FilterConfig` with `disabled: true`) on the route or its virtual host.
     pub ext_authz_disabled: bool,
+    /// `envoy.filters.http.jwt_authn`: its `PerRouteConfig`.
+    pub jwt_authn: Option<super::JwtPerRoute>,
 }
 
 /// A filter's entry in `typed_per_filter_config`.

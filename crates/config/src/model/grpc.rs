@@ -25,6 +25,8 @@ pub enum HttpFilter {
     LocalRateLimit(std::sync::Arc<super::LocalRateLimit>),
     /// `envoy.filters.http.ext_authz`: asks an authorization service.
     ExtAuthz(std::sync::Arc<super::ExtAuthz>),
+    /// `envoy.filters.http.jwt_authn`: verifies the request's JWT.
+    JwtAuthn(std::sync::Arc<super::JwtAuthn>),
     /// `envoy.filters.http.router`.
     Router,
 }

@@ -8,6 +8,7 @@ mod cluster;
 mod endpoint;
 mod grpc;
 mod health;
+mod jwt_authn;
 mod listener;
 mod network_filter;
 mod rate_limit;
@@ -19,6 +20,7 @@ pub use auth::{
     ApiKeyAuth, ApiKeyAuthPerRoute, ApiKeyCredential, ApiKeyForwarding, ExtAuthz, ExtAuthzService, HttpAuthService, KeySource, PerRoute,
     RouteFilterConfigs,
 };
+pub use jwt_authn::{ClaimToHeader, EcCurve, Jwk, JwkKey, JwtAuthn, JwtPerRoute, JwtProvider, JwtRequirement, JwtRule, TokenSource};
 pub use rate_limit::{LocalRateLimit, LocalRateLimitDescriptor, RateLimit, RateLimitAction, TokenBucket};
 pub use bootstrap::{AdsConfig, Bootstrap, Node};
 pub use cluster::{

@@ -1,5 +1,5 @@
 //! The request checks of the HTTP filters, run in the order of
-//! `http_filters` once the route is known: CORS preflights, API keys,
+//! `http_filters` once the route is known: CORS preflights, API keys, JWTs,
 //! external authorization and local rate limits.
 
 use http::request::Parts;
@@ -9,7 +9,7 @@ use legate_config::model::{CorsPolicy, PerRoute, Route};
 
 use super::body::ResponseBody;
 use super::filters::RequestCheck;
-use super::{api_key, cors, ext_authz, local_ratelimit, ConnectionContext, Exchange};
+use super::{api_key, cors, ext_authz, jwt_authn, local_ratelimit, ConnectionContext, Exchange};
 use crate::grpc::Protocol;
 use crate::ratelimit::RateLimiter;
 use crate::snapshot::Snapshot;
@@ -46,6 +46,10 @@ pub(super) async fn run(checks: &[RequestCheck], parts: &mut Parts, exchange: &m
                 _ => None,
             },
             RequestCheck::ApiKeyAuth(config) => api_key::check(config, filter_configs.api_key_auth.as_ref(), parts).err(),
+            RequestCheck::JwtAuthn(config) => {
+                let connection = context.connection;
+                jwt_authn::check(config, filter_configs.jwt_authn.as_ref(), parts, connection.secure, &connection.stats.http).err()
+            }
             RequestCheck::ExtAuthz(_) if filter_configs.ext_authz_disabled => None,
             RequestCheck::ExtAuthz(config) => {
                 ext_authz::check(config, parts, context.snapshot, &context.connection.stats).await.err()

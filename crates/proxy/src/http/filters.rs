@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use legate_config::model::{ApiKeyAuth, ExtAuthz, HttpFilter};
+use legate_config::model::{ApiKeyAuth, ExtAuthz, HttpFilter, JwtAuthn};
 
 use crate::grpc::MethodTable;
 use crate::ratelimit::RateLimiter;
@@ -35,6 +35,7 @@ pub enum RequestCheck {
     /// The filter-level limiter; routes with their own config use theirs.
     LocalRateLimit(Arc<RateLimiter>),
     ExtAuthz(Arc<ExtAuthz>),
+    JwtAuthn(Arc<JwtAuthn>),
 }
 
 impl FilterPlan {
@@ -49,6 +50,7 @@ impl FilterPlan {
                 }
                 HttpFilter::ApiKeyAuth(config) => plan.request_checks.push(RequestCheck::ApiKeyAuth(config.clone())),
                 HttpFilter::ExtAuthz(config) => plan.request_checks.push(RequestCheck::ExtAuthz(config.clone())),
+                HttpFilter::JwtAuthn(config) => plan.request_checks.push(RequestCheck::JwtAuthn(config.clone())),
                 HttpFilter::LocalRateLimit(config) => {
                     let limiter = RateLimiter::new(config.clone(), stats.http.local_rate_limited(&config.stat_prefix));
                     plan.request_checks.push(RequestCheck::LocalRateLimit(Arc::new(limiter)));

@@ -4,7 +4,7 @@ use http::HeaderMap;
 
 use legate_config::model::{HeaderMatch, HeaderMatcher, PathMatch, RouteMatch};
 
-pub(super) fn matches(matcher: &RouteMatch, path: &str, headers: &HeaderMap) -> bool {
+pub(crate) fn matches(matcher: &RouteMatch, path: &str, headers: &HeaderMap) -> bool {
     path_matches(&matcher.path, matcher.case_sensitive, path)
         && (!matcher.grpc || crate::grpc::Protocol::of(headers) == crate::grpc::Protocol::Grpc)
         && matcher.headers.iter().all(|header| header_matches(header, headers))

@@ -65,6 +65,7 @@ pub struct HttpStats {
     codes: Box<[OnceLock<Counter>]>,
     local_rate_limited: Family<StatPrefixLabels, Counter>,
     ext_authz: Family<AuthzResultLabels, Counter>,
+    jwt_authn: Family<AuthzResultLabels, Counter>,
 }
 
 pub struct UpstreamStats {
@@ -242,11 +243,17 @@ impl HttpStats {
             codes: (0..600).map(|_| OnceLock::new()).collect(),
             local_rate_limited: Family::default(),
             ext_authz: Family::default(),
+            jwt_authn: Family::default(),
         };
         registry.register(
             "http_ext_authz",
             "External authorization checks by result: ok, denied, error (rejected), failure_mode_allowed (passed despite an error)",
             stats.ext_authz.clone(),
+        );
+        registry.register(
+            "http_jwt_authn",
+            "JWT authentication results: ok, missing (rejected), failed (rejected), passed_without_jwt (allowed by allow_missing or allow_missing_or_failed)",
+            stats.jwt_authn.clone(),
         );
         registry.register(
             "http_local_rate_limited",
@@ -312,6 +319,12 @@ impl HttpStats {
     /// fixed values the metric's help text lists.
     pub fn count_ext_authz(&self, result: &'static str) {
         self.ext_authz.get_or_create(&AuthzResultLabels { result }).inc();
+    }
+
+    /// Counts a JWT authentication result; `result` is one of the four fixed
+    /// values the metric's help text lists.
+    pub fn count_jwt_authn(&self, result: &'static str) {
+        self.jwt_authn.get_or_create(&AuthzResultLabels { result }).inc();
     }
 
     pub fn count_flag(&self, flag: ResponseFlag) {
