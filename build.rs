@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_root = Path::new("proto");
     let files = proto_files(proto_root)?;
+    // The folder too, so that a new .proto file reruns this script.
+    println!("cargo:rerun-if-changed={}", proto_root.display());
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());
     }
