@@ -48,6 +48,11 @@ impl MethodTable {
         MethodTable { known, dynamic, other: stats.method(OTHER_METHOD, OTHER_METHOD) }
     }
 
+    /// Returns the series of calls that count under `other`.
+    pub fn other(&self) -> Arc<GrpcMethodStats> {
+        self.other.clone()
+    }
+
     /// Finds the handles for a request path `/service/method`.
     pub fn lookup(&self, path: &str) -> Arc<GrpcMethodStats> {
         let Some((service, method)) = super::split_path(path) else { return self.other.clone() };

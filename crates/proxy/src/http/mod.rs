@@ -156,12 +156,15 @@ async fn respond(request: Request<Incoming>, connection: &ConnectionContext, sta
     if let Protocol::GrpcWeb { .. } = protocol {
         grpc_web::translate_headers(&mut parts);
     }
-    let call = match (protocol.is_grpc_family(), &filters.grpc_stats) {
-        (true, Some(table)) => Some(GrpcCall::start(table.lookup(parts.uri.path()), start)),
-        _ => None,
-    };
     let host = headers::parts_host(&parts).map(host_without_port).unwrap_or("");
     let matched = listener.routes.route(host, &parts);
+    // A call that matches no route counts under `other`, so that made-up
+    // method names add no series.
+    let call = match (protocol.is_grpc_family(), &filters.grpc_stats, &matched) {
+        (true, Some(table), RouteMatchResult::NoRoute(_)) => Some(GrpcCall::start(table.other(), start)),
+        (true, Some(table), _) => Some(GrpcCall::start(table.lookup(parts.uri.path()), start)),
+        _ => None,
+    };
     *log = (!listener.access_logs.is_empty()).then(|| {
         let route_name = match &matched {
             RouteMatchResult::Matched(route, _, _) if !route.name.is_empty() => Some(route.name.as_str()),
