@@ -252,6 +252,10 @@ async fn route_rules_and_requirements() {
     let ed_token = keys.eddsa(&json!({ "iss": ED_ISSUER, "sub": "bob", "exp": now() + 60 }));
 
     assert_eq!(http1_request(listener, get("/open", None)).await.unwrap().0, 200, "disabled route without a token");
+    let mut forged = get("/open", None);
+    forged.headers_mut().insert("x-jwt-sub", hyper::header::HeaderValue::from_static("mallory"));
+    let (_, _, headers) = http1_request(listener, forged).await.unwrap();
+    assert_eq!(header(&headers, "x-seen-x-jwt-sub"), None, "a claim header the client sent never reaches the upstream");
 
     let (status, body, headers) = http1_request(listener, get("/any", Some(&ed_token))).await.unwrap();
     assert_eq!(status, 200, "requires_any with the second provider's token: {body}");

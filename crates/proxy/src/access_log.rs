@@ -263,6 +263,7 @@ fn request_value(request: &RequestRecord, name: &str) -> Option<String> {
             .or_else(|| header_text(&request.headers, "host")),
         ":scheme" => Some(request.uri.scheme_str().unwrap_or("http").to_string()),
         "x-envoy-original-path" => header_text(&request.headers, name).map(|path| redact_query(&path)),
+        "cookie" => header_text(&request.headers, name).map(|cookies| redact_cookies(&cookies)),
         _ if is_secret_name(name) => request.headers.contains_key(name).then(|| "REDACTED".to_string()),
         _ => header_text(&request.headers, name),
     }
@@ -295,6 +296,18 @@ pub fn redact_query(path: &str) -> String {
         })
         .collect();
     format!("{base}?{}", parameters.join("&"))
+}
+
+/// Replaces the values of cookies whose names look like secrets.
+fn redact_cookies(cookies: &str) -> String {
+    let pairs: Vec<String> = cookies
+        .split(';')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if is_secret_name(name.trim()) => format!("{}=REDACTED", name.trim()),
+            _ => pair.trim().to_string(),
+        })
+        .collect();
+    pairs.join("; ")
 }
 
 fn is_secret_name(name: &str) -> bool {
@@ -363,6 +376,11 @@ async fn write_lines(sink: LogSink, mut lines: mpsc::Receiver<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_cookie_values_are_redacted() {
+        assert_eq!(redact_cookies("theme=dark; api_key=s3cr3t;session_token=abc"), "theme=dark; api_key=REDACTED; session_token=REDACTED");
+    }
 
     #[test]
     fn secret_query_values_are_redacted() {
