@@ -58,6 +58,21 @@ async fn every_spelling_of_a_path_meets_its_route() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_normalization_merges_slashes() {
+    let (_proxy, upstream, listener) = start("", "normalize-default").await;
+    for path in ["//admin", "/.//admin", "/\\admin", "/%2e/admin"] {
+        let answer = raw_exchange(listener, &get(path)).await;
+        assert!(answer.starts_with("HTTP/1.1 403"), "{path} dodged the /admin route: {answer}");
+    }
+    assert_eq!(upstream.hits(), 0);
+
+    let (_proxy, upstream, listener) = start("          normalize_path: true", "normalize-explicit").await;
+    let answer = raw_exchange(listener, &get("/a//b")).await;
+    assert!(answer.contains("web /a//b 0"), "an explicit normalize_path leaves merging to merge_slashes: {answer}");
+    assert_eq!(upstream.hits(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn escaped_slashes_follow_the_configured_action() {
     let (_proxy, upstream, listener) = start("          path_with_escaped_slashes_action: REJECT_REQUEST", "slashes-reject").await;
     let answer = raw_exchange(listener, &get("/public%2F..%2Fadmin")).await;
@@ -89,6 +104,10 @@ async fn malformed_requests_get_400_and_a_closed_connection() {
         assert!(answer.starts_with("HTTP/1.1 400"), "{case}: {answer}");
         assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{case}: one response only: {answer}");
     }
+    assert_eq!(upstream.hits(), 0, "no malformed request reached the upstream");
+
+    let two_hosts = raw_exchange(listener, b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n").await;
+    assert!(two_hosts.starts_with("HTTP/1.1 400"), "two Host headers: {two_hosts}");
     assert_eq!(upstream.hits(), 0, "no malformed request reached the upstream");
 
     let answer = raw_exchange(listener, &get("/after")).await;

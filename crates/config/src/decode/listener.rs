@@ -265,7 +265,11 @@ fn path_normalization(proto: &hcm::HttpConnectionManager, errors: &mut Collector
         Some(Action::UnescapeAndForward) => EscapedSlashes::UnescapeAndForward,
         Some(Action::ImplementationSpecificDefault | Action::KeepUnchanged) | None => EscapedSlashes::Keep,
     };
-    PathNormalization { normalize: proto.normalize_path.unwrap_or(defaults.normalize), merge_slashes: proto.merge_slashes, escaped_slashes }
+    // Left unset, normalize_path is Legate's secure default, and it brings
+    // slash merging with it, so `//admin` meets the `/admin` route. Set
+    // normalize_path explicitly to let merge_slashes alone decide.
+    let merge_slashes = proto.merge_slashes || proto.normalize_path.is_none();
+    PathNormalization { normalize: proto.normalize_path.unwrap_or(defaults.normalize), merge_slashes, escaped_slashes }
 }
 
 fn forward_client_cert(proto: &hcm::HttpConnectionManager, errors: &mut Collector) -> Option<ForwardClientCert> {

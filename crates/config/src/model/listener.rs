@@ -131,14 +131,15 @@ pub struct PathNormalization {
     /// backslashes into slashes and remove `.` and `..` segments. Legate
     /// defaults to on, where Envoy defaults to off.
     pub normalize: bool,
-    /// Merge runs of slashes into one.
+    /// Merge runs of slashes into one. Legate turns it on with `normalize`
+    /// when `normalize_path` is left unset.
     pub merge_slashes: bool,
     pub escaped_slashes: EscapedSlashes,
 }
 
 impl Default for PathNormalization {
     fn default() -> Self {
-        PathNormalization { normalize: true, merge_slashes: false, escaped_slashes: EscapedSlashes::Keep }
+        PathNormalization { normalize: true, merge_slashes: true, escaped_slashes: EscapedSlashes::Keep }
     }
 }
 

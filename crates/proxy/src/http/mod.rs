@@ -246,6 +246,10 @@ fn check_request(parts: &mut http::request::Parts, settings: &HttpConnectionMana
     if parts.headers.len() > settings.limits.max_headers as usize {
         return Some(local_reply(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "too many request headers"));
     }
+    // RFC 9112 section 3.2: a request with more than one Host header is invalid.
+    if parts.headers.get_all(http::header::HOST).iter().nth(1).is_some() {
+        return Some(local_reply(StatusCode::BAD_REQUEST, "more than one Host header"));
+    }
 
     let normalized = match path::normalize(parts.uri.path(), &settings.path) {
         PathVerdict::Route(Cow::Borrowed(_)) => return None,
