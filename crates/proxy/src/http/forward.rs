@@ -186,6 +186,9 @@ fn error_reply(error: &UpstreamError, cluster: &str, stats: &ProxyStats) -> Resp
         UpstreamError::Timeout => (ResponseFlag::UpstreamTimeout, StatusCode::GATEWAY_TIMEOUT, "upstream request timeout"),
         UpstreamError::IdleTimeout => (ResponseFlag::StreamIdleTimeout, StatusCode::REQUEST_TIMEOUT, "stream idle timeout"),
         error if error.is_request_timeout() => (ResponseFlag::RequestTimeout, StatusCode::REQUEST_TIMEOUT, "request timeout"),
+        error if error.is_downstream_body_error() => {
+            (ResponseFlag::DownstreamProtocolError, StatusCode::BAD_REQUEST, "malformed request body")
+        }
         error if error.is_connect_failure() => {
             (ResponseFlag::UpstreamConnectFailure, StatusCode::BAD_GATEWAY, "upstream connect error")
         }

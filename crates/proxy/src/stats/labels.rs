@@ -137,6 +137,8 @@ pub enum ResponseFlag {
     DownstreamConnectionTermination,
     /// RL: the local rate limit filter rejected the request.
     RateLimited,
+    /// DPE: the downstream sent a malformed request, such as a bad chunked body.
+    DownstreamProtocolError,
     /// UAEX: the external authorization service denied the request, or
     /// could not be asked and the filter fails closed.
     UnauthorizedExternalService,
@@ -157,6 +159,7 @@ impl ResponseFlag {
             ResponseFlag::UpstreamRetryLimitExceeded => "URX",
             ResponseFlag::DownstreamConnectionTermination => "DC",
             ResponseFlag::RateLimited => "RL",
+            ResponseFlag::DownstreamProtocolError => "DPE",
             ResponseFlag::UnauthorizedExternalService => "UAEX",
         }
     }

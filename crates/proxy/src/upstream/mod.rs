@@ -70,6 +70,20 @@ impl UpstreamError {
         false
     }
 
+    /// Tells whether the request failed because its body from downstream
+    /// could not be read, such as a malformed chunked body.
+    pub fn is_downstream_body_error(&self) -> bool {
+        let UpstreamError::Request(error) = self else { return false };
+        let mut source = std::error::Error::source(error);
+        while let Some(cause) = source {
+            if matches!(cause.downcast_ref::<crate::http::body::RequestBodyError>(), Some(crate::http::body::RequestBodyError::Downstream(_))) {
+                return true;
+            }
+            source = cause.source();
+        }
+        false
+    }
+
     /// Tells whether the request never reached the upstream, so no response
     /// bytes were lost.
     pub fn is_connect_failure(&self) -> bool {
