@@ -65,7 +65,12 @@ impl ServerArgs {
         let channel = endpoint
             .connect()
             .await
-            .with_context(|| format!("failed to reach the control plane at {server}; is `legate control-plane` running there?"))?;
+            .with_context(|| match &self.ca_file {
+                Some(_) => format!(
+                    "failed to connect to the control plane at {server} over TLS; check that it runs with --tls-cert, that --ca-file signed its certificate, and that --cert-file and --key-file are given when it requires client certificates"
+                ),
+                None => format!("failed to reach the control plane at {server}; is `legate control-plane` running there (and without --tls-cert)?"),
+            })?;
         Ok(ConfigServiceClient::with_interceptor(channel, BearerToken(token)))
     }
 }

@@ -49,7 +49,12 @@ pub fn spawn(ads: AdsConfig, servers: Vec<String>, tls: Option<Arc<UpstreamConne
                         backoff = MIN_BACKOFF;
                     }
                     Err(StreamEnd::NeverConnected(error)) => {
-                        warn!(server = %server, %error, retry_in_ms = backoff.as_millis() as u64, "cannot reach the control plane");
+                        let retry_in_ms = backoff.as_millis() as u64;
+                        if error.code() == tonic::Code::Unauthenticated {
+                            warn!(server = %server, error = %error.message(), retry_in_ms, "the control plane rejected the ADS credentials; check --ads-token-file");
+                        } else {
+                            warn!(server = %server, %error, retry_in_ms, "cannot reach the control plane");
+                        }
                     }
                 }
                 let jitter = backoff.mul_f64(fastrand::f64() * 0.5);
