@@ -109,8 +109,9 @@ async fn malformed_requests_get_400_and_a_closed_connection() {
     let bad_chunk = raw_exchange(listener, b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n").await;
     assert!(bad_chunk.starts_with("HTTP/1.1 400"), "a malformed chunked body is the client's error: {bad_chunk}");
 
-    let two_hosts = raw_exchange(listener, b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n").await;
+    let two_hosts = raw_exchange(listener, b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\nGET /after-two-hosts HTTP/1.1\r\nHost: a\r\n\r\n").await;
     assert!(two_hosts.starts_with("HTTP/1.1 400"), "two Host headers: {two_hosts}");
+    assert!(!two_hosts.contains("after-two-hosts"), "the connection closes after the 400: {two_hosts}");
 
     let answer = raw_exchange(listener, &get("/after")).await;
     assert!(answer.contains("web /after 0"), "the listener still serves: {answer}");

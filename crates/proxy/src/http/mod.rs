@@ -145,7 +145,8 @@ async fn respond(request: Request<Incoming>, connection: &ConnectionContext, sta
     let (mut parts, body) = request.into_parts();
     if let Some(reply) = check_request(&mut parts, &listener.http) {
         let stats = connection.stats.http.route("none", "none");
-        return record(reply, stats, start, connection, None);
+        let entry = (!listener.access_logs.is_empty()).then(|| (listener.access_logs.clone(), RequestRecord::new(&parts, connection.remote, None)));
+        return record(reply, stats, start, connection, entry);
     }
     headers::add_trace_context(&mut parts.headers);
     let filters = &listener.filters;
@@ -246,9 +247,14 @@ fn check_request(parts: &mut http::request::Parts, settings: &HttpConnectionMana
     if parts.headers.len() > settings.limits.max_headers as usize {
         return Some(local_reply(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "too many request headers"));
     }
-    // RFC 9112 section 3.2: a request with more than one Host header is invalid.
+    // RFC 9112 section 3.2: a request with more than one Host header is
+    // invalid, and what follows it on the connection cannot be trusted.
     if parts.headers.get_all(http::header::HOST).iter().nth(1).is_some() {
-        return Some(local_reply(StatusCode::BAD_REQUEST, "more than one Host header"));
+        let mut reply = local_reply(StatusCode::BAD_REQUEST, "more than one Host header");
+        if parts.version < Version::HTTP_2 {
+            reply.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        return Some(reply);
     }
 
     let normalized = match path::normalize(parts.uri.path(), &settings.path) {
