@@ -370,7 +370,7 @@ async fn missing_certificate_file_stops_start() {
     assert!(stderr.contains(&format!("failed to read {}", missing.display())), "got {stderr}");
 }
 
-/// Starts an HTTP/1.1 server over TLS that answers `tls-h1 <path> <alpn>`.
+/// Starts an HTTP/1.1 server over TLS that replies `tls-h1 <path> <alpn>`.
 pub(crate) async fn start_tls_http1_upstream(config: std::sync::Arc<tokio_rustls::rustls::ServerConfig>) -> SocketAddr {
     let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = socket.local_addr().unwrap();

@@ -248,7 +248,7 @@ fn empty_or_shapeless_files_are_explained() {
     assert!(list.contains("`resources`"), "got {list}");
 }
 
-/// A listener whose connection manager runs `filter` (an `http_filters`
+/// Renders a listener whose connection manager runs `filter` (an `http_filters`
 /// item body, indented by eight spaces) before the router.
 fn listener_with_filter(filter: &str) -> String {
     format!(
@@ -286,14 +286,15 @@ fn api_key_auth_decodes_and_rejects_unknown_fields() {
 
     let duplicate = filter.replace("[{ key: k1, client: c1 }]", "[{ key: k1, client: c1 }, { key: k1, client: c2 }]");
     let error = decode(&listener_with_filter(&duplicate)).unwrap_err();
-    assert!(error.contains("credentials[1]") && error.contains("\"c2\""), "got {error}");
+    assert!(error.contains("credentials[1]"), "got {error}");
+    assert!(error.contains("\"c2\""), "got {error}");
     assert!(!error.contains("k1"), "the key is in the error: {error}");
 
     let no_source = filter.replace("key_sources: [{ header: x-api-key }, { query: api_key }, { cookie: session }]", "key_sources: []");
     assert!(decode(&listener_with_filter(&no_source)).unwrap_err().contains("key_sources"));
 }
 
-/// A route configuration with one virtual host, with `host` fields (lines
+/// Renders a route configuration with one virtual host, with `host` fields (lines
 /// indented by four spaces), and one route matching every path, with
 /// `route` fields (indented by six).
 fn one_route_yaml(host: &str, route: &str) -> String {

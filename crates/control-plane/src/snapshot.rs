@@ -49,12 +49,12 @@ impl StoredResource {
     }
 }
 
-/// How a version came to be: when, by whom, and whether it restored an
-/// earlier version.
+/// The origin of a version: when it was applied, its author, and the
+/// earlier version it restored, if any.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
     pub applied_at: SystemTime,
-    /// Who made the change, as the client gave it; empty when unknown.
+    /// The author of the change, as the client gave it. Empty when unknown.
     pub applied_by: String,
     pub rolled_back_to: Option<u64>,
 }

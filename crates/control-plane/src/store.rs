@@ -34,7 +34,7 @@ pub struct ApplyOutcome {
 pub struct ApplyOptions {
     /// Applies only if this is the version in force.
     pub if_version: Option<u64>,
-    /// Who makes the change, kept in the history.
+    /// The author of the change, kept in the history.
     pub applied_by: String,
 }
 
@@ -258,7 +258,7 @@ impl Store {
         Ok(outcome)
     }
 
-    /// Adds a new version to the history, on disk too, and forgets the
+    /// Adds a new version to the history, on disk too, and drops the
     /// oldest beyond [`HISTORY_LIMIT`]. The version is already in force, so
     /// a failure to save it only logs a warning.
     fn remember(&self, snapshot: Arc<Snapshot>) {

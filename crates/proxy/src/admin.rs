@@ -151,7 +151,7 @@ fn config_dump(manager: &ConfigManager) -> serde_json::Value {
         .into_iter()
         .map(|entry| {
             serde_json::json!({
-                "kind": entry.kind,
+                "kind": entry.kind(),
                 "name": entry.name,
                 "version_info": entry.version,
                 "state": if entry.active { "active" } else { "warming" },

@@ -172,7 +172,8 @@ mod tests {
         let now = Instant::now();
         let first = filters.admit(now).unwrap();
         let second = filters.admit(now).unwrap();
-        assert!(first.is_some() && second.is_some());
+        assert!(first.is_some());
+        assert!(second.is_some());
         let rejected = filters.admit(now).map(|_| ()).unwrap_err();
         assert_eq!(rejected, Rejection::OverLimit { stat_prefix: "cap".into(), delay: None });
         drop(first);

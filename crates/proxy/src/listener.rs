@@ -507,7 +507,7 @@ async fn serve_connection<S>(
 
 /// Keeps a draining connection open during the accept window until its next
 /// request arrives, so that a client sending on an idle keep-alive
-/// connection at that moment gets an answer (with `Connection: close`)
+/// connection at that moment gets a response (with `Connection: close`)
 /// rather than a closed socket. Returns the connection's result when it
 /// ended meanwhile.
 async fn serve_until_next_request<F>(mut connection: Pin<&mut F>, context: &ConnectionContext) -> Option<F::Output>
@@ -526,7 +526,7 @@ where
             result = connection.as_mut() => return Some(result),
             _ = &mut deadline => return None,
             // A permit stored by an earlier request wakes this too, so the
-            // count tells a new request from an old one.
+            // count separates a new request from an old one.
             _ = context.request_arrived.notified() => {
                 if context.requests.load(Ordering::Relaxed) > seen {
                     return None;

@@ -356,22 +356,22 @@ impl ConfigManager {
         let mut entries = Vec::new();
         for (name, entry) in &state.listeners {
             let active = state.active_listeners.contains_key(name.as_str());
-            entries.push(DumpEntry::new("listener", name, &entry.version, entry.raw.clone(), active));
+            entries.push(DumpEntry::new(ResourceType::Listener, name, &entry.version, entry.raw.clone(), active));
         }
         for (name, entry) in &state.route_configs {
-            entries.push(DumpEntry::new("route_config", name, &entry.version, entry.raw.clone(), true));
+            entries.push(DumpEntry::new(ResourceType::RouteConfiguration, name, &entry.version, entry.raw.clone(), true));
         }
         for (name, entry) in &state.clusters {
             let active = state.active_clusters.contains_key(name.as_str());
-            entries.push(DumpEntry::new("cluster", name, &entry.version, entry.raw.clone(), active));
+            entries.push(DumpEntry::new(ResourceType::Cluster, name, &entry.version, entry.raw.clone(), active));
         }
         for (name, entry) in &state.assignments {
-            entries.push(DumpEntry::new("endpoint", name, &entry.version, entry.raw.clone(), true));
+            entries.push(DumpEntry::new(ResourceType::ClusterLoadAssignment, name, &entry.version, entry.raw.clone(), true));
         }
         for (name, entry) in &state.secrets {
-            entries.push(DumpEntry::new("secret", name, &entry.version, entry.raw.clone(), true));
+            entries.push(DumpEntry::new(ResourceType::Secret, name, &entry.version, entry.raw.clone(), true));
         }
-        entries.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
+        entries.sort_by(|a, b| (a.kind(), &a.name).cmp(&(b.kind(), &b.name)));
         for entry in &mut entries {
             entry.last_updated = state.updated.get(&(entry.resource_type, entry.name.clone())).map(|(_, at)| *at);
         }
@@ -766,7 +766,6 @@ fn static_conflict(name: &str, kind: &str) -> Rejected {
 
 /// One resource in the admin config dump.
 pub struct DumpEntry {
-    pub kind: &'static str,
     pub resource_type: ResourceType,
     pub name: String,
     pub version: String,
@@ -778,15 +777,19 @@ pub struct DumpEntry {
 }
 
 impl DumpEntry {
-    fn new(kind: &'static str, name: &str, version: &str, raw: Option<prost_types::Any>, active: bool) -> Self {
-        let resource_type = match kind {
-            "listener" => ResourceType::Listener,
-            "route_config" => ResourceType::RouteConfiguration,
-            "cluster" => ResourceType::Cluster,
-            "endpoint" => ResourceType::ClusterLoadAssignment,
-            _ => ResourceType::Secret,
-        };
-        DumpEntry { kind, resource_type, name: name.to_string(), version: version.to_string(), raw, active, last_updated: None }
+    fn new(resource_type: ResourceType, name: &str, version: &str, raw: Option<prost_types::Any>, active: bool) -> Self {
+        DumpEntry { resource_type, name: name.to_string(), version: version.to_string(), raw, active, last_updated: None }
+    }
+
+    /// Returns the entry's kind as the config dump names it.
+    pub fn kind(&self) -> &'static str {
+        match self.resource_type {
+            ResourceType::Listener => "listener",
+            ResourceType::RouteConfiguration => "route_config",
+            ResourceType::Cluster => "cluster",
+            ResourceType::ClusterLoadAssignment => "endpoint",
+            ResourceType::Secret => "secret",
+        }
     }
 }
 

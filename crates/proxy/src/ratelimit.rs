@@ -19,7 +19,7 @@ use legate_config::model::{LocalRateLimit, LocalRateLimitDescriptor, TokenBucket
 
 /// A token bucket. The state word contains the tokens in its high half and, in
 /// its low half, how many fill intervals had passed since `epoch` at the
-/// last refill; the count wraps after 2^32 intervals, which at the 50 ms
+/// last refill. The count wraps after 2^32 intervals, which at the 50 ms
 /// minimum is about 6.8 years.
 pub struct AtomicBucket {
     config: TokenBucket,

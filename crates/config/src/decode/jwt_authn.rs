@@ -33,7 +33,7 @@ pub(crate) fn jwt_authn(bytes: &[u8], errors: &mut Collector) -> Option<JwtAuthn
         errors.missing("providers");
     }
 
-    let providers =
+    let providers: Vec<JwtProvider> =
         names.iter().filter_map(|name| errors.at(format!("providers[{name}]"), |errors| provider(name, &proto.providers[*name], errors))).collect();
     let mut requirement_map = HashMap::with_capacity(proto.requirement_map.len());
     for (name, requirement) in &proto.requirement_map {
@@ -47,7 +47,12 @@ pub(crate) fn jwt_authn(bytes: &[u8], errors: &mut Collector) -> Option<JwtAuthn
         .enumerate()
         .filter_map(|(index, rule)| errors.at(format!("rules[{index}]"), |errors| self::rule(rule, &names, &requirement_map, errors)))
         .collect();
-    Some(JwtAuthn { providers, rules, requirement_map })
+    let written_headers: Vec<http::HeaderName> = providers
+        .iter()
+        .flat_map(|provider| provider.forward_payload_header.iter().chain(provider.claim_to_headers.iter().map(|claim| &claim.header_name)))
+        .cloned()
+        .collect();
+    Some(JwtAuthn { providers, rules, requirement_map, written_headers })
 }
 
 /// Decodes `PerRouteConfig` from a route's or virtual host's

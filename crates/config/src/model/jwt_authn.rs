@@ -18,6 +18,9 @@ pub struct JwtAuthn {
     pub rules: Vec<JwtRule>,
     /// `requirement_map`, which `requirement_name` in a rule or route refers to.
     pub requirement_map: std::collections::HashMap<String, Arc<JwtRequirement>>,
+    /// Headers the filter writes from verified tokens (payload and claims),
+    /// which it removes from every request so a client cannot forge them.
+    pub written_headers: Vec<HeaderName>,
 }
 
 /// One entry of `providers`.

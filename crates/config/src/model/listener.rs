@@ -122,8 +122,8 @@ impl Default for RequestLimits {
     }
 }
 
-/// How the request path is rewritten before routing and the HTTP filters
-/// see it, so that `/a/../admin` and `/%2e/admin` meet the same route as
+/// The request path rewrites applied before routing and the HTTP filters,
+/// so that `/a/../admin` and `/%2e/admin` meet the same route as
 /// `/admin`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PathNormalization {
@@ -143,14 +143,14 @@ impl Default for PathNormalization {
     }
 }
 
-/// What happens to a path holding an escaped slash or backslash (`%2F`,
-/// `%5C`), which normalization leaves alone.
+/// The action for a path that contains an escaped slash or backslash
+/// (`%2F`, `%5C`), which normalization leaves alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EscapedSlashes {
     Keep,
     /// Answer 400.
     Reject,
-    /// Answer a redirect to the unescaped path.
+    /// Redirect to the unescaped path.
     UnescapeAndRedirect,
     UnescapeAndForward,
 }

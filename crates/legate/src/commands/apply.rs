@@ -42,13 +42,13 @@ pub struct ChangeArgs {
     #[arg(long)]
     pub wait: bool,
 
-    /// Longest wait with --wait, in seconds.
+    /// Maximum wait with --wait, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = super::history::DEFAULT_WAIT.as_secs(), requires = "wait")]
     pub wait_timeout: u64,
 }
 
 impl ChangeArgs {
-    /// The time to wait for proxies, when --wait is set.
+    /// Returns the time to wait for proxies, when --wait is set.
     pub fn wait_timeout(&self) -> Option<std::time::Duration> {
         self.wait.then(|| std::time::Duration::from_secs(self.wait_timeout))
     }

@@ -22,7 +22,7 @@ pub struct FilterPlan {
     pub grpc_web: bool,
     pub cors: bool,
     pub grpc_stats: Option<MethodTable>,
-    /// The filters that may answer a routed request before it is forwarded,
+    /// The filters that may reply to a routed request before it is forwarded,
     /// in config order.
     pub request_checks: Vec<RequestCheck>,
 }

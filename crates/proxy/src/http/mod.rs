@@ -241,8 +241,8 @@ fn connection_chain<'a>(listener: &'a ActiveListener, connection: &ConnectionCon
     }
 }
 
-/// Applies the header count limit and path normalization before routing,
-/// and answers the requests that stop here.
+/// Applies the header limits and path normalization before routing, and
+/// returns the reply for a request rejected here.
 fn check_request(parts: &mut http::request::Parts, settings: &HttpConnectionManager) -> Option<Response<ResponseBody>> {
     if parts.headers.len() > settings.limits.max_headers as usize {
         return Some(local_reply(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "too many request headers"));

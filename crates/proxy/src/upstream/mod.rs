@@ -14,6 +14,7 @@ use std::sync::Arc;
 use legate_config::model::{Cluster, LbEndpoint};
 
 use crate::stats::{ClusterStats, UpstreamStats};
+use crate::http::body::RequestBodyError;
 
 pub use circuit::{BreakerStats, ClusterCircuit, Resource, Slot};
 pub use dns::{spawn_resolver, Resolved};
@@ -59,29 +60,27 @@ impl UpstreamError {
     /// manager's request timeout, which the upstream client reports as its
     /// own error.
     pub fn is_request_timeout(&self) -> bool {
-        let UpstreamError::Request(error) = self else { return false };
-        let mut source = std::error::Error::source(error);
-        while let Some(cause) = source {
-            if matches!(cause.downcast_ref::<crate::http::body::RequestBodyError>(), Some(crate::http::body::RequestBodyError::Timeout)) {
-                return true;
-            }
-            source = cause.source();
-        }
-        false
+        matches!(self.request_body_error(), Some(RequestBodyError::Timeout))
     }
 
     /// Tells whether the request failed because its body from downstream
     /// could not be read, such as a malformed chunked body.
     pub fn is_downstream_body_error(&self) -> bool {
-        let UpstreamError::Request(error) = self else { return false };
+        matches!(self.request_body_error(), Some(RequestBodyError::Downstream(_)))
+    }
+
+    /// Finds the downstream body error among the causes of a failed upstream
+    /// request, since the upstream client wraps it in its own error.
+    fn request_body_error(&self) -> Option<&RequestBodyError> {
+        let UpstreamError::Request(error) = self else { return None };
         let mut source = std::error::Error::source(error);
         while let Some(cause) = source {
-            if matches!(cause.downcast_ref::<crate::http::body::RequestBodyError>(), Some(crate::http::body::RequestBodyError::Downstream(_))) {
-                return true;
+            if let Some(body_error) = cause.downcast_ref::<RequestBodyError>() {
+                return Some(body_error);
             }
             source = cause.source();
         }
-        false
+        None
     }
 
     /// Tells whether the request never reached the upstream, so no response

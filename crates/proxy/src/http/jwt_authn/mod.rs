@@ -33,7 +33,9 @@ pub fn check(
     secure: bool,
     stats: &HttpStats,
 ) -> Result<(), Box<Response<ResponseBody>>> {
-    strip_forged_claims(filter, parts);
+    for name in &filter.written_headers {
+        parts.headers.remove(name);
+    }
     let requirement = match route {
         Some(JwtPerRoute::Disabled) => return Ok(()),
         Some(JwtPerRoute::RequirementName(name)) => match filter.requirement_map.get(name) {
@@ -68,20 +70,6 @@ pub fn check(
             debug!(reason = error.message(), "JWT rejected");
             stats.count_jwt_authn(if error == JwtError::Missing { "missing" } else { "failed" });
             Err(Box::new(reply(error, parts, secure)))
-        }
-    }
-}
-
-/// Removes the headers the filter writes from verified tokens (claims and
-/// payload) from every request, whether or not its route needs a token, so
-/// a client cannot send its own copies.
-fn strip_forged_claims(filter: &JwtAuthn, parts: &mut Parts) {
-    for provider in &filter.providers {
-        if let Some(name) = &provider.forward_payload_header {
-            parts.headers.remove(name);
-        }
-        for claim in &provider.claim_to_headers {
-            parts.headers.remove(&claim.header_name);
         }
     }
 }
