@@ -84,6 +84,8 @@ fn apply_status(error: ApplyError) -> Status {
         ApplyError::Invalid(errors) => invalid_argument(&errors),
         ApplyError::VersionConflict { .. } => Status::failed_precondition(error.to_string()),
         ApplyError::UnknownVersion(_) => Status::not_found(error.to_string()),
+        ApplyError::EtcdUnavailable(_) => Status::unavailable(crate::error_chain(&error)),
+        ApplyError::Contended(_) => Status::aborted(error.to_string()),
         error => Status::internal(crate::error_chain(&error)),
     }
 }

@@ -1,5 +1,6 @@
-//! Legate's control plane: a versioned config store saved to disk, the config
-//! API that changes it, and the ADS server that pushes it to proxies.
+//! Legate's control plane: a versioned config store saved to disk or shared
+//! with other replicas through etcd, the config API that changes it, and the
+//! ADS server that pushes it to proxies.
 //!
 //! [`ControlPlane`] wires them together and serves both gRPC services on one
 //! port.
@@ -8,6 +9,8 @@ mod accept;
 pub mod admin;
 pub mod ads;
 pub mod api;
+pub mod etcd;
+mod follow;
 pub mod json;
 pub mod metrics;
 pub mod persist;
@@ -29,6 +32,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 pub use ads::AdsServer;
 pub use api::ConfigApi;
+pub use etcd::{Etcd, EtcdError, EtcdSettings};
 pub use persist::{PersistError, StateFile};
 pub use proxies::ProxyRegistry;
 pub use snapshot::{ResourceKey, Snapshot, StoredResource};
@@ -74,6 +78,14 @@ impl ControlPlane {
         Ok(Self::with_store(Store::open(state_file)?))
     }
 
+    /// Opens a replica that shares its config with the other replicas
+    /// through etcd. It fails when etcd cannot be read, rather than serve an
+    /// empty config to proxies.
+    pub async fn open_etcd(settings: &EtcdSettings) -> Result<Self, LoadError> {
+        let etcd = Etcd::connect(settings)?;
+        Ok(Self::with_store(Store::open_etcd(etcd).await?))
+    }
+
     /// Creates a control plane that keeps its config in memory only, for
     /// demos and tests.
     pub fn in_memory() -> Self {
@@ -82,6 +94,12 @@ impl ControlPlane {
 
     fn with_store(store: Store) -> Self {
         ControlPlane { store: Arc::new(store), proxies: ProxyRegistry::new(), api_token: None, ads_token: None, tls: None }
+    }
+
+    /// Names this replica in `ListProxies`, as the one serving each stream.
+    pub fn with_replica_id(mut self, replica_id: &str) -> Self {
+        self.proxies = ProxyRegistry::for_replica(replica_id);
+        self
     }
 
     /// Requires `authorization: Bearer <token>` on every config API call.
@@ -120,6 +138,8 @@ impl ControlPlane {
         let ads = AdsServer::new(self.store.clone(), self.proxies.clone(), streams_stopped);
         let api = ConfigApi::new(self.store.clone(), self.proxies.clone());
 
+        // Aborted when serving ends, however it ends.
+        let follower = self.store.etcd().map(|etcd| AbortOnDrop(tokio::spawn(follow::follow(self.store.clone(), etcd.clone()))));
         let signal = async move {
             shutdown.await;
             tracing::info!("control plane shutting down");
@@ -135,6 +155,16 @@ impl ControlPlane {
             .add_service(ConfigServiceServer::with_interceptor(api, api::TokenCheck::new(self.api_token.clone(), "the config API")))
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
             .await?;
+        drop(follower);
         Ok(())
+    }
+}
+
+/// A task that is aborted when this handle drops.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

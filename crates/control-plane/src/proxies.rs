@@ -38,8 +38,9 @@ pub struct ProxyEntry {
 }
 
 impl ProxyEntry {
-    fn to_status(&self) -> ProxyStatus {
+    fn to_status(&self, replica: &str) -> ProxyStatus {
         ProxyStatus {
+            replica: replica.to_string(),
             node_id: self.node_id.clone(),
             node_cluster: self.node_cluster.clone(),
             peer_address: self.peer_address.map(|address| address.to_string()).unwrap_or_default(),
@@ -61,15 +62,27 @@ fn type_status(resource_type: ResourceType, record: &TypeRecord) -> TypeStatus {
 }
 
 /// Connected proxies by stream id. Cloning shares the registry.
+///
+/// TODO: with etcd, each replica lists only its own streams; publishing
+/// each stream under a lease in etcd would let any replica list them all.
 #[derive(Debug, Clone, Default)]
 pub struct ProxyRegistry {
     entries: Arc<Mutex<BTreeMap<u64, ProxyEntry>>>,
     stats: Arc<ControlPlaneStats>,
+    /// Id of the control-plane replica serving these streams; empty when
+    /// not set.
+    replica: Arc<str>,
 }
 
 impl ProxyRegistry {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Creates a registry whose statuses name `replica` as the control
+    /// plane serving each stream.
+    pub fn for_replica(replica: &str) -> Self {
+        ProxyRegistry { replica: Arc::from(replica), ..Self::default() }
     }
 
     /// Adds a stream; the entry is removed when the returned handle drops,
@@ -100,7 +113,7 @@ impl ProxyRegistry {
 
     /// Returns every connected proxy in the config API's form.
     pub fn statuses(&self) -> Vec<ProxyStatus> {
-        self.lock().values().map(ProxyEntry::to_status).collect()
+        self.lock().values().map(|entry| entry.to_status(&self.replica)).collect()
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, ProxyEntry>> {

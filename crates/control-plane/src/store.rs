@@ -1,9 +1,14 @@
 //! The config store: validates each change against the whole config, versions
 //! it, saves it, then publishes the new snapshot to the ADS streams.
+//!
+//! It saves to the state file of one control plane, or to etcd, where
+//! several replicas share one config: each commits its applies there with a
+//! revision check and adopts the versions the others commit.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::time::SystemTime;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use legate_api::legate::config::v1::{ResourceRef, StoredConfig};
 use legate_config::error::ErrorKind;
@@ -11,6 +16,7 @@ use legate_config::resource::decode_any;
 use legate_config::{validate, ConfigError, ConfigErrors, ResourceType};
 use tokio::sync::{watch, Mutex};
 
+use crate::etcd::{Commit, Etcd, EtcdError, EtcdState};
 use crate::persist::{PersistError, StateFile};
 use crate::snapshot::{Origin, ResourceKey, Snapshot, StoredResource};
 
@@ -56,6 +62,13 @@ pub enum ApplyError {
     Persist(#[from] PersistError),
     #[error("saving the config stopped before it finished")]
     SaveInterrupted(#[source] tokio::task::JoinError),
+    /// etcd did not answer, so the change was not committed and the config
+    /// in force is unchanged.
+    #[error("etcd is unavailable, so the config was not changed; retry once etcd is back")]
+    EtcdUnavailable(#[source] EtcdError),
+    /// Other replicas committed a change before each attempt of this one.
+    #[error("the config in etcd changed {0} times while this change was being committed; retry")]
+    Contended(usize),
 }
 
 /// A state file that cannot be put in force at start-up.
@@ -65,16 +78,44 @@ pub enum LoadError {
     Persist(#[from] PersistError),
     #[error("state file {path} contains a config that is not valid: {errors}")]
     Invalid { path: String, errors: ConfigErrors },
+    #[error("failed to load the config from etcd")]
+    Etcd(#[from] EtcdError),
+    #[error("etcd key {key} contains a config that is not valid: {errors}")]
+    InvalidInEtcd { key: String, errors: ConfigErrors },
 }
+
+/// Where the store keeps the config in force and its history.
+#[derive(Debug)]
+enum Backend {
+    Memory,
+    File(StateFile),
+    /// Shared with other replicas. `revision` is the mod revision of the
+    /// config key that holds the snapshot in force; it changes only under
+    /// the apply lock.
+    Etcd { etcd: Etcd, revision: AtomicI64 },
+}
+
+/// Outcome of saving a new version.
+enum Saved {
+    Done,
+    /// Another replica committed first, so the candidate was built on a
+    /// stale config.
+    Superseded,
+}
+
+/// Commits an apply tries before it gives up on a config that other
+/// replicas keep changing.
+const COMMIT_ATTEMPTS: usize = 5;
 
 /// The config in force and the only way to change it.
 #[derive(Debug)]
 pub struct Store {
     published: watch::Sender<Arc<Snapshot>>,
-    /// Held for a whole apply, so versions, the state file and published
-    /// snapshots all advance in the same order.
+    /// Held for a whole apply and for each adoption of a version from
+    /// etcd, so versions, the saved config and published snapshots all
+    /// advance in the same order.
     apply_lock: Mutex<()>,
-    state_file: Option<StateFile>,
+    backend: Backend,
     /// The most recent versions, oldest first, the one in force last. They
     /// share the resources that did not change between them.
     history: std::sync::Mutex<VecDeque<Arc<Snapshot>>>,
@@ -111,7 +152,8 @@ struct DecodedResources {
 impl Store {
     /// Creates a store that keeps its config in memory only, starting empty.
     pub fn in_memory() -> Self {
-        Self::with_snapshot(Snapshot::default(), None)
+        let snapshot = Arc::new(Snapshot::default());
+        Self::with_backend(snapshot.clone(), VecDeque::from([snapshot]), Backend::Memory)
     }
 
     /// Loads the config saved in `state_file`, or starts empty at version 0
@@ -123,7 +165,7 @@ impl Store {
                 .map_err(|errors| LoadError::Invalid { path: state_file.path().display().to_string(), errors })?,
             None => {
                 tracing::info!(path = %state_file.path().display(), "no saved config, starting empty at version 0");
-                return Ok(Self::with_snapshot(Snapshot::default(), Some(state_file)));
+                return Ok(Self::with_state_file(Snapshot::default(), state_file));
             }
         };
 
@@ -133,17 +175,51 @@ impl Store {
             resources = snapshot.len(),
             "loaded config"
         );
-        Ok(Self::with_snapshot(snapshot, Some(state_file)))
+        Ok(Self::with_state_file(snapshot, state_file))
     }
 
-    fn with_snapshot(snapshot: Snapshot, state_file: Option<StateFile>) -> Self {
+    fn with_state_file(snapshot: Snapshot, state_file: StateFile) -> Self {
         let snapshot = Arc::new(snapshot);
-        let history = match &state_file {
-            Some(state_file) => load_history(state_file, &snapshot),
-            None => VecDeque::from([snapshot.clone()]),
+        let history = history_from(state_file.history().load_all(), &snapshot);
+        Self::with_backend(snapshot, history, Backend::File(state_file))
+    }
+
+    /// Loads the config shared in etcd, or starts empty at version 0 when no
+    /// replica applied one yet. An unreachable etcd is an error, because an
+    /// empty config served in its place would remove every proxy's config.
+    pub async fn open_etcd(etcd: Etcd) -> Result<Self, LoadError> {
+        let state = etcd.load().await?;
+        let applied_before = state.config.is_some();
+        let snapshot = match state.config {
+            Some(stored) => {
+                snapshot_from_stored(stored).map_err(|errors| LoadError::InvalidInEtcd { key: etcd.config_key(), errors })?
+            }
+            None => Snapshot::default(),
         };
+        tracing::info!(
+            etcd.endpoints = etcd.endpoints(),
+            key = %etcd.config_key(),
+            version = snapshot.version(),
+            resources = snapshot.len(),
+            "loaded config from etcd"
+        );
+
+        let snapshot = Arc::new(snapshot);
+        let history = shared_history(state.history, &snapshot, applied_before);
+        Ok(Self::with_backend(snapshot, history, Backend::Etcd { etcd, revision: AtomicI64::new(state.config_revision) }))
+    }
+
+    fn with_backend(snapshot: Arc<Snapshot>, history: VecDeque<Arc<Snapshot>>, backend: Backend) -> Self {
         let (published, _) = watch::channel(snapshot);
-        Store { published, apply_lock: Mutex::new(()), state_file, history: std::sync::Mutex::new(history) }
+        Store { published, apply_lock: Mutex::new(()), backend, history: std::sync::Mutex::new(history) }
+    }
+
+    /// Returns the etcd client when the config is shared through etcd.
+    pub fn etcd(&self) -> Option<&Etcd> {
+        match &self.backend {
+            Backend::Etcd { etcd, .. } => Some(etcd),
+            _ => None,
+        }
     }
 
     /// Returns the kept versions, newest first.
@@ -186,30 +262,44 @@ impl Store {
         options: &ApplyOptions,
     ) -> Result<ApplyOutcome, ApplyError> {
         let _guard = self.apply_lock.lock().await;
-        let origin = Origin { applied_at: SystemTime::now(), applied_by: options.applied_by.clone(), rolled_back_to: None };
-        self.apply_locked(resources, removals, options.if_version, origin).await
+        for _ in 0..COMMIT_ATTEMPTS {
+            self.catch_up_locked().await?;
+            let origin = Origin { applied_at: SystemTime::now(), applied_by: options.applied_by.clone(), rolled_back_to: None };
+            if let Some(outcome) = self.apply_locked(resources, removals, options.if_version, origin).await? {
+                return Ok(outcome);
+            }
+        }
+        Err(ApplyError::Contended(COMMIT_ATTEMPTS))
     }
 
     /// Puts the resources of an earlier kept version back in force as a new
     /// version: resources added since are removed, and changed ones restored.
     pub async fn rollback(&self, version: u64, options: &ApplyOptions) -> Result<ApplyOutcome, ApplyError> {
         let _guard = self.apply_lock.lock().await;
-        let target = self.version(version).ok_or(ApplyError::UnknownVersion(version))?;
-        let current = self.snapshot();
-        let resources = target.packed_in_push_order();
-        let removals: Vec<ResourceRef> =
-            current.entries().keys().filter(|key| target.get(key).is_none()).map(ResourceKey::to_ref).collect();
-        let origin = Origin { applied_at: SystemTime::now(), applied_by: options.applied_by.clone(), rolled_back_to: Some(version) };
-        self.apply_locked(&resources, &removals, options.if_version, origin).await
+        for _ in 0..COMMIT_ATTEMPTS {
+            self.catch_up_locked().await?;
+            let target = self.version(version).ok_or(ApplyError::UnknownVersion(version))?;
+            let current = self.snapshot();
+            let resources = target.packed_in_push_order();
+            let removals: Vec<ResourceRef> =
+                current.entries().keys().filter(|key| target.get(key).is_none()).map(ResourceKey::to_ref).collect();
+            let origin = Origin { applied_at: SystemTime::now(), applied_by: options.applied_by.clone(), rolled_back_to: Some(version) };
+            if let Some(outcome) = self.apply_locked(&resources, &removals, options.if_version, origin).await? {
+                return Ok(outcome);
+            }
+        }
+        Err(ApplyError::Contended(COMMIT_ATTEMPTS))
     }
 
+    /// Applies on top of the snapshot in force. Returns `None` when another
+    /// replica committed first, so the caller catches up and tries again.
     async fn apply_locked(
         &self,
         resources: &[prost_types::Any],
         removals: &[ResourceRef],
         if_version: Option<u64>,
         origin: Origin,
-    ) -> Result<ApplyOutcome, ApplyError> {
+    ) -> Result<Option<ApplyOutcome>, ApplyError> {
         let current = self.snapshot();
         if let Some(expected) = if_version.filter(|expected| *expected != current.version()) {
             return Err(ApplyError::VersionConflict { expected, current: current.version() });
@@ -232,10 +322,13 @@ impl Store {
 
         if changes.is_empty() {
             tracing::info!(version = current.version(), "apply matched the config in force");
-            return Ok(ApplyOutcome { version: current.version(), ignored_fields: decoded.ignored_fields, ..Default::default() });
+            return Ok(Some(ApplyOutcome { version: current.version(), ignored_fields: decoded.ignored_fields, ..Default::default() }));
         }
 
-        self.save(&candidate).await?;
+        if let Saved::Superseded = self.save(&candidate).await? {
+            tracing::info!(version = candidate.version(), "another replica committed this version first; retrying on its config");
+            return Ok(None);
+        }
         let outcome = ApplyOutcome {
             version: candidate.version(),
             changed: true,
@@ -255,14 +348,18 @@ impl Store {
         let candidate = Arc::new(candidate);
         self.remember(candidate.clone());
         self.published.send_replace(candidate);
-        Ok(outcome)
+        Ok(Some(outcome))
     }
 
     /// Adds a new version to the history, on disk too, and drops the
     /// oldest beyond [`HISTORY_LIMIT`]. The version is already in force, so
     /// a failure to save it only logs a warning.
     fn remember(&self, snapshot: Arc<Snapshot>) {
-        if let Some(history) = self.state_file.as_ref().map(StateFile::history) {
+        let state_file = match &self.backend {
+            Backend::File(state_file) => Some(state_file),
+            _ => None,
+        };
+        if let Some(history) = state_file.map(StateFile::history) {
             if let Err(error) = history.save(&snapshot.to_stored_config()) {
                 tracing::warn!(error = %crate::error_chain(&error), version = snapshot.version(), "failed to save the version in the history");
             }
@@ -273,16 +370,20 @@ impl Store {
         while kept.len() > HISTORY_LIMIT {
             kept.pop_front();
         }
-        if let (Some(state_file), Some(oldest)) = (&self.state_file, kept.front()) {
+        if let (Some(state_file), Some(oldest)) = (state_file, kept.front()) {
             state_file.history().prune(oldest.version());
         }
     }
 
-    async fn save(&self, snapshot: &Snapshot) -> Result<(), ApplyError> {
-        let Some(state_file) = self.state_file.clone() else {
-            return Ok(());
-        };
+    async fn save(&self, snapshot: &Snapshot) -> Result<Saved, ApplyError> {
+        match &self.backend {
+            Backend::Memory => Ok(Saved::Done),
+            Backend::File(state_file) => Self::save_to_file(state_file.clone(), snapshot).await.map(|()| Saved::Done),
+            Backend::Etcd { etcd, revision } => Self::commit_to_etcd(etcd, revision, snapshot).await,
+        }
+    }
 
+    async fn save_to_file(state_file: StateFile, snapshot: &Snapshot) -> Result<(), ApplyError> {
         let stored = snapshot.to_stored_config();
         let saved = tokio::task::spawn_blocking(move || state_file.save(&stored)).await;
         match saved {
@@ -294,14 +395,108 @@ impl Store {
             Err(error) => Err(ApplyError::SaveInterrupted(error)),
         }
     }
+
+    /// Commits `snapshot` if the config in etcd is still the one in force
+    /// here, and deletes history versions beyond [`HISTORY_LIMIT`].
+    async fn commit_to_etcd(etcd: &Etcd, revision: &AtomicI64, snapshot: &Snapshot) -> Result<Saved, ApplyError> {
+        let oldest_kept = (snapshot.version() + 1).saturating_sub(HISTORY_LIMIT as u64);
+        match etcd.commit(&snapshot.to_stored_config(), revision.load(Ordering::Acquire), oldest_kept).await {
+            Ok(Commit::Committed { revision: committed }) => {
+                revision.store(committed, Ordering::Release);
+                Ok(Saved::Done)
+            }
+            Ok(Commit::Superseded) => Ok(Saved::Superseded),
+            Err(error) => {
+                tracing::error!(error = %crate::error_chain(&error), "config not applied because etcd is unavailable");
+                Err(ApplyError::EtcdUnavailable(error))
+            }
+        }
+    }
+
+    /// Reads the config in etcd and adopts it when another replica changed
+    /// it, so an apply and its `if_version` check start from the latest
+    /// version. Does nothing without etcd.
+    async fn catch_up_locked(&self) -> Result<(), ApplyError> {
+        let Backend::Etcd { etcd, .. } = &self.backend else {
+            return Ok(());
+        };
+        let state = etcd.load().await.map_err(|error| {
+            tracing::error!(error = %crate::error_chain(&error), "config not applied because etcd is unavailable");
+            ApplyError::EtcdUnavailable(error)
+        })?;
+        self.adopt_state_locked(state);
+        Ok(())
+    }
+
+    /// Adopts the config and history read from etcd, under the apply lock.
+    /// The watch of each replica calls it on every (re)connect, so versions
+    /// committed while it was cut off are neither missed nor missing from
+    /// the history.
+    pub(crate) async fn adopt_state(&self, state: EtcdState) {
+        let _guard = self.apply_lock.lock().await;
+        self.adopt_state_locked(state);
+    }
+
+    fn adopt_state_locked(&self, state: EtcdState) {
+        let Backend::Etcd { revision, .. } = &self.backend else {
+            return;
+        };
+        if state.config_revision == revision.load(Ordering::Acquire) {
+            return;
+        }
+        let applied_before = state.config.is_some();
+        if let Some(config) = state.config {
+            self.adopt_locked(config, state.config_revision);
+        }
+        let current = self.snapshot();
+        *self.lock_history() = shared_history(state.history, &current, applied_before);
+    }
+
+    /// Adopts a version another replica committed at `mod_revision`, which
+    /// the watch of the config key reported.
+    pub(crate) async fn adopt(&self, config: StoredConfig, mod_revision: i64) {
+        let _guard = self.apply_lock.lock().await;
+        self.adopt_locked(config, mod_revision);
+    }
+
+    /// Publishes `config` unless the snapshot in force is already that
+    /// revision or newer, as it is after this replica's own commits.
+    fn adopt_locked(&self, config: StoredConfig, mod_revision: i64) {
+        let Backend::Etcd { revision, .. } = &self.backend else {
+            return;
+        };
+        if mod_revision <= revision.load(Ordering::Acquire) {
+            return;
+        }
+
+        let version = config.version;
+        let snapshot = match snapshot_from_stored(config) {
+            Ok(snapshot) => snapshot,
+            Err(errors) => {
+                tracing::error!(version, %errors, "config in etcd is not valid for this replica; keeping the config in force");
+                return;
+            }
+        };
+        revision.store(mod_revision, Ordering::Release);
+        let current = self.snapshot();
+        if version == current.version() {
+            return;
+        }
+
+        // Resources with unchanged bytes keep the copy, and so the version,
+        // of the snapshot in force, as they do on the replica that applied.
+        let snapshot = Arc::new(share_resources(snapshot, &current));
+        tracing::info!(version, previous_version = current.version(), resources = snapshot.len(), "adopted config from etcd");
+        self.remember(snapshot.clone());
+        self.published.send_replace(snapshot);
+    }
 }
 
-/// Loads the kept versions from the history folder, up to the one in force,
+/// Builds the kept versions from the saved history, up to the one in force,
 /// sharing unchanged resources between them. Versions that are no longer
-/// valid are skipped. The one in force comes from the state file, so it is
-/// kept even when its history file is missing.
-fn load_history(state_file: &StateFile, current: &Arc<Snapshot>) -> VecDeque<Arc<Snapshot>> {
-    let stored = state_file.history().load_all();
+/// valid are skipped. The one in force comes from the state file or the
+/// config key, so it is kept even when its history entry is missing.
+fn history_from(stored: Vec<StoredConfig>, current: &Arc<Snapshot>) -> VecDeque<Arc<Snapshot>> {
     let mut history: VecDeque<Arc<Snapshot>> = VecDeque::new();
     for config in stored.into_iter().filter(|config| config.version < current.version()) {
         let version = config.version;
@@ -315,6 +510,17 @@ fn load_history(state_file: &StateFile, current: &Arc<Snapshot>) -> VecDeque<Arc
         history.pop_front();
     }
     history
+}
+
+/// Builds the kept versions of a config shared in etcd. The empty version 0
+/// is never committed to etcd, so it is left out until the first apply too:
+/// every replica then lists the same versions.
+fn shared_history(stored: Vec<StoredConfig>, current: &Arc<Snapshot>, applied_before: bool) -> VecDeque<Arc<Snapshot>> {
+    if applied_before {
+        history_from(stored, current)
+    } else {
+        VecDeque::new()
+    }
 }
 
 /// Replaces the resources of `snapshot` that have the same bytes in `newer`
