@@ -1,6 +1,7 @@
 //! `legate control-plane`: serves the config API and ADS on one gRPC port,
-//! keeps the config in a data directory, and optionally serves the sidecar
-//! injection webhook over HTTPS and an admin port with metrics.
+//! keeps the config in a data directory or shares it with other replicas
+//! through etcd, and optionally serves the sidecar injection webhook over
+//! HTTPS and an admin port with metrics.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use legate_control_plane::admin;
 use legate_control_plane::webhook::{self, SidecarTemplate};
-use legate_control_plane::ControlPlane;
+use legate_control_plane::{ControlPlane, EtcdSettings};
 use tokio::net::TcpListener;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tokio::sync::watch;
@@ -24,8 +25,12 @@ pub struct Args {
     pub listen: SocketAddr,
 
     /// Directory of the state file (config.json), created if missing.
+    /// Unused with --etcd-endpoints.
     #[arg(long, value_name = "DIR", default_value = "./legate-data")]
     pub data_dir: PathBuf,
+
+    #[command(flatten)]
+    pub replication: ReplicationArgs,
 
     /// File holding a bearer token the config API then requires (`legate
     /// apply --token-file` sends it). Without it the API is open to anyone
@@ -48,6 +53,33 @@ pub struct Args {
 
     #[command(flatten)]
     pub webhook: WebhookArgs,
+}
+
+/// A config shared through etcd by several control-plane replicas.
+#[derive(Debug, clap::Args)]
+pub struct ReplicationArgs {
+    /// Comma-separated client URLs of etcd (http://HOST:PORT). The config
+    /// and its history then live in etcd, shared by every replica given the
+    /// same endpoints and prefix, instead of in --data-dir.
+    #[arg(long, value_name = "URLS", value_delimiter = ',')]
+    pub etcd_endpoints: Vec<String>,
+
+    /// Prefix of the etcd keys this control plane reads and writes.
+    #[arg(long, value_name = "PREFIX", default_value = legate_control_plane::etcd::DEFAULT_PREFIX)]
+    pub etcd_prefix: String,
+
+    /// Name of this replica, shown by `legate proxies` beside each proxy it
+    /// serves. Defaults to $HOSTNAME (the pod name on Kubernetes), else the
+    /// listen address.
+    #[arg(long, value_name = "NAME")]
+    pub replica_id: Option<String>,
+}
+
+impl ReplicationArgs {
+    fn replica_id(&self, listen: SocketAddr) -> String {
+        let from_environment = std::env::var("HOSTNAME").ok().filter(|name| !name.is_empty());
+        self.replica_id.clone().or(from_environment).unwrap_or_else(|| listen.to_string())
+    }
 }
 
 /// TLS and client certificates on the gRPC port.
@@ -129,7 +161,7 @@ pub struct WebhookArgs {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let mut plane = ControlPlane::open(&args.data_dir)?;
+    let mut plane = open(&args).await?;
     if let Some(path) = &args.api_token_file {
         plane = plane.with_api_token(&read_token(path, "API token")?);
     }
@@ -142,6 +174,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let listener =
         TcpListener::bind(args.listen).await.with_context(|| format!("failed to listen on {}", args.listen))?;
     let address = listener.local_addr().context("failed to read the bound address")?;
+    let replica_id = args.replication.replica_id(address);
+    plane = plane.with_replica_id(&replica_id);
     let webhook = start_webhook(&args.webhook).await?;
     let admin = match args.admin_listen {
         Some(listen) => Some(TcpListener::bind(listen).await.with_context(|| format!("failed to listen on {listen}"))?),
@@ -149,7 +183,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
 
     announce(&format!("control plane listening on {address}"))?;
-    tracing::info!(listen.addr = %address, data_dir = %args.data_dir.display(), "control plane started");
+    tracing::info!(listen.addr = %address, replica = %replica_id, "control plane started");
     if let Some((listener, _, template)) = &webhook {
         let address = listener.local_addr().context("failed to read the bound webhook address")?;
         announce(&format!("webhook listening on {address}"))?;
@@ -182,6 +216,18 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     tracing::info!("control plane stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Opens the config in etcd with --etcd-endpoints, else in the data directory.
+async fn open(args: &Args) -> anyhow::Result<ControlPlane> {
+    let replication = &args.replication;
+    if replication.etcd_endpoints.is_empty() {
+        return Ok(ControlPlane::open(&args.data_dir)?);
+    }
+    let settings = EtcdSettings { endpoints: replication.etcd_endpoints.clone(), prefix: replication.etcd_prefix.clone() };
+    ControlPlane::open_etcd(&settings)
+        .await
+        .with_context(|| format!("failed to open the config in etcd at {}", settings.endpoints.join(",")))
 }
 
 type Webhook = (TcpListener, Arc<webhook::tls::ServerConfig>, SidecarTemplate);

@@ -1,5 +1,6 @@
-//! `legate proxies`: a table of the proxies connected to the control plane
-//! and the version of each resource type they accepted or rejected.
+//! `legate proxies`: a table of the proxies connected to the control plane,
+//! the replica serving each one, and the version of each resource type they
+//! accepted or rejected.
 
 use std::process::ExitCode;
 
@@ -38,7 +39,7 @@ fn render_table(proxies: &[ProxyStatus]) -> String {
 }
 
 fn header() -> Vec<String> {
-    let mut header: Vec<String> = ["NODE", "CLUSTER", "ADDRESS", "CONNECTED", "LAST SEEN"].map(String::from).to_vec();
+    let mut header: Vec<String> = ["NODE", "CLUSTER", "REPLICA", "ADDRESS", "CONNECTED", "LAST SEEN"].map(String::from).to_vec();
     header.extend(ResourceType::ALL.iter().map(|resource_type| resource_type.short_name().to_string()));
     header
 }
@@ -46,7 +47,14 @@ fn header() -> Vec<String> {
 fn row(proxy: &ProxyStatus) -> Vec<String> {
     let connected = proxy.connected_at.as_ref().map(ToString::to_string).unwrap_or_default();
     let last_seen = proxy.last_seen.as_ref().map(ToString::to_string).unwrap_or_default();
-    let mut row = vec![proxy.node_id.clone(), proxy.node_cluster.clone(), proxy.peer_address.clone(), connected, last_seen];
+    let mut row = vec![
+        proxy.node_id.clone(),
+        proxy.node_cluster.clone(),
+        proxy.replica.clone(),
+        proxy.peer_address.clone(),
+        connected,
+        last_seen,
+    ];
     row.extend(ResourceType::ALL.iter().map(|resource_type| type_cell(type_status(proxy, *resource_type))));
     row
 }
@@ -127,6 +135,7 @@ mod tests {
         let proxy = ProxyStatus {
             node_id: "edge-1".to_string(),
             node_cluster: "edge".to_string(),
+            replica: "cp-0".to_string(),
             peer_address: "127.0.0.1:5000".to_string(),
             connected_at: None,
             last_seen: None,
@@ -140,6 +149,7 @@ mod tests {
         assert_eq!(lines.len(), 2);
         assert!(lines[0].starts_with("NODE"), "{table}");
         assert!(lines[1].contains("edge-1"), "{table}");
+        assert!(lines[0].contains("REPLICA") && lines[1].contains("cp-0"), "{table}");
         assert!(lines[1].contains("NACK v2"), "{table}");
         assert_eq!(rejections.trim(), "edge-1 rejected CDS v2: cluster \"web\": unsupported field");
     }
