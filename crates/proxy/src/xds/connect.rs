@@ -1,6 +1,12 @@
 //! Connections to the control plane: plaintext, or TLS with the ADS
 //! cluster's `UpstreamTlsContext` (server certificate checks and a client
 //! certificate for mutual TLS).
+//!
+//! HTTP/2 pings detect a control-plane replica that stopped answering
+//! without closing its connections (a frozen process, a lost host), so the
+//! stream fails and the client moves on to the next endpoint of the ADS
+//! cluster. A replica whose process ends closes its connections and is
+//! detected at once.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -18,6 +24,12 @@ use crate::tls::UpstreamConnector;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Interval of HTTP/2 pings on the ADS connection, even while idle.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Time a ping may go unanswered before the connection counts as dead.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Opens a gRPC channel to `server` (`host:port`).
 pub async fn channel(server: &str, tls: Option<&Arc<UpstreamConnector>>) -> Result<Channel, tonic::Status> {
     // The connector below runs the TLS handshake itself. tonic rejects an
@@ -25,7 +37,10 @@ pub async fn channel(server: &str, tls: Option<&Arc<UpstreamConnector>>) -> Resu
     let endpoint = Endpoint::from_shared(format!("http://{server}"))
         .map_err(|error| tonic::Status::internal(error.to_string()))?
         .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true);
     let connected = match tls {
         None => endpoint.connect().await,
         Some(tls) => endpoint.connect_with_connector(TlsConnector(tls.clone())).await,
