@@ -10,6 +10,7 @@ mod circuit_breakers;
 mod config_errors;
 mod connection_limits;
 mod control_plane_auth;
+mod control_plane_ha;
 mod control_plane_metrics;
 mod demo;
 mod endpoint_health;

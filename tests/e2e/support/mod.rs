@@ -17,7 +17,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpListener, TcpStream};
 
+pub mod etcd;
 pub mod grpc;
+pub mod replicas;
 pub mod scripted_ads;
 pub mod tls;
 pub mod websocket;
