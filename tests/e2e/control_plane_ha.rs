@@ -9,7 +9,7 @@ use legate_api::legate::config::v1::config_service_client::ConfigServiceClient;
 use legate_api::legate::config::v1::ApplyRequest;
 
 use crate::support::etcd::Etcd;
-use crate::support::replicas::{ads_bootstrap_replicas, output_text, serving_replica, start_replica, Traffic};
+use crate::support::replicas::{ads_bootstrap_replicas, output_text, replicas_serving, start_replica, Traffic};
 use crate::support::*;
 
 /// Time allowed for a change to travel through etcd to another replica, or
@@ -62,23 +62,19 @@ async fn replicas_share_config_and_proxy_fails_over() {
     let proxy = Proxy::start(&ads_bootstrap_replicas("edge-1", &[a.address, b.address, c.address]), &dir);
     let listener = proxy.listener("http").await;
     assert_eq!(body_of(listener, "/api/x").await, "api /v1/x 0");
-    assert_eq!(serving_replica(a.address, "edge-1").as_deref(), Some("cp-a"), "the proxy starts on the first endpoint");
+    assert_eq!(replicas_serving(a.address, "edge-1"), ["cp-a"], "the proxy starts on the first endpoint");
+    // Each replica publishes its proxies to etcd, so any replica lists them.
+    let published = eventually(SETTLE, || async { replicas_serving(c.address, "edge-1") == ["cp-a"] }).await;
+    assert!(published, "replica C lists the proxy that A serves");
 
     let traffic = Traffic::start(listener, "/api/x");
     tokio::time::sleep(Duration::from_millis(300)).await;
     a.process.kill();
-    let mut moved_to = None;
-    let moved = eventually(SETTLE, || {
-        let found = [&b, &c].into_iter().find(|replica| serving_replica(replica.address, "edge-1").is_some());
-        moved_to = found.map(|replica| replica.address);
-        let done = found.is_some();
-        async move { done }
+    let moved = eventually(SETTLE, || async {
+        replicas_serving(c.address, "edge-1").iter().any(|replica| replica == "cp-b" || replica == "cp-c")
     })
     .await;
-    assert!(moved, "the proxy connects to replica B or C after A is killed");
-    let serving = moved_to.unwrap();
-    let expected_replica = if serving == b.address { "cp-b" } else { "cp-c" };
-    assert_eq!(serving_replica(serving, "edge-1").as_deref(), Some(expected_replica));
+    assert!(moved, "the proxy connects to replica B or C after A is killed: {:?}", replicas_serving(c.address, "edge-1"));
 
     let v2 = write(&dir, "v2.yaml", &two_cluster_config(&[web.address], api.address, "v2"));
     let applied = apply(b.address, &v2, &["--if-version", "1"]);
@@ -93,6 +89,9 @@ async fn replicas_share_config_and_proxy_fails_over() {
 
     let served = eventually(SETTLE, || async { served_version(&c) == Some(2) }).await;
     assert!(served, "replica C serves version 2 applied on B");
+    // A's list expires with its lease (10 s), leaving the replica that serves the proxy now.
+    let expired = eventually(Duration::from_secs(20), || async { replicas_serving(b.address, "edge-1").len() == 1 }).await;
+    assert!(expired, "the dead replica's proxies leave the list: {:?}", replicas_serving(b.address, "edge-1"));
     let stale = apply(c.address, &v1, &["--if-version", "1"]);
     assert_eq!(stale.status.code(), Some(1), "a stale --if-version is rejected: {}", output_text(&stale));
     assert!(output_text(&stale).contains("version 2, not 1"), "{}", output_text(&stale));

@@ -75,7 +75,8 @@ impl ConfigService for ConfigApi {
     }
 
     async fn list_proxies(&self, _request: Request<ListProxiesRequest>) -> Result<Response<ListProxiesResponse>, Status> {
-        Ok(Response::new(ListProxiesResponse { proxies: self.proxies.statuses() }))
+        let proxies = crate::presence::list_all(self.store.etcd(), &self.proxies).await;
+        Ok(Response::new(ListProxiesResponse { proxies }))
     }
 }
 

@@ -1,9 +1,12 @@
 //! The etcd client of replicated control planes: reads and commits the config
-//! in force and its history under one key prefix, and watches the config key.
+//! in force and its history under one key prefix, watches the config key, and
+//! publishes each replica's proxies under a lease.
 //!
 //! Keys under the prefix (default `/legate`):
 //! - `<prefix>/config`: the version in force, an encoded `StoredConfig`.
 //! - `<prefix>/history/<version, 20 digits>`: each kept version, same layout.
+//! - `<prefix>/proxies/<replica id>`: the proxies a replica serves, an
+//!   encoded `ListProxiesResponse`, deleted by etcd when the lease expires.
 //!
 //! A commit is one transaction that puts both keys and deletes history
 //! beyond the limit, on condition that the config key's mod revision is still
@@ -13,13 +16,15 @@ use std::time::Duration;
 
 use legate_api::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use legate_api::etcdserverpb::kv_client::KvClient;
+use legate_api::etcdserverpb::lease_client::LeaseClient;
 use legate_api::etcdserverpb::request_op::Request as RequestKind;
 use legate_api::etcdserverpb::watch_client::WatchClient;
 use legate_api::etcdserverpb::watch_request::RequestUnion;
 use legate_api::etcdserverpb::{
-    Compare, DeleteRangeRequest, PutRequest, RangeRequest, RangeResponse, RequestOp, TxnRequest, WatchCreateRequest,
-    WatchRequest, WatchResponse,
+    Compare, DeleteRangeRequest, LeaseGrantRequest, LeaseKeepAliveRequest, PutRequest, RangeRequest, RangeResponse,
+    RequestOp, TxnRequest, WatchCreateRequest, WatchRequest, WatchResponse,
 };
+use legate_api::legate::config::v1::{ListProxiesResponse, ProxyStatus};
 use legate_api::etcdserverpb::response_op::Response as ResponseKind;
 use legate_api::legate::config::v1::StoredConfig;
 use prost::Message;
@@ -67,6 +72,8 @@ pub enum EtcdError {
     },
     #[error("etcd ended the watch of {key}: {reason}")]
     WatchEnded { key: String, reason: String },
+    #[error("etcd refused a lease: {0}")]
+    LeaseRefused(String),
 }
 
 /// The config in force and the kept history, read at one etcd revision.
@@ -97,6 +104,7 @@ pub enum Commit {
 pub struct Etcd {
     kv: KvClient<Channel>,
     watch: WatchClient<Channel>,
+    lease: LeaseClient<Channel>,
     endpoints: String,
     prefix: String,
 }
@@ -122,7 +130,8 @@ impl Etcd {
         let channel = Channel::balance_list(endpoints.into_iter());
         Ok(Etcd {
             kv: KvClient::new(channel.clone()),
-            watch: WatchClient::new(channel),
+            watch: WatchClient::new(channel.clone()),
+            lease: LeaseClient::new(channel),
             endpoints: settings.endpoints.join(","),
             prefix: settings.prefix.trim_end_matches('/').to_string(),
         })
@@ -239,6 +248,71 @@ impl Etcd {
         self.call("Watch", self.watch.clone().watch(requests)).await
     }
 
+    fn presence_prefix(&self) -> String {
+        format!("{}/proxies/", self.prefix)
+    }
+
+    /// Returns the key under which `replica` publishes its proxies.
+    pub fn presence_key(&self, replica: &str) -> String {
+        format!("{}{replica}", self.presence_prefix())
+    }
+
+    /// Creates a lease that etcd ends `ttl_seconds` after its last renewal,
+    /// deleting the keys put under it.
+    pub async fn grant_lease(&self, ttl_seconds: i64) -> Result<i64, EtcdError> {
+        let response = self.call("LeaseGrant", self.lease.clone().lease_grant(LeaseGrantRequest { ttl: ttl_seconds, id: 0 })).await?;
+        if !response.error.is_empty() {
+            return Err(EtcdError::LeaseRefused(response.error));
+        }
+        Ok(response.id)
+    }
+
+    /// Renews `lease`. Returns false when it had already expired, so its
+    /// keys are gone and a new lease is needed.
+    pub async fn renew_lease(&self, lease: i64) -> Result<bool, EtcdError> {
+        // One request per stream: etcd answers it, then closes the stream
+        // once the request stream ends.
+        let requests = tokio_stream::once(LeaseKeepAliveRequest { id: lease });
+        let mut responses = self.call("LeaseKeepAlive", self.lease.clone().lease_keep_alive(requests)).await?;
+        let answer = tokio::time::timeout(REQUEST_TIMEOUT, responses.message()).await;
+        match answer {
+            Ok(Ok(Some(response))) => Ok(response.ttl > 0),
+            Ok(Ok(None)) => Ok(false),
+            Ok(Err(status)) => Err(self.request_error("LeaseKeepAlive", &status)),
+            Err(_) => Err(EtcdError::TimedOut { operation: "LeaseKeepAlive", endpoints: self.endpoints.clone() }),
+        }
+    }
+
+    /// Puts the proxies `replica` serves under `lease`.
+    pub async fn publish_proxies(&self, replica: &str, proxies: &ListProxiesResponse, lease: i64) -> Result<(), EtcdError> {
+        let put = PutRequest { key: self.presence_key(replica).into_bytes(), value: proxies.encode_to_vec(), lease };
+        let request = TxnRequest { compare: Vec::new(), success: vec![RequestOp { request: Some(RequestKind::RequestPut(put)) }], failure: Vec::new() };
+        self.call("Txn", self.kv.clone().txn(request)).await.map(|_| ())
+    }
+
+    /// Reads the proxies every replica published, sorted by replica id.
+    /// A value that does not decode is skipped with a warning.
+    pub async fn published_proxies(&self) -> Result<Vec<ProxyStatus>, EtcdError> {
+        let prefix = self.presence_prefix();
+        let request = RangeRequest { key: prefix.clone().into_bytes(), range_end: prefix_end(&prefix), ..Default::default() };
+        let response = self.call("Range", self.kv.clone().range(request)).await?;
+        let mut proxies = Vec::new();
+        for entry in response.kvs {
+            match ListProxiesResponse::decode(entry.value.as_slice()) {
+                Ok(published) => proxies.extend(published.proxies),
+                Err(error) => {
+                    let key = String::from_utf8_lossy(&entry.key);
+                    tracing::warn!(%key, %error, "skipping an unreadable proxy list in etcd");
+                }
+            }
+        }
+        Ok(proxies)
+    }
+
+    fn request_error(&self, operation: &'static str, status: &tonic::Status) -> EtcdError {
+        EtcdError::Request { operation, endpoints: self.endpoints.clone(), code: status.code(), detail: status_detail(status) }
+    }
+
     /// Runs one request under [`REQUEST_TIMEOUT`].
     async fn call<T>(
         &self,
@@ -247,12 +321,7 @@ impl Etcd {
     ) -> Result<T, EtcdError> {
         match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
             Ok(Ok(response)) => Ok(response.into_inner()),
-            Ok(Err(status)) => Err(EtcdError::Request {
-                operation,
-                endpoints: self.endpoints.clone(),
-                code: status.code(),
-                detail: status_detail(&status),
-            }),
+            Ok(Err(status)) => Err(self.request_error(operation, &status)),
             Err(_) => Err(EtcdError::TimedOut { operation, endpoints: self.endpoints.clone() }),
         }
     }

@@ -11,6 +11,7 @@ pub mod ads;
 pub mod api;
 pub mod etcd;
 mod follow;
+mod presence;
 pub mod json;
 pub mod metrics;
 pub mod persist;
@@ -139,7 +140,11 @@ impl ControlPlane {
         let api = ConfigApi::new(self.store.clone(), self.proxies.clone());
 
         // Aborted when serving ends, however it ends.
-        let follower = self.store.etcd().map(|etcd| AbortOnDrop(tokio::spawn(follow::follow(self.store.clone(), etcd.clone()))));
+        let replication = self.store.etcd().map(|etcd| {
+            let follower = AbortOnDrop(tokio::spawn(follow::follow(self.store.clone(), etcd.clone())));
+            let presence = AbortOnDrop(tokio::spawn(presence::publish(etcd.clone(), self.proxies.clone())));
+            (follower, presence)
+        });
         let signal = async move {
             shutdown.await;
             tracing::info!("control plane shutting down");
@@ -155,7 +160,7 @@ impl ControlPlane {
             .add_service(ConfigServiceServer::with_interceptor(api, api::TokenCheck::new(self.api_token.clone(), "the config API")))
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
             .await?;
-        drop(follower);
+        drop(replication);
         Ok(())
     }
 }

@@ -62,9 +62,6 @@ fn type_status(resource_type: ResourceType, record: &TypeRecord) -> TypeStatus {
 }
 
 /// Connected proxies by stream id. Cloning shares the registry.
-///
-/// TODO: with etcd, each replica lists only its own streams; publishing
-/// each stream under a lease in etcd would let any replica list them all.
 #[derive(Debug, Clone, Default)]
 pub struct ProxyRegistry {
     entries: Arc<Mutex<BTreeMap<u64, ProxyEntry>>>,
@@ -100,6 +97,11 @@ impl ProxyRegistry {
         self.lock().insert(stream_id, entry);
         self.stats.connected.inc();
         ProxyHandle { registry: self.clone(), stream_id }
+    }
+
+    /// Returns the id of the replica serving these streams.
+    pub fn replica(&self) -> &str {
+        &self.replica
     }
 
     pub fn stats(&self) -> &ControlPlaneStats {

@@ -25,16 +25,18 @@ pub fn output_text(output: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
 }
 
-/// Returns the replica that `legate proxies --server replica` lists for
-/// `node_id`, or `None` when that control plane does not serve it.
-pub fn serving_replica(replica: SocketAddr, node_id: &str) -> Option<String> {
-    let listed = legate(&["proxies", "--server", &replica.to_string()]);
+/// Returns the replicas that `legate proxies --server server` names as
+/// serving `node_id`: the live one, and for a few seconds after a replica
+/// dies, that one too.
+pub fn replicas_serving(server: SocketAddr, node_id: &str) -> Vec<String> {
+    let listed = legate(&["proxies", "--server", &server.to_string()]);
     let text = String::from_utf8_lossy(&listed.stdout).into_owned();
     // Columns: NODE CLUSTER REPLICA ADDRESS ...
     text.lines()
         .map(|line| line.split_whitespace().collect::<Vec<_>>())
-        .find(|columns| columns.first() == Some(&node_id))
-        .and_then(|columns| columns.get(2).map(|replica| replica.to_string()))
+        .filter(|columns| columns.first() == Some(&node_id))
+        .filter_map(|columns| columns.get(2).map(|replica| replica.to_string()))
+        .collect()
 }
 
 /// Bootstrap of a proxy whose ADS cluster lists every replica in
