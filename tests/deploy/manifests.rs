@@ -75,7 +75,7 @@ fn kustomizations_render_and_validate() {
 
     let dirs = kustomization_dirs();
     let names: Vec<String> = dirs.iter().map(|dir| dir.file_name().unwrap().to_string_lossy().into_owned()).collect();
-    assert_eq!(names, ["config", "control-plane", "example"], "kustomizations in deploy/");
+    assert_eq!(names, ["config", "control-plane", "control-plane-ha", "example"], "kustomizations in deploy/");
 
     for dir in dirs {
         let rendered = render(&dir);
@@ -92,6 +92,24 @@ fn kustomizations_render_and_validate() {
             );
         }
     }
+}
+
+#[test]
+fn ha_control_plane_shares_config_through_etcd() {
+    let objects = documents(&render(&deploy_dir().join("control-plane-ha")));
+    let deployment = objects
+        .iter()
+        .find(|object| object["kind"] == "Deployment" && object["metadata"]["name"] == "legate-control-plane")
+        .expect("the control plane Deployment");
+    assert_eq!(deployment["spec"]["replicas"], 3);
+    let pod = &deployment["spec"]["template"]["spec"];
+    let args: Vec<&str> = pod["containers"][0]["args"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert!(args.iter().any(|arg| arg.starts_with("--etcd-endpoints=http://legate-etcd-0.legate-etcd")), "{args:?}");
+    assert!(!args.iter().any(|arg| arg.starts_with("--data-dir")), "{args:?}");
+    let volumes: Vec<&str> = pod["volumes"].as_array().unwrap().iter().filter_map(|volume| volume["name"].as_str()).collect();
+    assert!(!volumes.contains(&"data"), "the replicas need no volume: {volumes:?}");
+    assert!(!objects.iter().any(|object| object["kind"] == "PersistentVolumeClaim"), "no state file volume");
+    assert!(objects.iter().any(|object| object["kind"] == "StatefulSet" && object["metadata"]["name"] == "legate-etcd"));
 }
 
 #[test]
