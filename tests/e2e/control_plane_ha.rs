@@ -1,7 +1,7 @@
-//! Control-plane replicas sharing one etcd: an apply on any replica reaches
-//! the proxies of every replica at the same version, a proxy whose replica
-//! dies moves to another without a failed request, and an etcd outage stops
-//! applies but neither traffic nor pushes of the config in force.
+//! Control-plane replicas sharing one etcd. An apply on any replica reaches
+//! the proxies of every replica at the same version. A proxy whose replica
+//! dies moves to another without a failed request. An etcd outage stops
+//! applies, but neither traffic nor pushes of the config in force.
 
 use std::time::Duration;
 
@@ -132,15 +132,24 @@ async fn etcd_outage_keeps_config_and_recovers() {
     assert_eq!(body_of(first_listener, "/api/x").await, "api /v1/x 0");
     let traffic = Traffic::start(first_listener, "/api/x");
 
-    etcd.kill();
+    // A frozen etcd accepts connections but never responds: applies time out.
     let mut client = ConfigServiceClient::connect(format!("http://{}", b.address)).await.unwrap();
+    etcd.pause();
+    let started = std::time::Instant::now();
+    let status = client.apply(ApplyRequest::default()).await.expect_err("no apply while etcd is frozen");
+    etcd.resume();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("etcd is unavailable") && status.message().contains("timed out"), "{}", status.message());
+    assert!(started.elapsed() < Duration::from_secs(10), "the apply failed after {:?}", started.elapsed());
+
+    etcd.kill();
     let status = client.apply(ApplyRequest::default()).await.expect_err("no apply while etcd is down");
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     assert!(status.message().contains("etcd is unavailable"), "{}", status.message());
     let v2 = write(&dir, "v2.yaml", &two_cluster_config(&[web.address], api.address, "v2"));
-    let refused = apply(a.address, &v2, &[]);
-    assert!(!refused.status.success(), "{}", output_text(&refused));
-    assert!(output_text(&refused).contains("etcd is unavailable"), "{}", output_text(&refused));
+    let rejected = apply(a.address, &v2, &[]);
+    assert!(!rejected.status.success(), "{}", output_text(&rejected));
+    assert!(output_text(&rejected).contains("etcd is unavailable"), "{}", output_text(&rejected));
 
     // A proxy that connects during the outage still gets the config in force.
     let second = Proxy::start(&ads_bootstrap_replicas("edge-2", &[b.address]), &dir);

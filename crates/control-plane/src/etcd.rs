@@ -34,13 +34,13 @@ use tonic::transport::{Channel, Endpoint};
 pub const DEFAULT_PREFIX: &str = "/legate";
 
 /// Time a read or commit may take before etcd counts as unavailable. A
-/// stopped etcd accepts connections but never answers, so only a deadline
+/// stopped etcd accepts connections but never responds, so only a deadline
 /// tells it apart from a slow one.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Where the shared config lives.
+/// Location of the shared config: the etcd cluster and the key prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EtcdSettings {
     /// Client URLs of the etcd members, such as `http://127.0.0.1:2379`.
@@ -270,8 +270,8 @@ impl Etcd {
     /// Renews `lease`. Returns false when it had already expired, so its
     /// keys are gone and a new lease is needed.
     pub async fn renew_lease(&self, lease: i64) -> Result<bool, EtcdError> {
-        // One request per stream: etcd answers it, then closes the stream
-        // once the request stream ends.
+        // One request per stream: etcd responds to it, then closes the
+        // stream once the request stream ends.
         let requests = tokio_stream::once(LeaseKeepAliveRequest { id: lease });
         let mut responses = self.call("LeaseKeepAlive", self.lease.clone().lease_keep_alive(requests)).await?;
         let answer = tokio::time::timeout(REQUEST_TIMEOUT, responses.message()).await;

@@ -32,7 +32,7 @@ pub(crate) async fn follow(store: Arc<Store>, etcd: Etcd) {
 }
 
 /// Catches up with etcd, then adopts each change until the watch fails.
-/// Resets `backoff` once etcd answered.
+/// Resets `backoff` once etcd responded.
 async fn watch_once(store: &Store, etcd: &Etcd, backoff: &mut Duration) -> EtcdError {
     let state = match etcd.load().await {
         Ok(state) => state,

@@ -1,7 +1,7 @@
 //! Presence of each replica's proxies in etcd, so that `ListProxies` on any
 //! replica lists every proxy with the replica serving it. Each replica puts
-//! its list under a lease it renews; etcd deletes the list of a replica that
-//! stopped renewing once the lease's time to live runs out.
+//! its list under a lease that it renews. When a replica stops renewing,
+//! etcd deletes its list once the lease's time to live runs out.
 
 use std::time::Duration;
 

@@ -2,11 +2,11 @@
 //! it, saves it, then publishes the new snapshot to the ADS streams.
 //!
 //! It saves to the state file of one control plane, or to etcd, where
-//! several replicas share one config: each commits its applies there with a
-//! revision check and adopts the versions the others commit.
+//! several replicas share one config. Each replica commits its applies there
+//! with a revision check and adopts the versions the others commit.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -16,9 +16,11 @@ use legate_config::resource::decode_any;
 use legate_config::{validate, ConfigError, ConfigErrors, ResourceType};
 use tokio::sync::{watch, Mutex};
 
-use crate::etcd::{Commit, Etcd, EtcdError, EtcdState};
+use crate::etcd::{Etcd, EtcdError};
 use crate::persist::{PersistError, StateFile};
 use crate::snapshot::{Origin, ResourceKey, Snapshot, StoredResource};
+
+mod shared;
 
 /// Result of an accepted apply.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -62,7 +64,7 @@ pub enum ApplyError {
     Persist(#[from] PersistError),
     #[error("saving the config stopped before it finished")]
     SaveInterrupted(#[source] tokio::task::JoinError),
-    /// etcd did not answer, so the change was not committed and the config
+    /// etcd did not respond, so the change was not committed and the config
     /// in force is unchanged.
     #[error("etcd is unavailable, so the config was not changed; retry once etcd is back")]
     EtcdUnavailable(#[source] EtcdError),
@@ -84,7 +86,7 @@ pub enum LoadError {
     InvalidInEtcd { key: String, errors: ConfigErrors },
 }
 
-/// Where the store keeps the config in force and its history.
+/// Storage of the config in force and its history.
 #[derive(Debug)]
 enum Backend {
     Memory,
@@ -184,42 +186,9 @@ impl Store {
         Self::with_backend(snapshot, history, Backend::File(state_file))
     }
 
-    /// Loads the config shared in etcd, or starts empty at version 0 when no
-    /// replica applied one yet. An unreachable etcd is an error, because an
-    /// empty config served in its place would remove every proxy's config.
-    pub async fn open_etcd(etcd: Etcd) -> Result<Self, LoadError> {
-        let state = etcd.load().await?;
-        let applied_before = state.config.is_some();
-        let snapshot = match state.config {
-            Some(stored) => {
-                snapshot_from_stored(stored).map_err(|errors| LoadError::InvalidInEtcd { key: etcd.config_key(), errors })?
-            }
-            None => Snapshot::default(),
-        };
-        tracing::info!(
-            etcd.endpoints = etcd.endpoints(),
-            key = %etcd.config_key(),
-            version = snapshot.version(),
-            resources = snapshot.len(),
-            "loaded config from etcd"
-        );
-
-        let snapshot = Arc::new(snapshot);
-        let history = shared_history(state.history, &snapshot, applied_before);
-        Ok(Self::with_backend(snapshot, history, Backend::Etcd { etcd, revision: AtomicI64::new(state.config_revision) }))
-    }
-
     fn with_backend(snapshot: Arc<Snapshot>, history: VecDeque<Arc<Snapshot>>, backend: Backend) -> Self {
         let (published, _) = watch::channel(snapshot);
         Store { published, apply_lock: Mutex::new(()), backend, history: std::sync::Mutex::new(history) }
-    }
-
-    /// Returns the etcd client when the config is shared through etcd.
-    pub fn etcd(&self) -> Option<&Etcd> {
-        match &self.backend {
-            Backend::Etcd { etcd, .. } => Some(etcd),
-            _ => None,
-        }
     }
 
     /// Returns the kept versions, newest first.
@@ -379,7 +348,7 @@ impl Store {
         match &self.backend {
             Backend::Memory => Ok(Saved::Done),
             Backend::File(state_file) => Self::save_to_file(state_file.clone(), snapshot).await.map(|()| Saved::Done),
-            Backend::Etcd { etcd, revision } => Self::commit_to_etcd(etcd, revision, snapshot).await,
+            Backend::Etcd { etcd, revision } => shared::commit(etcd, revision, snapshot).await,
         }
     }
 
@@ -394,101 +363,6 @@ impl Store {
             }
             Err(error) => Err(ApplyError::SaveInterrupted(error)),
         }
-    }
-
-    /// Commits `snapshot` if the config in etcd is still the one in force
-    /// here, and deletes history versions beyond [`HISTORY_LIMIT`].
-    async fn commit_to_etcd(etcd: &Etcd, revision: &AtomicI64, snapshot: &Snapshot) -> Result<Saved, ApplyError> {
-        let oldest_kept = (snapshot.version() + 1).saturating_sub(HISTORY_LIMIT as u64);
-        match etcd.commit(&snapshot.to_stored_config(), revision.load(Ordering::Acquire), oldest_kept).await {
-            Ok(Commit::Committed { revision: committed }) => {
-                revision.store(committed, Ordering::Release);
-                Ok(Saved::Done)
-            }
-            Ok(Commit::Superseded) => Ok(Saved::Superseded),
-            Err(error) => {
-                tracing::error!(error = %crate::error_chain(&error), "config not applied because etcd is unavailable");
-                Err(ApplyError::EtcdUnavailable(error))
-            }
-        }
-    }
-
-    /// Reads the config in etcd and adopts it when another replica changed
-    /// it, so an apply and its `if_version` check start from the latest
-    /// version. Does nothing without etcd.
-    async fn catch_up_locked(&self) -> Result<(), ApplyError> {
-        let Backend::Etcd { etcd, .. } = &self.backend else {
-            return Ok(());
-        };
-        let state = etcd.load().await.map_err(|error| {
-            tracing::error!(error = %crate::error_chain(&error), "config not applied because etcd is unavailable");
-            ApplyError::EtcdUnavailable(error)
-        })?;
-        self.adopt_state_locked(state);
-        Ok(())
-    }
-
-    /// Adopts the config and history read from etcd, under the apply lock.
-    /// The watch of each replica calls it on every (re)connect, so versions
-    /// committed while it was cut off are neither missed nor missing from
-    /// the history.
-    pub(crate) async fn adopt_state(&self, state: EtcdState) {
-        let _guard = self.apply_lock.lock().await;
-        self.adopt_state_locked(state);
-    }
-
-    fn adopt_state_locked(&self, state: EtcdState) {
-        let Backend::Etcd { revision, .. } = &self.backend else {
-            return;
-        };
-        if state.config_revision == revision.load(Ordering::Acquire) {
-            return;
-        }
-        let applied_before = state.config.is_some();
-        if let Some(config) = state.config {
-            self.adopt_locked(config, state.config_revision);
-        }
-        let current = self.snapshot();
-        *self.lock_history() = shared_history(state.history, &current, applied_before);
-    }
-
-    /// Adopts a version another replica committed at `mod_revision`, which
-    /// the watch of the config key reported.
-    pub(crate) async fn adopt(&self, config: StoredConfig, mod_revision: i64) {
-        let _guard = self.apply_lock.lock().await;
-        self.adopt_locked(config, mod_revision);
-    }
-
-    /// Publishes `config` unless the snapshot in force is already that
-    /// revision or newer, as it is after this replica's own commits.
-    fn adopt_locked(&self, config: StoredConfig, mod_revision: i64) {
-        let Backend::Etcd { revision, .. } = &self.backend else {
-            return;
-        };
-        if mod_revision <= revision.load(Ordering::Acquire) {
-            return;
-        }
-
-        let version = config.version;
-        let snapshot = match snapshot_from_stored(config) {
-            Ok(snapshot) => snapshot,
-            Err(errors) => {
-                tracing::error!(version, %errors, "config in etcd is not valid for this replica; keeping the config in force");
-                return;
-            }
-        };
-        revision.store(mod_revision, Ordering::Release);
-        let current = self.snapshot();
-        if version == current.version() {
-            return;
-        }
-
-        // Resources with unchanged bytes keep the copy, and so the version,
-        // of the snapshot in force, as they do on the replica that applied.
-        let snapshot = Arc::new(share_resources(snapshot, &current));
-        tracing::info!(version, previous_version = current.version(), resources = snapshot.len(), "adopted config from etcd");
-        self.remember(snapshot.clone());
-        self.published.send_replace(snapshot);
     }
 }
 
@@ -510,17 +384,6 @@ fn history_from(stored: Vec<StoredConfig>, current: &Arc<Snapshot>) -> VecDeque<
         history.pop_front();
     }
     history
-}
-
-/// Builds the kept versions of a config shared in etcd. The empty version 0
-/// is never committed to etcd, so it is left out until the first apply too:
-/// every replica then lists the same versions.
-fn shared_history(stored: Vec<StoredConfig>, current: &Arc<Snapshot>, applied_before: bool) -> VecDeque<Arc<Snapshot>> {
-    if applied_before {
-        history_from(stored, current)
-    } else {
-        VecDeque::new()
-    }
 }
 
 /// Replaces the resources of `snapshot` that have the same bytes in `newer`

@@ -51,6 +51,23 @@ impl Etcd {
         }
     }
 
+    /// Freezes etcd with SIGSTOP: its sockets stay open, but it responds to
+    /// nothing until [`Etcd::resume`].
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Resumes etcd after [`Etcd::pause`] with SIGCONT.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("etcd is running");
+        let status = Command::new("kill").args([signal, &child.id().to_string()]).status().expect("kill runs");
+        assert!(status.success(), "kill {signal} {} failed", child.id());
+    }
+
     /// Starts etcd again on the same ports and data after [`Etcd::kill`].
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "etcd is still running");
