@@ -213,28 +213,7 @@ impl Proxy {
 /// Bootstrap of a proxy that takes listeners and clusters from the control
 /// plane at `ads`.
 pub fn ads_bootstrap(node_id: &str, ads: SocketAddr) -> String {
-    format!(
-        r#"
-node: {{ id: {node_id}, cluster: test }}
-admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }} }}
-dynamic_resources:
-  ads_config:
-    api_type: GRPC
-    transport_api_version: V3
-    grpc_services: [{{ envoy_grpc: {{ cluster_name: xds }} }}]
-  cds_config: {{ ads: {{}} }}
-  lds_config: {{ ads: {{}} }}
-static_resources:
-  clusters:
-  - name: xds
-    connect_timeout: 1s
-    http2_protocol_options: {{}}
-    load_assignment:
-      cluster_name: xds
-      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }} }} }}] }}]
-"#,
-        ads.port()
-    )
+    replicas::ads_bootstrap_replicas(node_id, &[ads])
 }
 
 /// An HTTP/1.1 and HTTP/2 upstream that answers `<name> <path>` and counts
