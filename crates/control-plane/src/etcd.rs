@@ -72,7 +72,7 @@ pub enum EtcdError {
     },
     #[error("etcd ended the watch of {key}: {reason}")]
     WatchEnded { key: String, reason: String },
-    #[error("etcd refused a lease: {0}")]
+    #[error("etcd rejected the lease request: {0}")]
     LeaseRefused(String),
 }
 
