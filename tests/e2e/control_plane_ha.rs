@@ -9,7 +9,7 @@ use legate_api::legate::config::v1::config_service_client::ConfigServiceClient;
 use legate_api::legate::config::v1::ApplyRequest;
 
 use crate::support::etcd::Etcd;
-use crate::support::replicas::{ads_bootstrap_replicas, output_text, replicas_serving, start_replica, Traffic};
+use crate::support::replicas::{ads_bootstrap_replicas, etcd_watching, output_text, replicas_serving, start_replica, Traffic};
 use crate::support::*;
 
 /// Time allowed for a change to travel through etcd to another replica, or
@@ -45,9 +45,9 @@ async fn replicas_share_config_and_proxy_fails_over() {
     let dir = temp_dir("ha-failover");
     let etcd = Etcd::start(&dir);
     let prefix = "/ha-failover";
-    let mut a = start_replica(&dir, &etcd, prefix, "cp-a");
-    let b = start_replica(&dir, &etcd, prefix, "cp-b");
-    let c = start_replica(&dir, &etcd, prefix, "cp-c");
+    let (mut a, _) = start_replica(&dir, &etcd, prefix, "cp-a");
+    let (b, _) = start_replica(&dir, &etcd, prefix, "cp-b");
+    let (c, _) = start_replica(&dir, &etcd, prefix, "cp-c");
     let web = Upstream::start("web").await;
     let api = Upstream::start("api").await;
 
@@ -119,13 +119,14 @@ async fn etcd_outage_keeps_config_and_recovers() {
     let dir = temp_dir("ha-outage");
     let mut etcd = Etcd::start(&dir);
     let prefix = "/ha-outage";
-    let a = start_replica(&dir, &etcd, prefix, "cp-a");
-    let b = start_replica(&dir, &etcd, prefix, "cp-b");
+    let (a, a_admin) = start_replica(&dir, &etcd, prefix, "cp-a");
+    let (b, _) = start_replica(&dir, &etcd, prefix, "cp-b");
     let web = Upstream::start("web").await;
     let api = Upstream::start("api").await;
     let v1 = write(&dir, "v1.yaml", &two_cluster_config(&[web.address], api.address, "v1"));
     let applied = apply(a.address, &v1, &[]);
     assert!(applied.status.success(), "{}", output_text(&applied));
+    assert!(eventually(SETTLE, || etcd_watching(a_admin)).await, "replica A reports its etcd watch up");
 
     let first = Proxy::start(&ads_bootstrap_replicas("edge-1", &[a.address]), &dir);
     let first_listener = first.listener("http").await;
@@ -143,6 +144,7 @@ async fn etcd_outage_keeps_config_and_recovers() {
     assert!(started.elapsed() < Duration::from_secs(10), "the apply failed after {:?}", started.elapsed());
 
     etcd.kill();
+    assert!(eventually(SETTLE, || async { !etcd_watching(a_admin).await }).await, "replica A reports its etcd watch down");
     let status = client.apply(ApplyRequest::default()).await.expect_err("no apply while etcd is down");
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     assert!(status.message().contains("etcd is unavailable"), "{}", status.message());
@@ -159,6 +161,7 @@ async fn etcd_outage_keeps_config_and_recovers() {
     etcd.restart();
     let recovered = eventually(SETTLE, || async { apply(b.address, &v2, &[]).status.success() }).await;
     assert!(recovered, "applies work again once etcd is back");
+    assert!(eventually(SETTLE, || etcd_watching(a_admin)).await, "replica A watches etcd again");
     for replica in [&a, &b] {
         let served = eventually(SETTLE, || async { served_version(replica) == Some(2) }).await;
         assert!(served, "replica at {} serves version 2 after etcd is back", replica.address);

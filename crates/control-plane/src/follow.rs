@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use legate_api::mvccpb::event::EventType;
+use prometheus_client::metrics::gauge::Gauge;
 
 use crate::etcd::{Etcd, EtcdError};
 use crate::store::Store;
@@ -13,13 +14,15 @@ use crate::store::Store;
 const MIN_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
-/// Follows the config in etcd until the task is aborted. While etcd is
-/// away the replica keeps serving the snapshot in force, and it retries
-/// with a backoff of at most [`MAX_BACKOFF`].
-pub(crate) async fn follow(store: Arc<Store>, etcd: Etcd) {
+/// Follows the config in etcd until the task is aborted, with `watching`
+/// at 1 while the watch is up. While etcd is away the replica keeps serving
+/// the snapshot in force, and it retries with a backoff of at most
+/// [`MAX_BACKOFF`].
+pub(crate) async fn follow(store: Arc<Store>, etcd: Etcd, watching: Gauge) {
     let mut backoff = MIN_BACKOFF;
     loop {
-        let error = watch_once(&store, &etcd, &mut backoff).await;
+        let error = watch_once(&store, &etcd, &mut backoff, &watching).await;
+        watching.set(0);
         tracing::warn!(
             error = %crate::error_chain(&error),
             etcd.endpoints = etcd.endpoints(),
@@ -33,7 +36,7 @@ pub(crate) async fn follow(store: Arc<Store>, etcd: Etcd) {
 
 /// Catches up with etcd, then adopts each change until the watch fails.
 /// Resets `backoff` once etcd responded.
-async fn watch_once(store: &Store, etcd: &Etcd, backoff: &mut Duration) -> EtcdError {
+async fn watch_once(store: &Store, etcd: &Etcd, backoff: &mut Duration, watching: &Gauge) -> EtcdError {
     let state = match etcd.load().await {
         Ok(state) => state,
         Err(error) => return error,
@@ -46,6 +49,7 @@ async fn watch_once(store: &Store, etcd: &Etcd, backoff: &mut Duration) -> EtcdE
         Err(error) => return error,
     };
     *backoff = MIN_BACKOFF;
+    watching.set(1);
     tracing::info!(etcd.endpoints = etcd.endpoints(), start_revision, version = store.snapshot().version(), "watching the config in etcd");
 
     loop {

@@ -141,7 +141,8 @@ impl ControlPlane {
 
         // Aborted when serving ends, however it ends.
         let replication = self.store.etcd().map(|etcd| {
-            let follower = AbortOnDrop(tokio::spawn(follow::follow(self.store.clone(), etcd.clone())));
+            let watching = self.proxies.stats().etcd_watching.clone();
+            let follower = AbortOnDrop(tokio::spawn(follow::follow(self.store.clone(), etcd.clone(), watching)));
             let presence = AbortOnDrop(tokio::spawn(presence::publish(etcd.clone(), self.proxies.clone())));
             (follower, presence)
         });

@@ -31,6 +31,8 @@ fn latency_buckets() -> Histogram {
 pub struct ControlPlaneStats {
     registry: Registry,
     pub connected: Gauge,
+    /// 1 while a replica watches the config in etcd; stays 0 without etcd.
+    pub etcd_watching: Gauge,
     pushes: Family<TypeLabels, Counter>,
     acks: Family<TypeLabels, Counter>,
     nacks: Family<TypeLabels, Counter>,
@@ -46,6 +48,7 @@ impl std::fmt::Debug for ControlPlaneStats {
 impl Default for ControlPlaneStats {
     fn default() -> Self {
         let connected = Gauge::default();
+        let etcd_watching = Gauge::default();
         let pushes = Family::default();
         let acks = Family::default();
         let nacks = Family::default();
@@ -53,6 +56,7 @@ impl Default for ControlPlaneStats {
 
         let mut registry = Registry::with_prefix("legate_control_plane");
         registry.register("proxies_connected", "Proxies with an open ADS stream", connected.clone());
+        registry.register("etcd_watching", "1 while this replica watches the config in etcd", etcd_watching.clone());
         registry.register("pushes", "Discovery responses sent, per resource type", pushes.clone());
         registry.register("acks", "Responses proxies accepted, per resource type", acks.clone());
         registry.register("nacks", "Responses proxies rejected, per resource type", nacks.clone());
@@ -62,7 +66,7 @@ impl Default for ControlPlaneStats {
             Unit::Seconds,
             push_latency.clone(),
         );
-        ControlPlaneStats { registry, connected, pushes, acks, nacks, push_latency }
+        ControlPlaneStats { registry, connected, etcd_watching, pushes, acks, nacks, push_latency }
     }
 }
 

@@ -13,11 +13,22 @@ use super::etcd::Etcd;
 use super::{http1_get, legate, ControlPlane};
 
 /// Starts a control-plane replica named `replica_id` on the config in `etcd`
-/// under `prefix`.
-pub fn start_replica(dir: &Path, etcd: &Etcd, prefix: &str, replica_id: &str) -> ControlPlane {
+/// under `prefix`, with an admin port that [`etcd_watching`] reads.
+pub fn start_replica(dir: &Path, etcd: &Etcd, prefix: &str, replica_id: &str) -> (ControlPlane, SocketAddr) {
     let url = etcd.url();
-    let extra = ["--etcd-endpoints", url.as_str(), "--etcd-prefix", prefix, "--replica-id", replica_id];
-    ControlPlane::start_with(&dir.join(replica_id), "127.0.0.1:0", &extra)
+    let extra = ["--etcd-endpoints", url.as_str(), "--etcd-prefix", prefix, "--replica-id", replica_id, "--admin-listen", "127.0.0.1:0"];
+    let replica = ControlPlane::start_with(&dir.join(replica_id), "127.0.0.1:0", &extra);
+    let admin = replica.process.address_after("admin listening on");
+    (replica, admin)
+}
+
+/// Returns whether the replica with admin port `admin` reports its etcd
+/// watch as up.
+pub async fn etcd_watching(admin: SocketAddr) -> bool {
+    let Ok((200, metrics)) = http1_get(admin, "admin", "/metrics").await else {
+        return false;
+    };
+    super::sample(&metrics, "legate_control_plane_etcd_watching") == Some(1.0)
 }
 
 /// Returns the text of `output`'s stdout and stderr.
