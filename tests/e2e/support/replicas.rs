@@ -83,7 +83,7 @@ static_resources:
     )
 }
 
-/// What [`Traffic`] saw.
+/// Results of the requests a [`Traffic`] sent.
 #[derive(Debug, Default, Clone)]
 pub struct TrafficReport {
     pub succeeded: usize,
