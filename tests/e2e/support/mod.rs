@@ -18,6 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpListener, TcpStream};
 
 pub mod grpc;
+pub mod library;
 pub mod scripted_ads;
 pub mod tls;
 pub mod websocket;
