@@ -124,6 +124,10 @@ fn listener_yaml(name: &str, transcoder: &str) -> String {
                     disabled: true
               - match: {{ prefix: "/legate.test.Library/" }}
                 route: {{ cluster: library }}
+              - match: {{ prefix: "/v1/files/" }}
+                direct_response: {{ status: 200, body: {{ inline_string: "matched the incoming route" }} }}
+              - match: {{ prefix: "/v1/" }}
+                route: {{ cluster: library }}
           http_filters:
           - name: envoy.filters.http.grpc_web
             typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.grpc_web.v3.GrpcWeb }}
@@ -219,7 +223,8 @@ async fn server_stream_is_a_json_array() {
 
     let response = call(address, "GET", "/v1/shelves/s/books?count=3", None).await;
     assert_eq!(response.status, 200);
-    let mut stream = grpc.list_books(library::ListBooksRequest { shelf: "s".into(), count: 3, fail_code: 0 }).await.unwrap().into_inner();
+    let request = library::ListBooksRequest { shelf: "s".into(), count: 3, ..Default::default() };
+    let mut stream = grpc.list_books(request).await.unwrap().into_inner();
     let mut expected = Vec::new();
     while let Some(book) = stream.message().await.unwrap() {
         expected.push(to_json(&book, "legate.test.Book"));
@@ -235,6 +240,19 @@ async fn server_stream_is_a_json_array() {
     let items = response.json();
     assert_eq!(items.as_array().unwrap().len(), 3, "{items}");
     assert_eq!(items[2], json!({ "error": { "code": 14, "message": "the shelf fell over" } }));
+
+    // Each book goes out as it arrives: the first frame has only the first
+    // book while the upstream waits before the second.
+    let stream = TcpStream::connect(address).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(connection);
+    let request = hyper::Request::get("/v1/shelves/s/books?count=2&delayMs=1500").header("host", "api.test").body(Full::new(Bytes::new())).unwrap();
+    let mut body = sender.send_request(request).await.unwrap().into_body();
+    let first = tokio::time::timeout(Duration::from_secs(10), body.frame()).await.unwrap().unwrap().unwrap().into_data().unwrap();
+    let first = String::from_utf8(first.to_vec()).unwrap();
+    assert!(first.contains("book 0") && !first.contains("book 1"), "the first frame: {first}");
+    let rest = body.collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&rest).contains("book 1"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -272,7 +290,7 @@ async fn proto3_json_edge_cases() {
     let descriptor_file = dir.join("library.pb");
     std::fs::write(&descriptor_file, DESCRIPTOR_SET).unwrap();
     let from_file = format!("proto_descriptor: \"{}\"", descriptor_file.display());
-    let printed = ", print_options: { preserve_proto_field_names: true, always_print_enums_as_ints: true, always_print_primitive_fields: true, add_whitespace: true, stream_newline_delimited: true }";
+    let printed = ", match_incoming_request_route: true, print_options: { preserve_proto_field_names: true, always_print_enums_as_ints: true, always_print_primitive_fields: true, add_whitespace: true, stream_newline_delimited: true }";
     let inline = inline_descriptor();
     let listeners = [
         TranscodedListener { name: "json", descriptor: &inline, extra: "" },
@@ -355,6 +373,12 @@ async fn proto3_json_edge_cases() {
     assert_eq!(printed["read_time"], "2s", "proto field names");
     assert_eq!(printed["title"], "", "primitive fields always printed");
     assert_eq!(printed["copies"], "0");
+
+    // match_incoming_request_route: the route is chosen by the JSON path.
+    let response = call(printed_address, "DELETE", "/v1/files/x", None).await;
+    assert_eq!(&response.body[..], b"matched the incoming route");
+    let response = call(address, "DELETE", "/v1/files/x", None).await;
+    assert_eq!(response.json()["title"], "x", "the other listener routes by the gRPC path");
 
     let response = call(printed_address, "GET", "/v1/shelves/s/books?count=2", None).await;
     assert_eq!(response.headers["content-type"], "application/x-ndjson");

@@ -110,6 +110,9 @@ impl Library for LibraryService {
         let (sender, receiver) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
             for id in 0..request.count {
+                if id > 0 && request.delay_ms > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(request.delay_ms as u64)).await;
+                }
                 let book = Book { id: i64::from(id), title: format!("book {id}"), shelf: request.shelf.clone(), ..Default::default() };
                 if sender.send(Ok(book)).await.is_err() {
                     return;
