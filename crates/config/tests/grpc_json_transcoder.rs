@@ -133,4 +133,12 @@ fn per_route_config_disables_only() {
 
     let error = decode(&base_fields(), &per_route(&format!("transcoder: {{ {} }}", base_fields()))).unwrap_err();
     assert!(error.contains("transcoder is not supported"), "got {error}");
+
+    // Current Envoy's form: the filter's own message with no services.
+    let own = |body: &str| format!(r#", typed_per_filter_config: {{ envoy.filters.http.grpc_json_transcoder: {{ "@type": {TRANSCODER_TYPE} {body} }} }}"#);
+    let listener = decode(&base_fields(), &own("")).unwrap();
+    let RouteSource::Inline(routes) = &listener.filter_chains[0].http.routes else { panic!("an inline route config") };
+    assert!(routes.virtual_hosts[0].routes[0].filter_configs.grpc_json_transcoder_disabled);
+    let error = decode(&base_fields(), &own(&format!(", {}", base_fields()))).unwrap_err();
+    assert!(error.contains("empty services list"), "got {error}");
 }

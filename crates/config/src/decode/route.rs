@@ -14,7 +14,7 @@ use super::auth::{API_KEY_AUTH_NAME, API_KEY_AUTH_PER_ROUTE_TYPE};
 use super::jwt_authn::{JWT_AUTHN_NAME, JWT_AUTHN_PER_ROUTE_TYPE};
 use super::ext_authz::{EXT_AUTHZ_NAME, EXT_AUTHZ_PER_ROUTE_TYPE};
 use super::rate_limit::{LOCAL_RATELIMIT_NAME, LOCAL_RATELIMIT_TYPE};
-use super::transcoder::{TRANSCODER_NAME, TRANSCODER_PER_ROUTE_TYPE};
+use super::transcoder::{TRANSCODER_NAME, TRANSCODER_PER_ROUTE_TYPE, TRANSCODER_TYPE};
 use super::listener::upgrade;
 use super::{decode_message, duration, note_ignored, required_name, timeout_or};
 use crate::error::Collector;
@@ -179,6 +179,8 @@ fn per_filter_entry(key: &str, any: &prost_types::Any, config: &mut PerFilterCon
         config.filters.jwt_authn = disabled_filter::<()>(&any.value, errors).map(|_| JwtPerRoute::Disabled);
     } else if key == TRANSCODER_NAME && type_is(TRANSCODER_PER_ROUTE_TYPE) {
         config.filters.grpc_json_transcoder_disabled = super::transcoder::transcoder_per_route(&any.value, errors);
+    } else if key == TRANSCODER_NAME && type_is(TRANSCODER_TYPE) {
+        config.filters.grpc_json_transcoder_disabled = super::transcoder::transcoder_route_override(&any.value, errors);
     } else if key == TRANSCODER_NAME && type_is(FILTER_CONFIG_TYPE) {
         config.filters.grpc_json_transcoder_disabled = disabled_filter::<()>(&any.value, errors).is_some();
     } else if key == WEBSOCKET_FILTER_KEY && type_is(WEBSOCKET_ROUTE_TYPE) {

@@ -106,8 +106,20 @@ fn reject_unimplemented(proto: &api::GrpcJsonTranscoder, errors: &mut Collector)
     reject(collisions, "request_validation_options.reject_binding_body_field_collisions");
 }
 
-/// Reads `GrpcJsonTranscoderPerRoute`, where Legate supports
-/// `disabled: true` only.
+/// Reads a route's `GrpcJsonTranscoder`, which current Envoy uses as the
+/// per-route config: an empty `services` list turns the filter off, and
+/// Legate supports no other per-route setting.
+pub(crate) fn transcoder_route_override(bytes: &[u8], errors: &mut Collector) -> bool {
+    let Some(proto) = decode_message::<api::GrpcJsonTranscoder>(bytes, errors) else { return false };
+    if proto.services.is_empty() {
+        return true;
+    }
+    errors.unsupported("a per-route GrpcJsonTranscoder must have an empty services list, which disables the filter; Legate has no per-route transcoder settings");
+    false
+}
+
+/// Reads `GrpcJsonTranscoderPerRoute`, the per-route message of older Envoy
+/// releases, where Legate supports `disabled: true` only.
 pub(crate) fn transcoder_per_route(bytes: &[u8], errors: &mut Collector) -> bool {
     let Some(proto) = decode_message::<api::GrpcJsonTranscoderPerRoute>(bytes, errors) else { return false };
     match proto.r#override {
