@@ -66,7 +66,7 @@ struct TranscodedListener<'a> {
     extra: &'a str,
 }
 
-/// A bootstrap with one listener per entry of `listeners`, each running
+/// Writes a bootstrap with one listener per entry of `listeners`, each running
 /// grpc_web and the transcoder in front of the `library` cluster.
 fn bootstrap(upstream: SocketAddr, listeners: &[TranscodedListener<'_>]) -> String {
     let mut config = String::from(
@@ -89,7 +89,7 @@ fn bootstrap(upstream: SocketAddr, listeners: &[TranscodedListener<'_>]) -> Stri
     config
 }
 
-/// The transcoder's typed_config, as one YAML flow mapping.
+/// Writes the transcoder's typed_config as one YAML flow mapping.
 fn transcoder_yaml(descriptor: &str, extra: &str) -> String {
     format!(
         r#"{{ "@type": {TRANSCODER_TYPE}, {descriptor}, services: [legate.test.Library], convert_grpc_status: true, auto_mapping: true, request_validation_options: {{ reject_unknown_method: true }}, max_request_body_size: 4096 {extra} }}"#

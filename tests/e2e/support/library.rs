@@ -44,7 +44,7 @@ impl LibraryUpstream {
     }
 }
 
-/// A tonic client of the test service over one HTTP/2 connection.
+/// Connects a tonic client of the test service over one HTTP/2 connection.
 pub async fn library_client(address: SocketAddr) -> library::library_client::LibraryClient<tonic::transport::Channel> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}")).unwrap().connect().await.unwrap();
     library::library_client::LibraryClient::new(channel)

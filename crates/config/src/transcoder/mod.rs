@@ -27,9 +27,9 @@ pub struct GrpcJsonTranscoder {
     pub reject_unknown_method: bool,
     /// `+` in a query parameter is a space.
     pub query_param_unescape_plus: bool,
-    /// Largest request body read, in bytes; a larger one gets 413.
+    /// Largest request body read, in bytes. A larger one gets 413.
     pub max_request_body_size: usize,
-    /// Largest unary response body buffered, in bytes; a larger one gets 500.
+    /// Largest unary response body buffered, in bytes. A larger one gets 502.
     pub max_response_body_size: usize,
     /// `google.rpc.Status`, when the descriptor set contains it, for
     /// `grpc-status-details-bin`.

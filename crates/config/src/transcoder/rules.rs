@@ -149,7 +149,7 @@ pub(crate) fn field_path(message: &MessageDescriptor, path: &str, method: &Metho
     Ok(fields)
 }
 
-/// A message field that is not a well-known type with a string form.
+/// Tells whether `kind` is a message other than a well-known type with a string form.
 fn is_plain_message(kind: &Kind) -> bool {
     match kind {
         Kind::Message(message) => !message.full_name().starts_with("google.protobuf."),

@@ -79,7 +79,7 @@ impl PathTemplate {
     /// Matches a request path (without its query) and returns the bound
     /// variables, percent-decoded, in template order. A variable over one
     /// segment decodes every escape; one over several keeps `%2F` as it is,
-    /// so the segments can still be told apart.
+    /// so the segments stay distinguishable.
     pub fn matches(&self, path: &str) -> Option<Vec<String>> {
         let rest = path.strip_prefix('/')?;
         let rest = match &self.verb {

@@ -1,8 +1,8 @@
 //! The gRPC-JSON transcoder filter: a plain HTTP/JSON request that matches
 //! a `google.api.http` rule becomes a gRPC call, and the gRPC response
-//! becomes JSON. Like gRPC-Web, the request is rewritten before routing and
-//! the response converted at its end; unlike it, the messages change form,
-//! by reflection over the configured descriptor set.
+//! becomes JSON. As with gRPC-Web, the request is rewritten before routing
+//! and the response converted at its end. Unlike gRPC-Web, the messages
+//! change form, by reflection over the configured descriptor set.
 
 mod json;
 mod request;
@@ -30,7 +30,7 @@ pub use stream::JsonStreamBody;
 
 static ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
 
-/// What the filter does with a request.
+/// The filter's decision for one request.
 pub(super) enum Start {
     /// Not a transcoded call: the request goes on as it is.
     Pass,
@@ -135,7 +135,7 @@ impl Transcoding {
     }
 
     /// Converts the upstream's gRPC response. A proxy-made reply, or an
-    /// upstream answer that is not gRPC, goes back as it is.
+    /// upstream response that is not gRPC, goes back unchanged.
     pub(super) async fn respond(self, response: Response<ResponseBody>) -> Response<ResponseBody> {
         if matches!(response.body(), ResponseBody::Local(_)) || response.status() != StatusCode::OK {
             return response;
@@ -160,7 +160,12 @@ impl Transcoding {
             Ok(collected) => collected,
             Err(error) => {
                 tracing::debug!(%error, limit, "reading a unary response to transcode failed");
-                let reply = status::local_error(StatusCode::BAD_GATEWAY, Code::Unavailable, "the upstream response was not received whole");
+                let message = if error.is::<http_body_util::LengthLimitError>() {
+                    format!("the upstream response is larger than {limit} bytes")
+                } else {
+                    "the upstream response was not received whole".to_string()
+                };
+                let reply = status::local_error(StatusCode::BAD_GATEWAY, Code::Unavailable, &message);
                 return with_extensions(reply, parts.extensions);
             }
         };
@@ -201,8 +206,8 @@ impl Transcoding {
     }
 }
 
-/// The content type and data of a `google.api.HttpBody` response (the whole
-/// message or its `response_body` field), sent as they are.
+/// Extracts the content type and data of a `google.api.HttpBody` response
+/// (the whole message or its `response_body` field), which are sent raw.
 fn http_body(message: &DynamicMessage, rule: &HttpRule) -> Option<(HeaderValue, Bytes)> {
     let body = match &rule.response_body {
         None if message.descriptor().full_name() == HTTP_BODY => message.clone(),

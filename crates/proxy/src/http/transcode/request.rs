@@ -83,8 +83,8 @@ pub(super) fn build_message(config: &GrpcJsonTranscoder, input: &RequestInput<'_
     Ok(message)
 }
 
-/// The `google.api.HttpBody` the raw body fills: the whole message or the
-/// body field, when either is that type.
+/// Finds the `google.api.HttpBody` that the raw body fills: the whole
+/// message (`Some(None)`) or the body field, when either is that type.
 fn raw_body_field(descriptor: &MessageDescriptor, body: &BodyRule) -> Option<Option<FieldDescriptor>> {
     match body {
         BodyRule::Whole if descriptor.full_name() == HTTP_BODY => Some(None),

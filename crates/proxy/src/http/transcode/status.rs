@@ -43,8 +43,8 @@ pub(super) fn http_status(code: Code) -> StatusCode {
     }
 }
 
-/// A reply the transcoder makes itself, before any upstream: `status` and
-/// a `google.rpc.Status`-shaped JSON body.
+/// Builds a reply the transcoder makes itself, before any upstream:
+/// `status` and a `google.rpc.Status`-shaped JSON body.
 pub(super) fn local_error(status: StatusCode, code: Code, message: &str) -> Response<ResponseBody> {
     let body = json!({ "code": code as u8, "message": message });
     json_response(status, serde_json::to_vec(&body).unwrap_or_default())
@@ -53,8 +53,8 @@ pub(super) fn local_error(status: StatusCode, code: Code, message: &str) -> Resp
 /// The reply for a call that ended with an error status, read from
 /// `status_headers` (trailers, or the headers of a trailers-only response).
 /// With `convert_grpc_status` the body is the `google.rpc.Status` as JSON,
-/// from `grpc-status-details-bin` when its types are in the descriptor set;
-/// without it the body is empty and the gRPC headers stay.
+/// from `grpc-status-details-bin` when its types are in the descriptor set.
+/// Without it the body is empty and the gRPC headers stay.
 pub(super) fn status_reply(config: &GrpcJsonTranscoder, status_headers: &HeaderMap) -> Response<ResponseBody> {
     let code = status_headers.get("grpc-status").map_or(Code::Unknown, Code::from_header);
     let status = http_status(code);
