@@ -49,24 +49,26 @@ pub(super) struct Transcoding {
     content_type: Option<HeaderValue>,
 }
 
-/// Matches a non-gRPC request against the rules. A rule on a route that
-/// turns the filter off (by the request's own path) does not count.
+/// Matches a non-gRPC request against the rules. On a route that turns
+/// the filter off (matched by the request's own path) the request passes.
 pub(super) fn start(config: &Arc<GrpcJsonTranscoder>, parts: &Parts, routes: &RouteTable) -> Start {
     if parts.method == Method::OPTIONS {
         return Start::Pass;
     }
+    let found = config.rules.find(&parts.method, parts.uri.path());
+    if found.is_none() && !config.reject_unknown_method {
+        return Start::Pass;
+    }
+    // Only a request the filter would act on pays for this extra route match.
     let host = super::headers::parts_host(parts).map(host_without_port).unwrap_or("");
     if let RouteMatchResult::Matched(route, _, _) = routes.route(host, parts) {
         if route.filter_configs.grpc_json_transcoder_disabled {
             return Start::Pass;
         }
     }
-    let Some(found) = config.rules.find(&parts.method, parts.uri.path()) else {
-        if config.reject_unknown_method {
-            let message = format!("no gRPC method matches {} {}", parts.method, parts.uri.path());
-            return Start::Reply(status::local_error(StatusCode::NOT_FOUND, Code::NotFound, &message));
-        }
-        return Start::Pass;
+    let Some(found) = found else {
+        let message = format!("no gRPC method matches {} {}", parts.method, parts.uri.path());
+        return Start::Reply(status::local_error(StatusCode::NOT_FOUND, Code::NotFound, &message));
     };
     let Some(original) = parts.uri.path_and_query().cloned() else { return Start::Pass };
     tracing::debug!(path = original.path(), method = config.rules.get(found.index).binding.method.full_name(), "transcoding a JSON request");

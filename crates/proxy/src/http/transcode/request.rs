@@ -233,3 +233,134 @@ fn insert(root: &mut Map<String, Json>, path: &[FieldDescriptor], value: Json, a
         object.insert(last.name().to_string(), value);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::Arc;
+
+    use prost_reflect::{DescriptorPool, ReflectMessage};
+    use prost_types::field_descriptor_proto::{Label, Type};
+    use prost_types::{DescriptorProto, FieldDescriptorProto, FileDescriptorProto, FileDescriptorSet, MethodDescriptorProto, ServiceDescriptorProto};
+
+    use legate_config::transcoder::template::PathTemplate;
+    use legate_config::transcoder::{MethodBinding, PrintOptions, RuleTable};
+
+    use super::*;
+
+    fn field(name: &str, number: i32, kind: Type, label: Label, type_name: Option<&str>) -> FieldDescriptorProto {
+        FieldDescriptorProto {
+            name: Some(name.into()),
+            number: Some(number),
+            r#type: Some(kind as i32),
+            label: Some(label as i32),
+            type_name: type_name.map(str::to_string),
+            json_name: Some(name.replace("_i", "I")),
+            ..Default::default()
+        }
+    }
+
+    /// `message Req { string name = 1; int64 big_id = 2; repeated string tags = 3; Inner inner = 4; bool flag = 5; }`
+    /// with `message Inner { uint32 size = 1; }`, and `service S { rpc Call(Req) returns (Req); }`.
+    fn method() -> prost_reflect::MethodDescriptor {
+        let optional = Label::Optional;
+        let request = DescriptorProto {
+            name: Some("Req".into()),
+            field: vec![
+                field("name", 1, Type::String, optional, None),
+                field("big_id", 2, Type::Int64, optional, None),
+                field("tags", 3, Type::String, Label::Repeated, None),
+                field("inner", 4, Type::Message, optional, Some(".t.Inner")),
+                field("flag", 5, Type::Bool, optional, None),
+            ],
+            ..Default::default()
+        };
+        let inner = DescriptorProto { name: Some("Inner".into()), field: vec![field("size", 1, Type::Uint32, optional, None)], ..Default::default() };
+        let call = MethodDescriptorProto { name: Some("Call".into()), input_type: Some(".t.Req".into()), output_type: Some(".t.Req".into()), ..Default::default() };
+        let file = FileDescriptorProto {
+            name: Some("t.proto".into()),
+            package: Some("t".into()),
+            syntax: Some("proto3".into()),
+            message_type: vec![request, inner],
+            service: vec![ServiceDescriptorProto { name: Some("S".into()), method: vec![call], ..Default::default() }],
+            ..Default::default()
+        };
+        let pool = DescriptorPool::from_file_descriptor_set(FileDescriptorSet { file: vec![file] }).unwrap();
+        pool.get_service_by_name("t.S").unwrap().methods().next().unwrap()
+    }
+
+    fn config() -> GrpcJsonTranscoder {
+        GrpcJsonTranscoder {
+            pool: DescriptorPool::new(),
+            rules: RuleTable::default(),
+            print: PrintOptions::default(),
+            match_incoming_request_route: false,
+            ignored_query_parameters: HashSet::from(["api_key".to_string()]),
+            ignore_unknown_query_parameters: false,
+            convert_grpc_status: true,
+            reject_unknown_method: false,
+            query_param_unescape_plus: true,
+            max_request_body_size: 1024,
+            max_response_body_size: 1024,
+            status_message: None,
+            descriptor_bytes: Arc::from(&[][..]),
+            services: Vec::new(),
+        }
+    }
+
+    fn rule(template: &str, body: BodyRule) -> HttpRule {
+        let method = method();
+        let template = PathTemplate::parse(template).unwrap();
+        let input = method.input();
+        let variables = template.variables.iter().map(|variable| vec![input.get_field_by_name(&variable.field_path).unwrap()]).collect();
+        let binding = Arc::new(MethodBinding { grpc_path: "/t.S/Call".parse().unwrap(), method });
+        HttpRule { method: http::Method::POST, template, variables, binding, body, response_body: None }
+    }
+
+    fn build(rule: &HttpRule, path: &str, query: Option<&str>, body: &str) -> Result<DynamicMessage, RequestError> {
+        let values = rule.template.matches(path).expect("the path matches the template");
+        let body = Bytes::from(body.to_string());
+        let input = RequestInput { rule, values: &values, query, body: &body, content_type: None };
+        build_message(&config(), &input)
+    }
+
+    fn json(message: &DynamicMessage) -> Json {
+        assert_eq!(message.descriptor().full_name(), "t.Req");
+        serde_json::to_value(message).unwrap()
+    }
+
+    #[test]
+    fn path_query_and_body_merge() {
+        let rule = rule("/v1/{big_id}", BodyRule::Whole);
+        let query = Some("tags=a&tags=b+c&inner.size=3&flag=true&api_key=secret");
+        let message = build(&rule, "/v1/9007199254740993", query, r#"{"name": "n", "bigId": "1"}"#).unwrap();
+        let expected = serde_json::json!({ "name": "n", "bigId": "9007199254740993", "tags": ["a", "b c"], "inner": { "size": 3 }, "flag": true });
+        assert_eq!(json(&message), expected, "the path variable wins over the body");
+    }
+
+    #[test]
+    fn body_field_fills_one_field() {
+        let rule = rule("/v1/items", BodyRule::Field(method().input().get_field_by_name("inner").unwrap()));
+        let message = build(&rule, "/v1/items", None, r#"{"size": 9}"#).unwrap();
+        assert_eq!(json(&message), serde_json::json!({ "inner": { "size": 9 } }));
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let rule = rule("/v1/{big_id}", BodyRule::Whole);
+        let cases = [
+            ("/v1/x", None, "", "big_id"),
+            ("/v1/1", Some("flag=yes"), "", "flag"),
+            ("/v1/1", Some("colour=red"), "", "colour"),
+            ("/v1/1", Some("inner=x"), "", "inner"),
+            ("/v1/1", None, r#"{"name": 5}"#, "name"),
+            ("/v1/1", None, r#"{"nmae": "x"}"#, "nmae"),
+            ("/v1/1", None, r#"{"inner": {"size": -1}}"#, "inner.size"),
+            ("/v1/1", None, "{", "not valid JSON"),
+        ];
+        for (path, query, body, needle) in cases {
+            let error = build(&rule, path, query, body).unwrap_err().to_string();
+            assert!(error.contains(needle), "{path} {query:?} {body}: {error}");
+        }
+    }
+}
