@@ -207,6 +207,19 @@ async fn json_calls_match_grpc_calls() {
     assert_eq!(response.headers["content-type"], "image/png");
     assert_eq!(&response.body[..], &[0x89, b'P', b'N', b'G', 3]);
 
+    // A google.api.HttpBody request field takes the body raw, with its content type.
+    let stream = TcpStream::connect(address).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(connection);
+    let upload = hyper::Request::put("/v1/books/8/cover")
+        .header("host", "api.test")
+        .header("content-type", "image/gif")
+        .body(Full::new(Bytes::from_static(&[0x47, 0x49, 0x46, 0xff])))
+        .unwrap();
+    let uploaded = sender.send_request(upload).await.unwrap().into_body().collect().await.unwrap().to_bytes();
+    let uploaded: Value = serde_json::from_slice(&uploaded).unwrap();
+    assert_eq!(uploaded, json!({ "id": "8", "title": "image/gif", "cover": "R0lG/w==" }));
+
     // auto_mapping: a method without a rule, at its gRPC path.
     let response = call(address, "POST", "/legate.test.Library/Echo", Some(r#"{"title": "echo"}"#)).await;
     assert_eq!(response.json(), json!({ "title": "echo" }));
@@ -433,13 +446,13 @@ async fn grpc_web_call(address: SocketAddr, path: &str, message: &[u8]) -> Vec<u
         .header("x-grpc-web", "1")
         .body(Full::new(Bytes::from(framed)))
         .unwrap();
-    let (status, _, headers) = http1_request(address, request.clone()).await.unwrap();
-    assert_eq!(status, 200);
-    assert!(headers["content-type"].to_str().unwrap().starts_with("application/grpc-web"));
     let stream = TcpStream::connect(address).await.unwrap();
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
     tokio::spawn(connection);
-    let body = sender.send_request(request).await.unwrap().into_body().collect().await.unwrap().to_bytes();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("application/grpc-web"));
+    let body = response.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body[0], 0, "a data frame first");
     let length = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
     body[5..5 + length].to_vec()
@@ -463,7 +476,7 @@ async fn grpc_grpc_web_and_json_share_a_listener() {
         assert_eq!(grpc, web, "gRPC and gRPC-Web answers match");
         assert_eq!(rest.json(), to_json(&grpc, "legate.test.Book"), "JSON matches gRPC");
     }
-    assert_eq!(upstream.calls(), 3 * 4, "each gRPC-Web call above is sent twice");
+    assert_eq!(upstream.calls(), 3 * 3);
 }
 
 /// An xDS config of the `library` cluster and a listener whose transcoder

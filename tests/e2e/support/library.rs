@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status};
 use super::grpc::protos::google;
 use super::grpc::protos::legate::test as library;
 use library::library_server::{Library, LibraryServer};
-use library::{Author, BadField, Book, CreateBookRequest, FailRequest, FileRequest, GetBookRequest, ListBooksRequest, Paging};
+use library::{Author, BadField, Book, CreateBookRequest, FailRequest, FileRequest, GetBookRequest, ListBooksRequest, Paging, UploadRequest};
 
 /// The test service, listening on loopback.
 pub struct LibraryUpstream {
@@ -142,6 +142,13 @@ impl Library for LibraryService {
         self.calls.fetch_add(1, Ordering::Relaxed);
         let id = request.get_ref().id as u8;
         Ok(Response::new(google::api::HttpBody { content_type: "image/png".to_string(), data: vec![0x89, b'P', b'N', b'G', id], extensions: Vec::new() }))
+    }
+
+    async fn upload_cover(&self, request: Request<UploadRequest>) -> Result<Response<Book>, Status> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let request = request.into_inner();
+        let cover = request.cover.unwrap_or_default();
+        Ok(Response::new(Book { id: request.id, title: cover.content_type, cover: cover.data, ..Default::default() }))
     }
 
     async fn get_file(&self, request: Request<FileRequest>) -> Result<Response<Book>, Status> {
