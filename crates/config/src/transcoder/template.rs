@@ -86,13 +86,16 @@ impl PathTemplate {
             Some(verb) => rest.strip_suffix(verb.as_str())?.strip_suffix(':')?,
             None => rest,
         };
-        let parts: Vec<&str> = if rest.is_empty() { Vec::new() } else { rest.split('/').collect() };
+        // Each request is tried against many templates, so a template that
+        // does not match allocates nothing.
+        let split = || rest.split('/').filter(|_| !rest.is_empty());
+        let count = split().count();
         let has_multi = self.segments.last() == Some(&Segment::Multi);
         let fixed = self.segments.len() - usize::from(has_multi);
-        if parts.len() < fixed || (!has_multi && parts.len() != fixed) {
+        if count < fixed || (!has_multi && count != fixed) {
             return None;
         }
-        for (segment, part) in self.segments.iter().zip(&parts) {
+        for (segment, part) in self.segments.iter().zip(split()) {
             let fits = match segment {
                 Segment::Literal(literal) => literal == part,
                 Segment::Single => !part.is_empty(),
@@ -102,6 +105,7 @@ impl PathTemplate {
                 return None;
             }
         }
+        let parts: Vec<&str> = split().collect();
         let values = self
             .variables
             .iter()

@@ -165,7 +165,7 @@ async fn respond(request: Request<Incoming>, connection: &ConnectionContext, sta
             transcode::Start::Reply(reply) => {
                 let stats = connection.stats.http.route("none", "none");
                 let entry = (!listener.access_logs.is_empty()).then(|| (listener.access_logs.clone(), RequestRecord::new(&parts, connection.remote, None)));
-                return record(reply, stats, start, connection, entry);
+                return record(*reply, stats, start, connection, entry);
             }
         },
         _ => None,

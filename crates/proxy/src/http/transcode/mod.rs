@@ -35,7 +35,7 @@ pub(super) enum Start {
     /// Not a transcoded call: the request goes on as it is.
     Pass,
     /// Rejected before any upstream.
-    Reply(Response<ResponseBody>),
+    Reply(Box<Response<ResponseBody>>),
     Call(Transcoding),
 }
 
@@ -68,7 +68,7 @@ pub(super) fn start(config: &Arc<GrpcJsonTranscoder>, parts: &Parts, routes: &Ro
     }
     let Some(found) = found else {
         let message = format!("no gRPC method matches {} {}", parts.method, parts.uri.path());
-        return Start::Reply(status::local_error(StatusCode::NOT_FOUND, Code::NotFound, &message));
+        return Start::Reply(Box::new(status::local_error(StatusCode::NOT_FOUND, Code::NotFound, &message)));
     };
     let Some(original) = parts.uri.path_and_query().cloned() else { return Start::Pass };
     tracing::debug!(path = original.path(), method = config.rules.get(found.index).binding.method.full_name(), "transcoding a JSON request");
