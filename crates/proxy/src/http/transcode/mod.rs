@@ -253,3 +253,24 @@ fn with_extensions(mut response: Response<ResponseBody>, extensions: http::Exten
     *response.extensions_mut() = extensions;
     response
 }
+
+/// A transcoder config with no rules, for unit tests.
+#[cfg(test)]
+fn test_config() -> GrpcJsonTranscoder {
+    GrpcJsonTranscoder {
+        pool: prost_reflect::DescriptorPool::new(),
+        rules: legate_config::transcoder::RuleTable::default(),
+        print: legate_config::transcoder::PrintOptions::default(),
+        match_incoming_request_route: false,
+        ignored_query_parameters: std::collections::HashSet::from(["api_key".to_string()]),
+        ignore_unknown_query_parameters: false,
+        convert_grpc_status: true,
+        reject_unknown_method: false,
+        query_param_unescape_plus: true,
+        max_request_body_size: 1024,
+        max_response_body_size: 1024,
+        status_message: None,
+        descriptor_bytes: Arc::from(&[][..]),
+        services: Vec::new(),
+    }
+}

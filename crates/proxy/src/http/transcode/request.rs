@@ -236,7 +236,6 @@ fn insert(root: &mut Map<String, Json>, path: &[FieldDescriptor], value: Json, a
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashSet;
     use std::sync::Arc;
 
     use prost_reflect::{DescriptorPool, ReflectMessage};
@@ -244,7 +243,7 @@ mod tests {
     use prost_types::{DescriptorProto, FieldDescriptorProto, FileDescriptorProto, FileDescriptorSet, MethodDescriptorProto, ServiceDescriptorProto};
 
     use legate_config::transcoder::template::PathTemplate;
-    use legate_config::transcoder::{MethodBinding, PrintOptions, RuleTable};
+    use legate_config::transcoder::MethodBinding;
 
     use super::*;
 
@@ -289,25 +288,6 @@ mod tests {
         pool.get_service_by_name("t.S").unwrap().methods().next().unwrap()
     }
 
-    fn config() -> GrpcJsonTranscoder {
-        GrpcJsonTranscoder {
-            pool: DescriptorPool::new(),
-            rules: RuleTable::default(),
-            print: PrintOptions::default(),
-            match_incoming_request_route: false,
-            ignored_query_parameters: HashSet::from(["api_key".to_string()]),
-            ignore_unknown_query_parameters: false,
-            convert_grpc_status: true,
-            reject_unknown_method: false,
-            query_param_unescape_plus: true,
-            max_request_body_size: 1024,
-            max_response_body_size: 1024,
-            status_message: None,
-            descriptor_bytes: Arc::from(&[][..]),
-            services: Vec::new(),
-        }
-    }
-
     fn rule(template: &str, body: BodyRule) -> HttpRule {
         let method = method();
         let template = PathTemplate::parse(template).unwrap();
@@ -321,7 +301,7 @@ mod tests {
         let values = rule.template.matches(path).expect("the path matches the template");
         let body = Bytes::from(body.to_string());
         let input = RequestInput { rule, values: &values, query, body: &body, content_type: None };
-        build_message(&config(), &input)
+        build_message(&super::super::test_config(), &input)
     }
 
     fn json(message: &DynamicMessage) -> Json {

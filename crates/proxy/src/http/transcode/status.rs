@@ -115,4 +115,37 @@ mod tests {
         assert_eq!(http_status(Code::Unavailable), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(http_status(Code::Cancelled).as_u16(), 499);
     }
+
+    fn status_headers(code: &'static str, message: &'static str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("grpc-status", HeaderValue::from_static(code));
+        headers.insert("grpc-message", HeaderValue::from_static(message));
+        headers
+    }
+
+    fn body_of(response: &Response<ResponseBody>) -> Vec<u8> {
+        match response.body() {
+            ResponseBody::Local(bytes) => bytes.as_ref().map(|bytes| bytes.to_vec()).unwrap_or_default(),
+            _ => panic!("a local reply"),
+        }
+    }
+
+    #[test]
+    fn status_becomes_json_body() {
+        let response = status_reply(&super::super::test_config(), &status_headers("5", "not%20here"));
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+        let body: serde_json::Value = serde_json::from_slice(&body_of(&response)).unwrap();
+        assert_eq!(body, json!({ "code": 5, "message": "not here", "details": [] }));
+    }
+
+    #[test]
+    fn status_stays_in_headers_unconverted() {
+        let config = GrpcJsonTranscoder { convert_grpc_status: false, ..super::super::test_config() };
+        let response = status_reply(&config, &status_headers("16", "who%3F"));
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(response.headers()["grpc-status"], "16");
+        assert_eq!(response.headers()["grpc-message"], "who%3F");
+        assert!(body_of(&response).is_empty());
+    }
 }
