@@ -47,14 +47,7 @@ impl JsonStreamBody {
     /// text for them, or the text that ends the stream on a bad message.
     fn drain(&mut self) -> BytesMut {
         let mut output = BytesMut::new();
-        while self.partial.len() >= 5 {
-            let compressed = self.partial[0] & 1 == 1;
-            let length = u32::from_be_bytes([self.partial[1], self.partial[2], self.partial[3], self.partial[4]]) as usize;
-            if self.partial.len() < 5 + length {
-                break;
-            }
-            self.partial.advance(5);
-            let frame = self.partial.split_to(length).freeze();
+        while let Some((compressed, frame)) = take_message(&mut self.partial) {
             let json = match decode(&self.output, compressed, frame) {
                 Ok(message) => message_json(&message, &self.config.print, self.response_body.as_ref()).map_err(|error| error.to_string()),
                 Err(reason) => Err(reason),
@@ -102,6 +95,21 @@ impl JsonStreamBody {
         }
         self.trailers = Some(trailers);
     }
+}
+
+/// Removes the first whole length-prefixed gRPC message from `partial` and
+/// returns its compressed flag and bytes, or `None` until one is complete.
+fn take_message(partial: &mut BytesMut) -> Option<(bool, Bytes)> {
+    if partial.len() < 5 {
+        return None;
+    }
+    let length = u32::from_be_bytes([partial[1], partial[2], partial[3], partial[4]]) as usize;
+    if partial.len() < 5 + length {
+        return None;
+    }
+    let compressed = partial[0] & 1 == 1;
+    partial.advance(5);
+    Some((compressed, partial.split_to(length).freeze()))
 }
 
 fn decode(output: &MessageDescriptor, compressed: bool, frame: Bytes) -> Result<DynamicMessage, String> {
@@ -156,5 +164,28 @@ impl Body for JsonStreamBody {
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_split_anywhere_are_taken_whole() {
+        let stream = [&[0u8, 0, 0, 0, 2, 7, 8][..], &[1, 0, 0, 0, 0], &[0, 0, 0, 0, 1, 9]].concat();
+        for size in 1..stream.len() {
+            let mut partial = BytesMut::new();
+            let mut taken = Vec::new();
+            for chunk in stream.chunks(size) {
+                partial.extend_from_slice(chunk);
+                while let Some(message) = take_message(&mut partial) {
+                    taken.push(message);
+                }
+            }
+            let expected = vec![(false, Bytes::from_static(&[7, 8])), (true, Bytes::new()), (false, Bytes::from_static(&[9]))];
+            assert_eq!(taken, expected, "chunks of {size} bytes");
+            assert!(partial.is_empty());
+        }
     }
 }
