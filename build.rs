@@ -36,14 +36,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 fn compile_test_protos(out_dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let root = Path::new("tests/proto");
     let files = proto_files(root)?;
+    println!("cargo:rerun-if-changed={}", root.display());
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());
     }
-    let descriptors = protox::Compiler::new([root])?.include_imports(true).open_files(&files)?.file_descriptor_set();
+    let mut compiler = protox::Compiler::new([root])?;
+    compiler.include_imports(true).open_files(&files)?;
+    let descriptors = compiler.file_descriptor_set();
     let target = out_dir.join("test_protos");
     std::fs::create_dir_all(&target)?;
-    // The test service also serves reflection, which needs the descriptors.
-    std::fs::write(target.join("descriptor_set.bin"), prost::Message::encode_to_vec(&descriptors))?;
+    // The test service also serves reflection, and the transcoder tests read
+    // the `google.api.http` method options, which only this encoding keeps.
+    std::fs::write(target.join("descriptor_set.bin"), compiler.encode_file_descriptor_set())?;
     tonic_prost_build::configure().build_client(true).build_server(true).out_dir(&target).compile_fds(descriptors)?;
     Ok(())
 }

@@ -346,6 +346,19 @@ fn grpc_filter_configs_match_envoy() {
     assert_eq!(official_policy.allow_credentials.map(|value| value.value), Some(false));
     let _: theirs::cors::v3::Cors = round_trip(&ours::cors::v3::Cors {});
     let _: theirs::grpc_web::v3::GrpcWeb = round_trip(&ours::grpc_web::v3::GrpcWeb {});
+
+    let transcoder: ours::grpc_json_transcoder::v3::GrpcJsonTranscoder = parse(
+        r#"{ proto_descriptor_bin: "AAEC", services: [pkg.Svc], print_options: { add_whitespace: true, always_print_primitive_fields: true,
+             always_print_enums_as_ints: true, preserve_proto_field_names: true, stream_newline_delimited: true },
+             match_incoming_request_route: true, ignored_query_parameters: [key], auto_mapping: true, ignore_unknown_query_parameters: true,
+             convert_grpc_status: true, url_unescape_spec: ALL_CHARACTERS, request_validation_options: { reject_unknown_method: true,
+             reject_unknown_query_parameters: true, reject_binding_body_field_collisions: true }, query_param_unescape_plus: true,
+             match_unregistered_custom_verb: true, case_insensitive_enum_parsing: true, max_request_body_size: 10, max_response_body_size: 20 }"#,
+        "envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
+    );
+    let official_transcoder: theirs::grpc_json_transcoder::v3::GrpcJsonTranscoder = round_trip(&transcoder);
+    assert_eq!(official_transcoder.services, ["pkg.Svc"]);
+    assert_eq!(official_transcoder.max_response_body_size.map(|value| value.value), Some(20));
 }
 
 #[test]

@@ -19,6 +19,7 @@ mod filter_chains;
 mod grpc;
 mod grpc_cases;
 mod grpc_clients;
+mod grpc_json_transcoder;
 mod grpc_web;
 mod grpc_web_browser;
 mod hot_swap;

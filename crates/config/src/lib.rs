@@ -11,6 +11,7 @@ pub mod model;
 pub mod reflect;
 pub mod resource;
 pub mod text;
+pub mod transcoder;
 pub mod validate;
 
 pub use error::{ConfigError, ConfigErrors};

@@ -13,9 +13,25 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status, Streaming};
 
-pub mod echo {
-    include!(concat!(env!("OUT_DIR"), "/test_protos/legate.test.rs"));
+/// The generated code of tests/proto, in modules named after the proto
+/// packages so that its cross-package paths resolve.
+pub mod protos {
+    pub mod legate {
+        pub mod test {
+            include!(concat!(env!("OUT_DIR"), "/test_protos/legate.test.rs"));
+        }
+    }
+    pub mod google {
+        pub mod api {
+            include!(concat!(env!("OUT_DIR"), "/test_protos/google.api.rs"));
+        }
+        pub mod rpc {
+            include!(concat!(env!("OUT_DIR"), "/test_protos/google.rpc.rs"));
+        }
+    }
 }
+
+pub use protos::legate::test as echo;
 
 use echo::echo_server::{Echo, EchoServer};
 use echo::{EchoRequest, EchoResponse};
@@ -32,7 +48,7 @@ pub struct EchoUpstream {
 }
 
 /// Descriptors of tests/proto, for the test service's reflection.
-const DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/test_protos/descriptor_set.bin"));
+pub const DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/test_protos/descriptor_set.bin"));
 
 #[derive(Clone)]
 struct EchoService {

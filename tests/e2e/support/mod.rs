@@ -19,6 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 pub mod etcd;
 pub mod grpc;
+pub mod library;
 pub mod replicas;
 pub mod scripted_ads;
 pub mod tls;

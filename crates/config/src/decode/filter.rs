@@ -18,6 +18,7 @@ use super::auth::{API_KEY_AUTH_NAME, API_KEY_AUTH_TYPE};
 use super::ext_authz::{EXT_AUTHZ_NAME, EXT_AUTHZ_TYPE};
 use super::jwt_authn::{JWT_AUTHN_NAME, JWT_AUTHN_TYPE};
 use super::rate_limit::{LOCAL_RATELIMIT_NAME, LOCAL_RATELIMIT_TYPE};
+use super::transcoder::{TRANSCODER_NAME, TRANSCODER_TYPE};
 use super::{decode_message, duration, note_ignored};
 use crate::error::Collector;
 use crate::model::{CorsPolicy, GrpcStatsConfig, HttpFilter, MaxStreamDuration};
@@ -34,7 +35,7 @@ const GRPC_STATS_NAME: &str = "envoy.filters.http.grpc_stats";
 const GRPC_STATS_TYPE: &str = "envoy.extensions.filters.http.grpc_stats.v3.FilterConfig";
 
 /// The filter kinds Legate runs, by config type and by filter name.
-const KNOWN: [(&str, &str); 8] = [
+const KNOWN: [(&str, &str); 9] = [
     (ROUTER_TYPE, ROUTER_NAME),
     (GRPC_WEB_TYPE, GRPC_WEB_NAME),
     (CORS_TYPE, CORS_NAME),
@@ -43,6 +44,7 @@ const KNOWN: [(&str, &str); 8] = [
     (LOCAL_RATELIMIT_TYPE, LOCAL_RATELIMIT_NAME),
     (EXT_AUTHZ_TYPE, EXT_AUTHZ_NAME),
     (JWT_AUTHN_TYPE, JWT_AUTHN_NAME),
+    (TRANSCODER_TYPE, TRANSCODER_NAME),
 ];
 
 /// Decodes `http_filters`: each known filter once, the router last. An
@@ -104,6 +106,9 @@ fn http_filter(filter: &hcm::HttpFilter, is_last: bool, errors: &mut Collector) 
         API_KEY_AUTH_TYPE => super::auth::api_key_auth(bytes, errors).map(|config| HttpFilter::ApiKeyAuth(Arc::new(config))),
         EXT_AUTHZ_TYPE => super::ext_authz::ext_authz(bytes, errors).map(|config| HttpFilter::ExtAuthz(Arc::new(config))),
         JWT_AUTHN_TYPE => super::jwt_authn::jwt_authn(bytes, errors).map(|config| HttpFilter::JwtAuthn(Arc::new(config))),
+        TRANSCODER_TYPE => {
+            super::transcoder::grpc_json_transcoder(bytes, errors).map(|config| HttpFilter::GrpcJsonTranscoder(Arc::new(config)))
+        }
         LOCAL_RATELIMIT_TYPE => {
             super::rate_limit::local_rate_limit(bytes, false, errors).map(|config| HttpFilter::LocalRateLimit(Arc::new(config)))
         }

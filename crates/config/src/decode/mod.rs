@@ -19,6 +19,7 @@ mod network_filter;
 mod rate_limit;
 mod route;
 mod tls;
+mod transcoder;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;

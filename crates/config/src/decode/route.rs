@@ -14,6 +14,7 @@ use super::auth::{API_KEY_AUTH_NAME, API_KEY_AUTH_PER_ROUTE_TYPE};
 use super::jwt_authn::{JWT_AUTHN_NAME, JWT_AUTHN_PER_ROUTE_TYPE};
 use super::ext_authz::{EXT_AUTHZ_NAME, EXT_AUTHZ_PER_ROUTE_TYPE};
 use super::rate_limit::{LOCAL_RATELIMIT_NAME, LOCAL_RATELIMIT_TYPE};
+use super::transcoder::{TRANSCODER_NAME, TRANSCODER_PER_ROUTE_TYPE, TRANSCODER_TYPE};
 use super::listener::upgrade;
 use super::{decode_message, duration, note_ignored, required_name, timeout_or};
 use crate::error::Collector;
@@ -145,7 +146,8 @@ struct PerFilterConfig {
 /// Reads `typed_per_filter_config`, where Legate knows the keys
 /// `legate.websocket`, `envoy.filters.http.cors`,
 /// `envoy.filters.http.api_key_auth`, `envoy.filters.http.local_ratelimit`,
-/// `envoy.filters.http.ext_authz` and `envoy.filters.http.jwt_authn`.
+/// `envoy.filters.http.ext_authz`, `envoy.filters.http.jwt_authn` and
+/// `envoy.filters.http.grpc_json_transcoder`.
 fn per_filter_config(entries: &std::collections::HashMap<String, prost_types::Any>, errors: &mut Collector) -> PerFilterConfig {
     let mut config = PerFilterConfig::default();
     for (key, any) in entries {
@@ -175,6 +177,12 @@ fn per_filter_entry(key: &str, any: &prost_types::Any, config: &mut PerFilterCon
         config.filters.jwt_authn = super::jwt_authn::jwt_authn_per_route(&any.value, errors);
     } else if key == JWT_AUTHN_NAME && type_is(FILTER_CONFIG_TYPE) {
         config.filters.jwt_authn = disabled_filter::<()>(&any.value, errors).map(|_| JwtPerRoute::Disabled);
+    } else if key == TRANSCODER_NAME && type_is(TRANSCODER_PER_ROUTE_TYPE) {
+        config.filters.grpc_json_transcoder_disabled = super::transcoder::transcoder_per_route(&any.value, errors);
+    } else if key == TRANSCODER_NAME && type_is(TRANSCODER_TYPE) {
+        config.filters.grpc_json_transcoder_disabled = super::transcoder::transcoder_route_override(&any.value, errors);
+    } else if key == TRANSCODER_NAME && type_is(FILTER_CONFIG_TYPE) {
+        config.filters.grpc_json_transcoder_disabled = disabled_filter::<()>(&any.value, errors).is_some();
     } else if key == WEBSOCKET_FILTER_KEY && type_is(WEBSOCKET_ROUTE_TYPE) {
         let Some(websocket) = decode_message::<WebSocketRoute>(&any.value, errors) else { return };
         let max_message_bytes = websocket.max_message_bytes.map_or(DEFAULT_MAX_WEBSOCKET_MESSAGE, |bytes| bytes as usize);
@@ -184,7 +192,7 @@ fn per_filter_entry(key: &str, any: &prost_types::Any, config: &mut PerFilterCon
         config.websocket = Some(websocket.frame_aware.then_some(WebSocketFrames { max_message_bytes }));
     } else {
         errors.unsupported(format!(
-            "per-filter config for {key:?} ({}) is not supported; Legate reads {WEBSOCKET_FILTER_KEY:?}, {:?}, {API_KEY_AUTH_NAME:?}, {LOCAL_RATELIMIT_NAME:?}, {EXT_AUTHZ_NAME:?} and {JWT_AUTHN_NAME:?}",
+            "per-filter config for {key:?} ({}) is not supported; Legate reads {WEBSOCKET_FILTER_KEY:?}, {:?}, {API_KEY_AUTH_NAME:?}, {LOCAL_RATELIMIT_NAME:?}, {EXT_AUTHZ_NAME:?}, {JWT_AUTHN_NAME:?} and {TRANSCODER_NAME:?}",
             any.type_url,
             super::filter::CORS_NAME
         ));
@@ -223,6 +231,7 @@ fn route(
         rate_limits: route_rate_limits.unwrap_or_else(|| host.filters.rate_limits.clone()),
         ext_authz_disabled: route_filters.filters.ext_authz_disabled || host.filters.ext_authz_disabled,
         jwt_authn: route_filters.filters.jwt_authn.or_else(|| host.filters.jwt_authn.clone()),
+        grpc_json_transcoder_disabled: route_filters.filters.grpc_json_transcoder_disabled || host.filters.grpc_json_transcoder_disabled,
     };
     #[allow(deprecated)]
     let action_cors = match &proto.action {

@@ -67,6 +67,8 @@ pub struct RouteFilterConfigs {
     pub ext_authz_disabled: bool,
     /// `envoy.filters.http.jwt_authn`: its `PerRouteConfig`.
     pub jwt_authn: Option<super::JwtPerRoute>,
+    /// `envoy.filters.http.grpc_json_transcoder` turned off on the route or its virtual host.
+    pub grpc_json_transcoder_disabled: bool,
 }
 
 /// A filter's entry in `typed_per_filter_config`.

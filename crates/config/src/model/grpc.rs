@@ -27,6 +27,8 @@ pub enum HttpFilter {
     ExtAuthz(std::sync::Arc<super::ExtAuthz>),
     /// `envoy.filters.http.jwt_authn`: verifies the request's JWT.
     JwtAuthn(std::sync::Arc<super::JwtAuthn>),
+    /// `envoy.filters.http.grpc_json_transcoder`: serves JSON clients from a gRPC upstream.
+    GrpcJsonTranscoder(std::sync::Arc<crate::transcoder::GrpcJsonTranscoder>),
     /// `envoy.filters.http.router`.
     Router,
 }

@@ -130,6 +130,8 @@ pub enum ResponseBody {
     Upstream(UpstreamBody),
     /// A response to a gRPC or gRPC-Web call.
     Grpc(Box<crate::grpc::GrpcResponseBody>),
+    /// A gRPC server stream sent to a JSON client.
+    Transcoded(Box<super::transcode::JsonStreamBody>),
 }
 
 impl ResponseBody {
@@ -197,6 +199,7 @@ impl Body for ResponseBody {
             ResponseBody::Local(bytes) => Poll::Ready(bytes.take().map(|bytes| Ok(Frame::data(bytes)))),
             ResponseBody::Upstream(upstream) => Pin::new(upstream).poll_frame(cx),
             ResponseBody::Grpc(grpc) => Pin::new(grpc.as_mut()).poll_frame(cx),
+            ResponseBody::Transcoded(stream) => Pin::new(stream.as_mut()).poll_frame(cx),
         }
     }
 
@@ -205,6 +208,7 @@ impl Body for ResponseBody {
             ResponseBody::Local(bytes) => bytes.is_none(),
             ResponseBody::Upstream(upstream) => upstream.is_end_stream(),
             ResponseBody::Grpc(grpc) => grpc.is_end_stream(),
+            ResponseBody::Transcoded(stream) => stream.is_end_stream(),
         }
     }
 
@@ -214,6 +218,7 @@ impl Body for ResponseBody {
             ResponseBody::Local(None) => SizeHint::with_exact(0),
             ResponseBody::Upstream(upstream) => upstream.size_hint(),
             ResponseBody::Grpc(grpc) => grpc.size_hint(),
+            ResponseBody::Transcoded(stream) => stream.size_hint(),
         }
     }
 }

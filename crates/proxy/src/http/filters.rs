@@ -4,7 +4,9 @@
 //! Each filter acts at a fixed point of the request: gRPC-Web rewrites the
 //! request before routing and the response at its end, CORS replies to
 //! preflights once the route is known and adds headers to every response,
-//! and gRPC statistics count from the request headers to the status. The
+//! gRPC statistics count from the request headers to the status, and the
+//! gRPC-JSON transcoder rewrites a matching request before routing and
+//! converts its response. The
 //! request checks (CORS preflight and the authentication filters) run once
 //! the route is known, in the order of `http_filters`. The router is always
 //! last.
@@ -12,6 +14,7 @@
 use std::sync::Arc;
 
 use legate_config::model::{ApiKeyAuth, ExtAuthz, HttpFilter, JwtAuthn};
+use legate_config::transcoder::GrpcJsonTranscoder;
 
 use crate::grpc::MethodTable;
 use crate::ratelimit::RateLimiter;
@@ -22,6 +25,8 @@ pub struct FilterPlan {
     pub grpc_web: bool,
     pub cors: bool,
     pub grpc_stats: Option<MethodTable>,
+    /// The gRPC-JSON transcoder, which rewrites matching requests before routing.
+    pub transcoder: Option<Arc<GrpcJsonTranscoder>>,
     /// The filters that may reply to a routed request before it is forwarded,
     /// in config order.
     pub request_checks: Vec<RequestCheck>,
@@ -40,7 +45,7 @@ pub enum RequestCheck {
 
 impl FilterPlan {
     pub fn new(filters: &[HttpFilter], stats: &ProxyStats) -> Arc<FilterPlan> {
-        let mut plan = FilterPlan { grpc_web: false, cors: false, grpc_stats: None, request_checks: Vec::new() };
+        let mut plan = FilterPlan { grpc_web: false, cors: false, grpc_stats: None, transcoder: None, request_checks: Vec::new() };
         for filter in filters {
             match filter {
                 HttpFilter::GrpcWeb => plan.grpc_web = true,
@@ -56,6 +61,7 @@ impl FilterPlan {
                     plan.request_checks.push(RequestCheck::LocalRateLimit(Arc::new(limiter)));
                 }
                 HttpFilter::GrpcStats(config) => plan.grpc_stats = Some(MethodTable::new(config, &stats.grpc)),
+                HttpFilter::GrpcJsonTranscoder(config) => plan.transcoder = Some(config.clone()),
                 HttpFilter::Router => {}
             }
         }

@@ -18,6 +18,7 @@ mod local_reply;
 mod path;
 mod pipe;
 mod retry;
+mod transcode;
 mod upgrade;
 
 use std::borrow::Cow;
@@ -157,6 +158,21 @@ async fn respond(request: Request<Incoming>, connection: &ConnectionContext, sta
     if let Protocol::GrpcWeb { .. } = protocol {
         grpc_web::translate_headers(&mut parts);
     }
+    let transcoding = match (&filters.transcoder, protocol) {
+        (Some(transcoder), Protocol::Other) => match transcode::start(transcoder, &parts, &listener.routes) {
+            transcode::Start::Pass => None,
+            transcode::Start::Call(call) => Some(call),
+            transcode::Start::Reply(reply) => {
+                let stats = connection.stats.http.route("none", "none");
+                let entry = (!listener.access_logs.is_empty()).then(|| (listener.access_logs.clone(), RequestRecord::new(&parts, connection.remote, None)));
+                return record(*reply, stats, start, connection, entry);
+            }
+        },
+        _ => None,
+    };
+    if let Some(call) = transcoding.as_ref().filter(|call| !call.match_incoming_request_route()) {
+        call.rewrite(&mut parts);
+    }
     let host = headers::parts_host(&parts).map(host_without_port).unwrap_or("");
     let matched = listener.routes.route(host, &parts);
     // A call that matches no route counts under `other`, so that made-up
@@ -197,8 +213,15 @@ async fn respond(request: Request<Incoming>, connection: &ConnectionContext, sta
         Checked::Preflight(reply) => return record(reply, route_stats, start, connection, log.take()),
     }
 
-    let mut body = match protocol {
-        Protocol::GrpcWeb { text } => match grpc_web::read_body(body, text).await {
+    if let Some(call) = transcoding.as_ref().filter(|call| call.match_incoming_request_route()) {
+        call.rewrite(&mut parts);
+    }
+    let mut body = match (protocol, &transcoding) {
+        (Protocol::GrpcWeb { text }, _) => match grpc_web::read_body(body, text).await {
+            Ok(body) => body,
+            Err(reply) => return record(exchange.finish(reply), route_stats, start, connection, log.take()),
+        },
+        (_, Some(call)) => match call.read_request(body).await {
             Ok(body) => body,
             Err(reply) => return record(exchange.finish(reply), route_stats, start, connection, log.take()),
         },
@@ -221,7 +244,11 @@ async fn respond(request: Request<Incoming>, connection: &ConnectionContext, sta
         RouteAction::Forward(action) => {
             let request = Request::from_parts(parts, body);
             let context = forward::RequestContext { route, route_stats: &route_stats, http: &listener.http, snapshot: &snapshot, connection };
-            forward::forward(request, action, &context).await
+            let response = forward::forward(request, action, &context).await;
+            match transcoding {
+                Some(call) => call.respond(response).await,
+                None => response,
+            }
         }
     };
     record(exchange.finish(response), route_stats, start, connection, log.take())
