@@ -297,9 +297,9 @@ fn upstream_request(
     Some(Request::from_parts(parts, body))
 }
 
-/// The upstream `Host` of an HTTP/1.1 request: the route's host rewrite,
-/// else the downstream `Host` header or `:authority`. The downstream values
-/// are cloned, which shares their bytes, rather than parsed again.
+/// Returns the upstream `Host` of an HTTP/1.1 request: the route's host
+/// rewrite, else the downstream `Host` header or `:authority`. Downstream
+/// values are cloned, which shares their bytes, rather than parsed again.
 fn host_header(parts: &http::request::Parts, host_rewrite: Option<&str>) -> Option<HeaderValue> {
     if let Some(host) = host_rewrite {
         return HeaderValue::from_str(host).ok();
@@ -312,8 +312,9 @@ fn host_header(parts: &http::request::Parts, host_rewrite: Option<&str>) -> Opti
     }
 }
 
-/// The upstream `:authority` of an HTTP/2 request, from the same sources as
-/// `host_header`. `None` when it is not a valid authority, empty included.
+/// Returns the upstream `:authority` of an HTTP/2 request, from the same
+/// sources as `host_header`, or `None` when it is not a valid authority
+/// (an empty one included).
 fn authority(parts: &http::request::Parts, host_rewrite: Option<&str>) -> Option<http::uri::Authority> {
     let host = match (host_rewrite, parts.headers.get(header::HOST), parts.uri.authority()) {
         (Some(host), _, _) => host,

@@ -67,7 +67,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
 /// Removes hop-by-hop headers from a message that arrived over `version`.
 /// An HTTP/2 message cannot carry them, because h2 rejects one with a
 /// connection-specific header or with `te` other than `trailers` (RFC 9113
-/// section 8.2.2), so there only `te` is left to handle; this saves a
+/// section 8.2.2). So only `te` is left to handle there, which saves a
 /// lookup per header name on every HTTP/2 request and response.
 pub fn remove_hop_by_hop_from(version: Version, headers: &mut HeaderMap, keep_te_trailers: bool) {
     if version != Version::HTTP_2 {
@@ -128,10 +128,9 @@ pub fn add_trace_context(headers: &mut HeaderMap) {
     }
 }
 
-/// Marks a value that is new on every request so that HTTP/2's HPACK
-/// encoder sends it as a literal without adding it to the connection's
-/// dynamic table. Each insert would evict entries that later requests could
-/// still have reused, and the encoder would search and copy for nothing.
+/// Marks a value that is new on every request, so that HTTP/2's HPACK
+/// encoder sends it as a literal and leaves the connection's dynamic table
+/// alone. Inserting it would evict entries that later requests reuse.
 fn never_indexed(mut value: HeaderValue) -> HeaderValue {
     value.set_sensitive(true);
     value
