@@ -2,7 +2,7 @@
 # Installs the peers and load generators from Debian when missing, then
 # builds and runs legate-bench. Arguments go to legate-bench, for example
 # `crates/bench/bench.sh --quick --out target/bench-results`. Without
-# `--scenarios` every scenario runs (1 to 8); `--scenarios 4,5,6,7` picks some.
+# `--scenarios` every scenario runs (1 to 10); `--scenarios 4,9,10` picks some.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 

@@ -49,6 +49,10 @@ pub struct Settings {
     pub websocket_idle: usize,
     /// WebSockets of those that send echo messages.
     pub websocket_active: usize,
+    /// Routes and clusters applied at once in scenario 9.
+    pub config_change_scale: usize,
+    /// Simulated proxies of scenario 10, one run per count.
+    pub fan_out_streams: Vec<usize>,
 }
 
 impl Settings {
@@ -73,6 +77,8 @@ impl Settings {
             stream_streams: 4,
             websocket_idle: 10_000,
             websocket_active: 1_000,
+            config_change_scale: 10_000,
+            fan_out_streams: vec![1_000, 5_000],
         }
     }
 }
@@ -191,7 +197,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             continue;
         }
         eprintln!("scenario {}: {}", scenario.number(), scenario.title());
-        if [scenarios::memory::NUMBER, scenarios::websocket::NUMBER].contains(&scenario.number()) {
+        if [scenarios::memory::NUMBER, scenarios::websocket::NUMBER, scenarios::fan_out::NUMBER].contains(&scenario.number()) {
             // These scenarios start their own processes and measure memory.
             bench.stop_lab();
         }

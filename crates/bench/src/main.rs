@@ -1,7 +1,9 @@
 //! `legate-bench`: measures Legate against nginx, HAProxy and a direct
 //! connection on this machine, and writes a results page with plots.
 
+mod ads_client;
 mod bench;
+mod control_plane;
 mod grpc_client;
 mod grpc_upstream;
 mod grpc_wire;

@@ -126,7 +126,7 @@ fn http1_templates(target: Target) -> Option<Templates> {
 }
 
 /// Replaces each `{{name}}` in `template` with its value.
-fn render(template: &str, values: &[(&str, String)]) -> String {
+pub fn render(template: &str, values: &[(&str, String)]) -> String {
     let mut text = template.to_string();
     for (name, value) in values {
         text = text.replace(&format!("{{{{{name}}}}}"), value);
@@ -174,6 +174,16 @@ pub struct RunningProxy {
 /// Starts `target` (not `Direct`) with a config for `layout` written into
 /// `dir`, and waits until it forwards a request to the upstream.
 pub fn start(target: Target, layout: Layout, tools: &Tools, legate_bin: &Path, dir: &Path) -> anyhow::Result<RunningProxy> {
+    start_with(target, layout, tools, legate_bin, dir, false)
+}
+
+/// Starts `target` as `start` does, but HAProxy in master-worker mode, so
+/// that `SIGUSR2` to its PID reloads it as `SIGHUP` reloads nginx.
+pub fn start_reloadable(target: Target, layout: Layout, tools: &Tools, legate_bin: &Path, dir: &Path) -> anyhow::Result<RunningProxy> {
+    start_with(target, layout, tools, legate_bin, dir, true)
+}
+
+fn start_with(target: Target, layout: Layout, tools: &Tools, legate_bin: &Path, dir: &Path, reloadable: bool) -> anyhow::Result<RunningProxy> {
     let templates = templates(target, layout.protocol)
         .with_context(|| format!("{} has no {} config (the direct connection has none at all)", target.name(), layout.protocol.name()))?;
     let dir = dir.join(format!("{}-{}-scale{}", target.name(), layout.protocol.name(), layout.scale));
@@ -184,7 +194,10 @@ pub fn start(target: Target, layout: Layout, tools: &Tools, legate_bin: &Path, d
     std::fs::write(&config_path, render_config(&templates, layout, &ports, &dir))
         .with_context(|| format!("failed to write {}", config_path.display()))?;
 
-    let (program, args, env) = command_line(target, tools, legate_bin, &config_path);
+    let (program, mut args, env) = command_line(target, tools, legate_bin, &config_path);
+    if reloadable && target == Target::Haproxy {
+        args.insert(0, "-W".into());
+    }
     let env: Vec<(&str, &str)> = env.iter().map(|(key, value)| (*key, value.as_str())).collect();
     let mut process = Pinned::spawn(target.name(), PROXY_CORE, &program, &args, &env, &dir)?;
     process::wait_for_port(ports.listen, Duration::from_secs(10))

@@ -76,7 +76,8 @@ impl Drop for Pinned {
     }
 }
 
-fn signal(pid: u32, signal: libc::c_int) {
+/// Sends `signal` to `pid`, a process this harness started.
+pub fn signal(pid: u32, signal: libc::c_int) {
     if let Ok(pid) = libc::pid_t::try_from(pid) {
         // SAFETY: kill takes plain integers; the PID is one this harness started
         // or a child of it.

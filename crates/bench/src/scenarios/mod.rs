@@ -1,11 +1,13 @@
 //! One module per scenario. Each runs its measurements (or reuses ones
 //! another scenario already took) and returns a section of the results page.
 //!
-//! A new scenario (for example a config change at scale) is a module with a
-//! `Scenario` implementation added to `all()`.
+//! A new scenario is a module with a `Scenario` implementation added to
+//! `all()`.
 
 pub mod added_latency;
+pub mod config_change;
 pub mod cpu_per_request;
+pub mod fan_out;
 pub mod grpc;
 pub mod grpc_streaming;
 pub mod grpc_unary;
@@ -38,5 +40,7 @@ pub fn all() -> Vec<Box<dyn Scenario>> {
         Box::new(grpc_web::GrpcWeb),
         Box::new(websocket::WebSocket),
         Box::new(memory::Memory),
+        Box::new(config_change::ConfigChange),
+        Box::new(fan_out::FanOut),
     ]
 }

@@ -12,7 +12,7 @@ use legate_config::model::{
 
 use super::body::{DownstreamBody, RequestBody, ResponseBody};
 use super::hash::{request_hash, RequestHash};
-use super::headers::{add_forwarding_headers, remove_hop_by_hop, request_host};
+use super::headers::{add_forwarding_headers, remove_hop_by_hop_from};
 use super::local_reply::local_reply;
 use super::retry::{effective_policy, Outcome, RequestTemplate, Tries};
 use super::upgrade::{PipeSettings, UpgradeRequest};
@@ -127,7 +127,8 @@ pub(super) async fn forward(mut request: Request<DownstreamBody>, action: &Forwa
         if upgrade.is_some() {
             stats.websocket.upgrades.get_or_create(&UpgradeResultLabels { result: "failed" }).inc();
         }
-        remove_hop_by_hop(response.headers_mut(), false);
+        let upstream_version = response.version();
+        remove_hop_by_hop_from(upstream_version, response.headers_mut(), false);
         // The downstream connection keeps its own HTTP version whatever the
         // upstream spoke: an HTTP/1.0 upstream must not end keep-alive.
         *response.version_mut() = downstream_version;
@@ -258,12 +259,11 @@ fn upstream_request(
     connection: &ConnectionContext,
 ) -> Option<Request<RequestBody>> {
     let UpstreamTarget { host_rewrite, protocol, upgrade, request_deadline, received, forward_client_cert } = *target;
-    let host = host_rewrite.or_else(|| request_host(&request)).unwrap_or("").to_string();
     let path = rewritten_path(request.uri(), action, route)?;
     let (mut parts, body) = request.into_parts();
 
     let had_transfer_encoding = parts.headers.contains_key(header::TRANSFER_ENCODING);
-    remove_hop_by_hop(&mut parts.headers, protocol == UpstreamProtocol::Http2);
+    remove_hop_by_hop_from(parts.version, &mut parts.headers, protocol == UpstreamProtocol::Http2);
     if had_transfer_encoding {
         // A message with both framings is re-framed by the upstream codec;
         // forwarding the stale length would let the two sides disagree.
@@ -277,13 +277,18 @@ fn upstream_request(
 
     match protocol {
         UpstreamProtocol::Http1 => {
+            let host = host_header(&parts, host_rewrite)?;
             parts.version = Version::HTTP_11;
             parts.uri = Uri::from(path);
-            parts.headers.insert(header::HOST, HeaderValue::from_str(&host).ok()?);
+            parts.headers.insert(header::HOST, host);
         }
         UpstreamProtocol::Http2 => {
+            let mut uri = http::uri::Parts::default();
+            uri.scheme = Some(http::uri::Scheme::HTTP);
+            uri.authority = Some(authority(&parts, host_rewrite)?);
+            uri.path_and_query = Some(path);
             parts.version = Version::HTTP_2;
-            parts.uri = Uri::builder().scheme("http").authority(host.as_str()).path_and_query(path).build().ok()?;
+            parts.uri = Uri::from_parts(uri).ok()?;
             parts.headers.remove(header::HOST);
         }
     }
@@ -292,11 +297,40 @@ fn upstream_request(
     Some(Request::from_parts(parts, body))
 }
 
-fn rewritten_path(uri: &Uri, action: &ForwardAction, route: &Route) -> Option<PathAndQuery> {
-    let original = uri.path_and_query().map(PathAndQuery::as_str).unwrap_or("/");
-    let Some(rewrite) = &action.prefix_rewrite else {
-        return original.parse().ok();
+/// Returns the upstream `Host` of an HTTP/1.1 request: the route's host
+/// rewrite, else the downstream `Host` header or `:authority`. Downstream
+/// values are cloned, which shares their bytes, rather than parsed again.
+fn host_header(parts: &http::request::Parts, host_rewrite: Option<&str>) -> Option<HeaderValue> {
+    if let Some(host) = host_rewrite {
+        return HeaderValue::from_str(host).ok();
+    }
+    match (parts.headers.get(header::HOST), parts.uri.authority()) {
+        (Some(host), _) if host.to_str().is_ok() => Some(host.clone()),
+        (Some(_), _) => Some(HeaderValue::from_static("")),
+        (None, Some(authority)) => HeaderValue::from_str(authority.as_str()).ok(),
+        (None, None) => Some(HeaderValue::from_static("")),
+    }
+}
+
+/// Returns the upstream `:authority` of an HTTP/2 request, from the same
+/// sources as `host_header`, or `None` when it is not a valid authority
+/// (an empty one included).
+fn authority(parts: &http::request::Parts, host_rewrite: Option<&str>) -> Option<http::uri::Authority> {
+    let host = match (host_rewrite, parts.headers.get(header::HOST), parts.uri.authority()) {
+        (Some(host), _, _) => host,
+        (None, Some(host), _) => host.to_str().unwrap_or(""),
+        (None, None, Some(authority)) => return Some(authority.clone()),
+        (None, None, None) => "",
     };
+    host.parse().ok()
+}
+
+fn rewritten_path(uri: &Uri, action: &ForwardAction, route: &Route) -> Option<PathAndQuery> {
+    let Some(rewrite) = &action.prefix_rewrite else {
+        // A clone shares the downstream bytes, where parsing would copy them.
+        return Some(uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
+    };
+    let original = uri.path_and_query().map(PathAndQuery::as_str).unwrap_or("/");
 
     let (path, query) = match original.split_once('?') {
         Some((path, query)) => (path, Some(query)),

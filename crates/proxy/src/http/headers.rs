@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::Request;
+use http::Version;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -16,10 +16,6 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 
 /// Returns the request's host: the `Host` header, or the `:authority` of an
 /// HTTP/2 request.
-pub fn request_host<B>(request: &Request<B>) -> Option<&str> {
-    host_of(request.headers(), request.uri())
-}
-
 pub fn parts_host(parts: &http::request::Parts) -> Option<&str> {
     host_of(&parts.headers, &parts.uri)
 }
@@ -68,6 +64,19 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
     }
 }
 
+/// Removes hop-by-hop headers from a message that arrived over `version`.
+/// An HTTP/2 message cannot carry them, because h2 rejects one with a
+/// connection-specific header or with `te` other than `trailers` (RFC 9113
+/// section 8.2.2). So only `te` is left to handle there, which saves a
+/// lookup per header name on every HTTP/2 request and response.
+pub fn remove_hop_by_hop_from(version: Version, headers: &mut HeaderMap, keep_te_trailers: bool) {
+    if version != Version::HTTP_2 {
+        remove_hop_by_hop(headers, keep_te_trailers);
+    } else if !keep_te_trailers {
+        headers.remove(header::TE);
+    }
+}
+
 /// Formats the downstream address for `x-forwarded-for`, once per
 /// connection.
 pub fn client_address_value(remote: SocketAddr) -> HeaderValue {
@@ -102,7 +111,7 @@ pub fn add_forwarding_headers(headers: &mut HeaderMap, client: &HeaderValue, sec
 pub fn add_trace_context(headers: &mut HeaderMap) {
     if !headers.contains_key(&X_REQUEST_ID) {
         if let Ok(value) = HeaderValue::from_bytes(&new_request_id()) {
-            headers.insert(X_REQUEST_ID.clone(), value);
+            headers.insert(X_REQUEST_ID.clone(), never_indexed(value));
         }
     }
 
@@ -114,9 +123,17 @@ pub fn add_trace_context(headers: &mut HeaderMap) {
             headers.remove(&TRACESTATE);
         }
         if let Ok(value) = HeaderValue::from_bytes(&new_traceparent()) {
-            headers.insert(TRACEPARENT.clone(), value);
+            headers.insert(TRACEPARENT.clone(), never_indexed(value));
         }
     }
+}
+
+/// Marks a value that is new on every request, so that HTTP/2's HPACK
+/// encoder sends it as a literal and leaves the connection's dynamic table
+/// alone. Inserting it would evict entries that later requests reuse.
+fn never_indexed(mut value: HeaderValue) -> HeaderValue {
+    value.set_sensitive(true);
+    value
 }
 
 /// Checks the `version-traceid-parentid-flags` form of W3C Trace Context:
@@ -184,6 +201,24 @@ mod tests {
         assert!(!headers.contains_key(header::CONNECTION));
         assert!(!headers.contains_key(header::TRANSFER_ENCODING));
         assert!(headers.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn http2_message_keeps_only_te_trailers() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        remove_hop_by_hop_from(Version::HTTP_2, &mut headers, true);
+        assert_eq!(headers[header::TE], "trailers", "kept for an HTTP/2 upstream");
+        remove_hop_by_hop_from(Version::HTTP_2, &mut headers, false);
+        assert!(!headers.contains_key(header::TE), "removed for an HTTP/1.1 upstream");
+        assert!(headers.contains_key("x-kept"));
+
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("x-secret"));
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        remove_hop_by_hop_from(Version::HTTP_11, &mut headers, false);
+        assert!(headers.is_empty(), "HTTP/1.1 messages get the full removal: {headers:?}");
     }
 
     #[test]

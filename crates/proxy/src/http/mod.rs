@@ -88,7 +88,10 @@ pub struct ConnectionContext {
 pub async fn handle(request: Request<Incoming>, connection: Arc<ConnectionContext>) -> Result<Response<RecordedBody>, Infallible> {
     let start = tokio::time::Instant::now();
     let mut unanswered = Unanswered { stats: &connection.stats, start, log: None, answered: false };
-    let response = respond(request, &connection, start, &mut unanswered.log).await;
+    // Boxed, because hyper runs the service future in a task of its own per
+    // HTTP/2 stream, and tokio copies a task's future when it stores it and
+    // when it finishes. The box turns those copies into copies of a pointer.
+    let response = Box::pin(respond(request, &connection, start, &mut unanswered.log)).await;
     unanswered.answered = true;
     Ok(response)
 }
