@@ -1,6 +1,13 @@
-//! Envoy's aggregated discovery service, state-of-the-world variant: one
-//! task per proxy stream, each fed by the store's published snapshots.
+//! Envoy's aggregated discovery service, state-of-the-world and incremental
+//! (delta) variants: one task per proxy stream, each fed by the store's
+//! published snapshots.
+//!
+//! A slow proxy cannot hold up the others: each stream reads snapshots from
+//! its own `watch` receiver, which keeps only the newest, and waits alone
+//! when its bounded response queue is full. A stream that falls behind skips
+//! the versions published meanwhile and sends the difference to the newest.
 
+mod delta;
 mod stream;
 mod subscription;
 
@@ -8,7 +15,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use legate_api::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryService;
-use legate_api::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use legate_api::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -16,6 +25,7 @@ use tracing::Instrument;
 
 use crate::proxies::ProxyRegistry;
 use crate::store::Store;
+use delta::{DeltaInputs, DeltaStream};
 use stream::{AdsStream, StreamInputs};
 
 /// Responses a stream may queue before it waits for the proxy to read. One
@@ -50,12 +60,7 @@ impl AggregatedDiscoveryService for AdsServer {
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
         let stream_id = self.next_stream_id.fetch_add(1, Ordering::Relaxed);
         let peer = request.remote_addr();
-        let span = tracing::info_span!(
-            "ads",
-            stream.id = stream_id,
-            client.addr = %peer.map(|address| address.to_string()).unwrap_or_default(),
-            node.id = tracing::field::Empty,
-        );
+        let span = stream_span("sotw", stream_id, peer);
 
         let mut snapshots = self.store.subscribe();
         let snapshot = snapshots.borrow_and_update().clone();
@@ -67,4 +72,31 @@ impl AggregatedDiscoveryService for AdsServer {
         tokio::spawn(stream.run(inputs).instrument(span));
         Ok(Response::new(ReceiverStream::new(receiver)))
     }
+
+    type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        let stream_id = self.next_stream_id.fetch_add(1, Ordering::Relaxed);
+        let peer = request.remote_addr();
+        let span = stream_span("delta", stream_id, peer);
+
+        let mut snapshots = self.store.subscribe();
+        let snapshot = snapshots.borrow_and_update().clone();
+        let proxy = self.proxies.register(stream_id, peer);
+        let (responses, receiver) = mpsc::channel(RESPONSE_QUEUE);
+
+        let inputs = DeltaInputs { requests: request.into_inner(), snapshots, shutdown: self.shutdown.clone() };
+        let stream = DeltaStream::new(stream_id, proxy, snapshot, responses);
+        tokio::spawn(stream.run(inputs).instrument(span));
+        Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+}
+
+/// The span of one stream; `variant` is `sotw` or `delta`.
+fn stream_span(variant: &'static str, stream_id: u64, peer: Option<std::net::SocketAddr>) -> tracing::Span {
+    let client = peer.map(|address| address.to_string()).unwrap_or_default();
+    tracing::info_span!("ads", variant, stream.id = stream_id, client.addr = %client, node.id = tracing::field::Empty)
 }

@@ -18,7 +18,7 @@ use crate::snapshot::Snapshot;
 /// everything that refers to it (listeners name route configurations, routes
 /// name clusters, clusters name their endpoints, listeners and clusters name
 /// secrets).
-const REMOVAL_ORDER: [ResourceType; 5] = [
+pub(super) const REMOVAL_ORDER: [ResourceType; 5] = [
     ResourceType::Listener,
     ResourceType::RouteConfiguration,
     ResourceType::Cluster,

@@ -1,0 +1,337 @@
+//! One incremental (delta) ADS stream: subscriptions by name or wildcard,
+//! per-resource versions, and removals, following the delta rules of Envoy's
+//! xDS protocol.
+//!
+//! A resource's version is the config version at which its bytes last
+//! changed, so a proxy that already holds a resource at that version is never
+//! sent it again, on this stream or after a reconnect that lists it in
+//! `initial_resource_versions`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+
+use legate_api::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource};
+use legate_config::ResourceType;
+use tokio::sync::{mpsc, watch};
+use tonic::{Status, Streaming};
+
+use super::stream::{Ended, REMOVAL_ORDER};
+use crate::proxies::ProxyHandle;
+use crate::snapshot::{ResourceKey, Snapshot};
+
+/// The name that subscribes to every resource of a type.
+const WILDCARD: &str = "*";
+
+/// Responses of one type awaiting an ACK or NACK; older ones are forgotten,
+/// so an answer to them is logged as stale.
+const MAX_PENDING: usize = 16;
+
+pub(crate) type DeltaSender = mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>;
+
+/// Sources a delta stream waits on besides its own requests.
+pub(crate) struct DeltaInputs {
+    pub(crate) requests: Streaming<DeltaDiscoveryRequest>,
+    pub(crate) snapshots: watch::Receiver<Arc<Snapshot>>,
+    pub(crate) shutdown: watch::Receiver<bool>,
+}
+
+/// One resource type on one delta stream.
+#[derive(Debug, Default)]
+struct DeltaType {
+    wildcard: bool,
+    /// Names subscribed explicitly, besides the wildcard.
+    names: BTreeSet<String>,
+    /// Version of each resource the proxy holds as far as this stream knows:
+    /// the `initial_resource_versions` of the first request, then every
+    /// resource sent. A version that is not a number never matches.
+    known: HashMap<String, Option<u64>>,
+    /// Subscribed names that do not exist and whose removal was sent, so it
+    /// is sent once.
+    absent: BTreeSet<String>,
+    /// Nonces of responses not answered yet, with the type version each sent.
+    pending: VecDeque<(String, String)>,
+}
+
+impl DeltaType {
+    /// Reads the first request of a type: an empty subscription list or `*`
+    /// subscribes to every resource, and the initial versions tell what the
+    /// proxy kept from an earlier stream.
+    fn start(request: &DeltaDiscoveryRequest) -> Self {
+        let wildcard = request.resource_names_subscribe.is_empty() || request.resource_names_subscribe.iter().any(|name| name == WILDCARD);
+        let known = request.initial_resource_versions.iter().map(|(name, version)| (name.clone(), version.parse().ok())).collect();
+        DeltaType { wildcard, known, ..Default::default() }
+    }
+
+    /// Applies the request's subscription changes and returns whether it
+    /// subscribed to anything new, which calls for a response.
+    fn change_subscriptions(&mut self, request: &DeltaDiscoveryRequest) -> bool {
+        let mut added = false;
+        for name in &request.resource_names_subscribe {
+            if name == WILDCARD {
+                added |= !self.wildcard;
+                self.wildcard = true;
+            } else {
+                added |= self.names.insert(name.clone());
+            }
+        }
+        for name in &request.resource_names_unsubscribe {
+            if name == WILDCARD {
+                self.wildcard = false;
+                continue;
+            }
+            self.names.remove(name);
+            self.absent.remove(name);
+            // The proxy drops an unsubscribed resource, so a later subscription
+            // must send it again.
+            if !self.wildcard {
+                self.known.remove(name);
+            }
+        }
+        added
+    }
+
+    fn wants(&self, name: &str) -> bool {
+        self.wildcard || self.names.contains(name)
+    }
+
+    /// Returns the resources `snapshot` has that the proxy wants and does not
+    /// hold at their current version.
+    fn updates(&self, resource_type: ResourceType, snapshot: &Snapshot) -> Vec<Resource> {
+        let outdated = |name: &str, version: u64| self.known.get(name) != Some(&Some(version));
+        let to_resource = |stored: &crate::snapshot::StoredResource| Resource {
+            name: stored.resource.name().to_string(),
+            version: stored.version.to_string(),
+            // NOTE: this copies the bytes packed once at apply time into
+            // each stream's response; sharing them would need `bytes::Bytes`
+            // in the generated `Any`.
+            resource: Some(stored.any.clone()),
+        };
+
+        if self.wildcard {
+            return snapshot
+                .resources_of(resource_type)
+                .filter(|stored| outdated(stored.resource.name(), stored.version))
+                .map(to_resource)
+                .collect();
+        }
+        self.names
+            .iter()
+            .filter_map(|name| snapshot.get(&ResourceKey::new(resource_type, name.as_str())))
+            .filter(|stored| outdated(stored.resource.name(), stored.version))
+            .map(to_resource)
+            .collect()
+    }
+
+    /// Returns the names to send as removed: resources the proxy holds that
+    /// are gone, and subscribed names that never existed, once each.
+    fn removals(&self, resource_type: ResourceType, snapshot: &Snapshot) -> Vec<String> {
+        let missing = |name: &str| snapshot.get(&ResourceKey::new(resource_type, name)).is_none();
+        let mut removed: BTreeSet<String> =
+            self.known.keys().filter(|name| self.wants(name) && missing(name)).cloned().collect();
+        removed.extend(self.names.iter().filter(|name| !self.absent.contains(*name) && missing(name)).cloned());
+        removed.into_iter().collect()
+    }
+
+    /// Records what a response carried, so the next diff starts from it.
+    fn record_sent(&mut self, resources: &[Resource], removed: &[String], nonce: String, version: String) {
+        for resource in resources {
+            self.known.insert(resource.name.clone(), resource.version.parse().ok());
+            self.absent.remove(&resource.name);
+        }
+        for name in removed {
+            self.known.remove(name);
+            if self.names.contains(name) {
+                self.absent.insert(name.clone());
+            }
+        }
+        if self.pending.len() == MAX_PENDING {
+            self.pending.pop_front();
+        }
+        self.pending.push_back((nonce, version));
+    }
+
+    /// Takes the pending response with `nonce`, returning the type version it sent.
+    fn take_pending(&mut self, nonce: &str) -> Option<String> {
+        let index = self.pending.iter().position(|(pending, _)| pending == nonce)?;
+        self.pending.remove(index).map(|(_, version)| version)
+    }
+}
+
+/// Which part of a diff a response carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    /// Added and modified resources only, so a push never removes a resource
+    /// before what refers to it has changed.
+    Updates,
+    Removals,
+    /// Both, for a response to a subscription.
+    All,
+}
+
+pub(crate) struct DeltaStream {
+    id: u64,
+    proxy: ProxyHandle,
+    snapshot: Arc<Snapshot>,
+    types: BTreeMap<ResourceType, DeltaType>,
+    responses_sent: u64,
+    node_seen: bool,
+    responses: DeltaSender,
+}
+
+impl DeltaStream {
+    pub(crate) fn new(id: u64, proxy: ProxyHandle, snapshot: Arc<Snapshot>, responses: DeltaSender) -> Self {
+        proxy.record_config_version(snapshot.version());
+        DeltaStream { id, proxy, snapshot, types: BTreeMap::new(), responses_sent: 0, node_seen: false, responses }
+    }
+
+    /// Serves the stream until the proxy leaves or the server shuts down.
+    pub(crate) async fn run(mut self, mut inputs: DeltaInputs) {
+        let ended = self.serve(&mut inputs).await;
+        if matches!(ended, Ended::ShuttingDown) {
+            // UNAVAILABLE makes the proxy reconnect, possibly to another
+            // control plane. If the channel is full, the stream just ends.
+            let _ = self.responses.try_send(Err(Status::unavailable("control plane is shutting down")));
+        }
+        tracing::info!(reason = %ended, "delta ADS stream ended");
+    }
+
+    async fn serve(&mut self, inputs: &mut DeltaInputs) -> Ended {
+        loop {
+            let step = tokio::select! {
+                request = inputs.requests.message() => match request {
+                    Ok(Some(request)) => self.on_request(request).await,
+                    Ok(None) => Err(Ended::ProxyClosed),
+                    Err(status) => Err(Ended::ProxyError(status)),
+                },
+                changed = inputs.snapshots.changed() => match changed {
+                    Ok(()) => {
+                        let snapshot = inputs.snapshots.borrow_and_update().clone();
+                        self.on_snapshot(snapshot).await
+                    }
+                    Err(_) => Err(Ended::ShuttingDown),
+                },
+                _ = inputs.shutdown.changed() => Err(Ended::ShuttingDown),
+                () = self.responses.closed() => Err(Ended::ResponseDropped),
+            };
+            if let Err(ended) = step {
+                return ended;
+            }
+        }
+    }
+
+    async fn on_request(&mut self, request: DeltaDiscoveryRequest) -> Result<(), Ended> {
+        self.note_node(&request);
+        self.proxy.record_seen();
+
+        let Some(resource_type) = ResourceType::from_type_url(&request.type_url) else {
+            tracing::warn!(type_url = %request.type_url, "ignored delta request for a resource type Legate does not serve");
+            return Ok(());
+        };
+
+        let first = !self.types.contains_key(&resource_type);
+        let state = self.types.entry(resource_type).or_insert_with(|| DeltaType::start(&request));
+        if !request.response_nonce.is_empty() {
+            match state.take_pending(&request.response_nonce) {
+                Some(version) => self.record_answer(resource_type, &request, &version),
+                None => tracing::debug!(type_url = %request.type_url, nonce = %request.response_nonce, "ignored answer to an unknown nonce"),
+            }
+        }
+
+        let Some(state) = self.types.get_mut(&resource_type) else {
+            return Ok(());
+        };
+        let subscribed = state.change_subscriptions(&request);
+        if first || subscribed {
+            // The first request always gets a response, even an empty one, so
+            // the proxy knows its initial view is complete.
+            self.send_diff(resource_type, Part::All, first).await?;
+        }
+        Ok(())
+    }
+
+    /// Records the node on the first request that carries one; Envoy sends
+    /// it only on the first request of a stream.
+    fn note_node(&mut self, request: &DeltaDiscoveryRequest) {
+        if self.node_seen {
+            return;
+        }
+        self.node_seen = true;
+
+        let node = request.node.clone().unwrap_or_default();
+        tracing::Span::current().record("node.id", node.id.as_str());
+        self.proxy.set_node(&node.id, &node.cluster);
+        tracing::info!(node.cluster = %node.cluster, "delta ADS stream started");
+    }
+
+    fn record_answer(&self, resource_type: ResourceType, request: &DeltaDiscoveryRequest, version: &str) {
+        match &request.error_detail {
+            Some(status) => {
+                tracing::warn!(type_url = %request.type_url, nonce = %request.response_nonce, version, error = %status.message, "proxy rejected config");
+                self.proxy.record_nack(resource_type, version, &status.message);
+            }
+            None => {
+                tracing::debug!(type_url = %request.type_url, nonce = %request.response_nonce, version, "proxy accepted config");
+                self.proxy.record_ack(resource_type, version);
+            }
+        }
+    }
+
+    /// Pushes a new snapshot in two passes: first the added and modified
+    /// resources in push order, then the removals in `REMOVAL_ORDER`. A type
+    /// with nothing new for this stream gets no response.
+    async fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Result<(), Ended> {
+        self.snapshot = snapshot;
+        for resource_type in ResourceType::ALL {
+            self.send_diff(resource_type, Part::Updates, false).await?;
+        }
+        for resource_type in REMOVAL_ORDER {
+            self.send_diff(resource_type, Part::Removals, false).await?;
+        }
+        self.proxy.record_config_version(self.snapshot.version());
+        Ok(())
+    }
+
+    /// Sends what the proxy lacks of one subscribed type; `always` sends a
+    /// response even when there is nothing to send.
+    async fn send_diff(&mut self, resource_type: ResourceType, part: Part, always: bool) -> Result<(), Ended> {
+        let Some(state) = self.types.get(&resource_type) else {
+            return Ok(());
+        };
+
+        let resources = if part == Part::Removals { Vec::new() } else { state.updates(resource_type, &self.snapshot) };
+        let removed = if part == Part::Updates { Vec::new() } else { state.removals(resource_type, &self.snapshot) };
+        if resources.is_empty() && removed.is_empty() && !always {
+            return Ok(());
+        }
+        self.send(resource_type, resources, removed).await
+    }
+
+    async fn send(&mut self, resource_type: ResourceType, resources: Vec<Resource>, removed: Vec<String>) -> Result<(), Ended> {
+        self.responses_sent += 1;
+        let nonce = format!("{}-{}", self.id, self.responses_sent);
+        let version = self.snapshot.type_version(resource_type).to_string();
+        if let Some(state) = self.types.get_mut(&resource_type) {
+            state.record_sent(&resources, &removed, nonce.clone(), version.clone());
+        }
+
+        let (sent, removed_count) = (resources.len(), removed.len());
+        let response = DeltaDiscoveryResponse {
+            system_version_info: version.clone(),
+            resources,
+            type_url: resource_type.type_url().to_string(),
+            removed_resources: removed,
+            nonce: nonce.clone(),
+        };
+        self.responses.send(Ok(response)).await.map_err(|_| Ended::ResponseDropped)?;
+        tracing::debug!(
+            type_url = resource_type.type_url(),
+            version = %version,
+            nonce = %nonce,
+            resources = sent,
+            removed = removed_count,
+            "sent delta discovery response"
+        );
+        self.proxy.record_sent(resource_type, &version);
+        Ok(())
+    }
+}
