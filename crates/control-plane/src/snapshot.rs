@@ -40,9 +40,19 @@ pub struct StoredResource {
     pub any: prost_types::Any,
     pub resource: Resource,
     pub version: u64,
+    /// xxHash64 of the packed bytes: the resource's version in delta xDS. It
+    /// depends only on the bytes, so it is the same after a restart and on
+    /// every replica, unlike `version`.
+    pub digest: u64,
 }
 
 impl StoredResource {
+    /// Wraps a decoded resource that has no config version yet.
+    pub fn new(any: prost_types::Any, resource: Resource) -> Self {
+        let digest = xxhash_rust::xxh64::xxh64(&any.value, 0);
+        StoredResource { any, resource, version: 0, digest }
+    }
+
     /// Returns whether both resources would reach a proxy as the same bytes.
     pub fn same_bytes(&self, other: &StoredResource) -> bool {
         self.any.type_url == other.any.type_url && self.any.value == other.any.value

@@ -362,7 +362,7 @@ fn decode_resources(resources: &[prost_types::Any], errors: &mut Vec<ConfigError
         }
 
         decoded.ignored_fields.extend(resource.ignored);
-        let stored = StoredResource { any: any.clone(), resource: resource.value, version: 0 };
+        let stored = StoredResource::new(any.clone(), resource.value);
         decoded.resources.insert(key, stored);
     }
     decoded

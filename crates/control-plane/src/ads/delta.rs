@@ -2,10 +2,10 @@
 //! per-resource versions, and removals, following the delta rules of Envoy's
 //! xDS protocol.
 //!
-//! A resource's version is the config version at which its bytes last
-//! changed, so a proxy that already holds a resource at that version is never
-//! sent it again, on this stream or after a reconnect that lists it in
-//! `initial_resource_versions`.
+//! A resource's version is a hash of its packed bytes, so a proxy that
+//! already holds a resource at that version is never sent it again, on this
+//! stream or after a reconnect that lists it in `initial_resource_versions`,
+//! even to another replica or after a restart.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -43,7 +43,7 @@ struct DeltaType {
     names: BTreeSet<String>,
     /// Version of each resource the proxy holds as far as this stream knows:
     /// the `initial_resource_versions` of the first request, then every
-    /// resource sent. A version that is not a number never matches.
+    /// resource sent. A version that is not a hexadecimal digest never matches.
     known: HashMap<String, Option<u64>>,
     /// Subscribed names that do not exist and whose removal was sent, so it
     /// is sent once.
@@ -58,7 +58,7 @@ impl DeltaType {
     /// proxy kept from an earlier stream.
     fn start(request: &DeltaDiscoveryRequest) -> Self {
         let wildcard = request.resource_names_subscribe.is_empty() || request.resource_names_subscribe.iter().any(|name| name == WILDCARD);
-        let known = request.initial_resource_versions.iter().map(|(name, version)| (name.clone(), version.parse().ok())).collect();
+        let known = request.initial_resource_versions.iter().map(|(name, version)| (name.clone(), parse_digest(version))).collect();
         DeltaType { wildcard, known, ..Default::default() }
     }
 
@@ -97,10 +97,10 @@ impl DeltaType {
     /// Returns the resources `snapshot` has that the proxy wants and does not
     /// hold at their current version.
     fn updates(&self, resource_type: ResourceType, snapshot: &Snapshot) -> Vec<Resource> {
-        let outdated = |name: &str, version: u64| self.known.get(name) != Some(&Some(version));
+        let outdated = |name: &str, digest: u64| self.known.get(name) != Some(&Some(digest));
         let to_resource = |stored: &crate::snapshot::StoredResource| Resource {
             name: stored.resource.name().to_string(),
-            version: stored.version.to_string(),
+            version: format_digest(stored.digest),
             // NOTE: this copies the bytes packed once at apply time into
             // each stream's response; sharing them would need `bytes::Bytes`
             // in the generated `Any`.
@@ -110,14 +110,14 @@ impl DeltaType {
         if self.wildcard {
             return snapshot
                 .resources_of(resource_type)
-                .filter(|stored| outdated(stored.resource.name(), stored.version))
+                .filter(|stored| outdated(stored.resource.name(), stored.digest))
                 .map(to_resource)
                 .collect();
         }
         self.names
             .iter()
             .filter_map(|name| snapshot.get(&ResourceKey::new(resource_type, name.as_str())))
-            .filter(|stored| outdated(stored.resource.name(), stored.version))
+            .filter(|stored| outdated(stored.resource.name(), stored.digest))
             .map(to_resource)
             .collect()
     }
@@ -135,7 +135,7 @@ impl DeltaType {
     /// Records what a response carried, so the next diff starts from it.
     fn record_sent(&mut self, resources: &[Resource], removed: &[String], nonce: String, version: String) {
         for resource in resources {
-            self.known.insert(resource.name.clone(), resource.version.parse().ok());
+            self.known.insert(resource.name.clone(), parse_digest(&resource.version));
             self.absent.remove(&resource.name);
         }
         for name in removed {
@@ -155,6 +155,14 @@ impl DeltaType {
         let index = self.pending.iter().position(|(pending, _)| pending == nonce)?;
         self.pending.remove(index).map(|(_, version)| version)
     }
+}
+
+fn format_digest(digest: u64) -> String {
+    format!("{digest:016x}")
+}
+
+fn parse_digest(version: &str) -> Option<u64> {
+    u64::from_str_radix(version, 16).ok()
 }
 
 /// Which part of a diff a response carries.
