@@ -11,6 +11,7 @@ mod config_errors;
 mod connection_limits;
 mod control_plane_auth;
 mod control_plane_metrics;
+mod delta_xds;
 mod demo;
 mod endpoint_health;
 mod ext_authz;
