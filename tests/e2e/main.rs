@@ -25,6 +25,7 @@ mod hot_swap;
 mod http2_abuse;
 mod http2_pool;
 mod http_framing;
+mod independent_xds;
 mod jwt_authn;
 mod lifecycle;
 mod listeners;
