@@ -44,13 +44,16 @@ pub struct StoredResource {
     /// depends only on the bytes, so it is the same after a restart and on
     /// every replica, unlike `version`.
     pub digest: u64,
+    /// `any` encoded, shared by every delta response that carries it.
+    pub encoded: bytes::Bytes,
 }
 
 impl StoredResource {
     /// Wraps a decoded resource that has no config version yet.
     pub fn new(any: prost_types::Any, resource: Resource) -> Self {
         let digest = xxhash_rust::xxh64::xxh64(&any.value, 0);
-        StoredResource { any, resource, version: 0, digest }
+        let encoded = prost::Message::encode_to_vec(&any).into();
+        StoredResource { any, resource, version: 0, digest, encoded }
     }
 
     /// Returns whether both resources would reach a proxy as the same bytes.

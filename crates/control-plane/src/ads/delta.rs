@@ -101,10 +101,9 @@ impl DeltaType {
         let to_resource = |stored: &crate::snapshot::StoredResource| Resource {
             name: stored.resource.name().to_string(),
             version: format_digest(stored.digest),
-            // NOTE: this copies the bytes packed once at apply time into
-            // each stream's response; sharing them would need `bytes::Bytes`
-            // in the generated `Any`.
-            resource: Some(stored.any.clone()),
+            // A reference to the bytes encoded once at apply time; gRPC still
+            // copies them into each stream's frame.
+            resource: stored.encoded.clone(),
         };
 
         if self.wildcard {

@@ -15,7 +15,10 @@ use legate_api::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDisc
 use legate_api::google::rpc::Status;
 use legate_config::ResourceType;
 
+use prost::Message;
+
 use super::client::{AdsClient, StreamEnd, MAX_RESPONSE_BYTES};
+use crate::manager::Rejected;
 
 /// Subscription state of one resource type, kept across streams.
 #[derive(Debug, Default, Clone)]
@@ -80,6 +83,21 @@ impl DeltaSubscription {
     }
 }
 
+/// Decodes the `Any` of each resource; one that does not decode is rejected.
+fn decode_resources(response: &DeltaDiscoveryResponse) -> (Vec<prost_types::Any>, Vec<Rejected>) {
+    let mut decoded = Vec::with_capacity(response.resources.len());
+    let mut rejected = Vec::new();
+    for resource in &response.resources {
+        match prost_types::Any::decode(resource.resource.clone()) {
+            Ok(any) => decoded.push(any),
+            Err(error) => {
+                rejected.push(Rejected { name: resource.name.clone(), reason: format!("{:?}: invalid resource: {error}", resource.name) })
+            }
+        }
+    }
+    (decoded, rejected)
+}
+
 impl AdsClient {
     /// Runs one delta stream. UNIMPLEMENTED from the server comes back as
     /// `StreamEnd::NeverConnected`, so the caller can fall back.
@@ -130,8 +148,8 @@ impl AdsClient {
         };
 
         let kept = self.delta.entry(resource_type).or_default().names_after(&response);
-        let resources: Vec<prost_types::Any> = response.resources.iter().filter_map(|resource| resource.resource.clone()).collect();
-        let rejected = self.apply(resource_type, &resources, &kept, &response.system_version_info);
+        let (resources, mut rejected) = decode_resources(&response);
+        rejected.extend(self.apply(resource_type, &resources, &kept, &response.system_version_info));
 
         let stats = &self.manager.stats().xds;
         stats.count_update(resource_type.short_name(), rejected.is_empty());
