@@ -38,6 +38,7 @@ mod rollout;
 mod routing;
 mod sds;
 mod static_bootstrap;
+mod targeting;
 mod timeouts;
 mod tls;
 mod upgrade;

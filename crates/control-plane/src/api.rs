@@ -15,6 +15,7 @@ use prost::Message;
 use tonic::{Code, Request, Response, Status};
 
 use crate::proxies::ProxyRegistry;
+use crate::targets::Selector;
 use crate::snapshot::{ResourceKey, Snapshot};
 use crate::store::{ApplyError, ApplyOptions, ApplyOutcome, Store};
 
@@ -38,7 +39,14 @@ impl ConfigApi {
 impl ConfigService for ConfigApi {
     async fn apply(&self, request: Request<ApplyRequest>) -> Result<Response<ApplyResponse>, Status> {
         let request = request.into_inner();
-        let options = ApplyOptions { if_version: optional_version(&request.if_version, "if_version")?, applied_by: request.applied_by };
+        let target = request
+            .target
+            .as_ref()
+            .map(Selector::from_proto)
+            .transpose()
+            .map_err(|error| Status::invalid_argument(format!("invalid target: {error}")))?;
+        let if_version = optional_version(&request.if_version, "if_version")?;
+        let options = ApplyOptions { if_version, applied_by: request.applied_by, target };
         let outcome = self.store.apply_with(&request.resources, &request.remove, &options).await;
         outcome.map(|outcome| Response::new(apply_response(outcome))).map_err(apply_status)
     }
@@ -46,7 +54,8 @@ impl ConfigService for ConfigApi {
     async fn rollback(&self, request: Request<RollbackRequest>) -> Result<Response<ApplyResponse>, Status> {
         let request = request.into_inner();
         let version = required_version(&request.version)?;
-        let options = ApplyOptions { if_version: optional_version(&request.if_version, "if_version")?, applied_by: request.applied_by };
+        let if_version = optional_version(&request.if_version, "if_version")?;
+        let options = ApplyOptions { if_version, applied_by: request.applied_by, target: None };
         let outcome = self.store.rollback(version, &options).await;
         outcome.map(|outcome| Response::new(apply_response(outcome))).map_err(apply_status)
     }

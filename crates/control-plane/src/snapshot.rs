@@ -9,6 +9,8 @@ use std::time::SystemTime;
 use legate_api::legate::config::v1::{ResourceRef, StoredConfig};
 use legate_config::{Resource, ResourceType};
 
+use crate::targets::{Overlay, Selector, ViewCache};
+
 /// Identity of a resource: its type and name. Ordering is by type in push
 /// order, then by name, so a sorted map lists resources in push order.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -86,6 +88,12 @@ pub struct Snapshot {
     type_versions: BTreeMap<ResourceType, u64>,
     resources: BTreeMap<ResourceKey, Arc<StoredResource>>,
     origin: Origin,
+    /// Targeted resources, sorted by selector. A targeted apply sets the
+    /// version of each type it changes, as an untargeted apply does.
+    overlays: Arc<Vec<Overlay>>,
+    views: ViewCache,
+    /// The target of the apply that made this version, if it had one.
+    target: Option<Selector>,
 }
 
 impl Snapshot {
@@ -94,12 +102,50 @@ impl Snapshot {
         type_versions: BTreeMap<ResourceType, u64>,
         resources: BTreeMap<ResourceKey, Arc<StoredResource>>,
     ) -> Self {
-        Snapshot { version, type_versions, resources, origin: Origin::default() }
+        Snapshot { version, type_versions, resources, ..Default::default() }
+    }
+
+    /// Returns the view of `base` that one set of overlays makes: `resources`
+    /// in place of the untargeted ones, at the same versions.
+    pub(crate) fn view(base: &Snapshot, resources: BTreeMap<ResourceKey, Arc<StoredResource>>) -> Self {
+        Snapshot {
+            version: base.version,
+            type_versions: base.type_versions.clone(),
+            resources,
+            origin: base.origin.clone(),
+            target: base.target.clone(),
+            ..Default::default()
+        }
     }
 
     pub(crate) fn with_origin(mut self, origin: Origin) -> Self {
         self.origin = origin;
         self
+    }
+
+    pub(crate) fn with_overlays(mut self, mut overlays: Vec<Overlay>) -> Self {
+        overlays.retain(|overlay| !overlay.resources.is_empty());
+        overlays.sort_by(|a, b| a.selector.cmp(&b.selector));
+        self.overlays = Arc::new(overlays);
+        self
+    }
+
+    pub(crate) fn with_target(mut self, target: Option<Selector>) -> Self {
+        self.target = target;
+        self
+    }
+
+    pub fn overlays(&self) -> &[Overlay] {
+        &self.overlays
+    }
+
+    pub(crate) fn views(&self) -> &ViewCache {
+        &self.views
+    }
+
+    /// Returns the target of the apply that made this version; `None` when it reached every proxy.
+    pub fn target(&self) -> Option<&Selector> {
+        self.target.as_ref()
     }
 
     pub fn origin(&self) -> &Origin {
@@ -161,6 +207,8 @@ impl Snapshot {
             applied_at: (self.origin.applied_at != SystemTime::UNIX_EPOCH).then(|| self.origin.applied_at.into()),
             applied_by: self.origin.applied_by.clone(),
             rolled_back_to: self.origin.rolled_back_to.unwrap_or(0),
+            targeted: self.overlays.iter().map(Overlay::to_stored).collect(),
+            target: self.target.as_ref().map(Selector::to_proto),
         }
     }
 }

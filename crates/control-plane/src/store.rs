@@ -13,6 +13,7 @@ use tokio::sync::{watch, Mutex};
 
 use crate::persist::{PersistError, StateFile};
 use crate::snapshot::{Origin, ResourceKey, Snapshot, StoredResource};
+use crate::targets::{Overlay, Selector};
 
 /// Result of an accepted apply.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -36,6 +37,8 @@ pub struct ApplyOptions {
     pub if_version: Option<u64>,
     /// The author of the change, kept in the history.
     pub applied_by: String,
+    /// Proxies the change is for; `None` changes the untargeted config.
+    pub target: Option<Selector>,
 }
 
 /// An apply that changed nothing.
@@ -187,7 +190,7 @@ impl Store {
     ) -> Result<ApplyOutcome, ApplyError> {
         let _guard = self.apply_lock.lock().await;
         let origin = Origin { applied_at: SystemTime::now(), applied_by: options.applied_by.clone(), rolled_back_to: None };
-        self.apply_locked(resources, removals, options.if_version, origin).await
+        self.apply_locked(resources, removals, options.if_version, origin, options.target.as_ref()).await
     }
 
     /// Puts the resources of an earlier kept version back in force as a new
@@ -200,7 +203,9 @@ impl Store {
         let removals: Vec<ResourceRef> =
             current.entries().keys().filter(|key| target.get(key).is_none()).map(ResourceKey::to_ref).collect();
         let origin = Origin { applied_at: SystemTime::now(), applied_by: options.applied_by.clone(), rolled_back_to: Some(version) };
-        self.apply_locked(&resources, &removals, options.if_version, origin).await
+        // TODO: a rollback restores only the untargeted resources; the
+        // targeted ones in force stay as they are.
+        self.apply_locked(&resources, &removals, options.if_version, origin, None).await
     }
 
     async fn apply_locked(
@@ -209,6 +214,7 @@ impl Store {
         removals: &[ResourceRef],
         if_version: Option<u64>,
         origin: Origin,
+        target: Option<&Selector>,
     ) -> Result<ApplyOutcome, ApplyError> {
         let current = self.snapshot();
         if let Some(expected) = if_version.filter(|expected| *expected != current.version()) {
@@ -217,15 +223,23 @@ impl Store {
 
         let mut errors = Vec::new();
         let decoded = decode_resources(resources, &mut errors);
-        let removed = removal_keys(removals, &current, &decoded, &mut errors);
 
         // References are checked even when some resources failed to decode,
         // so one rejection lists every problem. A resource that failed is
         // absent from the candidate and may show up as a missing reference.
-        let changes = classify(&current, &decoded, removed);
-        let candidate = build_snapshot(&current, decoded.resources, &changes).with_origin(origin);
+        let (changes, candidate) = match target {
+            None => {
+                let removed = removal_keys(removals, &current, &decoded, &mut errors);
+                let changes = classify(&current, &decoded, removed);
+                let candidate = build_snapshot(&current, decoded.resources, &changes).with_overlays(current.overlays().to_vec());
+                (changes, candidate)
+            }
+            Some(selector) => build_targeted(&current, selector, decoded.resources, removals, &mut errors),
+        };
+        let candidate = candidate.with_origin(origin);
         let reference_errors = validate::snapshot(candidate.entries().values().map(|stored| &stored.resource));
         errors.extend(reference_errors.0);
+        errors.extend(crate::targets::validate_overlays(&candidate));
         if !errors.is_empty() {
             return Err(reject(errors));
         }
@@ -436,6 +450,52 @@ fn build_snapshot(current: &Snapshot, mut decoded: BTreeMap<ResourceKey, StoredR
     Snapshot::new(version, type_versions, resources)
 }
 
+/// Builds the config after a change for the proxies `selector` matches: only
+/// its overlay changes, and removals name resources of that overlay.
+fn build_targeted(
+    current: &Snapshot,
+    selector: &Selector,
+    decoded: BTreeMap<ResourceKey, StoredResource>,
+    removals: &[ResourceRef],
+    errors: &mut Vec<ConfigError>,
+) -> (Changes, Snapshot) {
+    let version = current.version() + 1;
+    let mut overlays = current.overlays().to_vec();
+    let index = overlays.iter().position(|overlay| &overlay.selector == selector).unwrap_or_else(|| {
+        overlays.push(Overlay { selector: selector.clone(), ..Default::default() });
+        overlays.len() - 1
+    });
+    let overlay = &mut overlays[index];
+
+    let mut changes = Changes::default();
+    for removal in removals {
+        let key = ResourceType::from_type_url(&removal.type_url).map(|resource_type| ResourceKey::new(resource_type, removal.name.clone()));
+        match key {
+            Some(key) if overlay.resources.remove(&key).is_some() => changes.removed.push(key),
+            _ => errors.push(removal_error(
+                ErrorKind::UnknownReference,
+                format!("cannot remove {:?} of type {:?}: target {selector} has no such resource", removal.name, removal.type_url),
+            )),
+        }
+    }
+    for (key, mut resource) in decoded {
+        match overlay.resources.get(&key) {
+            Some(existing) if existing.same_bytes(&resource) => continue,
+            Some(_) => changes.modified.push(key.clone()),
+            None => changes.added.push(key.clone()),
+        }
+        resource.version = version;
+        overlay.resources.insert(key, Arc::new(resource));
+    }
+
+    let mut type_versions = current.type_versions().clone();
+    for resource_type in changes.changed_types() {
+        type_versions.insert(resource_type, version);
+    }
+    let candidate = Snapshot::new(version, type_versions, current.entries().clone()).with_overlays(overlays).with_target(Some(selector.clone()));
+    (changes, candidate)
+}
+
 /// Rebuilds a snapshot from the state file, decoding and validating every
 /// resource again, because Legate's validation may have become stricter
 /// since the file was written.
@@ -443,6 +503,16 @@ fn snapshot_from_stored(stored: StoredConfig) -> Result<Snapshot, ConfigErrors> 
     let mut errors = Vec::new();
     let decoded = decode_resources(&stored.resources, &mut errors);
     let type_versions = stored_type_versions(&stored, &mut errors);
+    let overlays: Vec<Overlay> = stored
+        .targeted
+        .iter()
+        .filter_map(|targeted| {
+            let selector = Selector::from_proto(targeted.target.as_ref()?).ok()?;
+            let decoded = decode_resources(&targeted.resources, &mut errors);
+            Some(Overlay { selector, resources: decoded.resources.into_iter().map(|(key, resource)| (key, Arc::new(resource))).collect() })
+        })
+        .collect();
+    let target = stored.target.as_ref().and_then(|target| Selector::from_proto(target).ok());
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
@@ -467,7 +537,7 @@ fn snapshot_from_stored(stored: StoredConfig) -> Result<Snapshot, ConfigErrors> 
         applied_by: stored.applied_by,
         rolled_back_to: (stored.rolled_back_to != 0).then_some(stored.rolled_back_to),
     };
-    Ok(Snapshot::new(stored.version, type_versions, resources).with_origin(origin))
+    Ok(Snapshot::new(stored.version, type_versions, resources).with_origin(origin).with_overlays(overlays).with_target(target))
 }
 
 fn stored_type_versions(stored: &StoredConfig, errors: &mut Vec<ConfigError>) -> BTreeMap<ResourceType, u64> {

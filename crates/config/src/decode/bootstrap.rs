@@ -19,7 +19,10 @@ const DEFAULT_ADMIN_ADDRESS: std::net::SocketAddr =
 /// ADS.
 pub fn bootstrap(proto: &api::Bootstrap) -> Result<Bootstrap, ConfigErrors> {
     let mut errors = Collector::new("bootstrap");
-    let node = proto.node.as_ref().map_or_else(Node::default, |node| Node { id: node.id.clone(), cluster: node.cluster.clone() });
+    let node = proto
+        .node
+        .as_ref()
+        .map_or_else(Node::default, |node| Node { id: node.id.clone(), cluster: node.cluster.clone(), metadata: node.metadata.clone() });
 
     let admin_address = match &proto.admin {
         Some(admin) => errors.at("admin", |errors| match host_port(admin.address.as_ref(), false, errors) {

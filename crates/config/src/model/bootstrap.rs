@@ -9,6 +9,8 @@ use super::{Cluster, Listener};
 pub struct Node {
     pub id: String,
     pub cluster: String,
+    /// Sent to the control plane as given, where targeted config can match it.
+    pub metadata: Option<prost_types::Struct>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

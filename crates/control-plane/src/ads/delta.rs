@@ -17,6 +17,7 @@ use tonic::{Status, Streaming};
 
 use super::stream::{Ended, REMOVAL_ORDER};
 use crate::proxies::ProxyHandle;
+use crate::targets::{view_for, NodeInfo};
 use crate::snapshot::{ResourceKey, Snapshot};
 
 /// The name that subscribes to every resource of a type.
@@ -178,7 +179,12 @@ enum Part {
 pub(crate) struct DeltaStream {
     id: u64,
     proxy: ProxyHandle,
+    /// The snapshot in force, for every proxy.
+    base: Arc<Snapshot>,
+    /// What this stream's proxy receives: `base` with the overlays whose
+    /// target matches its node.
     snapshot: Arc<Snapshot>,
+    node: Option<NodeInfo>,
     types: BTreeMap<ResourceType, DeltaType>,
     responses_sent: u64,
     node_seen: bool,
@@ -188,7 +194,8 @@ pub(crate) struct DeltaStream {
 impl DeltaStream {
     pub(crate) fn new(id: u64, proxy: ProxyHandle, snapshot: Arc<Snapshot>, responses: DeltaSender) -> Self {
         proxy.record_config_version(snapshot.version());
-        DeltaStream { id, proxy, snapshot, types: BTreeMap::new(), responses_sent: 0, node_seen: false, responses }
+        let base = snapshot.clone();
+        DeltaStream { id, proxy, base, snapshot, node: None, types: BTreeMap::new(), responses_sent: 0, node_seen: false, responses }
     }
 
     /// Serves the stream until the proxy leaves or the server shuts down.
@@ -266,7 +273,10 @@ impl DeltaStream {
 
         let node = request.node.clone().unwrap_or_default();
         tracing::Span::current().record("node.id", node.id.as_str());
-        self.proxy.set_node(&node.id, &node.cluster);
+        let info = NodeInfo::from_node(&node);
+        self.proxy.set_node(&info);
+        self.snapshot = view_for(&self.base, Some(&info));
+        self.node = Some(info);
         tracing::info!(node.cluster = %node.cluster, "delta ADS stream started");
     }
 
@@ -287,7 +297,8 @@ impl DeltaStream {
     /// resources in push order, then the removals in `REMOVAL_ORDER`. A type
     /// with nothing new for this stream gets no response.
     async fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Result<(), Ended> {
-        self.snapshot = snapshot;
+        self.snapshot = view_for(&snapshot, self.node.as_ref());
+        self.base = snapshot;
         for resource_type in ResourceType::ALL {
             self.send_diff(resource_type, Part::Updates, false).await?;
         }

@@ -12,6 +12,7 @@ use tonic::{Status, Streaming};
 
 use super::subscription::{classify, with_removals_held, Content, RequestKind, TypeState};
 use crate::proxies::ProxyHandle;
+use crate::targets::{view_for, NodeInfo};
 use crate::snapshot::Snapshot;
 
 /// Order in which removals reach a proxy: a resource goes only after
@@ -58,7 +59,12 @@ pub(crate) struct StreamInputs {
 pub(crate) struct AdsStream {
     id: u64,
     proxy: ProxyHandle,
+    /// The snapshot in force, for every proxy.
+    base: Arc<Snapshot>,
+    /// What this stream's proxy receives: `base` with the overlays whose
+    /// target matches its node.
     snapshot: Arc<Snapshot>,
+    node: Option<NodeInfo>,
     types: BTreeMap<ResourceType, TypeState>,
     responses_sent: u64,
     node_seen: bool,
@@ -68,7 +74,8 @@ pub(crate) struct AdsStream {
 impl AdsStream {
     pub(crate) fn new(id: u64, proxy: ProxyHandle, snapshot: Arc<Snapshot>, responses: ResponseSender) -> Self {
         proxy.record_config_version(snapshot.version());
-        AdsStream { id, proxy, snapshot, types: BTreeMap::new(), responses_sent: 0, node_seen: false, responses }
+        let base = snapshot.clone();
+        AdsStream { id, proxy, base, snapshot, node: None, types: BTreeMap::new(), responses_sent: 0, node_seen: false, responses }
     }
 
     /// Serves the stream until the proxy leaves or the server shuts down.
@@ -146,7 +153,10 @@ impl AdsStream {
 
         let node = request.node.clone().unwrap_or_default();
         tracing::Span::current().record("node.id", node.id.as_str());
-        self.proxy.set_node(&node.id, &node.cluster);
+        let info = NodeInfo::from_node(&node);
+        self.proxy.set_node(&info);
+        self.snapshot = view_for(&self.base, Some(&info));
+        self.node = Some(info);
         tracing::info!(node.cluster = %node.cluster, "ADS stream started");
     }
 
@@ -180,7 +190,8 @@ impl AdsStream {
     /// `REMOVAL_ORDER`, drops them. A type whose content for this stream is
     /// unchanged is skipped in both passes.
     async fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Result<(), Ended> {
-        self.snapshot = snapshot;
+        self.snapshot = view_for(&snapshot, self.node.as_ref());
+        self.base = snapshot;
 
         // NOTE: both passes send the new type version, so an ACK of the
         // first pass is recorded as that version while removals are pending.

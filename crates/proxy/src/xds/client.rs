@@ -198,7 +198,13 @@ impl AdsClient {
     }
 
     pub(super) fn node_message(&self) -> Node {
-        Node { id: self.node.id.clone(), cluster: self.node.cluster.clone(), user_agent_name: "legate".into(), ..Default::default() }
+        Node {
+            id: self.node.id.clone(),
+            cluster: self.node.cluster.clone(),
+            metadata: self.node.metadata.clone(),
+            user_agent_name: "legate".into(),
+            ..Default::default()
+        }
     }
 
     pub(super) fn names_for(&self, resource_type: ResourceType) -> BTreeSet<String> {

@@ -1,0 +1,161 @@
+//! Targeted config: resources that only the proxies matching a selector
+//! (node id, node cluster, node metadata) receive, and the per-proxy views
+//! that lay them over the untargeted resources.
+//!
+//! A view is built once per snapshot and distinct set of matching overlays,
+//! then shared by every stream whose proxy matches the same set.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use legate_api::envoy::config::core::v3::Node;
+use legate_api::legate::config::v1::{TargetSelector, TargetedResources};
+use legate_config::{validate, ConfigError};
+
+use crate::snapshot::{ResourceKey, Snapshot, StoredResource};
+
+/// The proxies a targeted apply reaches. Every condition that is set must
+/// hold, and a set of ids or clusters matches when any entry does.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Selector {
+    pub node_ids: BTreeSet<String>,
+    pub node_clusters: BTreeSet<String>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// A selector without any condition, which would match every proxy.
+#[derive(Debug, thiserror::Error)]
+#[error("a target needs at least one node id, node cluster or metadata entry")]
+pub struct EmptySelector;
+
+impl Selector {
+    pub fn from_proto(proto: &TargetSelector) -> Result<Self, EmptySelector> {
+        let selector = Selector {
+            node_ids: proto.node_ids.iter().cloned().collect(),
+            node_clusters: proto.node_clusters.iter().cloned().collect(),
+            metadata: proto.metadata.iter().map(|(key, value)| (key.clone(), value.clone())).collect(),
+        };
+        if selector.node_ids.is_empty() && selector.node_clusters.is_empty() && selector.metadata.is_empty() {
+            return Err(EmptySelector);
+        }
+        Ok(selector)
+    }
+
+    pub fn to_proto(&self) -> TargetSelector {
+        TargetSelector {
+            node_ids: self.node_ids.iter().cloned().collect(),
+            node_clusters: self.node_clusters.iter().cloned().collect(),
+            metadata: self.metadata.iter().map(|(key, value)| (key.clone(), value.clone())).collect(),
+        }
+    }
+
+    pub fn matches(&self, node: &NodeInfo) -> bool {
+        (self.node_ids.is_empty() || self.node_ids.contains(&node.id))
+            && (self.node_clusters.is_empty() || self.node_clusters.contains(&node.cluster))
+            && self.metadata.iter().all(|(key, value)| node.metadata.get(key) == Some(value))
+    }
+}
+
+impl fmt::Display for Selector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        parts.extend(self.node_ids.iter().map(|id| format!("node={id}")));
+        parts.extend(self.node_clusters.iter().map(|cluster| format!("cluster={cluster}")));
+        parts.extend(self.metadata.iter().map(|(key, value)| format!("metadata.{key}={value}")));
+        f.write_str(&parts.join(","))
+    }
+}
+
+/// A proxy's identity, from the node of its first ADS request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub id: String,
+    pub cluster: String,
+    /// Top-level metadata fields with string, number or bool values, as text.
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl NodeInfo {
+    pub fn from_node(node: &Node) -> Self {
+        use prost_types::value::Kind;
+
+        let fields = node.metadata.iter().flat_map(|metadata| &metadata.fields);
+        let metadata = fields
+            .filter_map(|(key, value)| {
+                let text = match value.kind.as_ref()? {
+                    Kind::StringValue(text) => text.clone(),
+                    Kind::NumberValue(number) => number.to_string(),
+                    Kind::BoolValue(flag) => flag.to_string(),
+                    _ => return None,
+                };
+                Some((key.clone(), text))
+            })
+            .collect();
+        NodeInfo { id: node.id.clone(), cluster: node.cluster.clone(), metadata }
+    }
+}
+
+/// Resources applied with one selector.
+#[derive(Debug, Clone, Default)]
+pub struct Overlay {
+    pub selector: Selector,
+    pub resources: BTreeMap<ResourceKey, Arc<StoredResource>>,
+}
+
+impl Overlay {
+    pub fn to_stored(&self) -> TargetedResources {
+        TargetedResources {
+            target: Some(self.selector.to_proto()),
+            resources: self.resources.values().map(|stored| stored.any.clone()).collect(),
+        }
+    }
+}
+
+/// Views already built for one snapshot, by the indexes of the overlays
+/// they include.
+#[derive(Debug, Clone, Default)]
+pub struct ViewCache(Arc<Mutex<HashMap<Vec<usize>, Arc<Snapshot>>>>);
+
+/// Returns what a proxy with `node` receives from `snapshot`: the snapshot
+/// itself when no overlay matches, or else the shared view with the matching
+/// overlays laid over it in selector order.
+pub fn view_for(snapshot: &Arc<Snapshot>, node: Option<&NodeInfo>) -> Arc<Snapshot> {
+    let Some(node) = node else {
+        return snapshot.clone();
+    };
+    let matching: Vec<usize> =
+        snapshot.overlays().iter().enumerate().filter(|(_, overlay)| overlay.selector.matches(node)).map(|(index, _)| index).collect();
+    if matching.is_empty() {
+        return snapshot.clone();
+    }
+
+    let mut views = snapshot.views().0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    views.entry(matching).or_insert_with_key(|matching| Arc::new(build_view(snapshot, matching))).clone()
+}
+
+fn build_view(snapshot: &Snapshot, matching: &[usize]) -> Snapshot {
+    let mut resources = snapshot.entries().clone();
+    for index in matching {
+        for (key, stored) in &snapshot.overlays()[*index].resources {
+            resources.insert(key.clone(), stored.clone());
+        }
+    }
+    Snapshot::view(snapshot, resources)
+}
+
+/// Checks the references of each overlay laid over the untargeted
+/// resources, naming the target in each error.
+// NOTE: overlays are checked one at a time; a proxy that matches two
+// overlays receives both, and that combination is not checked.
+pub(crate) fn validate_overlays(snapshot: &Snapshot) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    for (index, overlay) in snapshot.overlays().iter().enumerate() {
+        let view = build_view(snapshot, &[index]);
+        for mut error in validate::snapshot(view.entries().values().map(|stored| &stored.resource)).0 {
+            error.message = format!("for target {}: {}", overlay.selector, error.message);
+            errors.push(error);
+        }
+    }
+    errors
+}
