@@ -159,3 +159,76 @@ pub(crate) fn validate_overlays(snapshot: &Snapshot) -> Vec<ConfigError> {
     }
     errors
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use legate_api::envoy::config::cluster::v3::Cluster;
+    use legate_api::envoy::config::endpoint::v3::ClusterLoadAssignment;
+    use legate_config::ResourceType;
+    use prost::Message;
+
+    fn node(id: &str, cluster: &str, metadata: &[(&str, &str)]) -> NodeInfo {
+        let metadata = metadata.iter().map(|(key, value)| (key.to_string(), value.to_string())).collect();
+        NodeInfo { id: id.into(), cluster: cluster.into(), metadata }
+    }
+
+    fn selector(ids: &[&str], clusters: &[&str], metadata: &[(&str, &str)]) -> Selector {
+        Selector {
+            node_ids: ids.iter().map(|id| id.to_string()).collect(),
+            node_clusters: clusters.iter().map(|cluster| cluster.to_string()).collect(),
+            metadata: metadata.iter().map(|(key, value)| (key.to_string(), value.to_string())).collect(),
+        }
+    }
+
+    fn assignment(name: &str) -> ClusterLoadAssignment {
+        ClusterLoadAssignment { cluster_name: name.into(), ..Default::default() }
+    }
+
+    /// A cluster whose connect timeout is `seconds`, to tell versions apart.
+    fn cluster(name: &str, seconds: i64) -> (ResourceKey, Arc<StoredResource>) {
+        let proto = Cluster { name: name.into(), connect_timeout: Some(prost_types::Duration { seconds, nanos: 0 }), load_assignment: Some(assignment(name)), ..Default::default() };
+        let any = prost_types::Any { type_url: ResourceType::Cluster.type_url().into(), value: proto.encode_to_vec() };
+        let resource = legate_config::resource::decode_any(&any).expect("cluster decodes").value;
+        (ResourceKey::new(ResourceType::Cluster, name), Arc::new(StoredResource::new(any, resource)))
+    }
+
+    fn digest_of(snapshot: &Snapshot, name: &str) -> Option<u64> {
+        snapshot.get(&ResourceKey::new(ResourceType::Cluster, name)).map(|stored| stored.digest)
+    }
+
+    #[test]
+    fn selector_requires_every_condition() {
+        let canary = selector(&[], &["canary"], &[("track", "blue")]);
+        assert!(canary.matches(&node("a", "canary", &[("track", "blue"), ("zone", "x")])));
+        assert!(!canary.matches(&node("a", "canary", &[("track", "green")])));
+        assert!(!canary.matches(&node("a", "stable", &[("track", "blue")])));
+
+        let nodes = selector(&["a", "b"], &[], &[]);
+        assert!(nodes.matches(&node("b", "any", &[])));
+        assert!(!nodes.matches(&node("c", "any", &[])));
+    }
+
+    #[test]
+    fn empty_selector_is_rejected() {
+        assert!(Selector::from_proto(&TargetSelector::default()).is_err());
+    }
+
+    #[test]
+    fn views_are_shared_per_matching_set() {
+        let base = Snapshot::new(2, BTreeMap::new(), BTreeMap::from([cluster("web", 1), cluster("api", 1)]));
+        let overlay = Overlay { selector: selector(&[], &["canary"], &[]), resources: BTreeMap::from([cluster("web", 2)]) };
+        let snapshot = Arc::new(base.with_overlays(vec![overlay]));
+
+        let first = view_for(&snapshot, Some(&node("a", "canary", &[])));
+        let second = view_for(&snapshot, Some(&node("b", "canary", &[])));
+        let other = view_for(&snapshot, Some(&node("c", "stable", &[])));
+
+        assert!(Arc::ptr_eq(&first, &second), "proxies matching the same overlays share one view");
+        assert!(Arc::ptr_eq(&other, &snapshot), "a proxy matching nothing gets the snapshot itself");
+        assert_eq!(digest_of(&first, "web"), Some(cluster("web", 2).1.digest));
+        assert_eq!(digest_of(&other, "web"), Some(cluster("web", 1).1.digest));
+        assert_eq!(first.len(), 2);
+        assert_eq!(first.version(), 2);
+    }
+}

@@ -353,3 +353,91 @@ impl DeltaStream {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use legate_api::envoy::config::cluster::v3::Cluster;
+    use legate_api::envoy::config::endpoint::v3::ClusterLoadAssignment;
+    use prost::Message;
+
+    use crate::snapshot::StoredResource;
+
+    fn assignment(name: &str) -> ClusterLoadAssignment {
+        ClusterLoadAssignment { cluster_name: name.into(), ..Default::default() }
+    }
+
+    fn cluster(name: &str) -> (ResourceKey, Arc<StoredResource>) {
+        let proto = Cluster { name: name.into(), connect_timeout: Some(prost_types::Duration { seconds: 1, nanos: 0 }), load_assignment: Some(assignment(name)), ..Default::default() };
+        let any = prost_types::Any { type_url: ResourceType::Cluster.type_url().into(), value: proto.encode_to_vec() };
+        let resource = legate_config::resource::decode_any(&any).expect("cluster decodes").value;
+        (ResourceKey::new(ResourceType::Cluster, name), Arc::new(StoredResource::new(any, resource)))
+    }
+
+    fn snapshot(names: &[&str]) -> Snapshot {
+        Snapshot::new(1, BTreeMap::new(), names.iter().map(|name| cluster(name)).collect())
+    }
+
+    fn request(subscribe: &[&str], initial: &[(&str, &str)]) -> DeltaDiscoveryRequest {
+        DeltaDiscoveryRequest {
+            type_url: ResourceType::Cluster.type_url().into(),
+            resource_names_subscribe: subscribe.iter().map(|name| name.to_string()).collect(),
+            initial_resource_versions: initial.iter().map(|(name, version)| (name.to_string(), version.to_string())).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn names(resources: &[Resource]) -> Vec<&str> {
+        resources.iter().map(|resource| resource.name.as_str()).collect()
+    }
+
+    #[test]
+    fn first_request_chooses_wildcard() {
+        assert!(DeltaType::start(&request(&[], &[])).wildcard);
+        assert!(DeltaType::start(&request(&["*", "a"], &[])).wildcard);
+        assert!(!DeltaType::start(&request(&["a"], &[])).wildcard);
+    }
+
+    #[test]
+    fn held_versions_are_skipped_and_gone_ones_removed() {
+        let snapshot = snapshot(&["api", "web"]);
+        let web_version = format_digest(cluster("web").1.digest);
+        let state = DeltaType::start(&request(&[], &[("web", &web_version), ("gone", "1")]));
+
+        assert_eq!(names(&state.updates(ResourceType::Cluster, &snapshot)), ["api"]);
+        assert_eq!(state.removals(ResourceType::Cluster, &snapshot), ["gone"]);
+    }
+
+    #[test]
+    fn absent_name_is_removed_once() {
+        let snapshot = snapshot(&["web"]);
+        let mut state = DeltaType::start(&request(&["web", "missing"], &[]));
+        state.change_subscriptions(&request(&["web", "missing"], &[]));
+
+        let updates = state.updates(ResourceType::Cluster, &snapshot);
+        let removed = state.removals(ResourceType::Cluster, &snapshot);
+        assert_eq!(names(&updates), ["web"]);
+        assert_eq!(removed, ["missing"]);
+
+        state.record_sent(&updates, &removed, "n1".into(), "1".into());
+        assert!(state.updates(ResourceType::Cluster, &snapshot).is_empty());
+        assert!(state.removals(ResourceType::Cluster, &snapshot).is_empty());
+        assert_eq!(state.take_pending("n1").as_deref(), Some("1"));
+        assert_eq!(state.take_pending("n1"), None);
+    }
+
+    #[test]
+    fn unsubscribed_name_is_sent_again_on_resubscribe() {
+        let snapshot = snapshot(&["web"]);
+        let mut state = DeltaType::start(&request(&["web"], &[]));
+        state.change_subscriptions(&request(&["web"], &[]));
+        let updates = state.updates(ResourceType::Cluster, &snapshot);
+        state.record_sent(&updates, &[], "n1".into(), "1".into());
+
+        let unsubscribe = DeltaDiscoveryRequest { resource_names_unsubscribe: vec!["web".into()], ..request(&[], &[]) };
+        assert!(!state.change_subscriptions(&unsubscribe));
+        assert!(state.updates(ResourceType::Cluster, &snapshot).is_empty());
+        assert!(state.change_subscriptions(&request(&["web"], &[])));
+        assert_eq!(names(&state.updates(ResourceType::Cluster, &snapshot)), ["web"]);
+    }
+}
