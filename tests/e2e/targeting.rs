@@ -31,7 +31,7 @@ async fn canary_apply_reaches_only_targeted_proxies() {
     let dir = temp_dir("targeting");
     let web = Upstream::start("web").await;
     let api = Upstream::start("api").await;
-    let control_plane = ControlPlane::start(&dir.join("cp"));
+    let mut control_plane = ControlPlane::start(&dir.join("cp"));
     let server = control_plane.address.to_string();
     let write = |name: &str, text: &str| {
         let path = dir.join(name);
@@ -92,4 +92,12 @@ async fn canary_apply_reaches_only_targeted_proxies() {
     // An empty target is rejected rather than taken as every proxy.
     let empty = legate(&["apply", "-f", &v2, "--server", &server, "--target-metadata", "=x"]);
     assert_eq!(empty.status.code(), Some(2), "{}", report(&empty));
+
+    // Targeted config survives a restart: a new canary proxy gets it.
+    control_plane.process.kill();
+    control_plane = ControlPlane::start_on(&dir.join("cp"), &server);
+    let late = Proxy::start(&canary_bootstrap.replace("canary-node", "late-canary"), &dir);
+    let late_http = late.listener("http").await;
+    assert!(eventually(Duration::from_secs(10), || async { api_body(late_http).await == "api /v2/ok 0" }).await);
+    drop(control_plane);
 }
