@@ -99,5 +99,12 @@ async fn canary_apply_reaches_only_targeted_proxies() {
     let late = Proxy::start(&canary_bootstrap.replace("canary-node", "late-canary"), &dir);
     let late_http = late.listener("http").await;
     assert!(eventually(Duration::from_secs(10), || async { api_body(late_http).await == "api /v2/ok 0" }).await);
+
+    // Deleting the targeted route puts the canaries back on the untargeted one.
+    let reverted = legate(&["apply", "--delete", "rds/routes", "--target-cluster", "canary", "--server", &server, "--wait", "--wait-timeout", "20"]);
+    assert!(reverted.status.success(), "{}", report(&reverted));
+    assert!(stdout(&reverted).contains("version 5: 2 applied, 0 rejected, 0 pending"), "{}", report(&reverted));
+    assert_eq!(api_body(late_http).await, "api /v1/ok 0");
+    assert_eq!(api_body(canary_http).await, "api /v1/ok 0");
     drop(control_plane);
 }
