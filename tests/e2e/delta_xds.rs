@@ -106,7 +106,7 @@ async fn delta_client_receives_only_changes() {
     assert_eq!(initial.resources.len(), 1000);
     assert!(initial.removed_resources.is_empty());
     assert!(!initial.nonce.is_empty());
-    let mut held: HashMap<String, String> =
+    let mut versions_held: HashMap<String, String> =
         initial.resources.iter().map(|resource| (resource.name.clone(), resource.version.clone())).collect();
     client.ack(&initial).await;
 
@@ -114,9 +114,9 @@ async fn delta_client_receives_only_changes() {
     let update = client.next().await;
     assert_eq!(names(&update), ["c0500"], "only the changed cluster is sent");
     assert!(update.removed_resources.is_empty());
-    assert_ne!(update.resources[0].version, held["c0500"], "the changed cluster has a new version");
+    assert_ne!(update.resources[0].version, versions_held["c0500"], "the changed cluster has a new version");
     assert_ne!(update.nonce, initial.nonce);
-    held.insert("c0500".into(), update.resources[0].version.clone());
+    versions_held.insert("c0500".into(), update.resources[0].version.clone());
     client.ack(&update).await;
 
     let removal = legate(&["apply", "--delete", "cds/c0007", "--server", &control_plane.address.to_string()]);
@@ -124,10 +124,10 @@ async fn delta_client_receives_only_changes() {
     let removed = client.next().await;
     assert!(removed.resources.is_empty());
     assert_eq!(removed.removed_resources, ["c0007"]);
-    held.remove("c0007");
+    versions_held.remove("c0007");
     client.ack(&removed).await;
 
-    // A subscription to a name that does not exist is answered with its removal.
+    // A subscription to a name that does not exist gets a response listing it as removed.
     client
         .send(DeltaDiscoveryRequest { type_url: ENDPOINT_TYPE.into(), resource_names_subscribe: vec!["absent".into()], ..Default::default() })
         .await;
@@ -139,9 +139,9 @@ async fn delta_client_receives_only_changes() {
     client.assert_silent().await;
     drop(client);
 
-    // After a reconnect, only a resource held at an old version and one
+    // After a reconnect, only a resource versions_held at an old version and one
     // that no longer exists are mentioned.
-    let mut versions = held.clone();
+    let mut versions = versions_held.clone();
     versions.insert("c0001".into(), "0".into());
     versions.insert("c0007".into(), "0".into());
     let reconnect = DeltaDiscoveryRequest {
@@ -153,7 +153,7 @@ async fn delta_client_receives_only_changes() {
     let mut client = DeltaClient::connect(control_plane.address, reconnect).await;
     let resumed = client.next().await;
     assert_eq!(names(&resumed), ["c0001"]);
-    assert_eq!(resumed.resources[0].version, held["c0001"]);
+    assert_eq!(resumed.resources[0].version, versions_held["c0001"]);
     assert_eq!(resumed.removed_resources, ["c0007"]);
     client.ack(&resumed).await;
     client.assert_silent().await;
@@ -163,7 +163,7 @@ async fn delta_client_receives_only_changes() {
     let reconnect = DeltaDiscoveryRequest {
         node: node("delta-client"),
         type_url: CLUSTER_TYPE.into(),
-        initial_resource_versions: held,
+        initial_resource_versions: versions_held,
         ..Default::default()
     };
     let mut client = DeltaClient::connect(control_plane.address, reconnect).await;
@@ -267,7 +267,7 @@ async fn proxy_over_delta_receives_only_changes() {
     assert_eq!(sample(&metrics, r#"legate_xds_resources_received_total{resource_type="RDS"}"#), Some(2.0));
 
     // A restarted control plane keeps the config; the proxy reconnects with
-    // the versions it holds and receives none of them again.
+    // the versions it has and receives none of them again.
     let address = control_plane.address.to_string();
     control_plane.process.kill();
     control_plane = ControlPlane::start_on(&cp_dir, &address);

@@ -178,7 +178,8 @@ async fn independent_delta_server_drives_proxy() {
     let nack = stream.next().await;
     assert_eq!(nack.response_nonce, "c2");
     let detail = nack.error_detail.expect("NACK carries error_detail").message;
-    assert!(detail.contains("broken") && detail.contains("lb_policy"), "{detail}");
+    assert!(detail.contains("broken"), "the error names the cluster: {detail}");
+    assert!(detail.contains("lb_policy"), "the error names the field: {detail}");
     assert_eq!(http1_get(http, "a", "/x").await.unwrap().0, 200, "the accepted config keeps serving");
 
     stream.send(delta_response(CLUSTER_TYPE, "c3", vec![], &["spare"])).await;

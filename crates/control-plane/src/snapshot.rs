@@ -143,7 +143,8 @@ impl Snapshot {
         &self.views
     }
 
-    /// Returns the target of the apply that made this version; `None` when it reached every proxy.
+    /// Returns the target of the apply that made this version. It is `None`
+    /// when the version reached every proxy.
     pub fn target(&self) -> Option<&Selector> {
         self.target.as_ref()
     }

@@ -37,7 +37,7 @@ pub struct ApplyOptions {
     pub if_version: Option<u64>,
     /// The author of the change, kept in the history.
     pub applied_by: String,
-    /// Proxies the change is for; `None` changes the untargeted config.
+    /// The proxies the change is for. `None` changes the untargeted config.
     pub target: Option<Selector>,
 }
 

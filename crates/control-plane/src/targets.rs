@@ -185,7 +185,7 @@ mod tests {
         ClusterLoadAssignment { cluster_name: name.into(), ..Default::default() }
     }
 
-    /// A cluster whose connect timeout is `seconds`, to tell versions apart.
+    /// Builds a cluster whose connect timeout is `seconds`, to tell versions apart.
     fn cluster(name: &str, seconds: i64) -> (ResourceKey, Arc<StoredResource>) {
         let proto = Cluster { name: name.into(), connect_timeout: Some(prost_types::Duration { seconds, nanos: 0 }), load_assignment: Some(assignment(name)), ..Default::default() };
         let any = prost_types::Any { type_url: ResourceType::Cluster.type_url().into(), value: proto.encode_to_vec() };

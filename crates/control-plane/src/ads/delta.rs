@@ -3,7 +3,7 @@
 //! xDS protocol.
 //!
 //! A resource's version is a hash of its packed bytes, so a proxy that
-//! already holds a resource at that version is never sent it again, on this
+//! already has a resource at that version is never sent it again, on this
 //! stream or after a reconnect that lists it in `initial_resource_versions`,
 //! even to another replica or after a restart.
 
@@ -23,8 +23,8 @@ use crate::snapshot::{ResourceKey, Snapshot};
 /// The name that subscribes to every resource of a type.
 const WILDCARD: &str = "*";
 
-/// Responses of one type awaiting an ACK or NACK; older ones are forgotten,
-/// so an answer to them is logged as stale.
+/// Responses of one type awaiting an ACK or NACK. Older ones are forgotten,
+/// so an ACK or NACK of them is logged and ignored.
 const MAX_PENDING: usize = 16;
 
 pub(crate) type DeltaSender = mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>;
@@ -42,14 +42,14 @@ struct DeltaType {
     wildcard: bool,
     /// Names subscribed explicitly, besides the wildcard.
     names: BTreeSet<String>,
-    /// Version of each resource the proxy holds as far as this stream knows:
+    /// Version of each resource the proxy has, as far as this stream can tell:
     /// the `initial_resource_versions` of the first request, then every
     /// resource sent. A version that is not a hexadecimal digest never matches.
     known: HashMap<String, Option<u64>>,
     /// Subscribed names that do not exist and whose removal was sent, so it
     /// is sent once.
     absent: BTreeSet<String>,
-    /// Nonces of responses not answered yet, with the type version each sent.
+    /// Nonces of responses not yet ACKed or NACKed, with the type version each sent.
     pending: VecDeque<(String, String)>,
 }
 
@@ -122,7 +122,7 @@ impl DeltaType {
             .collect()
     }
 
-    /// Returns the names to send as removed: resources the proxy holds that
+    /// Returns the names to send as removed: resources the proxy has that
     /// are gone, and subscribed names that never existed, once each.
     fn removals(&self, resource_type: ResourceType, snapshot: &Snapshot) -> Vec<String> {
         let missing = |name: &str| snapshot.get(&ResourceKey::new(resource_type, name)).is_none();
@@ -165,7 +165,7 @@ fn parse_digest(version: &str) -> Option<u64> {
     u64::from_str_radix(version, 16).ok()
 }
 
-/// Which part of a diff a response carries.
+/// The part of a diff that a response carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Part {
     /// Added and modified resources only, so a push never removes a resource
@@ -181,7 +181,7 @@ pub(crate) struct DeltaStream {
     proxy: ProxyHandle,
     /// The snapshot in force, for every proxy.
     base: Arc<Snapshot>,
-    /// What this stream's proxy receives: `base` with the overlays whose
+    /// The view this stream's proxy receives: `base` with the overlays whose
     /// target matches its node.
     snapshot: Arc<Snapshot>,
     node: Option<NodeInfo>,
@@ -247,7 +247,7 @@ impl DeltaStream {
         if !request.response_nonce.is_empty() {
             match state.take_pending(&request.response_nonce) {
                 Some(version) => self.record_answer(resource_type, &request, &version),
-                None => tracing::debug!(type_url = %request.type_url, nonce = %request.response_nonce, "ignored answer to an unknown nonce"),
+                None => tracing::debug!(type_url = %request.type_url, nonce = %request.response_nonce, "ignored ACK or NACK of an unknown nonce"),
             }
         }
 
@@ -257,7 +257,7 @@ impl DeltaStream {
         let subscribed = state.change_subscriptions(&request);
         if first || subscribed {
             // The first request always gets a response, even an empty one, so
-            // the proxy knows its initial view is complete.
+            // the proxy can tell that its initial view is complete.
             self.send_diff(resource_type, Part::All, first).await?;
         }
         Ok(())

@@ -95,7 +95,7 @@ impl AggregatedDiscoveryService for AdsServer {
     }
 }
 
-/// The span of one stream; `variant` is `sotw` or `delta`.
+/// Creates the span of one stream. `variant` is `sotw` or `delta`.
 fn stream_span(variant: &'static str, stream_id: u64, peer: Option<std::net::SocketAddr>) -> tracing::Span {
     let client = peer.map(|address| address.to_string()).unwrap_or_default();
     tracing::info_span!("ads", variant, stream.id = stream_id, client.addr = %client, node.id = tracing::field::Empty)

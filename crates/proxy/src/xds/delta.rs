@@ -127,7 +127,7 @@ impl AdsClient {
         Ok(())
     }
 
-    /// Subscribes to every type the proxy needs, with the versions it holds;
+    /// Subscribes to every type the proxy needs, with the versions it has;
     /// the node goes on the first request of the stream only.
     async fn send_initial_delta(&mut self, requests: &mpsc::Sender<DeltaDiscoveryRequest>) {
         for subscription in self.delta.values_mut() {
