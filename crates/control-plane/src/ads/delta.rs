@@ -12,12 +12,12 @@ use std::sync::Arc;
 
 use legate_api::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource};
 use legate_config::ResourceType;
-use tokio::sync::{mpsc, watch};
-use tonic::{Status, Streaming};
+use tokio::sync::mpsc;
+use tonic::Status;
 
-use super::stream::{Ended, REMOVAL_ORDER};
+use super::serve::{Ended, StreamHandler, StreamView};
+use super::stream::REMOVAL_ORDER;
 use crate::proxies::ProxyHandle;
-use crate::targets::{view_for, NodeInfo};
 use crate::snapshot::{ResourceKey, Snapshot};
 
 /// The name that subscribes to every resource of a type.
@@ -28,13 +28,6 @@ const WILDCARD: &str = "*";
 const MAX_PENDING: usize = 16;
 
 pub(crate) type DeltaSender = mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>;
-
-/// Sources a delta stream waits on besides its own requests.
-pub(crate) struct DeltaInputs {
-    pub(crate) requests: Streaming<DeltaDiscoveryRequest>,
-    pub(crate) snapshots: watch::Receiver<Arc<Snapshot>>,
-    pub(crate) shutdown: watch::Receiver<bool>,
-}
 
 /// One resource type on one delta stream.
 #[derive(Debug, Default)]
@@ -179,62 +172,20 @@ enum Part {
 pub(crate) struct DeltaStream {
     id: u64,
     proxy: ProxyHandle,
-    /// The snapshot in force, for every proxy.
-    base: Arc<Snapshot>,
-    /// The view this stream's proxy receives: `base` with the overlays whose
-    /// target matches its node.
-    snapshot: Arc<Snapshot>,
-    node: Option<NodeInfo>,
+    view: StreamView,
     types: BTreeMap<ResourceType, DeltaType>,
     responses_sent: u64,
-    node_seen: bool,
     responses: DeltaSender,
 }
 
 impl DeltaStream {
     pub(crate) fn new(id: u64, proxy: ProxyHandle, snapshot: Arc<Snapshot>, responses: DeltaSender) -> Self {
         proxy.record_config_version(snapshot.version());
-        let base = snapshot.clone();
-        DeltaStream { id, proxy, base, snapshot, node: None, types: BTreeMap::new(), responses_sent: 0, node_seen: false, responses }
+        DeltaStream { id, proxy, view: StreamView::new(snapshot), types: BTreeMap::new(), responses_sent: 0, responses }
     }
 
-    /// Serves the stream until the proxy leaves or the server shuts down.
-    pub(crate) async fn run(mut self, mut inputs: DeltaInputs) {
-        let ended = self.serve(&mut inputs).await;
-        if matches!(ended, Ended::ShuttingDown) {
-            // UNAVAILABLE makes the proxy reconnect, possibly to another
-            // control plane. If the channel is full, the stream just ends.
-            let _ = self.responses.try_send(Err(Status::unavailable("control plane is shutting down")));
-        }
-        tracing::info!(reason = %ended, "delta ADS stream ended");
-    }
-
-    async fn serve(&mut self, inputs: &mut DeltaInputs) -> Ended {
-        loop {
-            let step = tokio::select! {
-                request = inputs.requests.message() => match request {
-                    Ok(Some(request)) => self.on_request(request).await,
-                    Ok(None) => Err(Ended::ProxyClosed),
-                    Err(status) => Err(Ended::ProxyError(status)),
-                },
-                changed = inputs.snapshots.changed() => match changed {
-                    Ok(()) => {
-                        let snapshot = inputs.snapshots.borrow_and_update().clone();
-                        self.on_snapshot(snapshot).await
-                    }
-                    Err(_) => Err(Ended::ShuttingDown),
-                },
-                _ = inputs.shutdown.changed() => Err(Ended::ShuttingDown),
-                () = self.responses.closed() => Err(Ended::ResponseDropped),
-            };
-            if let Err(ended) = step {
-                return ended;
-            }
-        }
-    }
-
-    async fn on_request(&mut self, request: DeltaDiscoveryRequest) -> Result<(), Ended> {
-        self.note_node(&request);
+    async fn handle_request(&mut self, request: DeltaDiscoveryRequest) -> Result<(), Ended> {
+        self.view.note_node(request.node.as_ref(), &self.proxy);
         self.proxy.record_seen();
 
         let Some(resource_type) = ResourceType::from_type_url(&request.type_url) else {
@@ -263,23 +214,6 @@ impl DeltaStream {
         Ok(())
     }
 
-    /// Records the node on the first request that carries one; Envoy sends
-    /// it only on the first request of a stream.
-    fn note_node(&mut self, request: &DeltaDiscoveryRequest) {
-        if self.node_seen {
-            return;
-        }
-        self.node_seen = true;
-
-        let node = request.node.clone().unwrap_or_default();
-        tracing::Span::current().record("node.id", node.id.as_str());
-        let info = NodeInfo::from_node(&node);
-        self.proxy.set_node(&info);
-        self.snapshot = view_for(&self.base, Some(&info));
-        self.node = Some(info);
-        tracing::info!(node.cluster = %node.cluster, "delta ADS stream started");
-    }
-
     fn record_answer(&self, resource_type: ResourceType, request: &DeltaDiscoveryRequest, version: &str) {
         match &request.error_detail {
             Some(status) => {
@@ -296,16 +230,15 @@ impl DeltaStream {
     /// Pushes a new snapshot in two passes: first the added and modified
     /// resources in push order, then the removals in `REMOVAL_ORDER`. A type
     /// with nothing new for this stream gets no response.
-    async fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Result<(), Ended> {
-        self.snapshot = view_for(&snapshot, self.node.as_ref());
-        self.base = snapshot;
+    async fn push(&mut self, snapshot: Arc<Snapshot>) -> Result<(), Ended> {
+        self.view.update(snapshot);
         for resource_type in ResourceType::ALL {
             self.send_diff(resource_type, Part::Updates, false).await?;
         }
         for resource_type in REMOVAL_ORDER {
             self.send_diff(resource_type, Part::Removals, false).await?;
         }
-        self.proxy.record_config_version(self.snapshot.version());
+        self.proxy.record_config_version(self.view.current.version());
         Ok(())
     }
 
@@ -316,8 +249,8 @@ impl DeltaStream {
             return Ok(());
         };
 
-        let resources = if part == Part::Removals { Vec::new() } else { state.updates(resource_type, &self.snapshot) };
-        let removed = if part == Part::Updates { Vec::new() } else { state.removals(resource_type, &self.snapshot) };
+        let resources = if part == Part::Removals { Vec::new() } else { state.updates(resource_type, &self.view.current) };
+        let removed = if part == Part::Updates { Vec::new() } else { state.removals(resource_type, &self.view.current) };
         if resources.is_empty() && removed.is_empty() && !always {
             return Ok(());
         }
@@ -327,7 +260,7 @@ impl DeltaStream {
     async fn send(&mut self, resource_type: ResourceType, resources: Vec<Resource>, removed: Vec<String>) -> Result<(), Ended> {
         self.responses_sent += 1;
         let nonce = format!("{}-{}", self.id, self.responses_sent);
-        let version = self.snapshot.type_version(resource_type).to_string();
+        let version = self.view.current.type_version(resource_type).to_string();
         if let Some(state) = self.types.get_mut(&resource_type) {
             state.record_sent(&resources, &removed, nonce.clone(), version.clone());
         }
@@ -351,6 +284,26 @@ impl DeltaStream {
         );
         self.proxy.record_sent(resource_type, &version);
         Ok(())
+    }
+}
+
+impl StreamHandler for DeltaStream {
+    type Request = DeltaDiscoveryRequest;
+
+    async fn on_request(&mut self, request: DeltaDiscoveryRequest) -> Result<(), Ended> {
+        self.handle_request(request).await
+    }
+
+    async fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Result<(), Ended> {
+        self.push(snapshot).await
+    }
+
+    async fn responses_closed(&self) {
+        self.responses.closed().await
+    }
+
+    fn send_unavailable(&self) {
+        let _ = self.responses.try_send(Err(Status::unavailable("control plane is shutting down")));
     }
 }
 

@@ -8,6 +8,7 @@
 //! the versions published meanwhile and sends the difference to the newest.
 
 mod delta;
+mod serve;
 mod stream;
 mod subscription;
 
@@ -25,8 +26,9 @@ use tracing::Instrument;
 
 use crate::proxies::ProxyRegistry;
 use crate::store::Store;
-use delta::{DeltaInputs, DeltaStream};
-use stream::{AdsStream, StreamInputs};
+use delta::DeltaStream;
+use serve::StreamInputs;
+use stream::AdsStream;
 
 /// Responses a stream may queue before it waits for the proxy to read. One
 /// snapshot change produces at most eight (two passes over four types).
@@ -69,7 +71,7 @@ impl AggregatedDiscoveryService for AdsServer {
 
         let inputs = StreamInputs { requests: request.into_inner(), snapshots, shutdown: self.shutdown.clone() };
         let stream = AdsStream::new(stream_id, proxy, snapshot, responses);
-        tokio::spawn(stream.run(inputs).instrument(span));
+        tokio::spawn(serve::run(stream, inputs).instrument(span));
         Ok(Response::new(ReceiverStream::new(receiver)))
     }
 
@@ -88,9 +90,9 @@ impl AggregatedDiscoveryService for AdsServer {
         let proxy = self.proxies.register(stream_id, peer);
         let (responses, receiver) = mpsc::channel(RESPONSE_QUEUE);
 
-        let inputs = DeltaInputs { requests: request.into_inner(), snapshots, shutdown: self.shutdown.clone() };
+        let inputs = StreamInputs { requests: request.into_inner(), snapshots, shutdown: self.shutdown.clone() };
         let stream = DeltaStream::new(stream_id, proxy, snapshot, responses);
-        tokio::spawn(stream.run(inputs).instrument(span));
+        tokio::spawn(serve::run(stream, inputs).instrument(span));
         Ok(Response::new(ReceiverStream::new(receiver)))
     }
 }

@@ -2,17 +2,16 @@
 //! in an order that never leaves a reference dangling.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::sync::Arc;
 
 use legate_api::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use legate_config::ResourceType;
-use tokio::sync::{mpsc, watch};
-use tonic::{Status, Streaming};
+use tokio::sync::mpsc;
+use tonic::Status;
 
+use super::serve::{Ended, StreamHandler, StreamView};
 use super::subscription::{classify, with_removals_held, Content, RequestKind, TypeState};
 use crate::proxies::ProxyHandle;
-use crate::targets::{view_for, NodeInfo};
 use crate::snapshot::Snapshot;
 
 /// Order in which removals reach a proxy: a resource goes only after
@@ -29,92 +28,23 @@ pub(super) const REMOVAL_ORDER: [ResourceType; 5] = [
 
 pub(crate) type ResponseSender = mpsc::Sender<Result<DiscoveryResponse, Status>>;
 
-/// Reason a stream ended.
-#[derive(Debug)]
-pub(crate) enum Ended {
-    ProxyClosed,
-    ProxyError(Status),
-    ResponseDropped,
-    ShuttingDown,
-}
-
-impl fmt::Display for Ended {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Ended::ProxyClosed => f.write_str("proxy closed the stream"),
-            Ended::ProxyError(status) => write!(f, "stream failed: {}", status.message()),
-            Ended::ResponseDropped => f.write_str("proxy stopped reading responses"),
-            Ended::ShuttingDown => f.write_str("control plane is shutting down"),
-        }
-    }
-}
-
-/// Sources a stream waits on besides its own requests.
-pub(crate) struct StreamInputs {
-    pub(crate) requests: Streaming<DiscoveryRequest>,
-    pub(crate) snapshots: watch::Receiver<Arc<Snapshot>>,
-    pub(crate) shutdown: watch::Receiver<bool>,
-}
-
 pub(crate) struct AdsStream {
     id: u64,
     proxy: ProxyHandle,
-    /// The snapshot in force, for every proxy.
-    base: Arc<Snapshot>,
-    /// What this stream's proxy receives: `base` with the overlays whose
-    /// target matches its node.
-    snapshot: Arc<Snapshot>,
-    node: Option<NodeInfo>,
+    view: StreamView,
     types: BTreeMap<ResourceType, TypeState>,
     responses_sent: u64,
-    node_seen: bool,
     responses: ResponseSender,
 }
 
 impl AdsStream {
     pub(crate) fn new(id: u64, proxy: ProxyHandle, snapshot: Arc<Snapshot>, responses: ResponseSender) -> Self {
         proxy.record_config_version(snapshot.version());
-        let base = snapshot.clone();
-        AdsStream { id, proxy, base, snapshot, node: None, types: BTreeMap::new(), responses_sent: 0, node_seen: false, responses }
+        AdsStream { id, proxy, view: StreamView::new(snapshot), types: BTreeMap::new(), responses_sent: 0, responses }
     }
 
-    /// Serves the stream until the proxy leaves or the server shuts down.
-    pub(crate) async fn run(mut self, mut inputs: StreamInputs) {
-        let ended = self.serve(&mut inputs).await;
-        if matches!(ended, Ended::ShuttingDown) {
-            // UNAVAILABLE makes the proxy reconnect, possibly to another
-            // control plane. If the channel is full, the stream just ends.
-            let _ = self.responses.try_send(Err(Status::unavailable("control plane is shutting down")));
-        }
-        tracing::info!(reason = %ended, "ADS stream ended");
-    }
-
-    async fn serve(&mut self, inputs: &mut StreamInputs) -> Ended {
-        loop {
-            let step = tokio::select! {
-                request = inputs.requests.message() => match request {
-                    Ok(Some(request)) => self.on_request(request).await,
-                    Ok(None) => Err(Ended::ProxyClosed),
-                    Err(status) => Err(Ended::ProxyError(status)),
-                },
-                changed = inputs.snapshots.changed() => match changed {
-                    Ok(()) => {
-                        let snapshot = inputs.snapshots.borrow_and_update().clone();
-                        self.on_snapshot(snapshot).await
-                    }
-                    Err(_) => Err(Ended::ShuttingDown),
-                },
-                _ = inputs.shutdown.changed() => Err(Ended::ShuttingDown),
-                () = self.responses.closed() => Err(Ended::ResponseDropped),
-            };
-            if let Err(ended) = step {
-                return ended;
-            }
-        }
-    }
-
-    async fn on_request(&mut self, request: DiscoveryRequest) -> Result<(), Ended> {
-        self.note_node(&request);
+    async fn handle_request(&mut self, request: DiscoveryRequest) -> Result<(), Ended> {
+        self.view.note_node(request.node.as_ref(), &self.proxy);
         self.proxy.record_seen();
 
         let Some(resource_type) = ResourceType::from_type_url(&request.type_url) else {
@@ -137,27 +67,10 @@ impl AdsStream {
         let state = self.types.entry(resource_type).or_insert_with(|| TypeState::new(resource_type));
         let names_changed = state.set_names(&request.resource_names);
         if first || names_changed {
-            let content = state.content(&self.snapshot);
+            let content = state.content(&self.view.current);
             self.send(resource_type, content).await?;
         }
         Ok(())
-    }
-
-    /// Records the node on the first request that carries one; Envoy sends
-    /// it only on the first request of a stream.
-    fn note_node(&mut self, request: &DiscoveryRequest) {
-        if self.node_seen {
-            return;
-        }
-        self.node_seen = true;
-
-        let node = request.node.clone().unwrap_or_default();
-        tracing::Span::current().record("node.id", node.id.as_str());
-        let info = NodeInfo::from_node(&node);
-        self.proxy.set_node(&info);
-        self.snapshot = view_for(&self.base, Some(&info));
-        self.node = Some(info);
-        tracing::info!(node.cluster = %node.cluster, "ADS stream started");
     }
 
     fn record_nack(&self, resource_type: ResourceType, request: &DiscoveryRequest, error: &str) {
@@ -189,9 +102,8 @@ impl AdsStream {
     /// modifies while still holding removed resources. The second, in
     /// `REMOVAL_ORDER`, drops them. A type whose content for this stream is
     /// unchanged is skipped in both passes.
-    async fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Result<(), Ended> {
-        self.snapshot = view_for(&snapshot, self.node.as_ref());
-        self.base = snapshot;
+    async fn push(&mut self, snapshot: Arc<Snapshot>) -> Result<(), Ended> {
+        self.view.update(snapshot);
 
         // NOTE: both passes send the new type version, so an ACK of the
         // first pass is recorded as that version while removals are pending.
@@ -203,7 +115,7 @@ impl AdsStream {
         for resource_type in REMOVAL_ORDER {
             self.send_if_changed(resource_type, |state, snapshot| state.content(snapshot)).await?;
         }
-        self.proxy.record_config_version(self.snapshot.version());
+        self.proxy.record_config_version(self.view.current.version());
         Ok(())
     }
 
@@ -216,7 +128,7 @@ impl AdsStream {
             return Ok(());
         };
 
-        let content = next(state, &self.snapshot);
+        let content = next(state, &self.view.current);
         if content == state.sent {
             return Ok(());
         }
@@ -226,7 +138,7 @@ impl AdsStream {
     async fn send(&mut self, resource_type: ResourceType, content: Content) -> Result<(), Ended> {
         self.responses_sent += 1;
         let nonce = format!("{}-{}", self.id, self.responses_sent);
-        let version = self.snapshot.type_version(resource_type).to_string();
+        let version = self.view.current.type_version(resource_type).to_string();
         let response = DiscoveryResponse {
             version_info: version.clone(),
             resources: content.values().cloned().collect(),
@@ -251,5 +163,25 @@ impl AdsStream {
             state.sent = content;
         }
         Ok(())
+    }
+}
+
+impl StreamHandler for AdsStream {
+    type Request = DiscoveryRequest;
+
+    async fn on_request(&mut self, request: DiscoveryRequest) -> Result<(), Ended> {
+        self.handle_request(request).await
+    }
+
+    async fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Result<(), Ended> {
+        self.push(snapshot).await
+    }
+
+    async fn responses_closed(&self) {
+        self.responses.closed().await
+    }
+
+    fn send_unavailable(&self) {
+        let _ = self.responses.try_send(Err(Status::unavailable("control plane is shutting down")));
     }
 }
