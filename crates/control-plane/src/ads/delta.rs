@@ -184,36 +184,6 @@ impl DeltaStream {
         DeltaStream { id, proxy, view: StreamView::new(snapshot), types: BTreeMap::new(), responses_sent: 0, responses }
     }
 
-    async fn handle_request(&mut self, request: DeltaDiscoveryRequest) -> Result<(), Ended> {
-        self.view.note_node(request.node.as_ref(), &self.proxy);
-        self.proxy.record_seen();
-
-        let Some(resource_type) = ResourceType::from_type_url(&request.type_url) else {
-            tracing::warn!(type_url = %request.type_url, "ignored delta request for a resource type Legate does not serve");
-            return Ok(());
-        };
-
-        let first = !self.types.contains_key(&resource_type);
-        let state = self.types.entry(resource_type).or_insert_with(|| DeltaType::start(&request));
-        if !request.response_nonce.is_empty() {
-            match state.take_pending(&request.response_nonce) {
-                Some(version) => self.record_answer(resource_type, &request, &version),
-                None => tracing::debug!(type_url = %request.type_url, nonce = %request.response_nonce, "ignored ACK or NACK of an unknown nonce"),
-            }
-        }
-
-        let Some(state) = self.types.get_mut(&resource_type) else {
-            return Ok(());
-        };
-        let subscribed = state.change_subscriptions(&request);
-        if first || subscribed {
-            // The first request always gets a response, even an empty one, so
-            // the proxy can tell that its initial view is complete.
-            self.send_diff(resource_type, Part::All, first).await?;
-        }
-        Ok(())
-    }
-
     fn record_answer(&self, resource_type: ResourceType, request: &DeltaDiscoveryRequest, version: &str) {
         match &request.error_detail {
             Some(status) => {
@@ -225,21 +195,6 @@ impl DeltaStream {
                 self.proxy.record_ack(resource_type, version);
             }
         }
-    }
-
-    /// Pushes a new snapshot in two passes: first the added and modified
-    /// resources in push order, then the removals in `REMOVAL_ORDER`. A type
-    /// with nothing new for this stream gets no response.
-    async fn push(&mut self, snapshot: Arc<Snapshot>) -> Result<(), Ended> {
-        self.view.update(snapshot);
-        for resource_type in ResourceType::ALL {
-            self.send_diff(resource_type, Part::Updates, false).await?;
-        }
-        for resource_type in REMOVAL_ORDER {
-            self.send_diff(resource_type, Part::Removals, false).await?;
-        }
-        self.proxy.record_config_version(self.view.current.version());
-        Ok(())
     }
 
     /// Sends what the proxy lacks of one subscribed type; `always` sends a
@@ -289,21 +244,55 @@ impl DeltaStream {
 
 impl StreamHandler for DeltaStream {
     type Request = DeltaDiscoveryRequest;
+    type Response = DeltaDiscoveryResponse;
+
+    fn responses(&self) -> &mpsc::Sender<Result<DeltaDiscoveryResponse, Status>> {
+        &self.responses
+    }
 
     async fn on_request(&mut self, request: DeltaDiscoveryRequest) -> Result<(), Ended> {
-        self.handle_request(request).await
+        self.view.note_node(request.node.as_ref(), &self.proxy);
+        self.proxy.record_seen();
+
+        let Some(resource_type) = ResourceType::from_type_url(&request.type_url) else {
+            tracing::warn!(type_url = %request.type_url, "ignored delta request for a resource type Legate does not serve");
+            return Ok(());
+        };
+
+        let first = !self.types.contains_key(&resource_type);
+        let state = self.types.entry(resource_type).or_insert_with(|| DeltaType::start(&request));
+        if !request.response_nonce.is_empty() {
+            match state.take_pending(&request.response_nonce) {
+                Some(version) => self.record_answer(resource_type, &request, &version),
+                None => tracing::debug!(type_url = %request.type_url, nonce = %request.response_nonce, "ignored ACK or NACK of an unknown nonce"),
+            }
+        }
+
+        let Some(state) = self.types.get_mut(&resource_type) else {
+            return Ok(());
+        };
+        let subscribed = state.change_subscriptions(&request);
+        if first || subscribed {
+            // The first request always gets a response, even an empty one, so
+            // the proxy can tell that its initial view is complete.
+            self.send_diff(resource_type, Part::All, first).await?;
+        }
+        Ok(())
     }
 
+    /// Pushes a new snapshot in two passes: first the added and modified
+    /// resources in push order, then the removals in `REMOVAL_ORDER`. A type
+    /// with nothing new for this stream gets no response.
     async fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Result<(), Ended> {
-        self.push(snapshot).await
-    }
-
-    async fn responses_closed(&self) {
-        self.responses.closed().await
-    }
-
-    fn send_unavailable(&self) {
-        let _ = self.responses.try_send(Err(Status::unavailable("control plane is shutting down")));
+        self.view.update(snapshot);
+        for resource_type in ResourceType::ALL {
+            self.send_diff(resource_type, Part::Updates, false).await?;
+        }
+        for resource_type in REMOVAL_ORDER {
+            self.send_diff(resource_type, Part::Removals, false).await?;
+        }
+        self.proxy.record_config_version(self.view.current.version());
+        Ok(())
     }
 }
 

@@ -24,10 +24,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
-use crate::proxies::ProxyRegistry;
+use crate::proxies::{ProxyHandle, ProxyRegistry};
+use crate::snapshot::Snapshot;
 use crate::store::Store;
 use delta::DeltaStream;
-use serve::StreamInputs;
+use serve::{StreamHandler, StreamInputs};
 use stream::AdsStream;
 
 /// Responses a stream may queue before it waits for the proxy to read. One
@@ -52,53 +53,48 @@ impl AdsServer {
     }
 }
 
+impl AdsServer {
+    /// Starts the task serving one stream and returns its responses.
+    /// `variant` is `sotw` or `delta`; `build` makes the stream's handler.
+    fn start<H: StreamHandler + 'static>(
+        &self,
+        request: Request<Streaming<H::Request>>,
+        variant: &'static str,
+        build: impl FnOnce(u64, ProxyHandle, Arc<Snapshot>, mpsc::Sender<Result<H::Response, Status>>) -> H,
+    ) -> Response<ReceiverStream<Result<H::Response, Status>>> {
+        let stream_id = self.next_stream_id.fetch_add(1, Ordering::Relaxed);
+        let peer = request.remote_addr();
+        let client = peer.map(|address| address.to_string()).unwrap_or_default();
+        let span = tracing::info_span!("ads", variant, stream.id = stream_id, client.addr = %client, node.id = tracing::field::Empty);
+
+        let mut snapshots = self.store.subscribe();
+        let snapshot = snapshots.borrow_and_update().clone();
+        let proxy = self.proxies.register(stream_id, peer);
+        let (responses, receiver) = mpsc::channel(RESPONSE_QUEUE);
+
+        let inputs = StreamInputs { requests: request.into_inner(), snapshots, shutdown: self.shutdown.clone() };
+        let handler = build(stream_id, proxy, snapshot, responses);
+        tokio::spawn(serve::run(handler, inputs).instrument(span));
+        Response::new(ReceiverStream::new(receiver))
+    }
+}
+
 #[tonic::async_trait]
 impl AggregatedDiscoveryService for AdsServer {
     type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
+    type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
 
     async fn stream_aggregated_resources(
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        let stream_id = self.next_stream_id.fetch_add(1, Ordering::Relaxed);
-        let peer = request.remote_addr();
-        let span = stream_span("sotw", stream_id, peer);
-
-        let mut snapshots = self.store.subscribe();
-        let snapshot = snapshots.borrow_and_update().clone();
-        let proxy = self.proxies.register(stream_id, peer);
-        let (responses, receiver) = mpsc::channel(RESPONSE_QUEUE);
-
-        let inputs = StreamInputs { requests: request.into_inner(), snapshots, shutdown: self.shutdown.clone() };
-        let stream = AdsStream::new(stream_id, proxy, snapshot, responses);
-        tokio::spawn(serve::run(stream, inputs).instrument(span));
-        Ok(Response::new(ReceiverStream::new(receiver)))
+        Ok(self.start(request, "sotw", AdsStream::new))
     }
-
-    type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
 
     async fn delta_aggregated_resources(
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        let stream_id = self.next_stream_id.fetch_add(1, Ordering::Relaxed);
-        let peer = request.remote_addr();
-        let span = stream_span("delta", stream_id, peer);
-
-        let mut snapshots = self.store.subscribe();
-        let snapshot = snapshots.borrow_and_update().clone();
-        let proxy = self.proxies.register(stream_id, peer);
-        let (responses, receiver) = mpsc::channel(RESPONSE_QUEUE);
-
-        let inputs = StreamInputs { requests: request.into_inner(), snapshots, shutdown: self.shutdown.clone() };
-        let stream = DeltaStream::new(stream_id, proxy, snapshot, responses);
-        tokio::spawn(serve::run(stream, inputs).instrument(span));
-        Ok(Response::new(ReceiverStream::new(receiver)))
+        Ok(self.start(request, "delta", DeltaStream::new))
     }
-}
-
-/// Creates the span of one stream. `variant` is `sotw` or `delta`.
-fn stream_span(variant: &'static str, stream_id: u64, peer: Option<std::net::SocketAddr>) -> tracing::Span {
-    let client = peer.map(|address| address.to_string()).unwrap_or_default();
-    tracing::info_span!("ads", variant, stream.id = stream_id, client.addr = %client, node.id = tracing::field::Empty)
 }

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use legate_api::envoy::config::core::v3::Node;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tonic::{Status, Streaming};
 
 use crate::proxies::ProxyHandle;
@@ -43,24 +43,24 @@ pub(crate) struct StreamInputs<Request> {
 /// One variant of the ADS protocol on one stream.
 pub(crate) trait StreamHandler: Send {
     type Request: Send + 'static;
+    type Response: Send + 'static;
+
+    /// The queue of responses to the proxy.
+    fn responses(&self) -> &mpsc::Sender<Result<Self::Response, Status>>;
 
     fn on_request(&mut self, request: Self::Request) -> impl Future<Output = Result<(), Ended>> + Send;
 
+    /// Pushes what a new snapshot changes for the proxy.
     fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> impl Future<Output = Result<(), Ended>> + Send;
-
-    /// Completes once the proxy stops reading responses.
-    fn responses_closed(&self) -> impl Future<Output = ()> + Send;
-
-    /// Sends UNAVAILABLE, which makes the proxy reconnect, possibly to another
-    /// control plane. If the response queue is full, the stream just ends.
-    fn send_unavailable(&self);
 }
 
 /// Serves a stream until the proxy leaves or the server shuts down.
 pub(crate) async fn run<H: StreamHandler>(mut handler: H, mut inputs: StreamInputs<H::Request>) {
     let ended = serve(&mut handler, &mut inputs).await;
     if matches!(ended, Ended::ShuttingDown) {
-        handler.send_unavailable();
+        // UNAVAILABLE makes the proxy reconnect, possibly to another control
+        // plane. If the response queue is full, the stream just ends.
+        let _ = handler.responses().try_send(Err(Status::unavailable("control plane is shutting down")));
     }
     tracing::info!(reason = %ended, "ADS stream ended");
 }
@@ -81,7 +81,7 @@ async fn serve<H: StreamHandler>(handler: &mut H, inputs: &mut StreamInputs<H::R
                 Err(_) => Err(Ended::ShuttingDown),
             },
             _ = inputs.shutdown.changed() => Err(Ended::ShuttingDown),
-            () = handler.responses_closed() => Err(Ended::ResponseDropped),
+            () = handler.responses().closed() => Err(Ended::ResponseDropped),
         };
         if let Err(ended) = step {
             return ended;

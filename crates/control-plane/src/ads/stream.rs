@@ -43,36 +43,6 @@ impl AdsStream {
         AdsStream { id, proxy, view: StreamView::new(snapshot), types: BTreeMap::new(), responses_sent: 0, responses }
     }
 
-    async fn handle_request(&mut self, request: DiscoveryRequest) -> Result<(), Ended> {
-        self.view.note_node(request.node.as_ref(), &self.proxy);
-        self.proxy.record_seen();
-
-        let Some(resource_type) = ResourceType::from_type_url(&request.type_url) else {
-            tracing::warn!(type_url = %request.type_url, "ignored request for a resource type Legate does not serve");
-            return Ok(());
-        };
-
-        let kind = classify(&request, self.types.get(&resource_type));
-        match kind {
-            RequestKind::Stale => {
-                tracing::debug!(type_url = %request.type_url, nonce = %request.response_nonce, "ignored stale request");
-                return Ok(());
-            }
-            RequestKind::Nack(error) => self.record_nack(resource_type, &request, error),
-            RequestKind::Ack => self.record_ack(resource_type, &request),
-            RequestKind::Subscribe => {}
-        }
-
-        let first = !self.types.contains_key(&resource_type);
-        let state = self.types.entry(resource_type).or_insert_with(|| TypeState::new(resource_type));
-        let names_changed = state.set_names(&request.resource_names);
-        if first || names_changed {
-            let content = state.content(&self.view.current);
-            self.send(resource_type, content).await?;
-        }
-        Ok(())
-    }
-
     fn record_nack(&self, resource_type: ResourceType, request: &DiscoveryRequest, error: &str) {
         // The request's version_info is the last version the proxy accepted;
         // the rejected one is what was sent with the nonce.
@@ -95,28 +65,6 @@ impl AdsStream {
             "proxy accepted config"
         );
         self.proxy.record_ack(resource_type, &request.version_info);
-    }
-
-    /// Pushes a new snapshot in two passes. The first, in push order
-    /// (clusters, endpoints, listeners, route configurations), adds and
-    /// modifies while still holding removed resources. The second, in
-    /// `REMOVAL_ORDER`, drops them. A type whose content for this stream is
-    /// unchanged is skipped in both passes.
-    async fn push(&mut self, snapshot: Arc<Snapshot>) -> Result<(), Ended> {
-        self.view.update(snapshot);
-
-        // NOTE: both passes send the new type version, so an ACK of the
-        // first pass is recorded as that version while removals are pending.
-
-        for resource_type in ResourceType::ALL {
-            self.send_if_changed(resource_type, |state, snapshot| with_removals_held(&state.sent, &state.content(snapshot)))
-                .await?;
-        }
-        for resource_type in REMOVAL_ORDER {
-            self.send_if_changed(resource_type, |state, snapshot| state.content(snapshot)).await?;
-        }
-        self.proxy.record_config_version(self.view.current.version());
-        Ok(())
     }
 
     async fn send_if_changed(
@@ -168,20 +116,61 @@ impl AdsStream {
 
 impl StreamHandler for AdsStream {
     type Request = DiscoveryRequest;
+    type Response = DiscoveryResponse;
+
+    fn responses(&self) -> &mpsc::Sender<Result<DiscoveryResponse, Status>> {
+        &self.responses
+    }
 
     async fn on_request(&mut self, request: DiscoveryRequest) -> Result<(), Ended> {
-        self.handle_request(request).await
+        self.view.note_node(request.node.as_ref(), &self.proxy);
+        self.proxy.record_seen();
+
+        let Some(resource_type) = ResourceType::from_type_url(&request.type_url) else {
+            tracing::warn!(type_url = %request.type_url, "ignored request for a resource type Legate does not serve");
+            return Ok(());
+        };
+
+        let kind = classify(&request, self.types.get(&resource_type));
+        match kind {
+            RequestKind::Stale => {
+                tracing::debug!(type_url = %request.type_url, nonce = %request.response_nonce, "ignored stale request");
+                return Ok(());
+            }
+            RequestKind::Nack(error) => self.record_nack(resource_type, &request, error),
+            RequestKind::Ack => self.record_ack(resource_type, &request),
+            RequestKind::Subscribe => {}
+        }
+
+        let first = !self.types.contains_key(&resource_type);
+        let state = self.types.entry(resource_type).or_insert_with(|| TypeState::new(resource_type));
+        let names_changed = state.set_names(&request.resource_names);
+        if first || names_changed {
+            let content = state.content(&self.view.current);
+            self.send(resource_type, content).await?;
+        }
+        Ok(())
     }
 
+    /// Pushes a new snapshot in two passes. The first, in push order
+    /// (clusters, endpoints, listeners, route configurations), adds and
+    /// modifies while still holding removed resources. The second, in
+    /// `REMOVAL_ORDER`, drops them. A type whose content for this stream is
+    /// unchanged is skipped in both passes.
     async fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Result<(), Ended> {
-        self.push(snapshot).await
-    }
+        self.view.update(snapshot);
 
-    async fn responses_closed(&self) {
-        self.responses.closed().await
-    }
+        // NOTE: both passes send the new type version, so an ACK of the
+        // first pass is recorded as that version while removals are pending.
 
-    fn send_unavailable(&self) {
-        let _ = self.responses.try_send(Err(Status::unavailable("control plane is shutting down")));
+        for resource_type in ResourceType::ALL {
+            self.send_if_changed(resource_type, |state, snapshot| with_removals_held(&state.sent, &state.content(snapshot)))
+                .await?;
+        }
+        for resource_type in REMOVAL_ORDER {
+            self.send_if_changed(resource_type, |state, snapshot| state.content(snapshot)).await?;
+        }
+        self.proxy.record_config_version(self.view.current.version());
+        Ok(())
     }
 }
