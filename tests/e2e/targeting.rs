@@ -101,6 +101,12 @@ async fn canary_apply_reaches_only_targeted_proxies() {
     assert!(eventually(Duration::from_secs(10), || async { api_body(late_http).await == "api /v2/ok 0" }).await);
 
     // Deleting the targeted route puts the canaries back on the untargeted one.
+    let reconnected = eventually(Duration::from_secs(30), || async {
+        let listed = stdout(&legate(&["proxies", "--server", &server]));
+        listed.contains("canary-node") && listed.contains("late-canary")
+    })
+    .await;
+    assert!(reconnected, "both canaries are connected");
     let reverted = legate(&["apply", "--delete", "rds/routes", "--target-cluster", "canary", "--server", &server, "--wait", "--wait-timeout", "20"]);
     assert!(reverted.status.success(), "{}", report(&reverted));
     assert!(stdout(&reverted).contains("version 5: 2 applied, 0 rejected, 0 pending"), "{}", report(&reverted));
