@@ -186,7 +186,11 @@ impl Snapshot {
 
     /// Resources of one type, sorted by name.
     pub fn resources_of(&self, resource_type: ResourceType) -> impl Iterator<Item = &StoredResource> {
-        self.resources.iter().filter(move |(key, _)| key.resource_type == resource_type).map(|(_, stored)| stored.as_ref())
+        // Keys sort by type first, so one type's resources are one range.
+        self.resources
+            .range(ResourceKey::new(resource_type, String::new())..)
+            .take_while(move |(key, _)| key.resource_type == resource_type)
+            .map(|(_, stored)| stored.as_ref())
     }
 
     /// Returns every resource packed, in push order (clusters, endpoints, listeners,

@@ -89,8 +89,8 @@ impl DeltaType {
     }
 
     /// Returns the resources `snapshot` has that the proxy wants and does not
-    /// hold at their current version.
-    fn updates(&self, resource_type: ResourceType, snapshot: &Snapshot) -> Vec<Resource> {
+    /// have at their current version, among the names in `only` if given.
+    fn updates(&self, resource_type: ResourceType, snapshot: &Snapshot, only: Option<&BTreeSet<String>>) -> Vec<Resource> {
         let outdated = |name: &str, digest: u64| self.known.get(name) != Some(&Some(digest));
         let to_resource = |stored: &crate::snapshot::StoredResource| Resource {
             name: stored.resource.name().to_string(),
@@ -100,6 +100,15 @@ impl DeltaType {
             resource: stored.encoded.clone(),
         };
 
+        if let Some(only) = only {
+            return only
+                .iter()
+                .filter(|name| self.wants(name))
+                .filter_map(|name| snapshot.get(&ResourceKey::new(resource_type, name.as_str())))
+                .filter(|stored| outdated(stored.resource.name(), stored.digest))
+                .map(to_resource)
+                .collect();
+        }
         if self.wildcard {
             return snapshot
                 .resources_of(resource_type)
@@ -116,9 +125,14 @@ impl DeltaType {
     }
 
     /// Returns the names to send as removed: resources the proxy has that
-    /// are gone, and subscribed names that never existed, once each.
-    fn removals(&self, resource_type: ResourceType, snapshot: &Snapshot) -> Vec<String> {
+    /// are gone, and subscribed names that never existed, once each; among the
+    /// names in `only` if given.
+    fn removals(&self, resource_type: ResourceType, snapshot: &Snapshot, only: Option<&BTreeSet<String>>) -> Vec<String> {
         let missing = |name: &str| snapshot.get(&ResourceKey::new(resource_type, name)).is_none();
+        if let Some(only) = only {
+            let held_or_unreported = |name: &String| self.known.contains_key(name) || (self.names.contains(name) && !self.absent.contains(name));
+            return only.iter().filter(|name| self.wants(name) && missing(name) && held_or_unreported(name)).cloned().collect();
+        }
         let mut removed: BTreeSet<String> =
             self.known.keys().filter(|name| self.wants(name) && missing(name)).cloned().collect();
         removed.extend(self.names.iter().filter(|name| !self.absent.contains(*name) && missing(name)).cloned());
@@ -148,6 +162,35 @@ impl DeltaType {
         let index = self.pending.iter().position(|(pending, _)| pending == nonce)?;
         self.pending.remove(index).map(|(_, version)| version)
     }
+}
+
+/// Returns the names of `resource_type` whose resource `next` adds, removes
+/// or replaces compared with `previous`. Snapshots share unchanged resources,
+/// so this compares pointers, which keeps a push cheap on every stream however
+/// many resources there are.
+fn changed_names(previous: &Snapshot, next: &Snapshot, resource_type: ResourceType) -> BTreeSet<String> {
+    let mut changed = BTreeSet::new();
+    let mut old = previous.resources_of(resource_type).peekable();
+    let mut new = next.resources_of(resource_type).peekable();
+    loop {
+        let order = match (old.peek(), new.peek()) {
+            (None, None) => break,
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some(a), Some(b)) => a.resource.name().cmp(b.resource.name()),
+        };
+        match order {
+            std::cmp::Ordering::Less => changed.extend(old.next().map(|stored| stored.resource.name().to_string())),
+            std::cmp::Ordering::Greater => changed.extend(new.next().map(|stored| stored.resource.name().to_string())),
+            std::cmp::Ordering::Equal => {
+                let (Some(a), Some(b)) = (old.next(), new.next()) else { break };
+                if !std::ptr::eq(a, b) && a.digest != b.digest {
+                    changed.insert(b.resource.name().to_string());
+                }
+            }
+        }
+    }
+    changed
 }
 
 fn format_digest(digest: u64) -> String {
@@ -199,13 +242,14 @@ impl DeltaStream {
 
     /// Sends what the proxy lacks of one subscribed type; `always` sends a
     /// response even when there is nothing to send.
-    async fn send_diff(&mut self, resource_type: ResourceType, part: Part, always: bool) -> Result<(), Ended> {
+    async fn send_diff(&mut self, resource_type: ResourceType, part: Part, only: Option<&BTreeSet<String>>, always: bool) -> Result<(), Ended> {
         let Some(state) = self.types.get(&resource_type) else {
             return Ok(());
         };
 
-        let resources = if part == Part::Removals { Vec::new() } else { state.updates(resource_type, &self.view.current) };
-        let removed = if part == Part::Updates { Vec::new() } else { state.removals(resource_type, &self.view.current) };
+        let current = &self.view.current;
+        let resources = if part == Part::Removals { Vec::new() } else { state.updates(resource_type, current, only) };
+        let removed = if part == Part::Updates { Vec::new() } else { state.removals(resource_type, current, only) };
         if resources.is_empty() && removed.is_empty() && !always {
             return Ok(());
         }
@@ -275,7 +319,7 @@ impl StreamHandler for DeltaStream {
         if first || subscribed {
             // The first request always gets a response, even an empty one, so
             // the proxy can tell that its initial view is complete.
-            self.send_diff(resource_type, Part::All, first).await?;
+            self.send_diff(resource_type, Part::All, None, first).await?;
         }
         Ok(())
     }
@@ -284,12 +328,23 @@ impl StreamHandler for DeltaStream {
     /// resources in push order, then the removals in `REMOVAL_ORDER`. A type
     /// with nothing new for this stream gets no response.
     async fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Result<(), Ended> {
+        let previous = self.view.current.clone();
         self.view.update(snapshot);
+        let changed: BTreeMap<ResourceType, BTreeSet<String>> = ResourceType::ALL
+            .into_iter()
+            .filter(|resource_type| self.types.contains_key(resource_type))
+            .map(|resource_type| (resource_type, changed_names(&previous, &self.view.current, resource_type)))
+            .collect();
+
         for resource_type in ResourceType::ALL {
-            self.send_diff(resource_type, Part::Updates, false).await?;
+            if let Some(names) = changed.get(&resource_type).filter(|names| !names.is_empty()) {
+                self.send_diff(resource_type, Part::Updates, Some(names), false).await?;
+            }
         }
         for resource_type in REMOVAL_ORDER {
-            self.send_diff(resource_type, Part::Removals, false).await?;
+            if let Some(names) = changed.get(&resource_type).filter(|names| !names.is_empty()) {
+                self.send_diff(resource_type, Part::Removals, Some(names), false).await?;
+            }
         }
         self.proxy.record_config_version(self.view.current.version());
         Ok(())
@@ -334,6 +389,19 @@ mod tests {
     }
 
     #[test]
+    fn changed_names_compare_shared_resources() {
+        let (web_key, web) = cluster("web");
+        let (api_key, api) = cluster("api");
+        let (gone_key, gone) = cluster("gone");
+        let previous = Snapshot::new(1, BTreeMap::new(), BTreeMap::from([(web_key.clone(), web.clone()), (gone_key, gone)]));
+        let next = Snapshot::new(2, BTreeMap::new(), BTreeMap::from([(web_key, web), (api_key, api)]));
+
+        let changed = changed_names(&previous, &next, ResourceType::Cluster);
+        assert_eq!(changed.iter().map(String::as_str).collect::<Vec<_>>(), ["api", "gone"]);
+        assert!(changed_names(&next, &next, ResourceType::Cluster).is_empty());
+    }
+
+    #[test]
     fn first_request_chooses_wildcard() {
         assert!(DeltaType::start(&request(&[], &[])).wildcard);
         assert!(DeltaType::start(&request(&["*", "a"], &[])).wildcard);
@@ -346,8 +414,8 @@ mod tests {
         let web_version = format_digest(cluster("web").1.digest);
         let state = DeltaType::start(&request(&[], &[("web", &web_version), ("gone", "1")]));
 
-        assert_eq!(names(&state.updates(ResourceType::Cluster, &snapshot)), ["api"]);
-        assert_eq!(state.removals(ResourceType::Cluster, &snapshot), ["gone"]);
+        assert_eq!(names(&state.updates(ResourceType::Cluster, &snapshot, None)), ["api"]);
+        assert_eq!(state.removals(ResourceType::Cluster, &snapshot, None), ["gone"]);
     }
 
     #[test]
@@ -356,14 +424,14 @@ mod tests {
         let mut state = DeltaType::start(&request(&["web", "missing"], &[]));
         state.change_subscriptions(&request(&["web", "missing"], &[]));
 
-        let updates = state.updates(ResourceType::Cluster, &snapshot);
-        let removed = state.removals(ResourceType::Cluster, &snapshot);
+        let updates = state.updates(ResourceType::Cluster, &snapshot, None);
+        let removed = state.removals(ResourceType::Cluster, &snapshot, None);
         assert_eq!(names(&updates), ["web"]);
         assert_eq!(removed, ["missing"]);
 
         state.record_sent(&updates, &removed, "n1".into(), "1".into());
-        assert!(state.updates(ResourceType::Cluster, &snapshot).is_empty());
-        assert!(state.removals(ResourceType::Cluster, &snapshot).is_empty());
+        assert!(state.updates(ResourceType::Cluster, &snapshot, None).is_empty());
+        assert!(state.removals(ResourceType::Cluster, &snapshot, None).is_empty());
         assert_eq!(state.take_pending("n1").as_deref(), Some("1"));
         assert_eq!(state.take_pending("n1"), None);
     }
@@ -373,13 +441,13 @@ mod tests {
         let snapshot = snapshot(&["web"]);
         let mut state = DeltaType::start(&request(&["web"], &[]));
         state.change_subscriptions(&request(&["web"], &[]));
-        let updates = state.updates(ResourceType::Cluster, &snapshot);
+        let updates = state.updates(ResourceType::Cluster, &snapshot, None);
         state.record_sent(&updates, &[], "n1".into(), "1".into());
 
         let unsubscribe = DeltaDiscoveryRequest { resource_names_unsubscribe: vec!["web".into()], ..request(&[], &[]) };
         assert!(!state.change_subscriptions(&unsubscribe));
-        assert!(state.updates(ResourceType::Cluster, &snapshot).is_empty());
+        assert!(state.updates(ResourceType::Cluster, &snapshot, None).is_empty());
         assert!(state.change_subscriptions(&request(&["web"], &[])));
-        assert_eq!(names(&state.updates(ResourceType::Cluster, &snapshot)), ["web"]);
+        assert_eq!(names(&state.updates(ResourceType::Cluster, &snapshot, None)), ["web"]);
     }
 }
