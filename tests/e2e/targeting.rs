@@ -77,6 +77,18 @@ async fn canary_apply_reaches_only_targeted_proxies() {
     assert!(eventually(Duration::from_secs(10), || async { api_body(stable_http).await == "api /v3/ok 0" }).await);
     assert_eq!(api_body(canary_http).await, "api /v2/ok 0");
 
+    // `get` and `history` show the targeted config.
+    let targeted = legate(&["get", "--target-cluster", "canary", "--server", &server]);
+    assert!(stdout(&targeted).contains("/v2/"), "{}", report(&targeted));
+    assert!(!stdout(&targeted).contains("envoy.config.cluster.v3.Cluster"), "only the targeted route: {}", report(&targeted));
+    let untargeted = legate(&["get", "--server", &server]);
+    assert!(stdout(&untargeted).contains("/v1/"), "{}", report(&untargeted));
+    let hint = String::from_utf8_lossy(&untargeted.stderr).into_owned();
+    assert!(hint.contains("legate get --target-cluster canary"), "{hint}");
+    assert!(hint.contains("legate get --target-metadata track=blue"), "{hint}");
+    let history = stdout(&legate(&["history", "--server", &server]));
+    assert!(history.lines().any(|line| line.starts_with("2 ") && line.ends_with("target cluster=canary")), "{history}");
+
     // A listener the stable proxy cannot bind, for that node only.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let bad = write("bad.yaml", &unbindable_listener(taken.local_addr().unwrap()));

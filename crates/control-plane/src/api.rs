@@ -76,11 +76,18 @@ impl ConfigService for ConfigApi {
         Ok(Response::new(ListHistoryResponse { versions }))
     }
 
-    async fn get_config(&self, _request: Request<GetConfigRequest>) -> Result<Response<GetConfigResponse>, Status> {
+    async fn get_config(&self, request: Request<GetConfigRequest>) -> Result<Response<GetConfigResponse>, Status> {
         let snapshot = self.store.snapshot();
-        let response =
-            GetConfigResponse { version: snapshot.version().to_string(), resources: snapshot.packed_in_push_order() };
-        Ok(Response::new(response))
+        let resources = match request.into_inner().target {
+            None => snapshot.packed_in_push_order(),
+            Some(target) => {
+                let selector = Selector::from_proto(&target).map_err(|error| Status::invalid_argument(format!("invalid target: {error}")))?;
+                let overlay = snapshot.overlays().iter().find(|overlay| overlay.selector == selector);
+                overlay.map(|overlay| overlay.to_stored().resources).unwrap_or_default()
+            }
+        };
+        let targets = snapshot.overlays().iter().map(|overlay| overlay.selector.to_proto()).collect();
+        Ok(Response::new(GetConfigResponse { version: snapshot.version().to_string(), resources, targets }))
     }
 
     async fn list_proxies(&self, _request: Request<ListProxiesRequest>) -> Result<Response<ListProxiesResponse>, Status> {
@@ -119,6 +126,7 @@ fn history_entry(snapshot: &Snapshot) -> HistoryEntry {
         applied_by: origin.applied_by.clone(),
         resources: snapshot.len() as u32,
         rolled_back_to: origin.rolled_back_to.map(|version| version.to_string()).unwrap_or_default(),
+        target: snapshot.target().map(Selector::to_proto),
     }
 }
 

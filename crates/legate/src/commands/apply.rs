@@ -50,7 +50,7 @@ pub struct TargetArgs {
 }
 
 impl TargetArgs {
-    fn selector(&self) -> Option<TargetSelector> {
+    pub fn selector(&self) -> Option<TargetSelector> {
         if self.nodes.is_empty() && self.clusters.is_empty() && self.metadata.is_empty() {
             return None;
         }
