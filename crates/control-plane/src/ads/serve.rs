@@ -1,5 +1,5 @@
-//! What every ADS stream shares, state-of-the-world or delta: the loop over
-//! requests, new snapshots and shutdown, and the proxy's view of the config.
+//! The parts every ADS stream shares, state-of-the-world or delta: the loop
+//! over requests, new snapshots and shutdown, and the proxy's view of the config.
 
 use std::fmt;
 use std::future::Future;
@@ -45,7 +45,7 @@ pub(crate) trait StreamHandler: Send {
     type Request: Send + 'static;
     type Response: Send + 'static;
 
-    /// The queue of responses to the proxy.
+    /// Returns the queue of responses to the proxy.
     fn responses(&self) -> &mpsc::Sender<Result<Self::Response, Status>>;
 
     fn on_request(&mut self, request: Self::Request) -> impl Future<Output = Result<(), Ended>> + Send;

@@ -100,7 +100,7 @@ pub(super) struct AdsClient {
     subscriptions: HashMap<ResourceType, Subscription>,
     /// Delta subscriptions, kept across streams for `initial_resource_versions`.
     pub(super) delta: HashMap<ResourceType, DeltaSubscription>,
-    /// Control planes that answered the delta stream with UNIMPLEMENTED, so
+    /// Control planes that rejected the delta stream with UNIMPLEMENTED, so
     /// the proxy uses state-of-the-world with them until it restarts.
     sotw_only: HashSet<String>,
 }
