@@ -88,10 +88,10 @@ pub const HISTORY_LIMIT: usize = 50;
 
 /// Changes one request makes to the config in force.
 #[derive(Debug, Default)]
-struct Changes {
-    added: Vec<ResourceKey>,
-    modified: Vec<ResourceKey>,
-    removed: Vec<ResourceKey>,
+pub(crate) struct Changes {
+    pub(crate) added: Vec<ResourceKey>,
+    pub(crate) modified: Vec<ResourceKey>,
+    pub(crate) removed: Vec<ResourceKey>,
 }
 
 impl Changes {
@@ -99,7 +99,7 @@ impl Changes {
         self.added.is_empty() && self.modified.is_empty() && self.removed.is_empty()
     }
 
-    fn changed_types(&self) -> impl Iterator<Item = ResourceType> + '_ {
+    pub(crate) fn changed_types(&self) -> impl Iterator<Item = ResourceType> + '_ {
         self.added.iter().chain(&self.modified).chain(&self.removed).map(|key| key.resource_type)
     }
 }
@@ -234,7 +234,7 @@ impl Store {
                 let candidate = build_snapshot(&current, decoded.resources, &changes).with_overlays(current.overlays().to_vec());
                 (changes, candidate)
             }
-            Some(selector) => build_targeted(&current, selector, decoded.resources, removals, &mut errors),
+            Some(selector) => crate::targets::build_targeted(&current, selector, decoded.resources, removals, &mut errors),
         };
         let candidate = candidate.with_origin(origin);
         let reference_errors = validate::snapshot(candidate.entries().values().map(|stored| &stored.resource));
@@ -410,7 +410,7 @@ fn removal_keys(
     keys
 }
 
-fn removal_error(kind: ErrorKind, message: String) -> ConfigError {
+pub(crate) fn removal_error(kind: ErrorKind, message: String) -> ConfigError {
     ConfigError { kind, resource: String::new(), path: String::new(), message }
 }
 
@@ -448,52 +448,6 @@ fn build_snapshot(current: &Snapshot, mut decoded: BTreeMap<ResourceKey, StoredR
         type_versions.insert(resource_type, version);
     }
     Snapshot::new(version, type_versions, resources)
-}
-
-/// Builds the config after a change for the proxies `selector` matches: only
-/// its overlay changes, and removals name resources of that overlay.
-fn build_targeted(
-    current: &Snapshot,
-    selector: &Selector,
-    decoded: BTreeMap<ResourceKey, StoredResource>,
-    removals: &[ResourceRef],
-    errors: &mut Vec<ConfigError>,
-) -> (Changes, Snapshot) {
-    let version = current.version() + 1;
-    let mut overlays = current.overlays().to_vec();
-    let index = overlays.iter().position(|overlay| &overlay.selector == selector).unwrap_or_else(|| {
-        overlays.push(Overlay { selector: selector.clone(), ..Default::default() });
-        overlays.len() - 1
-    });
-    let overlay = &mut overlays[index];
-
-    let mut changes = Changes::default();
-    for removal in removals {
-        let key = ResourceType::from_type_url(&removal.type_url).map(|resource_type| ResourceKey::new(resource_type, removal.name.clone()));
-        match key {
-            Some(key) if overlay.resources.remove(&key).is_some() => changes.removed.push(key),
-            _ => errors.push(removal_error(
-                ErrorKind::UnknownReference,
-                format!("cannot remove {:?} of type {:?}: target {selector} has no such resource", removal.name, removal.type_url),
-            )),
-        }
-    }
-    for (key, mut resource) in decoded {
-        match overlay.resources.get(&key) {
-            Some(existing) if existing.same_bytes(&resource) => continue,
-            Some(_) => changes.modified.push(key.clone()),
-            None => changes.added.push(key.clone()),
-        }
-        resource.version = version;
-        overlay.resources.insert(key, Arc::new(resource));
-    }
-
-    let mut type_versions = current.type_versions().clone();
-    for resource_type in changes.changed_types() {
-        type_versions.insert(resource_type, version);
-    }
-    let candidate = Snapshot::new(version, type_versions, current.entries().clone()).with_overlays(overlays).with_target(Some(selector.clone()));
-    (changes, candidate)
 }
 
 /// Rebuilds a snapshot from the state file, decoding and validating every

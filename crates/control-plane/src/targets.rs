@@ -10,10 +10,12 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use legate_api::envoy::config::core::v3::Node;
-use legate_api::legate::config::v1::{TargetSelector, TargetedResources};
-use legate_config::{validate, ConfigError};
+use legate_api::legate::config::v1::{ResourceRef, TargetSelector, TargetedResources};
+use legate_config::error::ErrorKind;
+use legate_config::{validate, ConfigError, ResourceType};
 
 use crate::snapshot::{ResourceKey, Snapshot, StoredResource};
+use crate::store::{removal_error, Changes};
 
 /// The proxies a targeted apply reaches. Every condition that is set must
 /// hold, and a set of ids or clusters matches when any entry does.
@@ -142,6 +144,52 @@ fn build_view(snapshot: &Snapshot, matching: &[usize]) -> Snapshot {
         }
     }
     Snapshot::view(snapshot, resources)
+}
+
+/// Builds the config after a change for the proxies `selector` matches: only
+/// its overlay changes, and removals name resources of that overlay.
+pub(crate) fn build_targeted(
+    current: &Snapshot,
+    selector: &Selector,
+    decoded: BTreeMap<ResourceKey, StoredResource>,
+    removals: &[ResourceRef],
+    errors: &mut Vec<ConfigError>,
+) -> (Changes, Snapshot) {
+    let version = current.version() + 1;
+    let mut overlays = current.overlays().to_vec();
+    let index = overlays.iter().position(|overlay| &overlay.selector == selector).unwrap_or_else(|| {
+        overlays.push(Overlay { selector: selector.clone(), ..Default::default() });
+        overlays.len() - 1
+    });
+    let overlay = &mut overlays[index];
+
+    let mut changes = Changes::default();
+    for removal in removals {
+        let key = ResourceType::from_type_url(&removal.type_url).map(|resource_type| ResourceKey::new(resource_type, removal.name.clone()));
+        match key {
+            Some(key) if overlay.resources.remove(&key).is_some() => changes.removed.push(key),
+            _ => errors.push(removal_error(
+                ErrorKind::UnknownReference,
+                format!("cannot remove {:?} of type {:?}: target {selector} has no such resource", removal.name, removal.type_url),
+            )),
+        }
+    }
+    for (key, mut resource) in decoded {
+        match overlay.resources.get(&key) {
+            Some(existing) if existing.same_bytes(&resource) => continue,
+            Some(_) => changes.modified.push(key.clone()),
+            None => changes.added.push(key.clone()),
+        }
+        resource.version = version;
+        overlay.resources.insert(key, Arc::new(resource));
+    }
+
+    let mut type_versions = current.type_versions().clone();
+    for resource_type in changes.changed_types() {
+        type_versions.insert(resource_type, version);
+    }
+    let candidate = Snapshot::new(version, type_versions, current.entries().clone()).with_overlays(overlays).with_target(Some(selector.clone()));
+    (changes, candidate)
 }
 
 /// Checks the references of each overlay laid over the untargeted
