@@ -280,16 +280,16 @@ impl AdsClient {
 
     /// Decodes every resource; applies the valid ones and returns the
     /// rejected ones with their reasons. Listeners and clusters named neither
-    /// in `resources` nor in `kept` are removed.
+    /// in `resources` nor in `retained` are removed.
     pub(super) fn apply(
         &self,
         resource_type: ResourceType,
         resources: &[prost_types::Any],
-        kept: &HashSet<String>,
+        retained: &HashSet<String>,
         version: &str,
     ) -> Vec<Rejected> {
         let mut rejected = Vec::new();
-        let mut named = kept.clone();
+        let mut named = retained.clone();
         let mut valid = Vec::new();
 
         for any in resources {

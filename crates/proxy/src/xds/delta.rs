@@ -147,9 +147,9 @@ impl AdsClient {
             return;
         };
 
-        let kept = self.delta.entry(resource_type).or_default().names_after(&response);
+        let retained = self.delta.entry(resource_type).or_default().names_after(&response);
         let (resources, mut rejected) = decode_resources(&response);
-        rejected.extend(self.apply(resource_type, &resources, &kept, &response.system_version_info));
+        rejected.extend(self.apply(resource_type, &resources, &retained, &response.system_version_info));
 
         let stats = &self.manager.stats().xds;
         stats.count_update(resource_type.short_name(), rejected.is_empty());
