@@ -24,6 +24,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // The control plane encodes each resource once and shares the bytes
+        // across every delta stream that sends it.
+        .bytes(".envoy.service.discovery.v3.Resource.resource")
         .include_file("_includes.rs")
         .compile_fds(descriptors)?;
 

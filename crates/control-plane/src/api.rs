@@ -15,6 +15,7 @@ use prost::Message;
 use tonic::{Code, Request, Response, Status};
 
 use crate::proxies::ProxyRegistry;
+use crate::targets::Selector;
 use crate::snapshot::{ResourceKey, Snapshot};
 use crate::store::{ApplyError, ApplyOptions, ApplyOutcome, Store};
 
@@ -38,7 +39,14 @@ impl ConfigApi {
 impl ConfigService for ConfigApi {
     async fn apply(&self, request: Request<ApplyRequest>) -> Result<Response<ApplyResponse>, Status> {
         let request = request.into_inner();
-        let options = ApplyOptions { if_version: optional_version(&request.if_version, "if_version")?, applied_by: request.applied_by };
+        let target = request
+            .target
+            .as_ref()
+            .map(Selector::from_proto)
+            .transpose()
+            .map_err(|error| Status::invalid_argument(format!("invalid target: {error}")))?;
+        let if_version = optional_version(&request.if_version, "if_version")?;
+        let options = ApplyOptions { if_version, applied_by: request.applied_by, target };
         let outcome = self.store.apply_with(&request.resources, &request.remove, &options).await;
         outcome.map(|outcome| Response::new(apply_response(outcome))).map_err(apply_status)
     }
@@ -46,7 +54,8 @@ impl ConfigService for ConfigApi {
     async fn rollback(&self, request: Request<RollbackRequest>) -> Result<Response<ApplyResponse>, Status> {
         let request = request.into_inner();
         let version = required_version(&request.version)?;
-        let options = ApplyOptions { if_version: optional_version(&request.if_version, "if_version")?, applied_by: request.applied_by };
+        let if_version = optional_version(&request.if_version, "if_version")?;
+        let options = ApplyOptions { if_version, applied_by: request.applied_by, target: None };
         let outcome = self.store.rollback(version, &options).await;
         outcome.map(|outcome| Response::new(apply_response(outcome))).map_err(apply_status)
     }
@@ -67,11 +76,18 @@ impl ConfigService for ConfigApi {
         Ok(Response::new(ListHistoryResponse { versions }))
     }
 
-    async fn get_config(&self, _request: Request<GetConfigRequest>) -> Result<Response<GetConfigResponse>, Status> {
+    async fn get_config(&self, request: Request<GetConfigRequest>) -> Result<Response<GetConfigResponse>, Status> {
         let snapshot = self.store.snapshot();
-        let response =
-            GetConfigResponse { version: snapshot.version().to_string(), resources: snapshot.packed_in_push_order() };
-        Ok(Response::new(response))
+        let resources = match request.into_inner().target {
+            None => snapshot.packed_in_push_order(),
+            Some(target) => {
+                let selector = Selector::from_proto(&target).map_err(|error| Status::invalid_argument(format!("invalid target: {error}")))?;
+                let overlay = snapshot.overlays().iter().find(|overlay| overlay.selector == selector);
+                overlay.map(|overlay| overlay.to_stored().resources).unwrap_or_default()
+            }
+        };
+        let targets = snapshot.overlays().iter().map(|overlay| overlay.selector.to_proto()).collect();
+        Ok(Response::new(GetConfigResponse { version: snapshot.version().to_string(), resources, targets }))
     }
 
     async fn list_proxies(&self, _request: Request<ListProxiesRequest>) -> Result<Response<ListProxiesResponse>, Status> {
@@ -113,6 +129,7 @@ fn history_entry(snapshot: &Snapshot) -> HistoryEntry {
         applied_by: origin.applied_by.clone(),
         resources: snapshot.len() as u32,
         rolled_back_to: origin.rolled_back_to.map(|version| version.to_string()).unwrap_or_default(),
+        target: snapshot.target().map(Selector::to_proto),
     }
 }
 

@@ -19,6 +19,7 @@ pub mod proxies;
 pub mod rollout;
 pub mod snapshot;
 pub mod store;
+pub mod targets;
 pub mod webhook;
 
 use std::future::Future;

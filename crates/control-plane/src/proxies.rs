@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
 
 use crate::metrics::ControlPlaneStats;
+use crate::targets::NodeInfo;
 
 use legate_api::legate::config::v1::{ProxyStatus, TypeStatus};
 use legate_config::ResourceType;
@@ -28,6 +29,8 @@ pub struct TypeRecord {
 pub struct ProxyEntry {
     pub node_id: String,
     pub node_cluster: String,
+    /// Node metadata values as text, for matching targets.
+    pub node_metadata: BTreeMap<String, String>,
     pub peer_address: Option<SocketAddr>,
     pub connected_at: SystemTime,
     /// When the proxy last sent a request on the stream.
@@ -38,6 +41,10 @@ pub struct ProxyEntry {
 }
 
 impl ProxyEntry {
+    pub fn node_info(&self) -> NodeInfo {
+        NodeInfo { id: self.node_id.clone(), cluster: self.node_cluster.clone(), metadata: self.node_metadata.clone() }
+    }
+
     fn to_status(&self, replica: &str) -> ProxyStatus {
         ProxyStatus {
             replica: replica.to_string(),
@@ -88,6 +95,7 @@ impl ProxyRegistry {
         let entry = ProxyEntry {
             node_id: String::new(),
             node_cluster: String::new(),
+            node_metadata: BTreeMap::new(),
             peer_address,
             connected_at: SystemTime::now(),
             last_seen: SystemTime::now(),
@@ -139,10 +147,11 @@ pub struct ProxyHandle {
 }
 
 impl ProxyHandle {
-    pub fn set_node(&self, node_id: &str, node_cluster: &str) {
+    pub fn set_node(&self, node: &NodeInfo) {
         self.registry.update(self.stream_id, |entry| {
-            entry.node_id = node_id.to_string();
-            entry.node_cluster = node_cluster.to_string();
+            entry.node_id = node.id.clone();
+            entry.node_cluster = node.cluster.clone();
+            entry.node_metadata = node.metadata.clone();
         });
     }
 

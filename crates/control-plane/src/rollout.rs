@@ -20,10 +20,12 @@ pub enum ProxyRollout {
 /// last changed, or a later one. It is also up to date when the stream has
 /// handled the version but sent nothing new, because the proxy's resources
 /// of that type did not change. A NACK of the needed version or a later one,
-/// newer than the last ACK, is a rejection.
+/// newer than the last ACK, is a rejection. A version made by a targeted
+/// apply counts only the proxies its target matches.
 pub fn rollout(snapshot: &Snapshot, proxies: &[ProxyEntry]) -> GetRolloutResponse {
     let mut response = GetRolloutResponse { version: snapshot.version().to_string(), ..Default::default() };
-    for proxy in proxies {
+    let targeted = proxies.iter().filter(|proxy| snapshot.target().is_none_or(|target| target.matches(&proxy.node_info())));
+    for proxy in targeted {
         match proxy_rollout(snapshot, proxy) {
             ProxyRollout::Applied => response.applied.push(proxy.node_id.clone()),
             ProxyRollout::Pending => response.pending.push(proxy.node_id.clone()),

@@ -9,6 +9,8 @@ use std::time::SystemTime;
 use legate_api::legate::config::v1::{ResourceRef, StoredConfig};
 use legate_config::{Resource, ResourceType};
 
+use crate::targets::{Overlay, Selector, ViewCache};
+
 /// Identity of a resource: its type and name. Ordering is by type in push
 /// order, then by name, so a sorted map lists resources in push order.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -40,9 +42,22 @@ pub struct StoredResource {
     pub any: prost_types::Any,
     pub resource: Resource,
     pub version: u64,
+    /// xxHash64 of the packed bytes: the resource's version in delta xDS. It
+    /// depends only on the bytes, so it is the same after a restart and on
+    /// every replica, unlike `version`.
+    pub digest: u64,
+    /// `any` encoded, shared by every delta response that carries it.
+    pub encoded: bytes::Bytes,
 }
 
 impl StoredResource {
+    /// Wraps a decoded resource that has no config version yet.
+    pub fn new(any: prost_types::Any, resource: Resource) -> Self {
+        let digest = xxhash_rust::xxh64::xxh64(&any.value, 0);
+        let encoded = prost::Message::encode_to_vec(&any).into();
+        StoredResource { any, resource, version: 0, digest, encoded }
+    }
+
     /// Returns whether both resources would reach a proxy as the same bytes.
     pub fn same_bytes(&self, other: &StoredResource) -> bool {
         self.any.type_url == other.any.type_url && self.any.value == other.any.value
@@ -73,6 +88,12 @@ pub struct Snapshot {
     type_versions: BTreeMap<ResourceType, u64>,
     resources: BTreeMap<ResourceKey, Arc<StoredResource>>,
     origin: Origin,
+    /// Targeted resources, sorted by selector. A targeted apply sets the
+    /// version of each type it changes, as an untargeted apply does.
+    overlays: Arc<Vec<Overlay>>,
+    views: ViewCache,
+    /// The target of the apply that made this version, if it had one.
+    target: Option<Selector>,
 }
 
 impl Snapshot {
@@ -81,12 +102,51 @@ impl Snapshot {
         type_versions: BTreeMap<ResourceType, u64>,
         resources: BTreeMap<ResourceKey, Arc<StoredResource>>,
     ) -> Self {
-        Snapshot { version, type_versions, resources, origin: Origin::default() }
+        Snapshot { version, type_versions, resources, ..Default::default() }
+    }
+
+    /// Returns the view of `base` that one set of overlays makes: `resources`
+    /// in place of the untargeted ones, at the same versions.
+    pub(crate) fn view(base: &Snapshot, resources: BTreeMap<ResourceKey, Arc<StoredResource>>) -> Self {
+        Snapshot {
+            version: base.version,
+            type_versions: base.type_versions.clone(),
+            resources,
+            origin: base.origin.clone(),
+            target: base.target.clone(),
+            ..Default::default()
+        }
     }
 
     pub(crate) fn with_origin(mut self, origin: Origin) -> Self {
         self.origin = origin;
         self
+    }
+
+    pub(crate) fn with_overlays(mut self, mut overlays: Vec<Overlay>) -> Self {
+        overlays.retain(|overlay| !overlay.resources.is_empty());
+        overlays.sort_by(|a, b| a.selector.cmp(&b.selector));
+        self.overlays = Arc::new(overlays);
+        self
+    }
+
+    pub(crate) fn with_target(mut self, target: Option<Selector>) -> Self {
+        self.target = target;
+        self
+    }
+
+    pub fn overlays(&self) -> &[Overlay] {
+        &self.overlays
+    }
+
+    pub(crate) fn views(&self) -> &ViewCache {
+        &self.views
+    }
+
+    /// Returns the target of the apply that made this version. It is `None`
+    /// when the version reached every proxy.
+    pub fn target(&self) -> Option<&Selector> {
+        self.target.as_ref()
     }
 
     pub fn origin(&self) -> &Origin {
@@ -126,7 +186,11 @@ impl Snapshot {
 
     /// Resources of one type, sorted by name.
     pub fn resources_of(&self, resource_type: ResourceType) -> impl Iterator<Item = &StoredResource> {
-        self.resources.iter().filter(move |(key, _)| key.resource_type == resource_type).map(|(_, stored)| stored.as_ref())
+        // Keys sort by type first, so one type's resources are one range.
+        self.resources
+            .range(ResourceKey::new(resource_type, String::new())..)
+            .take_while(move |(key, _)| key.resource_type == resource_type)
+            .map(|(_, stored)| stored.as_ref())
     }
 
     /// Returns every resource packed, in push order (clusters, endpoints, listeners,
@@ -148,6 +212,8 @@ impl Snapshot {
             applied_at: (self.origin.applied_at != SystemTime::UNIX_EPOCH).then(|| self.origin.applied_at.into()),
             applied_by: self.origin.applied_by.clone(),
             rolled_back_to: self.origin.rolled_back_to.unwrap_or(0),
+            targeted: self.overlays.iter().map(Overlay::to_stored).collect(),
+            target: self.target.as_ref().map(Selector::to_proto),
         }
     }
 }

@@ -19,6 +19,7 @@ use tokio::sync::{watch, Mutex};
 use crate::etcd::{Etcd, EtcdError};
 use crate::persist::{PersistError, StateFile};
 use crate::snapshot::{Origin, ResourceKey, Snapshot, StoredResource};
+use crate::targets::{Overlay, Selector};
 
 mod shared;
 
@@ -44,6 +45,8 @@ pub struct ApplyOptions {
     pub if_version: Option<u64>,
     /// The author of the change, kept in the history.
     pub applied_by: String,
+    /// The proxies the change is for. `None` changes the untargeted config.
+    pub target: Option<Selector>,
 }
 
 /// An apply that changed nothing.
@@ -128,10 +131,10 @@ pub const HISTORY_LIMIT: usize = 50;
 
 /// Changes one request makes to the config in force.
 #[derive(Debug, Default)]
-struct Changes {
-    added: Vec<ResourceKey>,
-    modified: Vec<ResourceKey>,
-    removed: Vec<ResourceKey>,
+pub(crate) struct Changes {
+    pub(crate) added: Vec<ResourceKey>,
+    pub(crate) modified: Vec<ResourceKey>,
+    pub(crate) removed: Vec<ResourceKey>,
 }
 
 impl Changes {
@@ -139,7 +142,7 @@ impl Changes {
         self.added.is_empty() && self.modified.is_empty() && self.removed.is_empty()
     }
 
-    fn changed_types(&self) -> impl Iterator<Item = ResourceType> + '_ {
+    pub(crate) fn changed_types(&self) -> impl Iterator<Item = ResourceType> + '_ {
         self.added.iter().chain(&self.modified).chain(&self.removed).map(|key| key.resource_type)
     }
 }
@@ -234,7 +237,7 @@ impl Store {
         for _ in 0..COMMIT_ATTEMPTS {
             self.catch_up_locked().await?;
             let origin = Origin { applied_at: SystemTime::now(), applied_by: options.applied_by.clone(), rolled_back_to: None };
-            if let Some(outcome) = self.apply_locked(resources, removals, options.if_version, origin).await? {
+            if let Some(outcome) = self.apply_locked(resources, removals, options.if_version, origin, options.target.as_ref()).await? {
                 return Ok(outcome);
             }
         }
@@ -253,7 +256,9 @@ impl Store {
             let removals: Vec<ResourceRef> =
                 current.entries().keys().filter(|key| target.get(key).is_none()).map(ResourceKey::to_ref).collect();
             let origin = Origin { applied_at: SystemTime::now(), applied_by: options.applied_by.clone(), rolled_back_to: Some(version) };
-            if let Some(outcome) = self.apply_locked(&resources, &removals, options.if_version, origin).await? {
+            // TODO: a rollback restores only the untargeted resources; the
+            // targeted ones in force stay as they are.
+            if let Some(outcome) = self.apply_locked(&resources, &removals, options.if_version, origin, None).await? {
                 return Ok(outcome);
             }
         }
@@ -268,6 +273,7 @@ impl Store {
         removals: &[ResourceRef],
         if_version: Option<u64>,
         origin: Origin,
+        target: Option<&Selector>,
     ) -> Result<Option<ApplyOutcome>, ApplyError> {
         let current = self.snapshot();
         if let Some(expected) = if_version.filter(|expected| *expected != current.version()) {
@@ -276,15 +282,23 @@ impl Store {
 
         let mut errors = Vec::new();
         let decoded = decode_resources(resources, &mut errors);
-        let removed = removal_keys(removals, &current, &decoded, &mut errors);
 
         // References are checked even when some resources failed to decode,
         // so one rejection lists every problem. A resource that failed is
         // absent from the candidate and may show up as a missing reference.
-        let changes = classify(&current, &decoded, removed);
-        let candidate = build_snapshot(&current, decoded.resources, &changes).with_origin(origin);
+        let (changes, candidate) = match target {
+            None => {
+                let removed = removal_keys(removals, &current, &decoded, &mut errors);
+                let changes = classify(&current, &decoded, removed);
+                let candidate = build_snapshot(&current, decoded.resources, &changes).with_overlays(current.overlays().to_vec());
+                (changes, candidate)
+            }
+            Some(selector) => crate::targets::build_targeted(&current, selector, decoded.resources, removals, &mut errors),
+        };
+        let candidate = candidate.with_origin(origin);
         let reference_errors = validate::snapshot(candidate.entries().values().map(|stored| &stored.resource));
         errors.extend(reference_errors.0);
+        errors.extend(crate::targets::validate_overlays(&candidate));
         if !errors.is_empty() {
             return Err(reject(errors));
         }
@@ -431,7 +445,7 @@ fn decode_resources(resources: &[prost_types::Any], errors: &mut Vec<ConfigError
         }
 
         decoded.ignored_fields.extend(resource.ignored);
-        let stored = StoredResource { any: any.clone(), resource: resource.value, version: 0 };
+        let stored = StoredResource::new(any.clone(), resource.value);
         decoded.resources.insert(key, stored);
     }
     decoded
@@ -465,7 +479,7 @@ fn removal_keys(
     keys
 }
 
-fn removal_error(kind: ErrorKind, message: String) -> ConfigError {
+pub(crate) fn removal_error(kind: ErrorKind, message: String) -> ConfigError {
     ConfigError { kind, resource: String::new(), path: String::new(), message }
 }
 
@@ -512,6 +526,16 @@ fn snapshot_from_stored(stored: StoredConfig) -> Result<Snapshot, ConfigErrors> 
     let mut errors = Vec::new();
     let decoded = decode_resources(&stored.resources, &mut errors);
     let type_versions = stored_type_versions(&stored, &mut errors);
+    let overlays: Vec<Overlay> = stored
+        .targeted
+        .iter()
+        .filter_map(|targeted| {
+            let selector = Selector::from_proto(targeted.target.as_ref()?).ok()?;
+            let decoded = decode_resources(&targeted.resources, &mut errors);
+            Some(Overlay { selector, resources: decoded.resources.into_iter().map(|(key, resource)| (key, Arc::new(resource))).collect() })
+        })
+        .collect();
+    let target = stored.target.as_ref().and_then(|target| Selector::from_proto(target).ok());
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
@@ -536,7 +560,7 @@ fn snapshot_from_stored(stored: StoredConfig) -> Result<Snapshot, ConfigErrors> 
         applied_by: stored.applied_by,
         rolled_back_to: (stored.rolled_back_to != 0).then_some(stored.rolled_back_to),
     };
-    Ok(Snapshot::new(stored.version, type_versions, resources).with_origin(origin))
+    Ok(Snapshot::new(stored.version, type_versions, resources).with_origin(origin).with_overlays(overlays).with_target(target))
 }
 
 fn stored_type_versions(stored: &StoredConfig, errors: &mut Vec<ConfigError>) -> BTreeMap<ResourceType, u64> {

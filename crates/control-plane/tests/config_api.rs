@@ -22,7 +22,7 @@ async fn applied_config_is_returned_in_push_order() {
     assert!(applied.modified.is_empty());
     assert!(applied.removed.is_empty());
 
-    let config = server.config_client().await.get_config(GetConfigRequest {}).await.expect("get config").into_inner();
+    let config = server.config_client().await.get_config(GetConfigRequest::default()).await.expect("get config").into_inner();
     assert_eq!(config.version, "1");
     assert_eq!(names(&config.resources), ["web", "http", "routes"]);
     assert_eq!(config.resources[0].type_url, CDS.type_url());
@@ -67,7 +67,7 @@ async fn invalid_apply_lists_every_error() {
     assert!(errors[1].contains("RouteConfiguration \"routes\""), "{}", errors[1]);
     assert_eq!(status.message().lines().count(), 2, "message lists one error per line");
 
-    let config = server.config_client().await.get_config(GetConfigRequest {}).await.expect("get config").into_inner();
+    let config = server.config_client().await.get_config(GetConfigRequest::default()).await.expect("get config").into_inner();
     assert_eq!(config.version, "0");
     assert!(config.resources.is_empty(), "the valid cluster was not applied either");
 }

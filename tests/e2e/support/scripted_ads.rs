@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status, Streaming};
 use legate_api::envoy::service::discovery::v3::aggregated_discovery_service_server::{
     AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
 };
-use legate_api::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use legate_api::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse};
 
 pub const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 pub const ENDPOINT_TYPE: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
@@ -60,6 +60,16 @@ impl AggregatedDiscoveryService for ScriptedAds {
             }
         });
         Ok(Response::new(ReceiverStream::new(responses)))
+    }
+
+    type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
+
+    /// Answers like a server that offers only state-of-the-world ADS.
+    async fn delta_aggregated_resources(
+        &self,
+        _request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        Err(Status::unimplemented("delta ADS is not offered"))
     }
 }
 

@@ -19,7 +19,10 @@ const DEFAULT_ADMIN_ADDRESS: std::net::SocketAddr =
 /// ADS.
 pub fn bootstrap(proto: &api::Bootstrap) -> Result<Bootstrap, ConfigErrors> {
     let mut errors = Collector::new("bootstrap");
-    let node = proto.node.as_ref().map_or_else(Node::default, |node| Node { id: node.id.clone(), cluster: node.cluster.clone() });
+    let node = proto
+        .node
+        .as_ref()
+        .map_or_else(Node::default, |node| Node { id: node.id.clone(), cluster: node.cluster.clone(), metadata: node.metadata.clone() });
 
     let admin_address = match &proto.admin {
         Some(admin) => errors.at("admin", |errors| match host_port(admin.address.as_ref(), false, errors) {
@@ -109,10 +112,14 @@ fn dynamic_resources(proto: &api::bootstrap::DynamicResources, errors: &mut Coll
 fn ads_config(proto: &core::ApiConfigSource, lds: bool, cds: bool, errors: &mut Collector) -> Option<AdsConfig> {
     use core::api_config_source::ApiType;
 
-    match core::api_config_source::ApiType::try_from(proto.api_type) {
-        Ok(ApiType::Grpc | ApiType::AggregatedGrpc) => {}
-        _ => errors.unsupported(format!("api_type {} is not supported; use GRPC", proto.api_type)),
-    }
+    let delta = match core::api_config_source::ApiType::try_from(proto.api_type) {
+        Ok(ApiType::Grpc | ApiType::AggregatedGrpc) => false,
+        Ok(ApiType::DeltaGrpc | ApiType::AggregatedDeltaGrpc) => true,
+        _ => {
+            errors.unsupported(format!("api_type {} is not supported; use GRPC or DELTA_GRPC", proto.api_type));
+            false
+        }
+    };
     if proto.transport_api_version != core::ApiVersion::V3 as i32 && proto.transport_api_version != core::ApiVersion::Auto as i32 {
         errors.unsupported("transport_api_version must be V3");
     }
@@ -133,5 +140,5 @@ fn ads_config(proto: &core::ApiConfigSource, lds: bool, cds: bool, errors: &mut 
     if cluster_name.is_empty() {
         errors.missing("grpc_services[0].envoy_grpc.cluster_name");
     }
-    Some(AdsConfig { cluster_name, lds, cds, token_file: None })
+    Some(AdsConfig { cluster_name, lds, cds, delta, token_file: None })
 }

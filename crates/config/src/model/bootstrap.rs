@@ -9,6 +9,8 @@ use super::{Cluster, Listener};
 pub struct Node {
     pub id: String,
     pub cluster: String,
+    /// Sent to the control plane as given, where targeted config can match it.
+    pub metadata: Option<prost_types::Struct>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -36,6 +38,10 @@ pub struct AdsConfig {
     pub lds: bool,
     /// Subscribe to clusters over ADS (bootstrap `cds_config: {ads: {}}`).
     pub cds: bool,
+    /// Use incremental (delta) ADS first, falling back to state-of-the-world
+    /// when the control plane does not offer it (`api_type: DELTA_GRPC` or
+    /// `AGGREGATED_DELTA_GRPC`).
+    pub delta: bool,
     /// File holding the bearer token sent on each ADS stream, read again at
     /// every reconnect so a rotated token takes effect (`legate proxy
     /// --ads-token-file`).

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use legate_api::legate::config::v1::{ApplyRequest, ApplyResponse, ResourceRef};
+use legate_api::legate::config::v1::{ApplyRequest, ApplyResponse, ResourceRef, TargetSelector};
 use legate_config::ResourceType;
 use legate_control_plane::api::validation_errors;
 use tonic::Code;
@@ -27,6 +27,46 @@ pub struct Args {
 
     #[command(flatten)]
     pub change: ChangeArgs,
+
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+/// The proxies a change is for. Without any of these flags it is for all.
+#[derive(Debug, clap::Args)]
+pub struct TargetArgs {
+    /// Change the config only for the proxy with this node id. Repeat for several.
+    #[arg(long = "target-node", value_name = "NODE_ID")]
+    pub nodes: Vec<String>,
+
+    /// Change the config only for proxies in this node cluster. Repeat for several.
+    #[arg(long = "target-cluster", value_name = "CLUSTER")]
+    pub clusters: Vec<String>,
+
+    /// Change the config only for proxies whose node metadata has KEY set to
+    /// VALUE. Repeat to require several.
+    #[arg(long = "target-metadata", value_name = "KEY=VALUE", value_parser = parse_metadata)]
+    pub metadata: Vec<(String, String)>,
+}
+
+impl TargetArgs {
+    pub fn selector(&self) -> Option<TargetSelector> {
+        if self.nodes.is_empty() && self.clusters.is_empty() && self.metadata.is_empty() {
+            return None;
+        }
+        Some(TargetSelector {
+            node_ids: self.nodes.clone(),
+            node_clusters: self.clusters.clone(),
+            metadata: self.metadata.iter().cloned().collect(),
+        })
+    }
+}
+
+fn parse_metadata(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!("{text:?} is not KEY=VALUE, for example track=canary")),
+    }
 }
 
 /// Flags shared by the commands that change the config.
@@ -76,6 +116,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         remove: args.delete,
         if_version: args.change.if_version.clone().unwrap_or_default(),
         applied_by: super::api_client::operator(),
+        target: args.target.selector(),
     };
     let response = match client.apply(request).await {
         Ok(response) => response.into_inner(),

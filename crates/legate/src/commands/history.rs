@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use legate_api::legate::config::v1::{HistoryEntry, ListHistoryRequest, RollbackRequest};
+use legate_control_plane::targets::Selector;
 use tonic::Code;
 
 #[derive(Debug, clap::Args)]
@@ -65,7 +66,12 @@ fn render(versions: &[HistoryEntry]) -> String {
     rows.extend(versions.iter().map(|entry| {
         let applied = entry.applied_at.as_ref().map(ToString::to_string).unwrap_or_else(|| "-".to_string());
         let by = if entry.applied_by.is_empty() { "-".to_string() } else { entry.applied_by.clone() };
-        let note = if entry.rolled_back_to.is_empty() { String::new() } else { format!("rollback to {}", entry.rolled_back_to) };
+        let target = entry.target.as_ref().and_then(|target| Selector::from_proto(target).ok());
+        let note = match (entry.rolled_back_to.as_str(), target) {
+            ("", None) => String::new(),
+            ("", Some(target)) => format!("target {target}"),
+            (version, _) => format!("rollback to {version}"),
+        };
         vec![entry.version.clone(), applied, by, entry.resources.to_string(), note]
     }));
     super::table::render(&rows)
@@ -86,6 +92,7 @@ mod tests {
             applied_by: by.to_string(),
             resources: 3,
             rolled_back_to: rolled_back_to.to_string(),
+            target: None,
         };
         let table = render(&[entry("3", "ana@host", "1"), entry("2", "", "")]);
         let lines: Vec<&str> = table.lines().collect();

@@ -103,6 +103,11 @@ pub struct XdsUpdateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct XdsTypeLabels {
+    pub resource_type: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct XdsVersionLabels {
     pub resource_type: &'static str,
     pub version: String,

@@ -100,6 +100,7 @@ type DroppedLines = Family<AccessLogLabels, Counter>;
 
 pub struct XdsStats {
     updates: Family<XdsUpdateLabels, Counter>,
+    resources_received: Family<XdsTypeLabels, Counter>,
     version: Family<XdsVersionLabels, Gauge>,
     pub connected: Gauge,
     current_versions: std::sync::Mutex<std::collections::HashMap<&'static str, String>>,
@@ -515,11 +516,17 @@ impl XdsStats {
     fn register(registry: &mut Registry) -> Self {
         let stats = XdsStats {
             updates: Family::default(),
+            resources_received: Family::default(),
             version: Family::default(),
             connected: Gauge::default(),
             current_versions: Default::default(),
         };
         registry.register("xds_updates", "xDS responses per resource type by result (applied, rejected)", stats.updates.clone());
+        registry.register(
+            "xds_resources_received",
+            "Resources received in xDS responses per resource type; a delta response counts only what changed",
+            stats.resources_received.clone(),
+        );
         registry.register(
             "xds_version_info",
             "Config version in force per resource type, as the version label; the value is always 1",
@@ -532,6 +539,10 @@ impl XdsStats {
     pub fn count_update(&self, type_name: &'static str, applied: bool) {
         let result = if applied { "applied" } else { "rejected" };
         self.updates.get_or_create(&XdsUpdateLabels { resource_type: type_name, result }).inc();
+    }
+
+    pub fn count_resources(&self, type_name: &'static str, count: usize) {
+        self.resources_received.get_or_create(&XdsTypeLabels { resource_type: type_name }).inc_by(count as u64);
     }
 
     /// Records the version in force for a type, replacing the previous one

@@ -16,12 +16,15 @@ use legate_config::model::{self, AdsConfig};
 use legate_config::resource::{decode_any, resource_name};
 use legate_config::{Resource, ResourceType};
 
+use super::delta::DeltaSubscription;
 use super::subscription::Subscription;
 use crate::manager::{ConfigManager, Rejected};
 use crate::tls::UpstreamConnector;
 
 const MIN_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(15);
+/// Largest discovery response accepted, in bytes.
+pub(super) const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Starts the ADS client task. It runs until the process ends, reconnecting
 /// with jittered exponential backoff and serving the last good config while
@@ -30,7 +33,15 @@ pub fn spawn(ads: AdsConfig, servers: Vec<String>, tls: Option<Arc<UpstreamConne
     let span = info_span!("xds", cluster = %ads.cluster_name);
     tokio::spawn(
         async move {
-            let mut client = AdsClient { ads, tls, node, manager, subscriptions: HashMap::new() };
+            let mut client = AdsClient {
+                ads,
+                tls,
+                node,
+                manager,
+                subscriptions: HashMap::new(),
+                delta: HashMap::new(),
+                sotw_only: HashSet::new(),
+            };
             let mut backoff = MIN_BACKOFF;
             let mut attempt = 0usize;
             loop {
@@ -75,32 +86,46 @@ fn read_token(path: &std::path::Path) -> Result<tonic::metadata::AsciiMetadataVa
         .map_err(|_| tonic::Status::unauthenticated(format!("the ADS token in {} is not valid header text", path.display())))
 }
 
-enum StreamEnd {
+pub(super) enum StreamEnd {
     NeverConnected(tonic::Status),
     Connected(tonic::Status),
 }
 
-struct AdsClient {
-    ads: AdsConfig,
+pub(super) struct AdsClient {
+    pub(super) ads: AdsConfig,
     /// TLS to the control plane, from the ADS cluster's transport socket.
     tls: Option<Arc<UpstreamConnector>>,
-    node: model::Node,
-    manager: Arc<ConfigManager>,
+    pub(super) node: model::Node,
+    pub(super) manager: Arc<ConfigManager>,
     subscriptions: HashMap<ResourceType, Subscription>,
+    /// Delta subscriptions, kept across streams for `initial_resource_versions`.
+    pub(super) delta: HashMap<ResourceType, DeltaSubscription>,
+    /// Control planes that rejected the delta stream with UNIMPLEMENTED, so
+    /// the proxy uses state-of-the-world with them until it restarts.
+    sotw_only: HashSet<String>,
 }
 
 impl AdsClient {
     async fn run_stream(&mut self, server: &str) -> Result<(), StreamEnd> {
         let channel = super::connect::channel(server, self.tls.as_ref()).await.map_err(StreamEnd::NeverConnected)?;
 
-        let (requests, outgoing) = mpsc::channel::<DiscoveryRequest>(16);
-        let mut client = AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
-        self.send_initial(&requests).await;
-        let mut request = tonic::Request::new(ReceiverStream::new(outgoing));
-        if let Some(path) = &self.ads.token_file {
-            let token = read_token(path).map_err(StreamEnd::NeverConnected)?;
-            request.metadata_mut().insert("authorization", token);
+        if self.ads.delta && !self.sotw_only.contains(server) {
+            match self.run_delta_stream(channel.clone(), server).await {
+                Err(StreamEnd::NeverConnected(status)) if status.code() == tonic::Code::Unimplemented => {
+                    warn!(server = %server, error = %status.message(), "the control plane does not offer delta ADS; using state-of-the-world");
+                    self.sotw_only.insert(server.to_string());
+                }
+                ended => return ended,
+            }
         }
+        self.run_sotw_stream(channel, server).await
+    }
+
+    async fn run_sotw_stream(&mut self, channel: tonic::transport::Channel, server: &str) -> Result<(), StreamEnd> {
+        let (requests, outgoing) = mpsc::channel::<DiscoveryRequest>(16);
+        let mut client = AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES);
+        self.send_initial(&requests).await;
+        let request = self.authorized(ReceiverStream::new(outgoing))?;
         let mut responses = client
             .stream_aggregated_resources(request)
             .await
@@ -126,14 +151,18 @@ impl AdsClient {
         Ok(())
     }
 
-    /// Subscribes to every type the proxy needs; the node goes on the first
-    /// request of each stream only.
-    async fn send_initial(&mut self, requests: &mpsc::Sender<DiscoveryRequest>) {
-        for subscription in self.subscriptions.values_mut() {
-            subscription.nonce.clear();
+    /// Wraps a request stream with the ADS bearer token, if one is set.
+    pub(super) fn authorized<T>(&self, stream: T) -> Result<tonic::Request<T>, StreamEnd> {
+        let mut request = tonic::Request::new(stream);
+        if let Some(path) = &self.ads.token_file {
+            let token = read_token(path).map_err(StreamEnd::NeverConnected)?;
+            request.metadata_mut().insert("authorization", token);
         }
-        let mut node = Some(Node { id: self.node.id.clone(), cluster: self.node.cluster.clone(), user_agent_name: "legate".into(), ..Default::default() });
+        Ok(request)
+    }
 
+    /// Returns the types the proxy needs now, in push order.
+    pub(super) fn wanted_types(&self) -> Vec<ResourceType> {
         let mut wanted = Vec::new();
         if !self.manager.sds_names().is_empty() {
             wanted.push(ResourceType::Secret);
@@ -150,8 +179,17 @@ impl AdsClient {
         if !self.manager.rds_names().is_empty() {
             wanted.push(ResourceType::RouteConfiguration);
         }
+        wanted
+    }
 
-        for resource_type in wanted {
+    /// Subscribes to every type the proxy needs; the node goes on the first
+    /// request of each stream only.
+    async fn send_initial(&mut self, requests: &mpsc::Sender<DiscoveryRequest>) {
+        for subscription in self.subscriptions.values_mut() {
+            subscription.nonce.clear();
+        }
+        let mut node = Some(self.node_message());
+        for resource_type in self.wanted_types() {
             let names = self.names_for(resource_type);
             let subscription = self.subscriptions.entry(resource_type).or_default();
             subscription.names = names;
@@ -159,7 +197,17 @@ impl AdsClient {
         }
     }
 
-    fn names_for(&self, resource_type: ResourceType) -> BTreeSet<String> {
+    pub(super) fn node_message(&self) -> Node {
+        Node {
+            id: self.node.id.clone(),
+            cluster: self.node.cluster.clone(),
+            metadata: self.node.metadata.clone(),
+            user_agent_name: "legate".into(),
+            ..Default::default()
+        }
+    }
+
+    pub(super) fn names_for(&self, resource_type: ResourceType) -> BTreeSet<String> {
         match resource_type {
             ResourceType::ClusterLoadAssignment => self.manager.eds_names(),
             ResourceType::RouteConfiguration => self.manager.rds_names(),
@@ -173,12 +221,13 @@ impl AdsClient {
             warn!(type_url = %response.type_url, "response for a type Legate does not use");
             return;
         };
-        let rejected = self.apply(resource_type, &response);
+        let rejected = self.apply(resource_type, &response.resources, &HashSet::new(), &response.version_info);
 
         let subscription = self.subscriptions.entry(resource_type).or_default();
         subscription.nonce = response.nonce.clone();
         let stats = &self.manager.stats().xds;
         stats.count_update(resource_type.short_name(), rejected.is_empty());
+        stats.count_resources(resource_type.short_name(), response.resources.len());
         let previous_version = subscription.accepted_version.clone();
         let reply = if rejected.is_empty() {
             stats.set_version(resource_type.short_name(), &response.version_info);
@@ -230,16 +279,23 @@ impl AdsClient {
     }
 
     /// Decodes every resource; applies the valid ones and returns the
-    /// rejected ones with their reasons.
-    fn apply(&self, resource_type: ResourceType, response: &DiscoveryResponse) -> Vec<Rejected> {
+    /// rejected ones with their reasons. Listeners and clusters named neither
+    /// in `resources` nor in `retained` are removed.
+    pub(super) fn apply(
+        &self,
+        resource_type: ResourceType,
+        resources: &[prost_types::Any],
+        retained: &HashSet<String>,
+        version: &str,
+    ) -> Vec<Rejected> {
         let mut rejected = Vec::new();
-        let mut named = HashSet::new();
+        let mut named = retained.clone();
         let mut valid = Vec::new();
 
-        for any in &response.resources {
+        for any in resources {
             let name = resource_name(any).unwrap_or_else(|| "<unnamed>".to_string());
             named.insert(name.clone());
-            if any.type_url != response.type_url {
+            if any.type_url != resource_type.type_url() {
                 let reason = format!("{name:?}: resource type {} does not match the response type", any.type_url);
                 rejected.push(Rejected { name, reason });
                 continue;
@@ -250,7 +306,6 @@ impl AdsClient {
             }
         }
 
-        let version = response.version_info.as_str();
         match resource_type {
             ResourceType::Cluster => {
                 let clusters = valid.into_iter().filter_map(|(r, any)| match r {
@@ -288,7 +343,7 @@ impl AdsClient {
                 rejected.extend(self.manager.update_secrets(secrets.collect(), version));
             }
         }
-        self.manager.note_response(resource_type, version, &response.resources, &rejected);
+        self.manager.note_response(resource_type, version, resources, &rejected);
         rejected
     }
 }

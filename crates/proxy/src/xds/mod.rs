@@ -1,9 +1,12 @@
 //! The ADS client: subscribes to listeners, routes, clusters and endpoints,
 //! applies each response through the config manager, and ACKs or NACKs it.
+//! It uses incremental (delta) ADS when the bootstrap asks for it and the
+//! control plane offers it, and state-of-the-world otherwise.
 
 mod changes;
 mod client;
 mod connect;
+mod delta;
 mod subscription;
 
 pub use client::spawn;

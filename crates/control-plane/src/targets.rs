@@ -1,0 +1,282 @@
+//! Targeted config: resources that only the proxies matching a selector
+//! (node id, node cluster, node metadata) receive, and the per-proxy views
+//! that lay them over the untargeted resources.
+//!
+//! A view is built once per snapshot and distinct set of matching overlays,
+//! then shared by every stream whose proxy matches the same set.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use legate_api::envoy::config::core::v3::Node;
+use legate_api::legate::config::v1::{ResourceRef, TargetSelector, TargetedResources};
+use legate_config::error::ErrorKind;
+use legate_config::{validate, ConfigError, ResourceType};
+
+use crate::snapshot::{ResourceKey, Snapshot, StoredResource};
+use crate::store::{removal_error, Changes};
+
+/// The proxies a targeted apply reaches. Every condition that is set must
+/// hold, and a set of ids or clusters matches when any entry does.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Selector {
+    pub node_ids: BTreeSet<String>,
+    pub node_clusters: BTreeSet<String>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// A selector without any condition, which would match every proxy.
+#[derive(Debug, thiserror::Error)]
+#[error("a target needs at least one node id, node cluster or metadata entry")]
+pub struct EmptySelector;
+
+impl Selector {
+    pub fn from_proto(proto: &TargetSelector) -> Result<Self, EmptySelector> {
+        let selector = Selector {
+            node_ids: proto.node_ids.iter().cloned().collect(),
+            node_clusters: proto.node_clusters.iter().cloned().collect(),
+            metadata: proto.metadata.iter().map(|(key, value)| (key.clone(), value.clone())).collect(),
+        };
+        if selector.node_ids.is_empty() && selector.node_clusters.is_empty() && selector.metadata.is_empty() {
+            return Err(EmptySelector);
+        }
+        Ok(selector)
+    }
+
+    pub fn to_proto(&self) -> TargetSelector {
+        TargetSelector {
+            node_ids: self.node_ids.iter().cloned().collect(),
+            node_clusters: self.node_clusters.iter().cloned().collect(),
+            metadata: self.metadata.iter().map(|(key, value)| (key.clone(), value.clone())).collect(),
+        }
+    }
+
+    pub fn matches(&self, node: &NodeInfo) -> bool {
+        (self.node_ids.is_empty() || self.node_ids.contains(&node.id))
+            && (self.node_clusters.is_empty() || self.node_clusters.contains(&node.cluster))
+            && self.metadata.iter().all(|(key, value)| node.metadata.get(key) == Some(value))
+    }
+}
+
+impl fmt::Display for Selector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        parts.extend(self.node_ids.iter().map(|id| format!("node={id}")));
+        parts.extend(self.node_clusters.iter().map(|cluster| format!("cluster={cluster}")));
+        parts.extend(self.metadata.iter().map(|(key, value)| format!("metadata.{key}={value}")));
+        f.write_str(&parts.join(","))
+    }
+}
+
+/// A proxy's identity, from the node of its first ADS request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub id: String,
+    pub cluster: String,
+    /// Top-level metadata fields with string, number or bool values, as text.
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl NodeInfo {
+    pub fn from_node(node: &Node) -> Self {
+        use prost_types::value::Kind;
+
+        let fields = node.metadata.iter().flat_map(|metadata| &metadata.fields);
+        let metadata = fields
+            .filter_map(|(key, value)| {
+                let text = match value.kind.as_ref()? {
+                    Kind::StringValue(text) => text.clone(),
+                    Kind::NumberValue(number) => number.to_string(),
+                    Kind::BoolValue(flag) => flag.to_string(),
+                    _ => return None,
+                };
+                Some((key.clone(), text))
+            })
+            .collect();
+        NodeInfo { id: node.id.clone(), cluster: node.cluster.clone(), metadata }
+    }
+}
+
+/// Resources applied with one selector.
+#[derive(Debug, Clone, Default)]
+pub struct Overlay {
+    pub selector: Selector,
+    pub resources: BTreeMap<ResourceKey, Arc<StoredResource>>,
+}
+
+impl Overlay {
+    pub fn to_stored(&self) -> TargetedResources {
+        TargetedResources {
+            target: Some(self.selector.to_proto()),
+            resources: self.resources.values().map(|stored| stored.any.clone()).collect(),
+        }
+    }
+}
+
+/// Views already built for one snapshot, by the indexes of the overlays
+/// they include.
+#[derive(Debug, Clone, Default)]
+pub struct ViewCache(Arc<Mutex<HashMap<Vec<usize>, Arc<Snapshot>>>>);
+
+/// Returns what a proxy with `node` receives from `snapshot`: the snapshot
+/// itself when no overlay matches, or else the shared view with the matching
+/// overlays laid over it in selector order.
+pub fn view_for(snapshot: &Arc<Snapshot>, node: Option<&NodeInfo>) -> Arc<Snapshot> {
+    let Some(node) = node else {
+        return snapshot.clone();
+    };
+    let matching: Vec<usize> =
+        snapshot.overlays().iter().enumerate().filter(|(_, overlay)| overlay.selector.matches(node)).map(|(index, _)| index).collect();
+    if matching.is_empty() {
+        return snapshot.clone();
+    }
+
+    let mut views = snapshot.views().0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    views.entry(matching).or_insert_with_key(|matching| Arc::new(build_view(snapshot, matching))).clone()
+}
+
+fn build_view(snapshot: &Snapshot, matching: &[usize]) -> Snapshot {
+    let mut resources = snapshot.entries().clone();
+    for index in matching {
+        for (key, stored) in &snapshot.overlays()[*index].resources {
+            resources.insert(key.clone(), stored.clone());
+        }
+    }
+    Snapshot::view(snapshot, resources)
+}
+
+/// Builds the config after a change for the proxies `selector` matches: only
+/// its overlay changes, and removals name resources of that overlay.
+pub(crate) fn build_targeted(
+    current: &Snapshot,
+    selector: &Selector,
+    decoded: BTreeMap<ResourceKey, StoredResource>,
+    removals: &[ResourceRef],
+    errors: &mut Vec<ConfigError>,
+) -> (Changes, Snapshot) {
+    let version = current.version() + 1;
+    let mut overlays = current.overlays().to_vec();
+    let index = overlays.iter().position(|overlay| &overlay.selector == selector).unwrap_or_else(|| {
+        overlays.push(Overlay { selector: selector.clone(), ..Default::default() });
+        overlays.len() - 1
+    });
+    let overlay = &mut overlays[index];
+
+    let mut changes = Changes::default();
+    for removal in removals {
+        let key = ResourceType::from_type_url(&removal.type_url).map(|resource_type| ResourceKey::new(resource_type, removal.name.clone()));
+        match key {
+            Some(key) if overlay.resources.remove(&key).is_some() => changes.removed.push(key),
+            _ => errors.push(removal_error(
+                ErrorKind::UnknownReference,
+                format!("cannot remove {:?} of type {:?}: target {selector} has no such resource", removal.name, removal.type_url),
+            )),
+        }
+    }
+    for (key, mut resource) in decoded {
+        match overlay.resources.get(&key) {
+            Some(existing) if existing.same_bytes(&resource) => continue,
+            Some(_) => changes.modified.push(key.clone()),
+            None => changes.added.push(key.clone()),
+        }
+        resource.version = version;
+        overlay.resources.insert(key, Arc::new(resource));
+    }
+
+    let mut type_versions = current.type_versions().clone();
+    for resource_type in changes.changed_types() {
+        type_versions.insert(resource_type, version);
+    }
+    let candidate = Snapshot::new(version, type_versions, current.entries().clone()).with_overlays(overlays).with_target(Some(selector.clone()));
+    (changes, candidate)
+}
+
+/// Checks the references of each overlay laid over the untargeted
+/// resources, naming the target in each error.
+// NOTE: overlays are checked one at a time; a proxy that matches two
+// overlays receives both, and that combination is not checked.
+pub(crate) fn validate_overlays(snapshot: &Snapshot) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    for (index, overlay) in snapshot.overlays().iter().enumerate() {
+        let view = build_view(snapshot, &[index]);
+        for mut error in validate::snapshot(view.entries().values().map(|stored| &stored.resource)).0 {
+            error.message = format!("for target {}: {}", overlay.selector, error.message);
+            errors.push(error);
+        }
+    }
+    errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use legate_api::envoy::config::cluster::v3::Cluster;
+    use legate_api::envoy::config::endpoint::v3::ClusterLoadAssignment;
+    use legate_config::ResourceType;
+    use prost::Message;
+
+    fn node(id: &str, cluster: &str, metadata: &[(&str, &str)]) -> NodeInfo {
+        let metadata = metadata.iter().map(|(key, value)| (key.to_string(), value.to_string())).collect();
+        NodeInfo { id: id.into(), cluster: cluster.into(), metadata }
+    }
+
+    fn selector(ids: &[&str], clusters: &[&str], metadata: &[(&str, &str)]) -> Selector {
+        Selector {
+            node_ids: ids.iter().map(|id| id.to_string()).collect(),
+            node_clusters: clusters.iter().map(|cluster| cluster.to_string()).collect(),
+            metadata: metadata.iter().map(|(key, value)| (key.to_string(), value.to_string())).collect(),
+        }
+    }
+
+    fn assignment(name: &str) -> ClusterLoadAssignment {
+        ClusterLoadAssignment { cluster_name: name.into(), ..Default::default() }
+    }
+
+    /// Builds a cluster whose connect timeout is `seconds`, to tell versions apart.
+    fn cluster(name: &str, seconds: i64) -> (ResourceKey, Arc<StoredResource>) {
+        let proto = Cluster { name: name.into(), connect_timeout: Some(prost_types::Duration { seconds, nanos: 0 }), load_assignment: Some(assignment(name)), ..Default::default() };
+        let any = prost_types::Any { type_url: ResourceType::Cluster.type_url().into(), value: proto.encode_to_vec() };
+        let resource = legate_config::resource::decode_any(&any).expect("cluster decodes").value;
+        (ResourceKey::new(ResourceType::Cluster, name), Arc::new(StoredResource::new(any, resource)))
+    }
+
+    fn digest_of(snapshot: &Snapshot, name: &str) -> Option<u64> {
+        snapshot.get(&ResourceKey::new(ResourceType::Cluster, name)).map(|stored| stored.digest)
+    }
+
+    #[test]
+    fn selector_requires_every_condition() {
+        let canary = selector(&[], &["canary"], &[("track", "blue")]);
+        assert!(canary.matches(&node("a", "canary", &[("track", "blue"), ("zone", "x")])));
+        assert!(!canary.matches(&node("a", "canary", &[("track", "green")])));
+        assert!(!canary.matches(&node("a", "stable", &[("track", "blue")])));
+
+        let nodes = selector(&["a", "b"], &[], &[]);
+        assert!(nodes.matches(&node("b", "any", &[])));
+        assert!(!nodes.matches(&node("c", "any", &[])));
+    }
+
+    #[test]
+    fn empty_selector_is_rejected() {
+        assert!(Selector::from_proto(&TargetSelector::default()).is_err());
+    }
+
+    #[test]
+    fn views_are_shared_per_matching_set() {
+        let base = Snapshot::new(2, BTreeMap::new(), BTreeMap::from([cluster("web", 1), cluster("api", 1)]));
+        let overlay = Overlay { selector: selector(&[], &["canary"], &[]), resources: BTreeMap::from([cluster("web", 2)]) };
+        let snapshot = Arc::new(base.with_overlays(vec![overlay]));
+
+        let first = view_for(&snapshot, Some(&node("a", "canary", &[])));
+        let second = view_for(&snapshot, Some(&node("b", "canary", &[])));
+        let other = view_for(&snapshot, Some(&node("c", "stable", &[])));
+
+        assert!(Arc::ptr_eq(&first, &second), "proxies matching the same overlays share one view");
+        assert!(Arc::ptr_eq(&other, &snapshot), "a proxy matching nothing gets the snapshot itself");
+        assert_eq!(digest_of(&first, "web"), Some(cluster("web", 2).1.digest));
+        assert_eq!(digest_of(&other, "web"), Some(cluster("web", 1).1.digest));
+        assert_eq!(first.len(), 2);
+        assert_eq!(first.version(), 2);
+    }
+}
