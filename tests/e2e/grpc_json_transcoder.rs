@@ -296,6 +296,43 @@ async fn grpc_errors_map_to_http_statuses() {
     }
 }
 
+/// Replies the proxy makes itself reach JSON clients as JSON statuses, with
+/// the code a gRPC client would get for the same failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_errors_reach_json_clients_as_json() {
+    let upstream = LibraryUpstream::start().await;
+    let descriptor = inline_descriptor();
+    let config = bootstrap(upstream.address, &[TranscodedListener { name: "json", descriptor: &descriptor, extra: "" }]);
+    let generic = "              - match: { prefix: \"/legate.test.Library/\" }\n";
+    let timed = "              - match: { path: \"/legate.test.Library/ListBooks\" }\n                route: { cluster: library, timeout: 1s }\n";
+    assert!(config.contains(generic));
+    let config = config.replacen(generic, &format!("{timed}{generic}"), 1);
+    let proxy = Proxy::start(&config, &temp_dir("transcode-local-replies"));
+    proxy.wait_ready().await;
+    let address = proxy.listener("json").await;
+
+    // The route timeout passes after the first book of a slow stream: the
+    // array ends with DEADLINE_EXCEEDED, as a gRPC client's call does.
+    let response = call(address, "GET", "/v1/shelves/s/books?count=3&delayMs=3000", None).await;
+    assert_eq!(response.status, 200);
+    let items = response.json();
+    assert_eq!(items.as_array().map(Vec::len), Some(2), "{items}");
+    assert_eq!(items[1]["error"]["code"], 4, "{items}");
+    assert_eq!(items[1]["error"]["message"], "upstream request timeout");
+
+    // With no upstream listening, the proxy's own reply is a JSON status too.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let config = bootstrap(closed, &[TranscodedListener { name: "json", descriptor: &descriptor, extra: "" }]);
+    let unreachable = Proxy::start(&config, &temp_dir("transcode-no-upstream"));
+    unreachable.wait_ready().await;
+    let response = call(unreachable.listener("json").await, "GET", "/v1/books/1", None).await;
+    assert_eq!(response.status, 503, "{:?}", String::from_utf8_lossy(&response.body));
+    assert_eq!(response.headers["content-type"], "application/json");
+    let status = response.json();
+    assert_eq!(status["code"], 14, "{status}");
+    assert!(status["message"].as_str().is_some_and(|message| message.contains("upstream")), "{status}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proto3_json_edge_cases() {
     let upstream = LibraryUpstream::start().await;

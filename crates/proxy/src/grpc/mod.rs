@@ -11,7 +11,7 @@ use http::{header, HeaderMap};
 
 pub use call::{GrpcCall, MethodTable};
 pub use frames::{decode_base64_segments, MessageCounter};
-pub use response::{adapt_response, local_status_reply, GrpcResponseBody, WebMode};
+pub use response::{adapt_response, error_status, local_status_reply, GrpcResponseBody, WebMode};
 pub use status::{encode_message, Code, CODE_NAMES};
 
 /// The protocol of a request, from its `content-type`.

@@ -187,7 +187,7 @@ fn status_trailers(code: Code, message: &str) -> HeaderMap {
 }
 
 /// Returns the status a call ends with when its upstream stream fails midway.
-fn error_status(error: &UpstreamError) -> (Code, &'static str) {
+pub fn error_status(error: &UpstreamError) -> (Code, &'static str) {
     match error {
         UpstreamError::Timeout => (Code::DeadlineExceeded, "upstream request timeout"),
         UpstreamError::IdleTimeout => (Code::DeadlineExceeded, "stream idle timeout"),

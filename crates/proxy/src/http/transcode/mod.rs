@@ -136,10 +136,15 @@ impl Transcoding {
         Ok(DownstreamBody::buffered(grpc_frame(&message)))
     }
 
-    /// Converts the upstream's gRPC response. A proxy-made reply, or an
-    /// upstream response that is not gRPC, goes back unchanged.
+    /// Converts the upstream's gRPC response. A reply the proxy made
+    /// itself (no healthy upstream, a timeout, an open circuit breaker)
+    /// becomes a JSON status too; an upstream response that is not gRPC goes
+    /// back unchanged.
     pub(super) async fn respond(self, response: Response<ResponseBody>) -> Response<ResponseBody> {
-        if matches!(response.body(), ResponseBody::Local(_)) || response.status() != StatusCode::OK {
+        if matches!(response.body(), ResponseBody::Local(_)) && !response.status().is_success() {
+            return status::local_reply_json(response);
+        }
+        if response.status() != StatusCode::OK {
             return response;
         }
         let (mut parts, body) = response.into_parts();

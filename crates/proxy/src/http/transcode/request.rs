@@ -27,6 +27,8 @@ pub(super) enum RequestError {
     InvalidValue { field: String, value: String, expected: &'static str },
     #[error("invalid value for field {path:?}: {message}")]
     InvalidField { path: String, message: String },
+    #[error("invalid request message: {0}")]
+    InvalidMessage(String),
     #[error("{0}")]
     Invalid(String),
 }
@@ -75,7 +77,12 @@ pub(super) fn build_message(config: &GrpcJsonTranscoder, input: &RequestInput<'_
     let mut track = serde_path_to_error::Track::new();
     let deserializer = serde_path_to_error::Deserializer::new(Json::Object(root), &mut track);
     let mut message = DynamicMessage::deserialize_with_options(descriptor, deserializer, &DeserializeOptions::new()).map_err(|error| {
-        RequestError::InvalidField { path: track.path().to_string(), message: error.to_string() }
+        // serde_path_to_error names the message itself ".", as for an
+        // unknown field name.
+        match track.path().to_string() {
+            top if top == "." => RequestError::InvalidMessage(error.to_string()),
+            path => RequestError::InvalidField { path, message: error.to_string() },
+        }
     })?;
     if let Some(target) = raw_body {
         set_raw_body(&mut message, target, input)?;

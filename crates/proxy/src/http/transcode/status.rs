@@ -5,6 +5,7 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
+use bytes::Bytes;
 use percent_encoding::percent_decode;
 use prost_reflect::DynamicMessage;
 use serde_json::json;
@@ -50,6 +51,23 @@ pub(super) fn local_error(status: StatusCode, code: Code, message: &str) -> Resp
     json_response(status, serde_json::to_vec(&body).unwrap_or_default())
 }
 
+/// Rewrites a reply the proxy made itself as a JSON status, with the gRPC
+/// code a gRPC client would get and the HTTP status of that code. Headers
+/// such as `x-envoy-overloaded` and the access log's extensions stay.
+pub(super) fn local_reply_json(response: Response<ResponseBody>) -> Response<ResponseBody> {
+    let (mut parts, body) = response.into_parts();
+    let code = Code::from_local_http(parts.status.as_u16());
+    let message = match &body {
+        ResponseBody::Local(Some(text)) => String::from_utf8_lossy(text).trim_end().to_string(),
+        _ => String::new(),
+    };
+    let json = serde_json::to_vec(&json!({ "code": code as u8, "message": message })).unwrap_or_default();
+    parts.status = http_status(code);
+    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(json.len()));
+    Response::from_parts(parts, ResponseBody::local(Bytes::from(json)))
+}
+
 /// The reply for a call that ended with an error status, read from
 /// `status_headers` (trailers, or the headers of a trailers-only response).
 /// With `convert_grpc_status` the body is the `google.rpc.Status` as JSON,
@@ -73,14 +91,15 @@ pub(super) fn status_reply(config: &GrpcJsonTranscoder, status_headers: &HeaderM
         .map(|value| percent_decode(value.as_bytes()).decode_utf8_lossy().into_owned())
         .unwrap_or_default();
     let body = details_json(config, status_headers).unwrap_or_else(|| {
-        let plain = json!({ "code": code as u8, "message": message, "details": [] });
+        let plain = json!({ "code": code as u8, "message": message });
         value_json(&plain, &config.print).unwrap_or_default()
     });
     json_response(status, body)
 }
 
 /// Decodes `grpc-status-details-bin` as a `google.rpc.Status` and prints it,
-/// or `None` when it is absent or a detail's type is not in the descriptor set.
+/// or `None` when it is absent or a detail's type is not in the descriptor
+/// set; the body then carries the code and message only.
 fn details_json(config: &GrpcJsonTranscoder, headers: &HeaderMap) -> Option<Vec<u8>> {
     let descriptor = config.status_message.clone()?;
     let encoded = headers.get(&GRPC_STATUS_DETAILS)?.as_bytes();

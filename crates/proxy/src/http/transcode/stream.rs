@@ -148,7 +148,8 @@ impl Body for JsonStreamBody {
                 },
                 Some(Err(error)) => {
                     tracing::debug!(%error, "a transcoded stream ended by an upstream error");
-                    this.finish(&mut output, Code::Unavailable, "the upstream stream failed");
+                    let (code, message) = crate::grpc::error_status(&error);
+                    this.finish(&mut output, code, message);
                 }
                 None => this.finish(&mut output, Code::Internal, "the upstream response ended without a gRPC status"),
             }
