@@ -178,3 +178,42 @@ async fn etcd_outage_keeps_config_and_recovers() {
         String::from_utf8_lossy(&history.stdout).lines().filter_map(|line| line.split_whitespace().next().map(str::to_string)).collect();
     assert_eq!(listed, ["VERSION", "2", "1"], "every accepted version is in the history");
 }
+
+/// Targeted config travels through etcd like the rest: a replica that
+/// adopts a version from its watch serves its targets and lists them in the
+/// history, and keeps them when it applies a change of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn targeted_config_reaches_every_replica() {
+    let dir = temp_dir("ha-targets");
+    let etcd = Etcd::start(&dir);
+    let prefix = "/ha-targets";
+    let (a, _) = start_replica(&dir, &etcd, prefix, "cp-a");
+    let (b, _) = start_replica(&dir, &etcd, prefix, "cp-b");
+    let web = Upstream::start("web").await;
+    let api = Upstream::start("api").await;
+    let version = |label: &str| write(&dir, &format!("{label}.yaml"), &two_cluster_config(&[web.address], api.address, label));
+
+    let applied = apply(a.address, &version("v1"), &[]);
+    assert!(applied.status.success(), "{}", output_text(&applied));
+    let proxy = Proxy::start(&ads_bootstrap_replicas("edge-canary", &[b.address]), &dir);
+    let listener = proxy.listener("http").await;
+    assert_eq!(body_of(listener, "/api/x").await, "api /v1/x 0");
+
+    // A canary applied on A reaches the proxy that B serves.
+    let applied = apply(a.address, &version("v2"), &["--target-node", "edge-canary"]);
+    assert!(applied.status.success(), "{}", output_text(&applied));
+    let canary = eventually(SETTLE, || async { body_of(listener, "/api/x").await == "api /v2/x 0" }).await;
+    assert!(canary, "the canary applied on A reaches B's proxy: {:?}", body_of(listener, "/api/x").await);
+    let history = legate(&["history", "--server", &b.address.to_string()]);
+    assert!(output_text(&history).contains("edge-canary"), "B's history shows the target: {}", output_text(&history));
+
+    // A change on B for another target keeps A's canary in force.
+    let applied = apply(b.address, &version("v3"), &["--target-node", "edge-other"]);
+    assert!(applied.status.success(), "{}", output_text(&applied));
+    let served = eventually(SETTLE, || async { served_version(&a) == Some(3) }).await;
+    assert!(served, "A adopts version 3 applied on B");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(body_of(listener, "/api/x").await, "api /v2/x 0", "the canary keeps its target after B's apply");
+    let target = legate(&["get", "--target-node", "edge-canary", "--server", &a.address.to_string()]);
+    assert!(output_text(&target).contains("/v2"), "A still holds the canary's target: {}", output_text(&target));
+}
