@@ -401,9 +401,12 @@ fn history_from(stored: Vec<StoredConfig>, current: &Arc<Snapshot>) -> VecDeque<
 }
 
 /// Replaces the resources of `snapshot` that have the same bytes in `newer`
-/// with `newer`'s copies, so kept versions cost only what changed.
+/// with `newer`'s copies, so kept versions cost only what changed. The
+/// overlays and the target are kept as they are.
 fn share_resources(snapshot: Snapshot, newer: &Snapshot) -> Snapshot {
     let origin = snapshot.origin().clone();
+    let overlays = snapshot.overlays().to_vec();
+    let target = snapshot.target().cloned();
     let resources = snapshot
         .entries()
         .iter()
@@ -412,7 +415,7 @@ fn share_resources(snapshot: Snapshot, newer: &Snapshot) -> Snapshot {
             _ => (key.clone(), resource.clone()),
         })
         .collect();
-    Snapshot::new(snapshot.version(), snapshot.type_versions().clone(), resources).with_origin(origin)
+    Snapshot::new(snapshot.version(), snapshot.type_versions().clone(), resources).with_origin(origin).with_overlays(overlays).with_target(target)
 }
 
 fn reject(errors: Vec<ConfigError>) -> ApplyError {
