@@ -192,6 +192,51 @@ pub(crate) fn build_targeted(
     (changes, candidate)
 }
 
+/// Puts `restored`'s overlays in place of those of `candidate`, the config
+/// that a rollback builds from `current`, so that every target gets what it
+/// had in the restored version. Overlays are added, changed and removed as
+/// needed, and each type that any overlay changes gets the new version.
+pub(crate) fn restore_overlays(current: &Snapshot, candidate: Snapshot, restored: &[Overlay]) -> (Changes, Snapshot) {
+    let version = candidate.version();
+    let mut changes = Changes::default();
+    let mut overlays = Vec::with_capacity(restored.len());
+    for overlay in restored {
+        let in_force = current.overlays().iter().find(|in_force| in_force.selector == overlay.selector);
+        let empty = BTreeMap::new();
+        let in_force = in_force.map_or(&empty, |in_force| &in_force.resources);
+        let mut resources = BTreeMap::new();
+        for (key, stored) in &overlay.resources {
+            let kept = match in_force.get(key) {
+                Some(existing) if existing.same_bytes(stored) => existing.clone(),
+                Some(_) => restamped(stored, version, key, &mut changes.modified),
+                None => restamped(stored, version, key, &mut changes.added),
+            };
+            resources.insert(key.clone(), kept);
+        }
+        overlays.push(Overlay { selector: overlay.selector.clone(), resources });
+    }
+    for in_force in current.overlays() {
+        let restored = restored.iter().find(|overlay| overlay.selector == in_force.selector);
+        let gone = in_force.resources.keys().filter(|key| restored.is_none_or(|overlay| !overlay.resources.contains_key(*key)));
+        changes.removed.extend(gone.cloned());
+    }
+
+    let mut type_versions = candidate.type_versions().clone();
+    for resource_type in changes.changed_types() {
+        type_versions.insert(resource_type, version);
+    }
+    let restored = Snapshot::new(version, type_versions, candidate.entries().clone()).with_overlays(overlays);
+    (changes, restored)
+}
+
+/// Copies `stored` at config version `version` and records `key` as changed.
+fn restamped(stored: &Arc<StoredResource>, version: u64, key: &ResourceKey, changed: &mut Vec<ResourceKey>) -> Arc<StoredResource> {
+    changed.push(key.clone());
+    let mut resource = StoredResource::clone(stored);
+    resource.version = version;
+    Arc::new(resource)
+}
+
 /// Checks the references of each overlay laid over the untargeted
 /// resources, naming the target in each error.
 // NOTE: overlays are checked one at a time; a proxy that matches two
