@@ -187,3 +187,37 @@ async fn rollback_restores_targeted_overlays() {
     assert!(!hint.contains("--target"), "no target is left: {hint}");
     assert!(config.contains("/v1/"), "{config}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_targets_are_validated_together() {
+    let dir = temp_dir("targeting-overlap");
+    let web = Upstream::start("web").await;
+    let api = Upstream::start("api").await;
+    let control_plane = ControlPlane::start(&dir.join("cp"));
+    let server = control_plane.address.to_string();
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let v1 = write("v1.yaml", &two_cluster_config(&[web.address], api.address, "v1"));
+    let applied = legate(&["apply", "-f", &v1, "--server", &server]);
+    assert!(applied.status.success(), "{}", report(&applied));
+
+    // Each extra listener is valid alone, but two on one address are not.
+    let address = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let listener = |name: &str| write(&format!("{name}.yaml"), &unbindable_listener(address).replace("name: taken", &format!("name: {name}")));
+    let canary = legate(&["apply", "-f", &listener("extra-canary"), "--target-cluster", "canary", "--server", &server]);
+    assert!(canary.status.success(), "{}", report(&canary));
+    let stable = legate(&["apply", "-f", &listener("extra-stable"), "--target-cluster", "stable", "--server", &server]);
+    assert!(stable.status.success(), "targets no proxy can match together are not combined: {}", report(&stable));
+
+    let blue = legate(&["apply", "-f", &listener("extra-blue"), "--target-metadata", "track=blue", "--server", &server]);
+    let text = report(&blue);
+    assert_eq!(blue.status.code(), Some(1), "a canary or stable proxy with track=blue would get two listeners on one address: {text}");
+    assert!(text.contains("targets metadata.track=blue and cluster=canary together"), "{text}");
+    assert!(text.contains("targets metadata.track=blue and cluster=stable together"), "{text}");
+    assert!(text.contains("also used by listener"), "{text}");
+    let config = stdout(&legate(&["get", "--target-metadata", "track=blue", "--server", &server]));
+    assert!(!config.contains("extra-blue"), "the rejected overlay is not in force: {config}");
+}

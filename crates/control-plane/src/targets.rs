@@ -59,6 +59,34 @@ impl Selector {
     }
 }
 
+impl Selector {
+    /// Returns the selector of the nodes that match both `self` and
+    /// `other`, or `None` when no node can: their node ids or node clusters
+    /// have nothing in common, or they need different values of one
+    /// metadata key.
+    fn intersect(&self, other: &Selector) -> Option<Selector> {
+        let node_ids = intersect_sets(&self.node_ids, &other.node_ids)?;
+        let node_clusters = intersect_sets(&self.node_clusters, &other.node_clusters)?;
+        let mut metadata = self.metadata.clone();
+        for (key, value) in &other.metadata {
+            if metadata.insert(key.clone(), value.clone()).is_some_and(|previous| &previous != value) {
+                return None;
+            }
+        }
+        Some(Selector { node_ids, node_clusters, metadata })
+    }
+}
+
+/// Intersects two sets of allowed values, where an empty set allows any
+/// value. Returns `None` when no value is allowed by both.
+fn intersect_sets(a: &BTreeSet<String>, b: &BTreeSet<String>) -> Option<BTreeSet<String>> {
+    match (a.is_empty(), b.is_empty()) {
+        (true, _) => Some(b.clone()),
+        (_, true) => Some(a.clone()),
+        _ => Some(a.intersection(b).cloned().collect::<BTreeSet<String>>()).filter(|common| !common.is_empty()),
+    }
+}
+
 impl fmt::Display for Selector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut parts = Vec::new();
@@ -237,20 +265,76 @@ fn restamped(stored: &Arc<StoredResource>, version: u64, key: &ResourceKey, chan
     Arc::new(resource)
 }
 
-/// Checks the references of each overlay laid over the untargeted
-/// resources, naming the target in each error.
-// NOTE: overlays are checked one at a time; a proxy that matches two
-// overlays receives both, and that combination is not checked.
+/// Most combinations of two or more overlapping targets that one apply
+/// validates. Each costs a validation of the whole config.
+const MAX_COMBINATIONS: usize = 256;
+
+/// Checks each overlay laid over the untargeted resources, then each
+/// combination of overlays whose targets some proxy could match together,
+/// naming the targets in each error. Combinations are checked only once
+/// every overlay is valid alone, so that one fault is not reported again
+/// for each combination that includes it.
 pub(crate) fn validate_overlays(snapshot: &Snapshot) -> Vec<ConfigError> {
     let mut errors = Vec::new();
-    for (index, overlay) in snapshot.overlays().iter().enumerate() {
-        let view = build_view(snapshot, &[index]);
-        for mut error in validate::snapshot(view.entries().values().map(|stored| &stored.resource)).0 {
-            error.message = format!("for target {}: {}", overlay.selector, error.message);
-            errors.push(error);
-        }
+    for index in 0..snapshot.overlays().len() {
+        errors.extend(validate_view(snapshot, &[index]));
+    }
+    if !errors.is_empty() {
+        return errors;
+    }
+
+    let combinations = overlapping_combinations(snapshot.overlays());
+    if combinations.len() >= MAX_COMBINATIONS {
+        // NOTE: past this bound, further combinations are served unchecked.
+        tracing::warn!(checked = MAX_COMBINATIONS, "too many overlapping targets; only the first combinations are validated");
+    }
+    for combination in combinations {
+        errors.extend(validate_view(snapshot, &combination));
     }
     errors
+}
+
+/// Validates the view that the overlays at `indexes` make together.
+fn validate_view(snapshot: &Snapshot, indexes: &[usize]) -> Vec<ConfigError> {
+    let view = build_view(snapshot, indexes);
+    let targets: Vec<String> = indexes.iter().map(|index| snapshot.overlays()[*index].selector.to_string()).collect();
+    let label = match targets.as_slice() {
+        [single] => format!("for target {single}"),
+        _ => format!("for a proxy matching targets {} together", targets.join(" and ")),
+    };
+    let mut errors = validate::snapshot(view.entries().values().map(|stored| &stored.resource)).0;
+    for error in &mut errors {
+        error.message = format!("{label}: {}", error.message);
+    }
+    errors
+}
+
+/// Lists, as ascending overlay indexes, every set of two or more overlays
+/// whose selectors one node could match at once, up to [`MAX_COMBINATIONS`].
+fn overlapping_combinations(overlays: &[Overlay]) -> Vec<Vec<usize>> {
+    let mut found = Vec::new();
+    for (index, overlay) in overlays.iter().enumerate() {
+        extend_combination(overlays, &mut vec![index], &overlay.selector, &mut found);
+    }
+    found
+}
+
+/// Adds to `found` each overlay after the last in `members` that can join
+/// it, given `joint`, the selector of the nodes that match every member.
+fn extend_combination(overlays: &[Overlay], members: &mut Vec<usize>, joint: &Selector, found: &mut Vec<Vec<usize>>) {
+    let next = members.last().map_or(0, |last| last + 1);
+    for index in next..overlays.len() {
+        if found.len() >= MAX_COMBINATIONS {
+            return;
+        }
+        let Some(narrower) = joint.intersect(&overlays[index].selector) else {
+            continue;
+        };
+        members.push(index);
+        found.push(members.clone());
+        extend_combination(overlays, members, &narrower, found);
+        members.pop();
+    }
 }
 
 #[cfg(test)]
@@ -323,5 +407,50 @@ mod tests {
         assert_eq!(digest_of(&other, "web"), Some(cluster("web", 1).1.digest));
         assert_eq!(first.len(), 2);
         assert_eq!(first.version(), 2);
+    }
+
+    fn overlays_for(selectors: Vec<Selector>) -> Vec<Overlay> {
+        selectors.into_iter().map(|selector| Overlay { selector, resources: BTreeMap::from([cluster("web", 1)]) }).collect()
+    }
+
+    #[test]
+    fn disjoint_selectors_do_not_intersect() {
+        let canary = selector(&[], &["canary"], &[]);
+        assert!(canary.intersect(&selector(&[], &["stable"], &[])).is_none(), "different clusters");
+        assert!(selector(&["a"], &[], &[]).intersect(&selector(&["b"], &[], &[])).is_none(), "different node ids");
+        let blue = selector(&[], &[], &[("track", "blue")]);
+        assert!(blue.intersect(&selector(&[], &[], &[("track", "green")])).is_none(), "different metadata values");
+    }
+
+    #[test]
+    fn overlapping_selectors_intersect() {
+        let joint = selector(&[], &["canary"], &[]).intersect(&selector(&["a", "b"], &[], &[("track", "blue")]));
+        assert_eq!(joint, Some(selector(&["a", "b"], &["canary"], &[("track", "blue")])));
+        let joint = selector(&["a", "b"], &[], &[]).intersect(&selector(&["b", "c"], &[], &[]));
+        assert_eq!(joint, Some(selector(&["b"], &[], &[])));
+    }
+
+    #[test]
+    fn combinations_need_every_member_to_overlap() {
+        // 0 and 1 overlap, 1 and 2 overlap, but 0 and 2 need different clusters.
+        let overlays = overlays_for(vec![
+            selector(&[], &["canary"], &[]),
+            selector(&[], &[], &[("track", "blue")]),
+            selector(&[], &["stable"], &[]),
+        ]);
+        assert_eq!(overlapping_combinations(&overlays), vec![vec![0, 1], vec![1, 2]]);
+
+        let overlays = overlays_for(vec![
+            selector(&[], &["canary"], &[]),
+            selector(&[], &[], &[("track", "blue")]),
+            selector(&["a"], &[], &[]),
+        ]);
+        assert_eq!(overlapping_combinations(&overlays), vec![vec![0, 1], vec![0, 1, 2], vec![0, 2], vec![1, 2]]);
+    }
+
+    #[test]
+    fn combinations_are_bounded() {
+        let overlays = overlays_for((0..12).map(|index| selector(&[], &[], &[(&format!("key{index}"), "x")])).collect());
+        assert_eq!(overlapping_combinations(&overlays).len(), MAX_COMBINATIONS);
     }
 }
