@@ -22,6 +22,13 @@ fn routes_only(web: std::net::SocketAddr, api: std::net::SocketAddr, marker: &st
     format!("resources:\n{}", &full[start..])
 }
 
+/// Writes `text` to `dir/name` and returns the path.
+fn write_file(dir: &std::path::Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
 async fn api_body(listener: std::net::SocketAddr) -> String {
     http1_get(listener, "x", "/api/ok").await.map(|(_, body)| body).unwrap_or_default()
 }
@@ -33,11 +40,7 @@ async fn canary_apply_reaches_only_targeted_proxies() {
     let api = Upstream::start("api").await;
     let mut control_plane = ControlPlane::start(&dir.join("cp"));
     let server = control_plane.address.to_string();
-    let write = |name: &str, text: &str| {
-        let path = dir.join(name);
-        std::fs::write(&path, text).unwrap();
-        path.to_str().unwrap().to_string()
-    };
+    let write = |name: &str, text: &str| write_file(&dir, name, text);
 
     // The canary proxy uses delta xDS, the stable one state-of-the-world.
     let canary_bootstrap = ads_bootstrap("canary-node", control_plane.address)
@@ -134,11 +137,7 @@ async fn rollback_restores_targeted_overlays() {
     let api = Upstream::start("api").await;
     let control_plane = ControlPlane::start(&dir.join("cp"));
     let server = control_plane.address.to_string();
-    let write = |name: &str, text: &str| {
-        let path = dir.join(name);
-        std::fs::write(&path, text).unwrap();
-        path.to_str().unwrap().to_string()
-    };
+    let write = |name: &str, text: &str| write_file(&dir, name, text);
     let run = |args: &[&str]| {
         let mut all = args.to_vec();
         all.extend_from_slice(&["--server", &server, "--wait", "--wait-timeout", "20"]);
@@ -195,11 +194,7 @@ async fn overlapping_targets_are_validated_together() {
     let api = Upstream::start("api").await;
     let control_plane = ControlPlane::start(&dir.join("cp"));
     let server = control_plane.address.to_string();
-    let write = |name: &str, text: &str| {
-        let path = dir.join(name);
-        std::fs::write(&path, text).unwrap();
-        path.to_str().unwrap().to_string()
-    };
+    let write = |name: &str, text: &str| write_file(&dir, name, text);
     let v1 = write("v1.yaml", &two_cluster_config(&[web.address], api.address, "v1"));
     let applied = legate(&["apply", "-f", &v1, "--server", &server]);
     assert!(applied.status.success(), "{}", report(&applied));
