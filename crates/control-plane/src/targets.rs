@@ -453,4 +453,37 @@ mod tests {
         let overlays = overlays_for((0..12).map(|index| selector(&[], &[], &[(&format!("key{index}"), "x")])).collect());
         assert_eq!(overlapping_combinations(&overlays).len(), MAX_COMBINATIONS);
     }
+
+    #[test]
+    fn restore_overlays_adds_changes_and_removes() {
+        let canary = selector(&[], &["canary"], &[]);
+        let blue = selector(&[], &[], &[("track", "blue")]);
+        let stable = selector(&[], &["stable"], &[]);
+        let in_force = vec![
+            Overlay { selector: canary.clone(), resources: BTreeMap::from([cluster("web", 2), cluster("api", 2)]) },
+            Overlay { selector: blue.clone(), resources: BTreeMap::from([cluster("api", 3)]) },
+        ];
+        // Overlays sort by selector, so the blue one comes before the canary one.
+        let current = Snapshot::new(6, BTreeMap::new(), BTreeMap::from([cluster("web", 1)])).with_overlays(in_force);
+        let restored = vec![
+            Overlay { selector: canary.clone(), resources: BTreeMap::from([cluster("web", 5), cluster("api", 2)]) },
+            Overlay { selector: stable.clone(), resources: BTreeMap::from([cluster("web", 4)]) },
+        ];
+        let candidate = Snapshot::new(7, BTreeMap::new(), current.entries().clone());
+
+        let (changes, snapshot) = restore_overlays(&current, candidate, &restored);
+
+        let web = ResourceKey::new(ResourceType::Cluster, "web");
+        let api = ResourceKey::new(ResourceType::Cluster, "api");
+        assert_eq!(changes.modified, vec![web.clone()], "the canary's web changed");
+        assert_eq!(changes.added, vec![web.clone()], "the stable overlay is added");
+        assert_eq!(changes.removed, vec![api.clone()], "the blue overlay is removed");
+        assert_eq!(snapshot.type_version(ResourceType::Cluster), 7);
+        let selectors: Vec<&Selector> = snapshot.overlays().iter().map(|overlay| &overlay.selector).collect();
+        assert_eq!(selectors, vec![&canary, &stable]);
+        let restored_canary = &snapshot.overlays()[0].resources;
+        assert_eq!(restored_canary[&web].digest, cluster("web", 5).1.digest);
+        assert_eq!(restored_canary[&web].version, 7, "a changed resource gets the new version");
+        assert!(Arc::ptr_eq(&restored_canary[&api], &current.overlays()[1].resources[&api]), "an unchanged resource keeps the copy in force");
+    }
 }
