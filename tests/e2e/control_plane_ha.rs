@@ -45,33 +45,41 @@ async fn replicas_share_config_and_proxy_fails_over() {
     let dir = temp_dir("ha-failover");
     let etcd = Etcd::start(&dir);
     let prefix = "/ha-failover";
-    let (mut a, _) = start_replica(&dir, &etcd, prefix, "cp-a");
-    let (b, _) = start_replica(&dir, &etcd, prefix, "cp-b");
-    let (c, _) = start_replica(&dir, &etcd, prefix, "cp-c");
+    let names = ["cp-a", "cp-b", "cp-c"];
+    let mut replicas = names.map(|name| start_replica(&dir, &etcd, prefix, name).0);
     let web = Upstream::start("web").await;
     let api = Upstream::start("api").await;
 
     let v1 = write(&dir, "v1.yaml", &two_cluster_config(&[web.address], api.address, "v1"));
-    let applied = apply(a.address, &v1, &[]);
+    let applied = apply(replicas[0].address, &v1, &[]);
     assert!(applied.status.success(), "{}", output_text(&applied));
-    for replica in [&b, &c] {
+    for replica in &replicas[1..] {
         let served = eventually(SETTLE, || async { served_version(replica) == Some(1) }).await;
         assert!(served, "replica at {} serves version 1 applied on another replica", replica.address);
     }
 
-    let proxy = Proxy::start(&ads_bootstrap_replicas("edge-1", &[a.address, b.address, c.address]), &dir);
+    let addresses: Vec<std::net::SocketAddr> = replicas.iter().map(|replica| replica.address).collect();
+    let proxy = Proxy::start(&ads_bootstrap_replicas("edge-1", &addresses), &dir);
     let listener = proxy.listener("http").await;
     assert_eq!(body_of(listener, "/api/x").await, "api /v1/x 0");
-    assert_eq!(replicas_serving(a.address, "edge-1"), ["cp-a"], "the proxy starts on the first endpoint");
+    // The proxy starts at a random endpoint: call the replica it picked A, the others B and C.
+    let listed = eventually(SETTLE, || async { replicas_serving(replicas[0].address, "edge-1").len() == 1 }).await;
+    let serving = replicas_serving(replicas[0].address, "edge-1");
+    assert!(listed, "the proxy is listed once");
+    assert_eq!(serving.len(), 1, "one replica serves the proxy: {serving:?}");
+    let first = names.iter().position(|name| *name == serving[0]).expect("a known replica serves the proxy");
+    replicas.swap(0, first);
+    let [mut a, b, c] = replicas;
+    let a_name = serving[0].clone();
     // Each replica publishes its proxies to etcd, so any replica lists them.
-    let published = eventually(SETTLE, || async { replicas_serving(c.address, "edge-1") == ["cp-a"] }).await;
+    let published = eventually(SETTLE, || async { replicas_serving(c.address, "edge-1") == [a_name.clone()] }).await;
     assert!(published, "replica C lists the proxy that A serves");
 
     let traffic = Traffic::start(listener, "/api/x");
     tokio::time::sleep(Duration::from_millis(300)).await;
     a.process.kill();
     let moved = eventually(SETTLE, || async {
-        replicas_serving(c.address, "edge-1").iter().any(|replica| replica == "cp-b" || replica == "cp-c")
+        replicas_serving(c.address, "edge-1").iter().any(|replica| *replica != a_name)
     })
     .await;
     assert!(moved, "the proxy connects to replica B or C after A is killed: {:?}", replicas_serving(c.address, "edge-1"));
@@ -216,4 +224,51 @@ async fn targeted_config_reaches_every_replica() {
     assert_eq!(body_of(listener, "/api/x").await, "api /v2/x 0", "the canary keeps its target after B's apply");
     let target = legate(&["get", "--target-node", "edge-canary", "--server", &a.address.to_string()]);
     assert!(output_text(&target).contains("/v2"), "A still holds the canary's target: {}", output_text(&target));
+
+/// Runs `legate apply -f file --server server --wait` with `extra` arguments.
+fn apply_and_wait(server: std::net::SocketAddr, file: &str, extra: &[&str]) -> std::process::Output {
+    let server = server.to_string();
+    let mut args = vec!["apply", "-f", file, "--server", server.as_str(), "--wait", "--wait-timeout", "20"];
+    args.extend_from_slice(extra);
+    legate(&args)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_counts_proxies_of_every_replica() {
+    let dir = temp_dir("ha-rollout");
+    let etcd = Etcd::start(&dir);
+    let prefix = "/ha-rollout";
+    let (a, _) = start_replica(&dir, &etcd, prefix, "cp-a");
+    let (b, _) = start_replica(&dir, &etcd, prefix, "cp-b");
+    let (c, _) = start_replica(&dir, &etcd, prefix, "cp-c");
+    let web = Upstream::start("web").await;
+    let api = Upstream::start("api").await;
+
+    let _on_b = Proxy::start(&ads_bootstrap_replicas("edge-b", &[b.address]), &dir);
+    let _on_c = Proxy::start(&ads_bootstrap_replicas("edge-c", &[c.address]), &dir);
+    let listed = eventually(SETTLE, || async {
+        replicas_serving(a.address, "edge-b") == ["cp-b"] && replicas_serving(a.address, "edge-c") == ["cp-c"]
+    })
+    .await;
+    assert!(listed, "replica A lists the proxies of B and C");
+
+    let v1 = write(&dir, "v1.yaml", &two_cluster_config(&[web.address], api.address, "v1"));
+    let applied = apply_and_wait(a.address, &v1, &[]);
+    let text = output_text(&applied);
+    assert!(applied.status.success(), "{text}");
+    assert!(text.contains("version 1: 2 applied, 0 rejected, 0 pending"), "A counts the proxies on B and C: {text}");
+
+    let status = legate(&["status", "1", "--server", &a.address.to_string()]);
+    assert!(output_text(&status).contains("version 1: 2 applied, 0 rejected, 0 pending"), "{}", output_text(&status));
+
+    // Only edge-c receives a listener on a port that is taken, so it alone NACKs.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let bad = write(&dir, "bad.yaml", &unbindable_listener(taken.local_addr().unwrap()));
+    let rejected = apply_and_wait(a.address, &bad, &["--target-node", "edge-c"]);
+    let text = output_text(&rejected);
+    let proxies_on_c = output_text(&legate(&["proxies", "--server", &c.address.to_string()]));
+    assert_eq!(rejected.status.code(), Some(1), "the NACK on replica C fails the wait on A: {text} {proxies_on_c}");
+    assert!(text.contains("version 2: 0 applied, 1 rejected"), "{text}");
+    assert!(text.contains("edge-c rejected LDS"), "{text}");
+    assert!(text.contains("taken"), "the report carries the proxy's error: {text}");
 }

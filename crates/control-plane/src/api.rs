@@ -14,7 +14,7 @@ use legate_config::ConfigErrors;
 use prost::Message;
 use tonic::{Code, Request, Response, Status};
 
-use crate::proxies::ProxyRegistry;
+use crate::proxies::{ProxyEntry, ProxyRegistry};
 use crate::targets::Selector;
 use crate::snapshot::{ResourceKey, Snapshot};
 use crate::store::{ApplyError, ApplyOptions, ApplyOutcome, Store};
@@ -68,7 +68,11 @@ impl ConfigService for ConfigApi {
                 .version(version)
                 .ok_or_else(|| Status::not_found(format!("version {version} is not in the history")))?,
         };
-        Ok(Response::new(crate::rollout::rollout(&snapshot, &self.proxies.list())))
+        // In HA mode the other replicas' proxies count too, from what they published to etcd.
+        let mut proxies = self.proxies.list();
+        let others = crate::presence::list_others(self.store.etcd(), &self.proxies).await;
+        proxies.extend(others.iter().map(ProxyEntry::from_status));
+        Ok(Response::new(crate::rollout::rollout(&snapshot, &proxies)))
     }
 
     async fn list_history(&self, _request: Request<ListHistoryRequest>) -> Result<Response<ListHistoryResponse>, Status> {

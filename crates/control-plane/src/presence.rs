@@ -66,14 +66,22 @@ impl Publisher {
 /// replica's proxies are listed.
 pub(crate) async fn list_all(etcd: Option<&Etcd>, registry: &ProxyRegistry) -> Vec<ProxyStatus> {
     let mut proxies = registry.statuses();
+    proxies.extend(list_others(etcd, registry).await);
+    proxies
+}
+
+/// Lists the proxies that other replicas published to etcd, as of their last
+/// publication (at most [`PUBLISH_INTERVAL`] old while they run). Without
+/// etcd, or while it is unavailable, the list is empty.
+pub(crate) async fn list_others(etcd: Option<&Etcd>, registry: &ProxyRegistry) -> Vec<ProxyStatus> {
     let Some(etcd) = etcd else {
-        return proxies;
+        return Vec::new();
     };
     match etcd.published_proxies().await {
-        Ok(published) => proxies.extend(published.into_iter().filter(|proxy| proxy.replica != registry.replica())),
+        Ok(published) => published.into_iter().filter(|proxy| proxy.replica != registry.replica()).collect(),
         Err(error) => {
             tracing::warn!(error = %crate::error_chain(&error), "listing only this replica's proxies because etcd is unavailable");
+            Vec::new()
         }
     }
-    proxies
 }

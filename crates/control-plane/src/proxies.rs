@@ -54,6 +54,39 @@ impl ProxyEntry {
             connected_at: Some(self.connected_at.into()),
             last_seen: Some(self.last_seen.into()),
             types: self.types.iter().map(|(resource_type, record)| type_status(*resource_type, record)).collect(),
+            node_metadata: self.node_metadata.iter().map(|(key, value)| (key.clone(), value.clone())).collect(),
+            config_version: self.config_version,
+        }
+    }
+
+    /// Rebuilds the entry of a proxy that another replica serves from the
+    /// status it published. Types Legate does not know are skipped.
+    pub fn from_status(status: &ProxyStatus) -> Self {
+        let time = |at: &Option<prost_types::Timestamp>| at.clone().and_then(|at| SystemTime::try_from(at).ok()).unwrap_or(SystemTime::UNIX_EPOCH);
+        let types = status
+            .types
+            .iter()
+            .filter_map(|type_status| {
+                let resource_type = ResourceType::from_type_url(&type_status.type_url)?;
+                let record = TypeRecord {
+                    sent_at: None,
+                    sent_version: type_status.sent_version.clone(),
+                    acked_version: type_status.acked_version.clone(),
+                    nacked_version: type_status.nacked_version.clone(),
+                    nack_error: type_status.nack_error.clone(),
+                };
+                Some((resource_type, record))
+            })
+            .collect();
+        ProxyEntry {
+            node_id: status.node_id.clone(),
+            node_cluster: status.node_cluster.clone(),
+            node_metadata: status.node_metadata.iter().map(|(key, value)| (key.clone(), value.clone())).collect(),
+            peer_address: status.peer_address.parse().ok(),
+            connected_at: time(&status.connected_at),
+            last_seen: time(&status.last_seen),
+            config_version: status.config_version,
+            types,
         }
     }
 }

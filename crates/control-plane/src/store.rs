@@ -138,6 +138,17 @@ pub(crate) struct Changes {
 }
 
 impl Changes {
+    /// Adds `other`'s changes; a key changed in both is listed once.
+    fn extend(&mut self, other: Changes) {
+        for (list, more) in [(&mut self.added, other.added), (&mut self.modified, other.modified), (&mut self.removed, other.removed)] {
+            for key in more {
+                if !list.contains(&key) {
+                    list.push(key);
+                }
+            }
+        }
+    }
+
     fn is_empty(&self) -> bool {
         self.added.is_empty() && self.modified.is_empty() && self.removed.is_empty()
     }
@@ -145,6 +156,17 @@ impl Changes {
     pub(crate) fn changed_types(&self) -> impl Iterator<Item = ResourceType> + '_ {
         self.added.iter().chain(&self.modified).chain(&self.removed).map(|key| key.resource_type)
     }
+}
+
+/// The part of the config that one apply changes.
+#[derive(Debug, Clone, Copy)]
+enum Scope<'a> {
+    /// The untargeted resources; the overlays stay as they are.
+    Untargeted,
+    /// The overlay of one target.
+    Target(&'a Selector),
+    /// The untargeted resources, and the overlays set to these, for a rollback.
+    Restore(&'a [Overlay]),
 }
 
 /// Resources decoded from one request, keyed by type and name.
@@ -237,7 +259,8 @@ impl Store {
         for _ in 0..COMMIT_ATTEMPTS {
             self.catch_up_locked().await?;
             let origin = Origin { applied_at: SystemTime::now(), applied_by: options.applied_by.clone(), rolled_back_to: None };
-            if let Some(outcome) = self.apply_locked(resources, removals, options.if_version, origin, options.target.as_ref()).await? {
+            let scope = options.target.as_ref().map_or(Scope::Untargeted, Scope::Target);
+            if let Some(outcome) = self.apply_locked(resources, removals, options.if_version, origin, scope).await? {
                 return Ok(outcome);
             }
         }
@@ -246,6 +269,7 @@ impl Store {
 
     /// Puts the resources of an earlier kept version back in force as a new
     /// version: resources added since are removed, and changed ones restored.
+    /// Targeted overlays are restored the same way.
     pub async fn rollback(&self, version: u64, options: &ApplyOptions) -> Result<ApplyOutcome, ApplyError> {
         let _guard = self.apply_lock.lock().await;
         for _ in 0..COMMIT_ATTEMPTS {
@@ -256,9 +280,8 @@ impl Store {
             let removals: Vec<ResourceRef> =
                 current.entries().keys().filter(|key| target.get(key).is_none()).map(ResourceKey::to_ref).collect();
             let origin = Origin { applied_at: SystemTime::now(), applied_by: options.applied_by.clone(), rolled_back_to: Some(version) };
-            // TODO: a rollback restores only the untargeted resources; the
-            // targeted ones in force stay as they are.
-            if let Some(outcome) = self.apply_locked(&resources, &removals, options.if_version, origin, None).await? {
+            let scope = Scope::Restore(target.overlays());
+            if let Some(outcome) = self.apply_locked(&resources, &removals, options.if_version, origin, scope).await? {
                 return Ok(outcome);
             }
         }
@@ -273,7 +296,7 @@ impl Store {
         removals: &[ResourceRef],
         if_version: Option<u64>,
         origin: Origin,
-        target: Option<&Selector>,
+        scope: Scope<'_>,
     ) -> Result<Option<ApplyOutcome>, ApplyError> {
         let current = self.snapshot();
         if let Some(expected) = if_version.filter(|expected| *expected != current.version()) {
@@ -286,14 +309,22 @@ impl Store {
         // References are checked even when some resources failed to decode,
         // so one rejection lists every problem. A resource that failed is
         // absent from the candidate and may show up as a missing reference.
-        let (changes, candidate) = match target {
-            None => {
+        let (changes, candidate) = match scope {
+            Scope::Untargeted => {
                 let removed = removal_keys(removals, &current, &decoded, &mut errors);
                 let changes = classify(&current, &decoded, removed);
                 let candidate = build_snapshot(&current, decoded.resources, &changes).with_overlays(current.overlays().to_vec());
                 (changes, candidate)
             }
-            Some(selector) => crate::targets::build_targeted(&current, selector, decoded.resources, removals, &mut errors),
+            Scope::Target(selector) => crate::targets::build_targeted(&current, selector, decoded.resources, removals, &mut errors),
+            Scope::Restore(overlays) => {
+                let removed = removal_keys(removals, &current, &decoded, &mut errors);
+                let mut changes = classify(&current, &decoded, removed);
+                let candidate = build_snapshot(&current, decoded.resources, &changes);
+                let (overlay_changes, candidate) = crate::targets::restore_overlays(&current, candidate, overlays);
+                changes.extend(overlay_changes);
+                (changes, candidate)
+            }
         };
         let candidate = candidate.with_origin(origin);
         let reference_errors = validate::snapshot(candidate.entries().values().map(|stored| &stored.resource));
@@ -401,9 +432,12 @@ fn history_from(stored: Vec<StoredConfig>, current: &Arc<Snapshot>) -> VecDeque<
 }
 
 /// Replaces the resources of `snapshot` that have the same bytes in `newer`
-/// with `newer`'s copies, so kept versions cost only what changed.
+/// with `newer`'s copies, so kept versions cost only what changed. The
+/// overlays and the target are kept as they are.
 fn share_resources(snapshot: Snapshot, newer: &Snapshot) -> Snapshot {
     let origin = snapshot.origin().clone();
+    let overlays = snapshot.overlays().to_vec();
+    let target = snapshot.target().cloned();
     let resources = snapshot
         .entries()
         .iter()
@@ -412,7 +446,7 @@ fn share_resources(snapshot: Snapshot, newer: &Snapshot) -> Snapshot {
             _ => (key.clone(), resource.clone()),
         })
         .collect();
-    Snapshot::new(snapshot.version(), snapshot.type_versions().clone(), resources).with_origin(origin)
+    Snapshot::new(snapshot.version(), snapshot.type_versions().clone(), resources).with_origin(origin).with_overlays(overlays).with_target(target)
 }
 
 fn reject(errors: Vec<ConfigError>) -> ApplyError {

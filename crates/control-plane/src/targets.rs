@@ -59,6 +59,34 @@ impl Selector {
     }
 }
 
+impl Selector {
+    /// Returns the selector of the nodes that match both `self` and
+    /// `other`, or `None` when no node can: their node ids or node clusters
+    /// have nothing in common, or they need different values of one
+    /// metadata key.
+    fn intersect(&self, other: &Selector) -> Option<Selector> {
+        let node_ids = intersect_sets(&self.node_ids, &other.node_ids)?;
+        let node_clusters = intersect_sets(&self.node_clusters, &other.node_clusters)?;
+        let mut metadata = self.metadata.clone();
+        for (key, value) in &other.metadata {
+            if metadata.insert(key.clone(), value.clone()).is_some_and(|previous| &previous != value) {
+                return None;
+            }
+        }
+        Some(Selector { node_ids, node_clusters, metadata })
+    }
+}
+
+/// Intersects two sets of allowed values, where an empty set allows any
+/// value. Returns `None` when no value is allowed by both.
+fn intersect_sets(a: &BTreeSet<String>, b: &BTreeSet<String>) -> Option<BTreeSet<String>> {
+    match (a.is_empty(), b.is_empty()) {
+        (true, _) => Some(b.clone()),
+        (_, true) => Some(a.clone()),
+        _ => Some(a.intersection(b).cloned().collect::<BTreeSet<String>>()).filter(|common| !common.is_empty()),
+    }
+}
+
 impl fmt::Display for Selector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut parts = Vec::new();
@@ -192,20 +220,121 @@ pub(crate) fn build_targeted(
     (changes, candidate)
 }
 
-/// Checks the references of each overlay laid over the untargeted
-/// resources, naming the target in each error.
-// NOTE: overlays are checked one at a time; a proxy that matches two
-// overlays receives both, and that combination is not checked.
+/// Puts `restored`'s overlays in place of those of `candidate`, the config
+/// that a rollback builds from `current`, so that every target gets what it
+/// had in the restored version. Overlays are added, changed and removed as
+/// needed, and each type that any overlay changes gets the new version.
+pub(crate) fn restore_overlays(current: &Snapshot, candidate: Snapshot, restored: &[Overlay]) -> (Changes, Snapshot) {
+    let version = candidate.version();
+    let mut changes = Changes::default();
+    let mut overlays = Vec::with_capacity(restored.len());
+    for overlay in restored {
+        let in_force = current.overlays().iter().find(|in_force| in_force.selector == overlay.selector);
+        let empty = BTreeMap::new();
+        let in_force = in_force.map_or(&empty, |in_force| &in_force.resources);
+        let mut resources = BTreeMap::new();
+        for (key, stored) in &overlay.resources {
+            let kept = match in_force.get(key) {
+                Some(existing) if existing.same_bytes(stored) => existing.clone(),
+                Some(_) => restamped(stored, version, key, &mut changes.modified),
+                None => restamped(stored, version, key, &mut changes.added),
+            };
+            resources.insert(key.clone(), kept);
+        }
+        overlays.push(Overlay { selector: overlay.selector.clone(), resources });
+    }
+    for in_force in current.overlays() {
+        let restored = restored.iter().find(|overlay| overlay.selector == in_force.selector);
+        let gone = in_force.resources.keys().filter(|key| restored.is_none_or(|overlay| !overlay.resources.contains_key(*key)));
+        changes.removed.extend(gone.cloned());
+    }
+
+    let mut type_versions = candidate.type_versions().clone();
+    for resource_type in changes.changed_types() {
+        type_versions.insert(resource_type, version);
+    }
+    let restored = Snapshot::new(version, type_versions, candidate.entries().clone()).with_overlays(overlays);
+    (changes, restored)
+}
+
+/// Copies `stored` at config version `version` and records `key` as changed.
+fn restamped(stored: &Arc<StoredResource>, version: u64, key: &ResourceKey, changed: &mut Vec<ResourceKey>) -> Arc<StoredResource> {
+    changed.push(key.clone());
+    let mut resource = StoredResource::clone(stored);
+    resource.version = version;
+    Arc::new(resource)
+}
+
+/// Most combinations of two or more overlapping targets that one apply
+/// validates. Each costs a validation of the whole config.
+const MAX_COMBINATIONS: usize = 256;
+
+/// Checks each overlay laid over the untargeted resources, then each
+/// combination of overlays whose targets some proxy could match together,
+/// naming the targets in each error. Combinations are checked only once
+/// every overlay is valid alone, so that one fault is not reported again
+/// for each combination that includes it.
 pub(crate) fn validate_overlays(snapshot: &Snapshot) -> Vec<ConfigError> {
     let mut errors = Vec::new();
-    for (index, overlay) in snapshot.overlays().iter().enumerate() {
-        let view = build_view(snapshot, &[index]);
-        for mut error in validate::snapshot(view.entries().values().map(|stored| &stored.resource)).0 {
-            error.message = format!("for target {}: {}", overlay.selector, error.message);
-            errors.push(error);
-        }
+    for index in 0..snapshot.overlays().len() {
+        errors.extend(validate_view(snapshot, &[index]));
+    }
+    if !errors.is_empty() {
+        return errors;
+    }
+
+    let combinations = overlapping_combinations(snapshot.overlays());
+    if combinations.len() >= MAX_COMBINATIONS {
+        // NOTE: past this bound, further combinations are served unchecked.
+        tracing::warn!(checked = MAX_COMBINATIONS, "too many overlapping targets; only the first combinations are validated");
+    }
+    for combination in combinations {
+        errors.extend(validate_view(snapshot, &combination));
     }
     errors
+}
+
+/// Validates the view that the overlays at `indexes` make together.
+fn validate_view(snapshot: &Snapshot, indexes: &[usize]) -> Vec<ConfigError> {
+    let view = build_view(snapshot, indexes);
+    let targets: Vec<String> = indexes.iter().map(|index| snapshot.overlays()[*index].selector.to_string()).collect();
+    let label = match targets.as_slice() {
+        [single] => format!("for target {single}"),
+        _ => format!("for a proxy matching targets {} together", targets.join(" and ")),
+    };
+    let mut errors = validate::snapshot(view.entries().values().map(|stored| &stored.resource)).0;
+    for error in &mut errors {
+        error.message = format!("{label}: {}", error.message);
+    }
+    errors
+}
+
+/// Lists, as ascending overlay indexes, every set of two or more overlays
+/// whose selectors one node could match at once, up to [`MAX_COMBINATIONS`].
+fn overlapping_combinations(overlays: &[Overlay]) -> Vec<Vec<usize>> {
+    let mut found = Vec::new();
+    for (index, overlay) in overlays.iter().enumerate() {
+        extend_combination(overlays, &mut vec![index], &overlay.selector, &mut found);
+    }
+    found
+}
+
+/// Adds to `found` each overlay after the last in `members` that can join
+/// it, given `joint`, the selector of the nodes that match every member.
+fn extend_combination(overlays: &[Overlay], members: &mut Vec<usize>, joint: &Selector, found: &mut Vec<Vec<usize>>) {
+    let next = members.last().map_or(0, |last| last + 1);
+    for index in next..overlays.len() {
+        if found.len() >= MAX_COMBINATIONS {
+            return;
+        }
+        let Some(narrower) = joint.intersect(&overlays[index].selector) else {
+            continue;
+        };
+        members.push(index);
+        found.push(members.clone());
+        extend_combination(overlays, members, &narrower, found);
+        members.pop();
+    }
 }
 
 #[cfg(test)]
@@ -278,5 +407,83 @@ mod tests {
         assert_eq!(digest_of(&other, "web"), Some(cluster("web", 1).1.digest));
         assert_eq!(first.len(), 2);
         assert_eq!(first.version(), 2);
+    }
+
+    fn overlays_for(selectors: Vec<Selector>) -> Vec<Overlay> {
+        selectors.into_iter().map(|selector| Overlay { selector, resources: BTreeMap::from([cluster("web", 1)]) }).collect()
+    }
+
+    #[test]
+    fn disjoint_selectors_do_not_intersect() {
+        let canary = selector(&[], &["canary"], &[]);
+        assert!(canary.intersect(&selector(&[], &["stable"], &[])).is_none(), "different clusters");
+        assert!(selector(&["a"], &[], &[]).intersect(&selector(&["b"], &[], &[])).is_none(), "different node ids");
+        let blue = selector(&[], &[], &[("track", "blue")]);
+        assert!(blue.intersect(&selector(&[], &[], &[("track", "green")])).is_none(), "different metadata values");
+    }
+
+    #[test]
+    fn overlapping_selectors_intersect() {
+        let joint = selector(&[], &["canary"], &[]).intersect(&selector(&["a", "b"], &[], &[("track", "blue")]));
+        assert_eq!(joint, Some(selector(&["a", "b"], &["canary"], &[("track", "blue")])));
+        let joint = selector(&["a", "b"], &[], &[]).intersect(&selector(&["b", "c"], &[], &[]));
+        assert_eq!(joint, Some(selector(&["b"], &[], &[])));
+    }
+
+    #[test]
+    fn combinations_need_every_member_to_overlap() {
+        // 0 and 1 overlap, 1 and 2 overlap, but 0 and 2 need different clusters.
+        let overlays = overlays_for(vec![
+            selector(&[], &["canary"], &[]),
+            selector(&[], &[], &[("track", "blue")]),
+            selector(&[], &["stable"], &[]),
+        ]);
+        assert_eq!(overlapping_combinations(&overlays), vec![vec![0, 1], vec![1, 2]]);
+
+        let overlays = overlays_for(vec![
+            selector(&[], &["canary"], &[]),
+            selector(&[], &[], &[("track", "blue")]),
+            selector(&["a"], &[], &[]),
+        ]);
+        assert_eq!(overlapping_combinations(&overlays), vec![vec![0, 1], vec![0, 1, 2], vec![0, 2], vec![1, 2]]);
+    }
+
+    #[test]
+    fn combinations_are_bounded() {
+        let overlays = overlays_for((0..12).map(|index| selector(&[], &[], &[(&format!("key{index}"), "x")])).collect());
+        assert_eq!(overlapping_combinations(&overlays).len(), MAX_COMBINATIONS);
+    }
+
+    #[test]
+    fn restore_overlays_adds_changes_and_removes() {
+        let canary = selector(&[], &["canary"], &[]);
+        let blue = selector(&[], &[], &[("track", "blue")]);
+        let stable = selector(&[], &["stable"], &[]);
+        let in_force = vec![
+            Overlay { selector: canary.clone(), resources: BTreeMap::from([cluster("web", 2), cluster("api", 2)]) },
+            Overlay { selector: blue.clone(), resources: BTreeMap::from([cluster("api", 3)]) },
+        ];
+        // Overlays sort by selector, so the blue one comes before the canary one.
+        let current = Snapshot::new(6, BTreeMap::new(), BTreeMap::from([cluster("web", 1)])).with_overlays(in_force);
+        let restored = vec![
+            Overlay { selector: canary.clone(), resources: BTreeMap::from([cluster("web", 5), cluster("api", 2)]) },
+            Overlay { selector: stable.clone(), resources: BTreeMap::from([cluster("web", 4)]) },
+        ];
+        let candidate = Snapshot::new(7, BTreeMap::new(), current.entries().clone());
+
+        let (changes, snapshot) = restore_overlays(&current, candidate, &restored);
+
+        let web = ResourceKey::new(ResourceType::Cluster, "web");
+        let api = ResourceKey::new(ResourceType::Cluster, "api");
+        assert_eq!(changes.modified, vec![web.clone()], "the canary's web changed");
+        assert_eq!(changes.added, vec![web.clone()], "the stable overlay is added");
+        assert_eq!(changes.removed, vec![api.clone()], "the blue overlay is removed");
+        assert_eq!(snapshot.type_version(ResourceType::Cluster), 7);
+        let selectors: Vec<&Selector> = snapshot.overlays().iter().map(|overlay| &overlay.selector).collect();
+        assert_eq!(selectors, vec![&canary, &stable]);
+        let restored_canary = &snapshot.overlays()[0].resources;
+        assert_eq!(restored_canary[&web].digest, cluster("web", 5).1.digest);
+        assert_eq!(restored_canary[&web].version, 7, "a changed resource gets the new version");
+        assert!(Arc::ptr_eq(&restored_canary[&api], &current.overlays()[1].resources[&api]), "an unchanged resource keeps the copy in force");
     }
 }

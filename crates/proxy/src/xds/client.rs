@@ -43,9 +43,10 @@ pub fn spawn(ads: AdsConfig, servers: Vec<String>, tls: Option<Arc<UpstreamConne
                 sotw_only: HashSet::new(),
             };
             let mut backoff = MIN_BACKOFF;
+            let first = fastrand::usize(..servers.len().max(1));
             let mut attempt = 0usize;
             loop {
-                let Some(server) = servers.get(attempt % servers.len().max(1)).cloned() else {
+                let Some(server) = servers.get(endpoint_index(first, attempt, servers.len())).cloned() else {
                     warn!("the ADS cluster has no endpoint; dynamic config is disabled");
                     return;
                 };
@@ -75,6 +76,13 @@ pub fn spawn(ads: AdsConfig, servers: Vec<String>, tls: Option<Arc<UpstreamConne
         }
         .instrument(span),
     );
+}
+
+/// Returns the index of the ADS endpoint for connection attempt `attempt`. Each proxy starts at a
+/// random `first` endpoint so that proxies spread over the control-plane replicas, then goes on in
+/// order and wraps, so every endpoint is tried once in `count` attempts.
+fn endpoint_index(first: usize, attempt: usize, count: usize) -> usize {
+    (first + attempt) % count.max(1)
 }
 
 /// Reads the ADS bearer token as an `authorization` value.
@@ -345,5 +353,30 @@ impl AdsClient {
         }
         self.manager.note_response(resource_type, version, resources, &rejected);
         rejected
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::endpoint_index;
+
+    #[test]
+    fn endpoint_order_starts_at_first_and_wraps() {
+        let order: Vec<usize> = (0..4).map(|attempt| endpoint_index(2, attempt, 3)).collect();
+        assert_eq!(order, vec![2, 0, 1, 2]);
+    }
+
+    #[test]
+    fn endpoint_order_covers_every_endpoint() {
+        for first in 0..3 {
+            let mut seen: Vec<usize> = (0..3).map(|attempt| endpoint_index(first, attempt, 3)).collect();
+            seen.sort_unstable();
+            assert_eq!(seen, vec![0, 1, 2], "start at {first}");
+        }
+    }
+
+    #[test]
+    fn endpoint_order_single_endpoint() {
+        assert_eq!(endpoint_index(0, 5, 1), 0);
     }
 }
