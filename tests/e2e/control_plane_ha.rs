@@ -224,6 +224,7 @@ async fn targeted_config_reaches_every_replica() {
     assert_eq!(body_of(listener, "/api/x").await, "api /v2/x 0", "the canary keeps its target after B's apply");
     let target = legate(&["get", "--target-node", "edge-canary", "--server", &a.address.to_string()]);
     assert!(output_text(&target).contains("/v2"), "A still holds the canary's target: {}", output_text(&target));
+}
 
 /// Runs `legate apply -f file --server server --wait` with `extra` arguments.
 fn apply_and_wait(server: std::net::SocketAddr, file: &str, extra: &[&str]) -> std::process::Output {
