@@ -158,8 +158,9 @@ async fn etcd_outage_keeps_config_and_recovers() {
     assert!(status.message().contains("etcd is unavailable"), "{}", status.message());
     let v2 = write(&dir, "v2.yaml", &two_cluster_config(&[web.address], api.address, "v2"));
     let rejected = apply(a.address, &v2, &[]);
-    assert!(!rejected.status.success(), "{}", output_text(&rejected));
+    assert_eq!(rejected.status.code(), Some(3), "exit code 3 says retry later: {}", output_text(&rejected));
     assert!(output_text(&rejected).contains("etcd is unavailable"), "{}", output_text(&rejected));
+    assert!(output_text(&rejected).contains("Unavailable"), "the gRPC code is shown: {}", output_text(&rejected));
 
     // A proxy that connects during the outage still gets the config in force.
     let second = Proxy::start(&ads_bootstrap_replicas("edge-2", &[b.address]), &dir);

@@ -272,3 +272,35 @@ async fn shutdown_ends_open_streams() {
     assert_eq!(status.map(|status| status.code()), Some(Code::Unavailable));
     stopping.await.expect("stop task").expect("server stops cleanly");
 }
+
+/// A request that is not a valid message ends the stream with
+/// INVALID_ARGUMENT, on both ADS variants, rather than a silent OK.
+#[tokio::test]
+async fn undecodable_request_ends_the_stream_with_an_error() {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let server = TestServer::start(ControlPlane::in_memory()).await;
+    for method in ["StreamAggregatedResources", "DeltaAggregatedResources"] {
+        let stream = tokio::net::TcpStream::connect(server.address).await.expect("connect");
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.expect("HTTP/2 handshake");
+        tokio::spawn(connection);
+        // One gRPC message whose two bytes are a tag with an invalid wire type.
+        let body = Full::new(bytes::Bytes::from_static(&[0, 0, 0, 0, 2, 0xff, 0xff]));
+        let request = http::Request::post(format!("http://{}/envoy.service.discovery.v3.AggregatedDiscoveryService/{method}", server.address))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(body)
+            .expect("request");
+        let response = sender.send_request(request).await.expect("response");
+        let headers = response.headers().clone();
+        let collected = tokio::time::timeout(std::time::Duration::from_secs(5), response.into_body().collect())
+            .await
+            .expect("the stream ends")
+            .expect("body");
+        let trailers = collected.trailers().cloned().unwrap_or_default();
+        let status = trailers.get("grpc-status").or(headers.get("grpc-status")).expect("a grpc-status");
+        assert_eq!(status, "3", "{method}: {trailers:?}");
+    }
+}

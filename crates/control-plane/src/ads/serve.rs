@@ -57,10 +57,19 @@ pub(crate) trait StreamHandler: Send {
 /// Serves a stream until the proxy leaves or the server shuts down.
 pub(crate) async fn run<H: StreamHandler>(mut handler: H, mut inputs: StreamInputs<H::Request>) {
     let ended = serve(&mut handler, &mut inputs).await;
-    if matches!(ended, Ended::ShuttingDown) {
+    match &ended {
         // UNAVAILABLE makes the proxy reconnect, possibly to another control
         // plane. If the response queue is full, the stream just ends.
-        let _ = handler.responses().try_send(Err(Status::unavailable("control plane is shutting down")));
+        Ended::ShuttingDown => {
+            let _ = handler.responses().try_send(Err(Status::unavailable("control plane is shutting down")));
+        }
+        // A request that cannot be decoded ends the stream with an error,
+        // never with OK. A proxy that went away reads nothing.
+        Ended::ProxyError(status) => {
+            let message = format!("the request stream could not be read: {}", status.message());
+            let _ = handler.responses().try_send(Err(Status::invalid_argument(message)));
+        }
+        Ended::ProxyClosed | Ended::ResponseDropped => {}
     }
     tracing::info!(reason = %ended, "ADS stream ended");
 }

@@ -128,7 +128,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             eprintln!("not applied: {}", status.message());
             return Ok(ExitCode::from(1));
         }
-        Err(status) => bail!("control plane at {} failed the apply: {}", args.api.server, status.message()),
+        Err(status) if super::retry_later(status.code()) => {
+            eprintln!("not applied, retry later ({:?}): {}", status.code(), status.message());
+            return Ok(ExitCode::from(super::EXIT_RETRY));
+        }
+        Err(status) => bail!("control plane at {} failed the apply ({:?}): {}", args.api.server, status.code(), status.message()),
     };
     print_outcome(&response);
     match args.change.wait_timeout() {

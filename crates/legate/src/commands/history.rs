@@ -48,7 +48,11 @@ pub async fn rollback(args: RollbackArgs) -> anyhow::Result<ExitCode> {
         Err(status) if matches!(status.code(), Code::NotFound | Code::FailedPrecondition | Code::InvalidArgument) => {
             bail!("rollback to version {} rejected: {}", args.version, status.message())
         }
-        Err(status) => bail!("control plane at {} failed the rollback: {}", args.api.server, status.message()),
+        Err(status) if super::retry_later(status.code()) => {
+            eprintln!("not rolled back, retry later ({:?}): {}", status.code(), status.message());
+            return Ok(ExitCode::from(super::EXIT_RETRY));
+        }
+        Err(status) => bail!("control plane at {} failed the rollback ({:?}): {}", args.api.server, status.code(), status.message()),
     };
     if response.changed {
         println!("version {} restores version {}", response.version, args.version);

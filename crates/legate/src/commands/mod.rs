@@ -18,6 +18,17 @@ use tracing_subscriber::{fmt, reload, EnvFilter, Registry};
 /// Default address of the control plane's gRPC port (config API and ADS).
 pub const DEFAULT_SERVER: &str = "127.0.0.1:18000";
 
+/// Exit code of `apply` and `rollback` when the control plane could not take
+/// the change for now (etcd unavailable, or replicas racing): the same
+/// command may succeed later, unlike a rejected config or a stale
+/// `--if-version` (exit code 1).
+pub const EXIT_RETRY: u8 = 3;
+
+/// Whether a failed change is worth retrying as it is.
+pub fn retry_later(code: tonic::Code) -> bool {
+    matches!(code, tonic::Code::Unavailable | tonic::Code::Aborted)
+}
+
 /// Logs to stderr at `info`, or as `RUST_LOG` sets, and returns the handle
 /// that changes the filter at run time.
 pub fn init_logging() -> LogFilter {
