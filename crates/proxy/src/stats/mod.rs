@@ -4,7 +4,7 @@
 //! cluster names) or from a fixed set (code class, protocol, flag, reason),
 //! so no request can create a new series. Handles for a route or a cluster
 //! are made when the route table or cluster is built, but their series are
-//! created on first use: a config of 10,000 clusters would otherwise hash
+//! created on first use. Otherwise a config of 10,000 clusters would hash
 //! hundreds of thousands of label sets before it could take traffic. The
 //! request path only increments them.
 
