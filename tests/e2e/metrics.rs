@@ -190,3 +190,32 @@ async fn dashboard_queries_documented_metrics() {
         assert!(documented(family), "the proxy exports {family}, which the README does not document");
     }
 }
+
+/// A cluster's counters carry over when a push rebuilds it, and a cluster
+/// that took no request has no request series.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_counters_survive_push() {
+    let dir = temp_dir("metrics-push");
+    let web = [Upstream::start("web-1").await, Upstream::start("web-2").await];
+    let api = Upstream::start("api").await;
+    let control_plane = ControlPlane::start(&dir.join("cp"));
+    assert!(control_plane.apply(&two_cluster_config(&[web[0].address], api.address, "old")).status.success());
+    let proxy = Proxy::start(&ads_bootstrap("metrics-push-proxy", control_plane.address), &dir);
+    proxy.wait_ready().await;
+    let listener = proxy.listener("http").await;
+    for _ in 0..2 {
+        assert_eq!(http1_get(listener, "web.test", "/").await.unwrap().0, 200);
+    }
+
+    let output = control_plane.apply(&two_cluster_config(&[web[0].address, web[1].address], api.address, "new"));
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let web_endpoints = "legate_upstream_endpoints{cluster=\"web\"}";
+    let pushed = eventually(Duration::from_secs(10), || async { sample(&proxy.scrape().await, web_endpoints) == Some(2.0) }).await;
+    assert!(pushed, "the proxy takes the second web endpoint:\n{}", proxy.scrape().await);
+    assert_eq!(http1_get(listener, "web.test", "/").await.unwrap().0, 200);
+
+    let text = proxy.scrape().await;
+    assert_eq!(sample(&text, "legate_upstream_requests_total{cluster=\"web\",code_class=\"2xx\"}"), Some(3.0), "{text}");
+    assert_eq!(sample(&text, "legate_upstream_endpoints{cluster=\"api\"}"), Some(1.0), "{text}");
+    assert!(!text.contains("legate_upstream_requests_total{cluster=\"api\""), "an unused cluster has no request series:\n{text}");
+}

@@ -241,6 +241,23 @@ fn every_unknown_field_is_listed() {
 }
 
 #[test]
+fn wrong_value_type_names_path_and_value() {
+    let yaml = cluster_yaml("  name: c\n  connect_timeout: 1s\n  load_assignment: { cluster_name: c, endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: many } } } }] }] }\n");
+    let errors = parse_resources(&yaml).unwrap_err().to_string();
+    assert!(errors.contains("resources[0].load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.port_value"), "got {errors}");
+    assert!(errors.contains("(found \"many\")"), "got {errors}");
+}
+
+#[test]
+fn resource_parses_to_its_type_url_and_bytes() {
+    let resources = parse_resources(&cluster_yaml("  name: c\n  connect_timeout: 2s\n")).unwrap();
+    assert_eq!(resources[0].type_url, "type.googleapis.com/envoy.config.cluster.v3.Cluster");
+    let cluster = <legate_api::envoy::config::cluster::v3::Cluster as prost::Message>::decode(resources[0].value.as_slice()).unwrap();
+    assert_eq!(cluster.name, "c");
+    assert_eq!(cluster.connect_timeout.map(|timeout| timeout.seconds), Some(2));
+}
+
+#[test]
 fn empty_or_shapeless_files_are_explained() {
     let empty = parse_resources("").unwrap_err().to_string();
     assert!(empty.contains("empty"), "got {empty}");

@@ -89,6 +89,9 @@ impl StateFile {
     /// file in the same directory, which is synced and renamed over the state
     /// file. The directory is then synced so the rename is durable.
     pub fn save(&self, config: &StoredConfig) -> Result<(), PersistError> {
+        // TODO: this JSON encoding through prost-reflect is about half of the
+        // control plane's CPU for an apply of 10,000 resources (callgrind,
+        // release build); only the resources that changed need encoding anew.
         let text = json::to_json(config, STORED_CONFIG_MESSAGE)
             .map_err(|source| PersistError::Encode { path: self.path.clone(), source })?;
 
@@ -132,6 +135,23 @@ impl HistoryDir {
     pub fn save(&self, config: &StoredConfig) -> Result<(), PersistError> {
         fs::create_dir_all(&self.path).map_err(|source| PersistError::CreateDir { path: self.path.clone(), source })?;
         self.file(config.version).save(config)
+    }
+
+    /// Keeps the state file, just saved with `version`, as that version's
+    /// history file without encoding the config again: a hard link, which
+    /// keeps this text because each save renames a new file over the state
+    /// file. Encoding 10,000 resources as JSON takes about as long as the
+    /// rest of an apply.
+    pub fn link_state_file(&self, state_file: &StateFile, version: u64) -> Result<(), PersistError> {
+        fs::create_dir_all(&self.path).map_err(|source| PersistError::CreateDir { path: self.path.clone(), source })?;
+        let target = self.file(version).path;
+        let linked = match fs::remove_file(&target) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
+            _ => fs::hard_link(&state_file.path, &target),
+        };
+        linked
+            .and_then(|()| sync_directory(&self.path))
+            .map_err(|source| PersistError::Write { path: target, source })
     }
 
     /// Reads every saved version, oldest first. A file that cannot be read

@@ -373,8 +373,14 @@ impl Store {
             Backend::File(state_file) => Some(state_file),
             _ => None,
         };
-        if let Some(history) = state_file.map(StateFile::history) {
-            if let Err(error) = history.save(&snapshot.to_stored_config()) {
+        if let Some(state_file) = state_file {
+            let history = state_file.history();
+            // A file system without hard links gets its own copy.
+            let saved = history.link_state_file(state_file, snapshot.version()).or_else(|error| {
+                tracing::debug!(error = %crate::error_chain(&error), "failed to link the state file into the history; writing a copy");
+                history.save(&snapshot.to_stored_config())
+            });
+            if let Err(error) = saved {
                 tracing::warn!(error = %crate::error_chain(&error), version = snapshot.version(), "failed to save the version in the history");
             }
         }

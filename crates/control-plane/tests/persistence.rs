@@ -131,3 +131,21 @@ async fn history_keeps_recent_versions() {
     assert_eq!(restored.origin().rolled_back_to, Some(6));
     assert_eq!(restored.len(), 1);
 }
+
+#[tokio::test]
+async fn history_files_keep_their_version() {
+    let data = TempDir::new("history-versions");
+    let plane = ControlPlane::open(data.path()).expect("open");
+    plane.store().apply(&pack(&[static_cluster("web", 8001)]), &[]).await.expect("first apply");
+    plane.store().apply(&pack(&[static_cluster("web", 8002)]), &[]).await.expect("second apply");
+
+    let read = |path: std::path::PathBuf| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("JSON")
+    };
+    let history = data.path().join(HISTORY_DIR_NAME);
+    assert_eq!(read(history.join("1.json"))["version"], "1", "a later save leaves the first version's file alone");
+    assert_eq!(read(history.join("2.json"))["version"], "2");
+    assert_eq!(read(data.path().join(STATE_FILE_NAME))["version"], "2");
+    let first_port = &read(history.join("1.json"))["resources"][0]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]["port_value"];
+    assert_eq!(first_port, 8001);
+}

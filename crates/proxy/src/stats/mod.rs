@@ -3,12 +3,15 @@
 //! Every label value comes from config (listener, virtual host, route and
 //! cluster names) or from a fixed set (code class, protocol, flag, reason),
 //! so no request can create a new series. Handles for a route or a cluster
-//! are looked up once when the route table or cluster is built, and the
+//! are made when the route table or cluster is built, but their series are
+//! created on first use. Otherwise a config of 10,000 clusters would hash
+//! hundreds of thousands of label sets before it could take traffic. The
 //! request path only increments them.
 
 mod grpc;
 mod labels;
 
+use std::ops::Deref;
 use std::sync::{Arc, OnceLock};
 
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
@@ -56,10 +59,7 @@ pub struct DownstreamStats {
 }
 
 pub struct HttpStats {
-    requests: Family<RouteClassLabels, Counter>,
-    duration: HistogramFamily<RouteLabels>,
-    request_bytes: Family<RouteLabels, Counter>,
-    response_bytes: Family<RouteLabels, Counter>,
+    routes: Arc<RouteFamilies>,
     responses_by_code: Family<CodeLabels, Counter>,
     response_flags: Family<FlagLabels, Counter>,
     codes: Box<[OnceLock<Counter>]>,
@@ -68,7 +68,29 @@ pub struct HttpStats {
     jwt_authn: Family<AuthzResultLabels, Counter>,
 }
 
+/// The families with one series set per route, shared with the routes'
+/// handles so that each creates its series on first use.
+struct RouteFamilies {
+    requests: Family<RouteClassLabels, Counter>,
+    duration: HistogramFamily<RouteLabels>,
+    request_bytes: Family<RouteLabels, Counter>,
+    response_bytes: Family<RouteLabels, Counter>,
+    /// The `DC` response flag's counter, one for all routes.
+    downstream_terminations: Counter,
+}
+
 pub struct UpstreamStats {
+    clusters: Arc<ClusterFamilies>,
+    endpoints: Family<ClusterLabels, Gauge>,
+    endpoints_healthy: Family<ClusterLabels, Gauge>,
+    breaker_open: Family<BreakerLabels, Gauge>,
+    breaker_remaining: Family<BreakerLabels, Gauge>,
+    overflow: Family<BreakerLabels, Counter>,
+}
+
+/// The families a cluster's requests and connections count in, shared with
+/// the clusters' handles so that each creates its series on first use.
+struct ClusterFamilies {
     requests: Family<ClusterClassLabels, Counter>,
     duration: HistogramFamily<ClusterLabels>,
     active_requests: Family<ClusterLabels, Gauge>,
@@ -76,11 +98,6 @@ pub struct UpstreamStats {
     connections_active: Family<ClusterLabels, Gauge>,
     connect_failures: Family<ClusterLabels, Counter>,
     connect_timeouts: Family<ClusterLabels, Counter>,
-    endpoints: Family<ClusterLabels, Gauge>,
-    endpoints_healthy: Family<ClusterLabels, Gauge>,
-    breaker_open: Family<BreakerLabels, Gauge>,
-    breaker_remaining: Family<BreakerLabels, Gauge>,
-    overflow: Family<BreakerLabels, Counter>,
     retries: Family<ClusterLabels, Counter>,
     retries_skipped: Family<ClusterLabels, Counter>,
     ejections: Family<ClusterLabels, Counter>,
@@ -234,13 +251,20 @@ pub struct ListenerStats {
 
 impl HttpStats {
     fn register(registry: &mut Registry) -> Self {
-        let stats = HttpStats {
+        let response_flags: Family<FlagLabels, Counter> = Family::default();
+        let downstream_terminations =
+            response_flags.get_or_create_owned(&FlagLabels { flag: ResponseFlag::DownstreamConnectionTermination.as_str() });
+        let routes = RouteFamilies {
             requests: Family::default(),
             duration: Family::new_with_constructor(duration_buckets),
             request_bytes: Family::default(),
             response_bytes: Family::default(),
+            downstream_terminations,
+        };
+        let stats = HttpStats {
+            routes: Arc::new(routes),
             responses_by_code: Family::default(),
-            response_flags: Family::default(),
+            response_flags,
             codes: (0..600).map(|_| OnceLock::new()).collect(),
             local_rate_limited: Family::default(),
             ext_authz: Family::default(),
@@ -264,16 +288,16 @@ impl HttpStats {
         registry.register(
             "http_requests",
             "HTTP requests per virtual host and route by response code class; route \"none\" counts requests no route matched",
-            stats.requests.clone(),
+            stats.routes.requests.clone(),
         );
         registry.register_with_unit(
             "http_request_duration",
             "Time from request headers to the end of the response, per virtual host and route",
             Unit::Seconds,
-            stats.duration.clone(),
+            stats.routes.duration.clone(),
         );
-        registry.register_with_unit("http_request_body", "Request body bytes received", Unit::Bytes, stats.request_bytes.clone());
-        registry.register_with_unit("http_response_body", "Response body bytes sent", Unit::Bytes, stats.response_bytes.clone());
+        registry.register_with_unit("http_request_body", "Request body bytes received", Unit::Bytes, stats.routes.request_bytes.clone());
+        registry.register_with_unit("http_response_body", "Response body bytes sent", Unit::Bytes, stats.routes.response_bytes.clone());
         registry.register("http_responses_by_code", "HTTP responses by status code", stats.responses_by_code.clone());
         registry.register(
             "http_response_flags",
@@ -284,24 +308,13 @@ impl HttpStats {
     }
 
     /// Handles for one route; `route` is `none` for requests that matched
-    /// no route.
+    /// no route. The series are created when a request first counts.
     pub fn route(&self, virtual_host: &str, route: &str) -> Arc<RouteStats> {
-        let class = |code_class: &'static str| {
-            self.requests.get_or_create_owned(&RouteClassLabels {
-                virtual_host: virtual_host.to_string(),
-                route: route.to_string(),
-                code_class,
-            })
-        };
-        let labels = RouteLabels { virtual_host: virtual_host.to_string(), route: route.to_string() };
         Arc::new(RouteStats {
-            by_class: [class("1xx"), class("2xx"), class("3xx"), class("4xx"), class("5xx")],
-            duration: self.duration.get_or_create_owned(&labels),
-            request_bytes: self.request_bytes.get_or_create_owned(&labels),
-            response_bytes: self.response_bytes.get_or_create_owned(&labels),
-            downstream_terminations: self
-                .response_flags
-                .get_or_create_owned(&FlagLabels { flag: ResponseFlag::DownstreamConnectionTermination.as_str() }),
+            virtual_host: virtual_host.into(),
+            route: route.into(),
+            families: self.routes.clone(),
+            series: OnceLock::new(),
         })
     }
 
@@ -333,8 +346,45 @@ impl HttpStats {
     }
 }
 
-/// Counters of one route.
+/// Counters of one route, created on first use; field access goes through
+/// `Deref` to the route's series.
 pub struct RouteStats {
+    virtual_host: Box<str>,
+    route: Box<str>,
+    families: Arc<RouteFamilies>,
+    series: OnceLock<RouteSeries>,
+}
+
+impl Deref for RouteStats {
+    type Target = RouteSeries;
+
+    fn deref(&self) -> &RouteSeries {
+        self.series.get_or_init(|| self.families.series(&self.virtual_host, &self.route))
+    }
+}
+
+impl RouteFamilies {
+    fn series(&self, virtual_host: &str, route: &str) -> RouteSeries {
+        let class = |code_class: &'static str| {
+            self.requests.get_or_create_owned(&RouteClassLabels {
+                virtual_host: virtual_host.to_string(),
+                route: route.to_string(),
+                code_class,
+            })
+        };
+        let labels = RouteLabels { virtual_host: virtual_host.to_string(), route: route.to_string() };
+        RouteSeries {
+            by_class: [class("1xx"), class("2xx"), class("3xx"), class("4xx"), class("5xx")],
+            duration: self.duration.get_or_create_owned(&labels),
+            request_bytes: self.request_bytes.get_or_create_owned(&labels),
+            response_bytes: self.response_bytes.get_or_create_owned(&labels),
+            downstream_terminations: self.downstream_terminations.clone(),
+        }
+    }
+}
+
+/// The series of one route.
+pub struct RouteSeries {
     by_class: [Counter; 5],
     pub duration: Histogram,
     pub request_bytes: Counter,
@@ -344,7 +394,7 @@ pub struct RouteStats {
     pub downstream_terminations: Counter,
 }
 
-impl RouteStats {
+impl RouteSeries {
     pub fn count_status(&self, status: u16) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.by_class[class].inc();
@@ -353,7 +403,7 @@ impl RouteStats {
 
 impl UpstreamStats {
     fn register(registry: &mut Registry) -> Self {
-        let stats = UpstreamStats {
+        let clusters = ClusterFamilies {
             requests: Family::default(),
             duration: Family::new_with_constructor(duration_buckets),
             active_requests: Family::default(),
@@ -361,29 +411,33 @@ impl UpstreamStats {
             connections_active: Family::default(),
             connect_failures: Family::default(),
             connect_timeouts: Family::default(),
-            endpoints: Family::default(),
-            endpoints_healthy: Family::default(),
-            breaker_open: Family::default(),
-            breaker_remaining: Family::default(),
-            overflow: Family::default(),
             retries: Family::default(),
             retries_skipped: Family::default(),
             ejections: Family::default(),
             endpoints_ejected: Family::default(),
             health_checks: Family::default(),
         };
-        registry.register("upstream_requests", "Upstream requests per cluster by response code class", stats.requests.clone());
+        let stats = UpstreamStats {
+            clusters: Arc::new(clusters),
+            endpoints: Family::default(),
+            endpoints_healthy: Family::default(),
+            breaker_open: Family::default(),
+            breaker_remaining: Family::default(),
+            overflow: Family::default(),
+        };
+        let clusters = &stats.clusters;
+        registry.register("upstream_requests", "Upstream requests per cluster by response code class", clusters.requests.clone());
         registry.register_with_unit(
             "upstream_request_duration",
             "Time from sending the request upstream to the end of the response headers, per cluster",
             Unit::Seconds,
-            stats.duration.clone(),
+            clusters.duration.clone(),
         );
-        registry.register("upstream_requests_active", "Upstream requests in flight, per cluster", stats.active_requests.clone());
-        registry.register("upstream_connections_opened", "Upstream connections opened, per cluster", stats.connections_opened.clone());
-        registry.register("upstream_connections_active", "Upstream connections open now, per cluster", stats.connections_active.clone());
-        registry.register("upstream_connect_failures", "Upstream connection attempts refused or failed, per cluster", stats.connect_failures.clone());
-        registry.register("upstream_connect_timeouts", "Upstream connection attempts that timed out, per cluster", stats.connect_timeouts.clone());
+        registry.register("upstream_requests_active", "Upstream requests in flight, per cluster", clusters.active_requests.clone());
+        registry.register("upstream_connections_opened", "Upstream connections opened, per cluster", clusters.connections_opened.clone());
+        registry.register("upstream_connections_active", "Upstream connections open now, per cluster", clusters.connections_active.clone());
+        registry.register("upstream_connect_failures", "Upstream connection attempts refused or failed, per cluster", clusters.connect_failures.clone());
+        registry.register("upstream_connect_timeouts", "Upstream connection attempts that timed out, per cluster", clusters.connect_timeouts.clone());
         registry.register("upstream_endpoints", "Endpoints of each warm cluster", stats.endpoints.clone());
         registry.register("upstream_endpoints_healthy", "Endpoints of each warm cluster that take traffic", stats.endpoints_healthy.clone());
         registry.register(
@@ -396,14 +450,14 @@ impl UpstreamStats {
             "Units left before a circuit breaker is full, per cluster, priority and resource",
             stats.breaker_remaining.clone(),
         );
-        registry.register("upstream_retries", "Retries sent, per cluster", stats.retries.clone());
-        registry.register("upstream_outlier_ejections", "Endpoints ejected by outlier detection, per cluster", stats.ejections.clone());
-        registry.register("upstream_endpoints_ejected", "Endpoints ejected now, per cluster", stats.endpoints_ejected.clone());
-        registry.register("upstream_health_checks", "Active health checks by result (passed, failed), per cluster", stats.health_checks.clone());
+        registry.register("upstream_retries", "Retries sent, per cluster", clusters.retries.clone());
+        registry.register("upstream_outlier_ejections", "Endpoints ejected by outlier detection, per cluster", clusters.ejections.clone());
+        registry.register("upstream_endpoints_ejected", "Endpoints ejected now, per cluster", clusters.endpoints_ejected.clone());
+        registry.register("upstream_health_checks", "Active health checks by result (passed, failed), per cluster", clusters.health_checks.clone());
         registry.register(
             "upstream_retries_skipped",
             "Retries not sent because the request body was too large to replay (1 MiB), per cluster",
-            stats.retries_skipped.clone(),
+            clusters.retries_skipped.clone(),
         );
         registry.register(
             "upstream_overflow",
@@ -428,28 +482,16 @@ impl UpstreamStats {
         }
     }
 
-    /// Handles for one cluster.
+    /// Handles for one cluster. Only the endpoint gauges, which read before
+    /// any traffic, are created now; the other series on first use.
     pub fn cluster(&self, cluster: &str) -> Arc<ClusterStats> {
         let labels = ClusterLabels { cluster: cluster.to_string() };
-        let class = |code_class: &'static str| {
-            self.requests.get_or_create_owned(&ClusterClassLabels { cluster: cluster.to_string(), code_class })
-        };
         Arc::new(ClusterStats {
-            by_class: [class("1xx"), class("2xx"), class("3xx"), class("4xx"), class("5xx")],
-            duration: self.duration.get_or_create_owned(&labels),
-            active_requests: self.active_requests.get_or_create_owned(&labels),
-            connections_opened: self.connections_opened.get_or_create_owned(&labels),
-            connections_active: self.connections_active.get_or_create_owned(&labels),
-            connect_failures: self.connect_failures.get_or_create_owned(&labels),
-            connect_timeouts: self.connect_timeouts.get_or_create_owned(&labels),
             endpoints: self.endpoints.get_or_create_owned(&labels),
             endpoints_healthy: self.endpoints_healthy.get_or_create_owned(&labels),
-            retries: self.retries.get_or_create_owned(&labels),
-            retries_skipped: self.retries_skipped.get_or_create_owned(&labels),
-            ejections: self.ejections.get_or_create_owned(&labels),
-            endpoints_ejected: self.endpoints_ejected.get_or_create_owned(&labels),
-            health_checks_passed: self.health_checks.get_or_create_owned(&HealthCheckLabels { cluster: cluster.to_string(), result: "passed" }),
-            health_checks_failed: self.health_checks.get_or_create_owned(&HealthCheckLabels { cluster: cluster.to_string(), result: "failed" }),
+            cluster: labels.cluster.into(),
+            families: self.clusters.clone(),
+            series: OnceLock::new(),
         })
     }
 
@@ -461,8 +503,54 @@ impl UpstreamStats {
     }
 }
 
-/// Counters of one cluster, shared by its endpoint pools.
+/// Counters of one cluster, shared by its endpoint pools and carried over
+/// to the cluster's next handle on updates. Field access goes through
+/// `Deref` to the series that are created on first use.
 pub struct ClusterStats {
+    pub endpoints: Gauge,
+    pub endpoints_healthy: Gauge,
+    cluster: Box<str>,
+    families: Arc<ClusterFamilies>,
+    series: OnceLock<ClusterSeries>,
+}
+
+impl Deref for ClusterStats {
+    type Target = ClusterSeries;
+
+    fn deref(&self) -> &ClusterSeries {
+        self.series.get_or_init(|| self.families.series(&self.cluster))
+    }
+}
+
+impl ClusterFamilies {
+    fn series(&self, cluster: &str) -> ClusterSeries {
+        let labels = ClusterLabels { cluster: cluster.to_string() };
+        let class = |code_class: &'static str| {
+            self.requests.get_or_create_owned(&ClusterClassLabels { cluster: cluster.to_string(), code_class })
+        };
+        let health_check = |result: &'static str| {
+            self.health_checks.get_or_create_owned(&HealthCheckLabels { cluster: cluster.to_string(), result })
+        };
+        ClusterSeries {
+            by_class: [class("1xx"), class("2xx"), class("3xx"), class("4xx"), class("5xx")],
+            duration: self.duration.get_or_create_owned(&labels),
+            active_requests: self.active_requests.get_or_create_owned(&labels),
+            connections_opened: self.connections_opened.get_or_create_owned(&labels),
+            connections_active: self.connections_active.get_or_create_owned(&labels),
+            connect_failures: self.connect_failures.get_or_create_owned(&labels),
+            connect_timeouts: self.connect_timeouts.get_or_create_owned(&labels),
+            retries: self.retries.get_or_create_owned(&labels),
+            retries_skipped: self.retries_skipped.get_or_create_owned(&labels),
+            ejections: self.ejections.get_or_create_owned(&labels),
+            endpoints_ejected: self.endpoints_ejected.get_or_create_owned(&labels),
+            health_checks_passed: health_check("passed"),
+            health_checks_failed: health_check("failed"),
+        }
+    }
+}
+
+/// The series of one cluster's requests and connections.
+pub struct ClusterSeries {
     by_class: [Counter; 5],
     pub duration: Histogram,
     pub active_requests: Gauge,
@@ -470,8 +558,6 @@ pub struct ClusterStats {
     pub connections_active: Gauge,
     pub connect_failures: Counter,
     pub connect_timeouts: Counter,
-    pub endpoints: Gauge,
-    pub endpoints_healthy: Gauge,
     pub retries: Counter,
     pub retries_skipped: Counter,
     pub ejections: Counter,
@@ -480,7 +566,7 @@ pub struct ClusterStats {
     pub health_checks_failed: Counter,
 }
 
-impl ClusterStats {
+impl ClusterSeries {
     pub fn count_status(&self, status: u16) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.by_class[class].inc();
@@ -553,5 +639,38 @@ impl XdsStats {
             self.version.remove(&XdsVersionLabels { resource_type: type_name, version: previous });
         }
         self.version.get_or_create(&XdsVersionLabels { resource_type: type_name, version: version.to_string() }).set(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_series_wait_for_first_use() {
+        let stats = ProxyStats::new();
+        let cluster = stats.upstream.cluster("idle");
+        cluster.endpoints.set(2);
+
+        let text = stats.encode();
+        assert!(text.contains("legate_upstream_endpoints{cluster=\"idle\"} 2"), "{text}");
+        assert!(!text.contains("legate_upstream_requests_total{cluster=\"idle\""), "{text}");
+
+        cluster.count_status(200);
+        let text = stats.encode();
+        assert!(text.contains("legate_upstream_requests_total{cluster=\"idle\",code_class=\"2xx\"} 1"), "{text}");
+    }
+
+    #[test]
+    fn route_series_wait_for_first_use() {
+        let stats = ProxyStats::new();
+        let route = stats.http.route("all", "r1");
+        assert!(!stats.encode().contains("route=\"r1\""));
+
+        route.count_status(404);
+        let again = stats.http.route("all", "r1");
+        again.count_status(404);
+        let text = stats.encode();
+        assert!(text.contains("legate_http_requests_total{virtual_host=\"all\",route=\"r1\",code_class=\"4xx\"} 2"), "{text}");
     }
 }

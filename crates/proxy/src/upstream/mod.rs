@@ -97,6 +97,7 @@ impl UpstreamError {
 pub struct ClusterHandle {
     pub config: Arc<Cluster>,
     pub balancer: LoadBalancer,
+    /// Metric handles, carried over from the previous handle like `circuit`.
     pub stats: Arc<ClusterStats>,
     /// Circuit breakers, carried over from the previous handle of the same
     /// cluster so that counts survive updates.
@@ -116,7 +117,9 @@ impl ClusterHandle {
     ) -> Self {
         let circuit = previous.map_or_else(|| ClusterCircuit::new(&config.name, stats), |p| p.circuit.clone());
         circuit.publish_limits(&config.circuit_breakers);
-        let stats = stats.cluster(&config.name);
+        // The previous handle's series carry over, so counters survive updates
+        // and a changed cluster creates no series.
+        let stats = previous.map_or_else(|| stats.cluster(&config.name), |p| p.stats.clone());
         stats.endpoints.set(endpoints.len() as i64);
         stats.endpoints_healthy.set(endpoints.iter().filter(|(_, e)| e.is_routable()).count() as i64);
         let settings = PoolSettings {

@@ -17,7 +17,7 @@ use legate_config::ResourceType;
 
 use prost::Message;
 
-use super::client::{AdsClient, StreamEnd, MAX_RESPONSE_BYTES};
+use super::client::{apply, off_worker, AdsClient, StreamEnd, MAX_RESPONSE_BYTES};
 use crate::manager::Rejected;
 
 /// Subscription state of one resource type, kept across streams.
@@ -148,8 +148,13 @@ impl AdsClient {
         };
 
         let retained = self.delta.entry(resource_type).or_default().names_after(&response);
-        let (resources, mut rejected) = decode_resources(&response);
-        rejected.extend(self.apply(resource_type, &resources, &retained, &response.system_version_info));
+        let manager = self.manager.clone();
+        let (response, rejected) = off_worker(move || {
+            let (resources, mut rejected) = decode_resources(&response);
+            rejected.extend(apply(&manager, resource_type, &resources, &retained, &response.system_version_info));
+            (response, rejected)
+        })
+        .await;
 
         let stats = &self.manager.stats().xds;
         stats.count_update(resource_type.short_name(), rejected.is_empty());
