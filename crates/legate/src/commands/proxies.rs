@@ -140,6 +140,7 @@ mod tests {
             connected_at: None,
             last_seen: None,
             types: vec![status("2", "1", "2", "cluster \"web\": unsupported field")],
+            ..Default::default()
         };
 
         let table = render_table(std::slice::from_ref(&proxy));

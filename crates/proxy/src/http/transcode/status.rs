@@ -155,7 +155,7 @@ mod tests {
         assert_eq!(response.status(), StatusCode::NOT_FOUND);
         assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
         let body: serde_json::Value = serde_json::from_slice(&body_of(&response)).unwrap();
-        assert_eq!(body, json!({ "code": 5, "message": "not here", "details": [] }));
+        assert_eq!(body, json!({ "code": 5, "message": "not here" }));
     }
 
     #[test]
