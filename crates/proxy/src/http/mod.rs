@@ -140,7 +140,7 @@ async fn respond(request: Request<Incoming>, connection: &ConnectionContext, sta
     let snapshot = connection.store.load_full();
     let chain = snapshot.listeners.get(&connection.listener).and_then(|listener| connection_chain(listener, connection));
     let Some(listener) = chain else {
-        let stats = connection.stats.http.route("none", "none");
+        let stats = connection.stats.http.unrouted();
         let reply = local_reply(StatusCode::SERVICE_UNAVAILABLE, "the listener or its filter chain was removed");
         return record(reply, stats, start, connection, None);
     };
@@ -148,7 +148,7 @@ async fn respond(request: Request<Incoming>, connection: &ConnectionContext, sta
 
     let (mut parts, body) = request.into_parts();
     if let Some(reply) = check_request(&mut parts, &listener.http) {
-        let stats = connection.stats.http.route("none", "none");
+        let stats = connection.stats.http.unrouted();
         let entry = (!listener.access_logs.is_empty()).then(|| (listener.access_logs.clone(), RequestRecord::new(&parts, connection.remote, None)));
         return record(reply, stats, start, connection, entry);
     }
@@ -166,7 +166,7 @@ async fn respond(request: Request<Incoming>, connection: &ConnectionContext, sta
             transcode::Start::Pass => None,
             transcode::Start::Call(call) => Some(call),
             transcode::Start::Reply(reply) => {
-                let stats = connection.stats.http.route("none", "none");
+                let stats = connection.stats.http.unrouted();
                 let entry = (!listener.access_logs.is_empty()).then(|| (listener.access_logs.clone(), RequestRecord::new(&parts, connection.remote, None)));
                 return record(*reply, stats, start, connection, entry);
             }

@@ -66,6 +66,9 @@ pub struct HttpStats {
     local_rate_limited: Family<StatPrefixLabels, Counter>,
     ext_authz: Family<AuthzResultLabels, Counter>,
     jwt_authn: Family<AuthzResultLabels, Counter>,
+    /// The handles of route `none`, made once and shared by every request
+    /// that no route takes.
+    unrouted: OnceLock<Arc<RouteStats>>,
 }
 
 /// The families with one series set per route, shared with the routes'
@@ -269,6 +272,7 @@ impl HttpStats {
             local_rate_limited: Family::default(),
             ext_authz: Family::default(),
             jwt_authn: Family::default(),
+            unrouted: OnceLock::new(),
         };
         registry.register(
             "http_ext_authz",
@@ -305,6 +309,12 @@ impl HttpStats {
             stats.response_flags.clone(),
         );
         stats
+    }
+
+    /// Handles of route `none` in virtual host `none`: requests rejected
+    /// before routing, or that matched no route.
+    pub fn unrouted(&self) -> Arc<RouteStats> {
+        self.unrouted.get_or_init(|| self.route("none", "none")).clone()
     }
 
     /// Handles for one route; `route` is `none` for requests that matched
