@@ -410,3 +410,12 @@ static_resources:
     assert!(error.contains("cluster \"authz\" does not exist"), "got {error}");
     assert!(error.contains("grpc_service.envoy_grpc.cluster_name"), "got {error}");
 }
+
+#[test]
+fn static_cluster_without_load_assignment_has_no_hosts() {
+    let decoded = decode(&cluster_yaml("  name: empty\n  type: STATIC\n  connect_timeout: 1s\n")).unwrap();
+    let Some(Resource::Cluster(cluster)) = decoded.first() else { panic!("a cluster: {decoded:?}") };
+    let assignment = cluster.load_assignment.as_ref().expect("an empty assignment");
+    assert_eq!(assignment.cluster_name, "empty");
+    assert!(assignment.endpoints.is_empty());
+}

@@ -10,7 +10,7 @@ use super::listener::{ads_source, http2_settings};
 use super::{decode_message, duration, enum_value, note_ignored, required_name, timeout_or};
 use crate::error::Collector;
 use crate::model::{
-    CircuitBreakers, Cluster, DiscoveryType, Http2Settings, LbPolicy, Priority, RetryBudget, Thresholds, UpstreamProtocol,
+    CircuitBreakers, Cluster, ClusterLoadAssignment, DiscoveryType, Http2Settings, LbPolicy, Priority, RetryBudget, Thresholds, UpstreamProtocol,
 };
 
 /// Envoy's defaults.
@@ -46,10 +46,9 @@ pub fn cluster(proto: &api::Cluster, errors: &mut Collector) -> Option<Cluster> 
             let allow_hostname = matches!(discovery, DiscoveryType::StrictDns { .. });
             errors.at("load_assignment", |errors| super::endpoint::assignment(assignment, allow_hostname, errors))
         }
-        (Some(_), None) => {
-            errors.missing("load_assignment");
-            None
-        }
+        // As in Envoy, a cluster with no load_assignment has no hosts: its
+        // requests get 503 until an update gives it endpoints.
+        (Some(_), None) => Some(ClusterLoadAssignment { cluster_name: proto.name.clone(), endpoints: Vec::new() }),
     };
 
     let circuit_breakers = match &proto.circuit_breakers {
