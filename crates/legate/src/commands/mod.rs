@@ -24,7 +24,7 @@ pub const DEFAULT_SERVER: &str = "127.0.0.1:18000";
 /// `--if-version` (exit code 1).
 pub const EXIT_RETRY: u8 = 3;
 
-/// Whether a failed change is worth retrying as it is.
+/// Tells whether a failed change is worth retrying as it is.
 pub fn retry_later(code: tonic::Code) -> bool {
     matches!(code, tonic::Code::Unavailable | tonic::Code::Aborted)
 }
