@@ -206,6 +206,34 @@ impl ConfigManager {
         rejected
     }
 
+    /// Tells, for each resource of `resource_type` in a response, whether its
+    /// bytes equal those of the accepted resource of the same name, and
+    /// marks those as accepted at `version`: they need no decoding and no
+    /// rebuild. Static resources never match, so a response naming one is
+    /// still rejected.
+    pub fn keep_unchanged(&self, resource_type: ResourceType, resources: &[(&str, &prost_types::Any)], version: &str) -> Vec<bool> {
+        let mut state = self.lock();
+        resources
+            .iter()
+            .map(|(name, any)| {
+                let accepted = match resource_type {
+                    ResourceType::Cluster => state.clusters.get_mut(*name).filter(|entry| !entry.is_static).map(|entry| (&entry.raw, &mut entry.version)),
+                    ResourceType::Listener => state.listeners.get_mut(*name).filter(|entry| !entry.is_static).map(|entry| (&entry.raw, &mut entry.version)),
+                    ResourceType::RouteConfiguration => state.route_configs.get_mut(*name).map(|entry| (&entry.raw, &mut entry.version)),
+                    ResourceType::ClusterLoadAssignment => state.assignments.get_mut(*name).map(|entry| (&entry.raw, &mut entry.version)),
+                    ResourceType::Secret => state.secrets.get_mut(*name).map(|entry| (&entry.raw, &mut entry.version)),
+                };
+                match accepted {
+                    Some((Some(raw), accepted_version)) if raw.type_url == any.type_url && raw.value == any.value => {
+                        *accepted_version = version.to_string();
+                        true
+                    }
+                    _ => false,
+                }
+            })
+            .collect()
+    }
+
     /// Applies an EDS response. Assignments absent from it stay, because
     /// state-of-the-world responses for non-wildcard types are not complete
     /// sets.
@@ -820,4 +848,45 @@ fn active_listener(entry: &ListenerEntry, route_configs: &HashMap<String, Versio
         })
         .collect::<Option<Vec<_>>>()?;
     Some(ActiveListener { chains: chains.into(), tls: entry.tls.clone() })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use legate_config::resource::decode_any;
+    use legate_config::{Resource, ResourceType};
+
+    use super::ConfigManager;
+    use crate::listener::ListenerSet;
+    use crate::stats::ProxyStats;
+
+    fn cluster(timeout: &str) -> prost_types::Any {
+        let yaml = format!(
+            "resources:\n- \"@type\": type.googleapis.com/envoy.config.cluster.v3.Cluster\n  name: web\n  type: STATIC\n  connect_timeout: {timeout}\n"
+        );
+        legate_config::text::parse_resources(&yaml).expect("valid cluster").remove(0)
+    }
+
+    #[tokio::test]
+    async fn unchanged_bytes_need_no_decoding() {
+        let stats = ProxyStats::new();
+        let store = crate::snapshot::new_store();
+        let manager = ConfigManager::new(store.clone(), ListenerSet::new(store, stats.clone()), stats);
+        let accepted = cluster("1s");
+        let Ok(decoded) = decode_any(&accepted) else { panic!("the cluster decodes") };
+        let Resource::Cluster(model) = decoded.value else { panic!("a cluster") };
+        let rejected = manager.update_clusters(vec![(model, accepted.clone())], &HashSet::from(["web".to_string()]), "1");
+        assert!(rejected.is_empty(), "{rejected:?}");
+
+        let same = manager.keep_unchanged(ResourceType::Cluster, &[("web", &accepted)], "2");
+        assert_eq!(same, [true]);
+
+        let changed = cluster("2s");
+        let different = manager.keep_unchanged(ResourceType::Cluster, &[("web", &changed), ("other", &accepted)], "3");
+        assert_eq!(different, [false, false]);
+
+        let other_type = manager.keep_unchanged(ResourceType::Listener, &[("web", &accepted)], "4");
+        assert_eq!(other_type, [false]);
+    }
 }
