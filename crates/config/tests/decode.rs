@@ -1,6 +1,8 @@
 //! Decoding Envoy-format YAML into Legate's model: what is accepted, what
 //! is rejected, and how errors name the problem.
 
+mod support;
+
 use legate_api::envoy::config::bootstrap::v3::Bootstrap;
 use legate_config::model::{ClusterSelection, DiscoveryType, LbPolicy, RouteAction, UpstreamProtocol};
 use legate_config::resource::decode_any;
@@ -268,23 +270,7 @@ fn empty_or_shapeless_files_are_explained() {
 /// Renders a listener whose connection manager runs `filter` (an `http_filters`
 /// item body, indented by eight spaces) before the router.
 fn listener_with_filter(filter: &str) -> String {
-    format!(
-        r#"resources:
-- "@type": type.googleapis.com/envoy.config.listener.v3.Listener
-  name: l
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 1 }} }}
-  filter_chains:
-  - filters:
-    - name: envoy.filters.network.http_connection_manager
-      typed_config:
-        "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-        stat_prefix: s
-        rds: {{ route_config_name: r, config_source: {{ ads: {{}} }} }}
-        http_filters:
-{filter}
-        - name: envoy.filters.http.router
-"#
-    )
+    support::listener_with_filters(support::RDS, filter)
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! Decoding the gRPC-JSON transcoder filter: the descriptor set, the
 //! services, the fields Legate rejects by name and the per-route config.
 
+mod support;
+
 use base64::Engine;
 use prost::Message;
 use prost_types::{DescriptorProto, FieldDescriptorProto, FileDescriptorProto, FileDescriptorSet, MethodDescriptorProto, ServiceDescriptorProto};
@@ -38,26 +40,16 @@ fn descriptor_set() -> String {
 /// Decodes a listener whose connection manager runs the transcoder with
 /// `fields`, and whose one route carries `route_extra`.
 fn decode(fields: &str, route_extra: &str) -> Result<Listener, String> {
-    let yaml = format!(
-        r#"resources:
-- "@type": type.googleapis.com/envoy.config.listener.v3.Listener
-  name: l
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 8080 }} }}
-  filter_chains:
-  - filters:
-    - name: envoy.filters.network.http_connection_manager
-      typed_config:
-        "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-        stat_prefix: s
-        route_config:
+    let routes = format!(
+        r#"        route_config:
           name: r
-          virtual_hosts: [{{ name: all, domains: ["*"], routes: [{{ match: {{ prefix: "/" }}, direct_response: {{ status: 200 }} {route_extra} }}] }}]
-        http_filters:
-        - name: envoy.filters.http.grpc_json_transcoder
-          typed_config: {{ "@type": {TRANSCODER_TYPE}, {fields} }}
-        - name: envoy.filters.http.router
-"#
+          virtual_hosts: [{{ name: all, domains: ["*"], routes: [{{ match: {{ prefix: "/" }}, direct_response: {{ status: 200 }} {route_extra} }}] }}]"#
     );
+    let filter = format!(
+        r#"        - name: envoy.filters.http.grpc_json_transcoder
+          typed_config: {{ "@type": {TRANSCODER_TYPE}, {fields} }}"#
+    );
+    let yaml = support::listener_with_filters(&routes, &filter);
     let resources = parse_resources(&yaml).map_err(|errors| errors.to_string())?;
     match decode_any(&resources[0]).map_err(|errors| errors.to_string())?.value {
         Resource::Listener(listener) => Ok(listener),

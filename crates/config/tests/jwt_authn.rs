@@ -2,6 +2,8 @@
 //! and unknown fields, bad JWKS, `remote_jwks` and unknown provider names
 //! are rejected with errors that name them.
 
+mod support;
+
 use legate_config::model::{HttpFilter, JwkKey, JwtRequirement};
 use legate_config::resource::decode_any;
 use legate_config::text::parse_resources;
@@ -15,20 +17,8 @@ const JWKS: &str = r#"{"keys":[{"kty":"EC","crv":"P-256","kid":"k1","x":"AQIDBAU
 /// (YAML fields of provider `main`, indented by 14 spaces) and `rules`.
 fn listener(provider: &str, rules: &str) -> String {
     let jwks = serde_json::to_string(JWKS).unwrap();
-    format!(
-        r#"resources:
-- "@type": type.googleapis.com/envoy.config.listener.v3.Listener
-  name: l
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 1 }} }}
-  filter_chains:
-  - filters:
-    - name: envoy.filters.network.http_connection_manager
-      typed_config:
-        "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-        stat_prefix: s
-        rds: {{ route_config_name: r, config_source: {{ ads: {{}} }} }}
-        http_filters:
-        - name: envoy.filters.http.jwt_authn
+    let filter = format!(
+        r#"        - name: envoy.filters.http.jwt_authn
           typed_config:
             "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
             providers:
@@ -36,10 +26,9 @@ fn listener(provider: &str, rules: &str) -> String {
                 local_jwks: {{ inline_string: {jwks} }}
 {provider}
             rules:
-{rules}
-        - name: envoy.filters.http.router
-"#
-    )
+{rules}"#
+    );
+    support::listener_with_filters(support::RDS, &filter)
 }
 
 const RULES: &str = "            - match: { prefix: / }\n              requires: { provider_name: main }";

@@ -5,7 +5,6 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
-use bytes::Bytes;
 use percent_encoding::percent_decode;
 use prost_reflect::DynamicMessage;
 use serde_json::json;
@@ -55,20 +54,24 @@ pub(super) fn local_error(status: StatusCode, code: Code, message: &str) -> Resp
 /// code a gRPC client would get and the HTTP status of that code. Headers
 /// such as `x-envoy-overloaded` and the access log's extensions stay.
 pub(super) fn local_reply_json(response: Response<ResponseBody>) -> Response<ResponseBody> {
-    let (mut parts, body) = response.into_parts();
+    let (parts, body) = response.into_parts();
     let code = Code::from_local_http(parts.status.as_u16());
     let message = match &body {
         ResponseBody::Local(Some(text)) => String::from_utf8_lossy(text).trim_end().to_string(),
         _ => String::new(),
     };
-    let json = serde_json::to_vec(&json!({ "code": code as u8, "message": message })).unwrap_or_default();
-    parts.status = http_status(code);
-    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(json.len()));
-    Response::from_parts(parts, ResponseBody::local(Bytes::from(json)))
+
+    let mut reply = local_error(http_status(code), code, &message);
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            reply.headers_mut().append(name, value.clone());
+        }
+    }
+    *reply.extensions_mut() = parts.extensions;
+    reply
 }
 
-/// The reply for a call that ended with an error status, read from
+/// Builds the reply for a call that ended with an error status, read from
 /// `status_headers` (trailers, or the headers of a trailers-only response).
 /// With `convert_grpc_status` the body is the `google.rpc.Status` as JSON,
 /// from `grpc-status-details-bin` when its types are in the descriptor set.
@@ -97,9 +100,9 @@ pub(super) fn status_reply(config: &GrpcJsonTranscoder, status_headers: &HeaderM
     json_response(status, body)
 }
 
-/// Decodes `grpc-status-details-bin` as a `google.rpc.Status` and prints it,
-/// or `None` when it is absent or a detail's type is not in the descriptor
-/// set; the body then carries the code and message only.
+/// Decodes `grpc-status-details-bin` as a `google.rpc.Status` and prints it.
+/// Returns `None` when it is absent or a detail's type is not in the
+/// descriptor set, so the body carries the code and message only.
 fn details_json(config: &GrpcJsonTranscoder, headers: &HeaderMap) -> Option<Vec<u8>> {
     let descriptor = config.status_message.clone()?;
     let encoded = headers.get(&GRPC_STATUS_DETAILS)?.as_bytes();
