@@ -148,7 +148,8 @@ async fn etcd_outage_keeps_config_and_recovers() {
     let status = client.apply(ApplyRequest::default()).await.expect_err("no apply while etcd is frozen");
     etcd.resume();
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
-    assert!(status.message().contains("etcd is unavailable") && status.message().contains("timed out"), "{}", status.message());
+    assert!(status.message().contains("etcd is unavailable"), "{}", status.message());
+    assert!(status.message().contains("timed out"), "{}", status.message());
     assert!(started.elapsed() < Duration::from_secs(10), "the apply failed after {:?}", started.elapsed());
 
     etcd.kill();
@@ -264,8 +265,8 @@ async fn rollout_counts_proxies_of_every_replica() {
     assert!(output_text(&status).contains("version 1: 2 applied, 0 rejected, 0 pending"), "{}", output_text(&status));
 
     // Only edge-c receives a listener on a port that is taken, so it alone NACKs.
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let bad = write(&dir, "bad.yaml", &unbindable_listener(taken.local_addr().unwrap()));
+    let occupied = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let bad = write(&dir, "bad.yaml", &unbindable_listener(occupied.local_addr().unwrap()));
     let rejected = apply_and_wait(a.address, &bad, &["--target-node", "edge-c"]);
     let text = output_text(&rejected);
     let proxies_on_c = output_text(&legate(&["proxies", "--server", &c.address.to_string()]));

@@ -93,8 +93,8 @@ async fn canary_apply_reaches_only_targeted_proxies() {
     assert!(history.lines().any(|line| line.starts_with("2 ") && line.ends_with("target cluster=canary")), "{history}");
 
     // A listener the stable proxy cannot bind, for that node only.
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let bad = write("bad.yaml", &unbindable_listener(taken.local_addr().unwrap()));
+    let occupied = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let bad = write("bad.yaml", &unbindable_listener(occupied.local_addr().unwrap()));
     let rejected = legate(&["apply", "-f", &bad, "--server", &server, "--target-node", "stable-node", "--wait", "--wait-timeout", "20"]);
     assert_eq!(rejected.status.code(), Some(1), "a NACK fails the wait: {}", report(&rejected));
     assert!(stdout(&rejected).contains("version 4: 0 applied, 1 rejected, 0 pending"), "{}", report(&rejected));

@@ -235,8 +235,8 @@ fn unknown_fields_of_any(value: &Value, path: &Location, errors: &mut Vec<Config
     unknown_fields_of(fields.iter().filter(|(key, _)| key.as_str() != "@type"), &inner, path, errors);
 }
 
-/// Where a value sits in a document, made into text only for an error, so
-/// that checking a large file allocates no path per field.
+/// Position of a value in a document. It becomes text only for an error, so
+/// checking a large file allocates no path per field.
 enum Location<'a> {
     Root(&'a str),
     Field(&'a Location<'a>, &'a str),

@@ -35,7 +35,7 @@ pub const DEFAULT_PREFIX: &str = "/legate";
 
 /// Time a read or commit may take before etcd counts as unavailable. A
 /// stopped etcd accepts connections but never responds, so only a deadline
-/// tells it apart from a slow one.
+/// distinguishes it from a slow one.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);

@@ -91,7 +91,7 @@ impl StateFile {
     pub fn save(&self, config: &StoredConfig) -> Result<(), PersistError> {
         // TODO: this JSON encoding through prost-reflect is about half of the
         // control plane's CPU for an apply of 10,000 resources (callgrind,
-        // release build); only the resources that changed need encoding anew.
+        // release build). Only the resources that changed need encoding anew.
         let text = json::to_json(config, STORED_CONFIG_MESSAGE)
             .map_err(|source| PersistError::Encode { path: self.path.clone(), source })?;
 

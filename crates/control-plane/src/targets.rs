@@ -234,19 +234,19 @@ pub(crate) fn restore_overlays(current: &Snapshot, candidate: Snapshot, restored
         let in_force = in_force.map_or(&empty, |in_force| &in_force.resources);
         let mut resources = BTreeMap::new();
         for (key, stored) in &overlay.resources {
-            let kept = match in_force.get(key) {
+            let resource = match in_force.get(key) {
                 Some(existing) if existing.same_bytes(stored) => existing.clone(),
                 Some(_) => restamped(stored, version, key, &mut changes.modified),
                 None => restamped(stored, version, key, &mut changes.added),
             };
-            resources.insert(key.clone(), kept);
+            resources.insert(key.clone(), resource);
         }
         overlays.push(Overlay { selector: overlay.selector.clone(), resources });
     }
     for in_force in current.overlays() {
         let restored = restored.iter().find(|overlay| overlay.selector == in_force.selector);
-        let gone = in_force.resources.keys().filter(|key| restored.is_none_or(|overlay| !overlay.resources.contains_key(*key)));
-        changes.removed.extend(gone.cloned());
+        let removed = in_force.resources.keys().filter(|key| restored.is_none_or(|overlay| !overlay.resources.contains_key(*key)));
+        changes.removed.extend(removed.cloned());
     }
 
     let mut type_versions = candidate.type_versions().clone();

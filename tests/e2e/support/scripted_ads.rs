@@ -64,7 +64,8 @@ impl AggregatedDiscoveryService for ScriptedAds {
 
     type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
 
-    /// Answers like a server that offers only state-of-the-world ADS.
+    /// Rejects delta ADS with UNIMPLEMENTED, as a server that offers only
+    /// state-of-the-world ADS does.
     async fn delta_aggregated_resources(
         &self,
         _request: Request<Streaming<DeltaDiscoveryRequest>>,

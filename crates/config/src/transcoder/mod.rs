@@ -95,7 +95,7 @@ pub struct MethodBinding {
     pub grpc_path: http::uri::PathAndQuery,
 }
 
-/// Where the request body goes in the request message.
+/// Target of the request body in the request message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BodyRule {
     /// No body: every field comes from the path and the query.

@@ -86,6 +86,7 @@ impl PathTemplate {
             Some(verb) => rest.strip_suffix(verb.as_str())?.strip_suffix(':')?,
             None => rest,
         };
+
         // Each request is tried against many templates, so a template that
         // does not match allocates nothing.
         let split = || rest.split('/').filter(|_| !rest.is_empty());
@@ -95,6 +96,7 @@ impl PathTemplate {
         if count < fixed || (!has_multi && count != fixed) {
             return None;
         }
+
         for (segment, part) in self.segments.iter().zip(split()) {
             let fits = match segment {
                 Segment::Literal(literal) => literal == part,
@@ -105,6 +107,7 @@ impl PathTemplate {
                 return None;
             }
         }
+
         let parts: Vec<&str> = split().collect();
         let values = self
             .variables

@@ -2,10 +2,10 @@
 //! per-resource versions, and removals, following the delta rules of Envoy's
 //! xDS protocol.
 //!
-//! A resource's version is a hash of its packed bytes, so a proxy that
-//! already has a resource at that version is never sent it again, on this
-//! stream or after a reconnect that lists it in `initial_resource_versions`,
-//! even to another replica or after a restart.
+//! A resource's version is a hash of its packed bytes, so every replica and
+//! every restart gives it the same version. A proxy that already has a
+//! resource at that version is not sent it again, on this stream or after a
+//! reconnect that lists it in `initial_resource_versions`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -124,9 +124,9 @@ impl DeltaType {
             .collect()
     }
 
-    /// Returns the names to send as removed: resources the proxy has that
-    /// are gone, and subscribed names that never existed, once each; among the
-    /// names in `only` if given.
+    /// Returns the names to send as removed, each once: resources the proxy
+    /// has that are gone, and subscribed names that never existed. With
+    /// `only`, the names are taken from that set alone.
     fn removals(&self, resource_type: ResourceType, snapshot: &Snapshot, only: Option<&BTreeSet<String>>) -> Vec<String> {
         let missing = |name: &str| snapshot.get(&ResourceKey::new(resource_type, name)).is_none();
         if let Some(only) = only {

@@ -150,7 +150,8 @@ mod tests {
         assert_eq!(lines.len(), 2);
         assert!(lines[0].starts_with("NODE"), "{table}");
         assert!(lines[1].contains("edge-1"), "{table}");
-        assert!(lines[0].contains("REPLICA") && lines[1].contains("cp-0"), "{table}");
+        assert!(lines[0].contains("REPLICA"), "{table}");
+        assert!(lines[1].contains("cp-0"), "{table}");
         assert!(lines[1].contains("NACK v2"), "{table}");
         assert_eq!(rejections.trim(), "edge-1 rejected CDS v2: cluster \"web\": unsupported field");
     }

@@ -170,7 +170,7 @@ impl AdsClient {
     }
 
     /// Returns the types the proxy needs now, in push order.
-    pub(super) fn wanted_types(&self) -> Vec<ResourceType> {
+    pub(super) fn needed_types(&self) -> Vec<ResourceType> {
         let mut wanted = Vec::new();
         if !self.manager.sds_names().is_empty() {
             wanted.push(ResourceType::Secret);
@@ -197,7 +197,7 @@ impl AdsClient {
             subscription.nonce.clear();
         }
         let mut node = Some(self.node_message());
-        for resource_type in self.wanted_types() {
+        for resource_type in self.needed_types() {
             let names = self.names_for(resource_type);
             let subscription = self.subscriptions.entry(resource_type).or_default();
             subscription.names = names;

@@ -2,7 +2,7 @@
 //! cluster's `UpstreamTlsContext` (server certificate checks and a client
 //! certificate for mutual TLS).
 //!
-//! HTTP/2 pings detect a control-plane replica that stopped answering
+//! HTTP/2 pings detect a control-plane replica that stopped responding
 //! without closing its connections (a frozen process, a lost host), so the
 //! stream fails and the client moves on to the next endpoint of the ADS
 //! cluster. A replica whose process ends closes its connections and is

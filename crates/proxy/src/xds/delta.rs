@@ -134,7 +134,7 @@ impl AdsClient {
             subscription.started = false;
         }
         let mut node = Some(self.node_message());
-        for resource_type in self.wanted_types() {
+        for resource_type in self.needed_types() {
             let names = self.names_for(resource_type);
             let request = self.delta.entry(resource_type).or_default().initial_request(resource_type, names, node.take());
             let _ = requests.send(request).await;

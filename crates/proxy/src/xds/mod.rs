@@ -1,7 +1,7 @@
 //! The ADS client: subscribes to listeners, routes, clusters and endpoints,
 //! applies each response through the config manager, and ACKs or NACKs it.
-//! It uses incremental (delta) ADS when the bootstrap asks for it and the
-//! control plane offers it, and state-of-the-world otherwise.
+//! It uses incremental (delta) ADS when the bootstrap sets a delta `api_type`
+//! and the control plane supports it, and state-of-the-world otherwise.
 
 mod changes;
 mod client;

@@ -136,9 +136,9 @@ impl Transcoding {
         Ok(DownstreamBody::buffered(grpc_frame(&message)))
     }
 
-    /// Converts the upstream's gRPC response. A reply the proxy made
+    /// Converts the upstream's gRPC response to JSON. A reply the proxy made
     /// itself (no healthy upstream, a timeout, an open circuit breaker)
-    /// becomes a JSON status too; an upstream response that is not gRPC goes
+    /// becomes a JSON status too. An upstream response that is not gRPC goes
     /// back unchanged.
     pub(super) async fn respond(self, response: Response<ResponseBody>) -> Response<ResponseBody> {
         if matches!(response.body(), ResponseBody::Local(_)) && !response.status().is_success() {
@@ -259,7 +259,7 @@ fn with_extensions(mut response: Response<ResponseBody>, extensions: http::Exten
     response
 }
 
-/// A transcoder config with no rules, for unit tests.
+/// Builds a transcoder config with no rules, for unit tests.
 #[cfg(test)]
 fn test_config() -> GrpcJsonTranscoder {
     GrpcJsonTranscoder {

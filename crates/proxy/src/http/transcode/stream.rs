@@ -177,15 +177,15 @@ mod tests {
         let stream = [&[0u8, 0, 0, 0, 2, 7, 8][..], &[1, 0, 0, 0, 0], &[0, 0, 0, 0, 1, 9]].concat();
         for size in 1..stream.len() {
             let mut partial = BytesMut::new();
-            let mut taken = Vec::new();
+            let mut messages = Vec::new();
             for chunk in stream.chunks(size) {
                 partial.extend_from_slice(chunk);
                 while let Some(message) = take_message(&mut partial) {
-                    taken.push(message);
+                    messages.push(message);
                 }
             }
             let expected = vec![(false, Bytes::from_static(&[7, 8])), (true, Bytes::new()), (false, Bytes::from_static(&[9]))];
-            assert_eq!(taken, expected, "chunks of {size} bytes");
+            assert_eq!(messages, expected, "chunks of {size} bytes");
             assert!(partial.is_empty());
         }
     }
