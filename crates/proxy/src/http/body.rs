@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 use prometheus_client::metrics::counter::Counter;
 use tokio::time::{Instant, Sleep};
 
+use super::join::Joined;
 use crate::stats::RouteStats;
 use crate::upstream::{UpstreamBody, UpstreamError};
 
@@ -49,13 +50,13 @@ pub struct DownstreamBody {
 }
 
 enum DownstreamSource {
-    Incoming(Incoming),
+    Incoming(Joined<Incoming>),
     Buffered(Option<Bytes>),
 }
 
 impl DownstreamBody {
     pub fn incoming(incoming: Incoming) -> Self {
-        DownstreamBody { source: DownstreamSource::Incoming(incoming), grpc: None, received: None }
+        DownstreamBody { source: DownstreamSource::Incoming(Joined::new(incoming)), grpc: None, received: None }
     }
 
     pub fn buffered(bytes: Bytes) -> Self {

@@ -12,6 +12,7 @@ mod frames;
 mod grpc_web;
 mod hash;
 mod headers;
+pub(crate) mod join;
 mod jwt_authn;
 mod local_ratelimit;
 mod local_reply;

@@ -28,6 +28,7 @@ use super::circuit::{ClusterCircuit, Resource, Slot};
 use super::UpstreamError;
 use crate::stats::ClusterStats;
 use crate::http::body::RequestBody;
+use crate::http::join::Joined;
 use crate::tls::UpstreamIo;
 
 /// Settings shared by every endpoint of a cluster.
@@ -544,7 +545,7 @@ impl StreamTimers {
 /// once read to its end. It fails the stream when the route timeout passes
 /// or the upstream is silent for longer than the idle timeout.
 pub struct UpstreamBody {
-    inner: Incoming,
+    inner: Joined<Incoming>,
     give_back: Option<(Arc<EndpointPool>, http1::SendRequest<RequestBody>)>,
     _active: ActiveRequest,
     timers: StreamTimers,
@@ -572,7 +573,7 @@ impl UpstreamBody {
         timers: StreamTimers,
     ) -> Self {
         let timer = timers.next_expiry().map(|at| Box::pin(tokio::time::sleep_until(at)));
-        let mut body = UpstreamBody { inner, give_back, _active: active, timers, timer, request_slot: None, retry_slots: Vec::new(), stream_slot: None, pushed_back: None, grpc_report: None };
+        let mut body = UpstreamBody { inner: Joined::new(inner), give_back, _active: active, timers, timer, request_slot: None, retry_slots: Vec::new(), stream_slot: None, pushed_back: None, grpc_report: None };
         if body.inner.is_end_stream() {
             body.release();
         }
