@@ -56,11 +56,23 @@ impl legate_proxy::LogLevels for LogFilter {
 }
 
 /// Builds the tokio runtime with `threads` workers, or one per core.
+///
+/// One worker gets tokio's current-thread scheduler, which runs woken tasks
+/// in the order they were woken. The multi-thread scheduler runs the task
+/// woken last first instead. For a proxy that means a connection's task
+/// runs as soon as one request is queued on it, and writes that request
+/// alone. In order, all the streams that arrived in one read queue their
+/// requests first, and the connection writes them in one system call.
 pub fn runtime_for(threads: &Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = threads {
-        builder.worker_threads((*threads).max(1));
-    }
+    let mut builder = match threads {
+        Some(threads) if *threads <= 1 => tokio::runtime::Builder::new_current_thread(),
+        Some(threads) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(*threads);
+            builder
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     builder.enable_all().build()
 }
 
