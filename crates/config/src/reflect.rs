@@ -218,7 +218,7 @@ mod tests {
 
     const PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 
-    /// A cluster whose protocol options, an `Any` in a map, end with `extra`.
+    /// Encodes a cluster whose protocol options, an `Any` in a map, end with `extra`.
     fn cluster_bytes(extra: &[u8]) -> Vec<u8> {
         let mut options = HttpProtocolOptions::default().encode_to_vec();
         options.extend_from_slice(extra);

@@ -15,6 +15,8 @@ use serde_json::{Map, Value};
 use crate::error::{ConfigError, ConfigErrors, ErrorKind};
 use crate::reflect;
 
+mod json;
+
 const ANY: &str = "google.protobuf.Any";
 
 /// Parses YAML or JSON text (JSON is YAML) into the message type `T`,
@@ -65,6 +67,9 @@ pub fn parse_resources(text: &str) -> Result<Vec<prost_types::Any>, ConfigErrors
 }
 
 fn parse_document(text: &str) -> Result<Value, ConfigErrors> {
+    if let Some(document) = json::parse_object(text) {
+        return Ok(document);
+    }
     let document: Value =
         serde_yaml_ng::from_str(text).map_err(|error| syntax_error(String::new(), error.to_string()))?;
     if document.is_null() {
