@@ -339,6 +339,8 @@ impl Store {
             return Ok(Some(ApplyOutcome { version: current.version(), ignored_fields: decoded.ignored_fields, ..Default::default() }));
         }
 
+        // The push waits for the synced save, so a proxy never runs a
+        // version that a restarted control plane would not restore.
         if let Saved::Superseded = self.save(&candidate).await? {
             tracing::info!(version = candidate.version(), "another replica committed this version first; retrying on its config");
             return Ok(None);
@@ -404,8 +406,8 @@ impl Store {
     }
 
     async fn save_to_file(state_file: StateFile, snapshot: &Snapshot) -> Result<(), ApplyError> {
-        let stored = snapshot.to_stored_config();
-        let saved = tokio::task::spawn_blocking(move || state_file.save(&stored)).await;
+        let (stored, resources) = snapshot.to_stored_parts();
+        let saved = tokio::task::spawn_blocking(move || state_file.save_parts(&stored, &resources)).await;
         match saved {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => {
