@@ -73,7 +73,7 @@ struct Breaker {
     overflow: AtomicU64,
 }
 
-/// What one breaker reads at a scrape.
+/// The counts of one breaker at a scrape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BreakerReading {
     pub priority: Priority,
