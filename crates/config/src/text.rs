@@ -97,10 +97,15 @@ fn parse_resource(value: &Value, path: &str) -> Result<prost_types::Any, ConfigE
         Some(descriptor) if !descriptor.full_name().starts_with("google.protobuf.") => descriptor,
         _ => return parse_value(value, ANY, path),
     };
-    let dynamic = deserialize(value, path, |tracked| {
-        let options = DeserializeOptions::new().deny_unknown_fields(true);
-        DynamicMessage::deserialize_with_options(descriptor, serde_path_to_error::Deserializer::new(fields_without_type(fields), tracked), &options)
-    })?;
+    // Tracking the path wraps every value, so it runs only to name the place
+    // where a resource failed.
+    let options = DeserializeOptions::new().deny_unknown_fields(true);
+    let dynamic = match DynamicMessage::deserialize_with_options(descriptor.clone(), fields_without_type(fields), &options) {
+        Ok(dynamic) => dynamic,
+        Err(_) => deserialize(value, path, |tracked| {
+            DynamicMessage::deserialize_with_options(descriptor, serde_path_to_error::Deserializer::new(fields_without_type(fields), tracked), &options)
+        })?,
+    };
     Ok(prost_types::Any { type_url: type_url.to_string(), value: dynamic.encode_to_vec() })
 }
 
