@@ -70,6 +70,7 @@ fn parse_document(text: &str) -> Result<Value, ConfigErrors> {
     if let Some(document) = json::parse_object(text) {
         return Ok(document);
     }
+    // TODO: serde_yaml_ng takes about half of `legate apply`'s CPU for a YAML file of 10,000 resources (perf, release build).
     let document: Value =
         serde_yaml_ng::from_str(text).map_err(|error| syntax_error(String::new(), error.to_string()))?;
     if document.is_null() {
