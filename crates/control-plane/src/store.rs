@@ -464,6 +464,7 @@ fn reject(errors: Vec<ConfigError>) -> ApplyError {
 
 /// Decodes every resource, recording all errors rather than stopping at the
 /// first, and rejects a type and name that appear twice.
+// TODO: a resource whose bytes equal the one in force is decoded again; reusing it needs its ignored fields kept.
 fn decode_resources(resources: &[prost_types::Any], errors: &mut Vec<ConfigError>) -> DecodedResources {
     let mut decoded = DecodedResources::default();
     for any in resources {
