@@ -3,12 +3,13 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use legate_api::legate::config::v1::{ResourceRef, StoredConfig};
 use legate_config::{Resource, ResourceType};
 
+use crate::json::{self, JsonError};
 use crate::targets::{Overlay, Selector, ViewCache};
 
 /// Identity of a resource: its type and name. Ordering is by type in push
@@ -48,6 +49,10 @@ pub struct StoredResource {
     pub digest: u64,
     /// `any` encoded, shared by every delta response that carries it.
     pub encoded: bytes::Bytes,
+    /// `any` as indented proto3 JSON for the state file, made at the first
+    /// save. The versions that keep this resource share it, so a save
+    /// encodes only the resources that changed.
+    json: OnceLock<Box<str>>,
 }
 
 impl StoredResource {
@@ -55,7 +60,16 @@ impl StoredResource {
     pub fn new(any: prost_types::Any, resource: Resource) -> Self {
         let digest = xxhash_rust::xxh64::xxh64(&any.value, 0);
         let encoded = prost::Message::encode_to_vec(&any).into();
-        StoredResource { any, resource, version: 0, digest, encoded }
+        StoredResource { any, resource, version: 0, digest, encoded, json: OnceLock::new() }
+    }
+
+    /// Returns `any` as indented proto3 JSON, encoding it on the first call.
+    pub fn json(&self) -> Result<&str, JsonError> {
+        if let Some(text) = self.json.get() {
+            return Ok(text);
+        }
+        let text = json::to_json(&self.any, "google.protobuf.Any")?;
+        Ok(self.json.get_or_init(|| text.trim_end().into()))
     }
 
     /// Returns whether both resources would reach a proxy as the same bytes.
@@ -199,11 +213,22 @@ impl Snapshot {
         self.resources.values().map(|stored| stored.any.clone()).collect()
     }
 
+    /// Returns the state file's message without its untargeted resources,
+    /// and those resources in push order, so that the state file can reuse
+    /// their cached JSON.
+    pub fn to_stored_parts(&self) -> (StoredConfig, Vec<Arc<StoredResource>>) {
+        (self.stored_without_resources(), self.resources.values().cloned().collect())
+    }
+
     /// Converts this snapshot to the state file's message.
     pub fn to_stored_config(&self) -> StoredConfig {
+        StoredConfig { resources: self.packed_in_push_order(), ..self.stored_without_resources() }
+    }
+
+    fn stored_without_resources(&self) -> StoredConfig {
         StoredConfig {
             version: self.version,
-            resources: self.packed_in_push_order(),
+            resources: Vec::new(),
             type_versions: self
                 .type_versions
                 .iter()

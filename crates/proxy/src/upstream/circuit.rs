@@ -11,9 +11,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
-
 use legate_config::model::Priority;
 
 use crate::stats::UpstreamStats;
@@ -28,7 +25,7 @@ pub enum Resource {
 }
 
 impl Resource {
-    const ALL: [Resource; 4] = [Resource::Connections, Resource::PendingRequests, Resource::Requests, Resource::Retries];
+    pub const ALL: [Resource; 4] = [Resource::Connections, Resource::PendingRequests, Resource::Requests, Resource::Retries];
 
     const fn index(self) -> usize {
         match self {
@@ -50,6 +47,7 @@ impl Resource {
 }
 
 pub struct ClusterCircuit {
+    cluster: String,
     /// Indexed by priority, then by resource.
     levels: [[Breaker; 4]; 2],
     /// Wakes requests pending for a connection when one is handed back or
@@ -57,24 +55,72 @@ pub struct ClusterCircuit {
     released: tokio::sync::Notify,
 }
 
-struct Breaker {
-    open: AtomicU64,
-    stats: BreakerStats,
+impl std::fmt::Debug for ClusterCircuit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterCircuit").field("cluster", &self.cluster).finish_non_exhaustive()
+    }
 }
 
-/// Metric handles of one breaker.
-pub struct BreakerStats {
-    pub open: Gauge,
-    pub remaining: Gauge,
-    pub overflow: Counter,
+/// One breaker's counts. The metrics read them when scraped, so a cluster
+/// creates no metric series of its own: with one series per cluster,
+/// priority and resource, 10,000 clusters took most of a config update's
+/// time hashing 240,000 label sets.
+#[derive(Default)]
+struct Breaker {
+    in_use: AtomicU64,
+    /// The limit of the latest check or config, for the `remaining` gauge.
+    limit: AtomicU64,
+    overflow: AtomicU64,
+}
+
+/// The counts of one breaker at a scrape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerReading {
+    pub priority: Priority,
+    pub resource: Resource,
+    pub in_use: u64,
+    pub limit: u64,
+    /// Requests, connections or retries refused since the cluster was added.
+    pub overflow: u64,
+}
+
+impl BreakerReading {
+    /// Returns whether the breaker is full.
+    pub fn is_open(&self) -> bool {
+        self.in_use >= self.limit
+    }
+
+    pub fn remaining(&self) -> u64 {
+        self.limit.saturating_sub(self.in_use)
+    }
 }
 
 impl ClusterCircuit {
+    /// Creates the breakers of `cluster` and adds them to the metrics.
     pub fn new(cluster: &str, stats: &UpstreamStats) -> Arc<Self> {
-        let level = |priority: Priority| {
-            Resource::ALL.map(|resource| Breaker { open: AtomicU64::new(0), stats: stats.breaker(cluster, priority, resource) })
-        };
-        Arc::new(ClusterCircuit { levels: [level(Priority::Default), level(Priority::High)], released: tokio::sync::Notify::new() })
+        let circuit = Arc::new(ClusterCircuit { cluster: cluster.to_string(), levels: Default::default(), released: tokio::sync::Notify::new() });
+        stats.add_circuit(&circuit);
+        circuit
+    }
+
+    pub fn cluster(&self) -> &str {
+        &self.cluster
+    }
+
+    /// Reads every breaker, default priority first.
+    pub fn readings(&self) -> impl Iterator<Item = BreakerReading> + '_ {
+        [Priority::Default, Priority::High].into_iter().flat_map(move |priority| {
+            Resource::ALL.into_iter().map(move |resource| {
+                let breaker = self.breaker(priority, resource);
+                BreakerReading {
+                    priority,
+                    resource,
+                    in_use: breaker.in_use.load(Ordering::Relaxed),
+                    limit: breaker.limit.load(Ordering::Relaxed),
+                    overflow: breaker.overflow.load(Ordering::Relaxed),
+                }
+            })
+        })
     }
 
     /// Resolves at the next `notify_released`; create it before checking
@@ -92,24 +138,23 @@ impl ClusterCircuit {
     pub fn try_acquire(self: &Arc<Self>, priority: Priority, resource: Resource, limit: u32) -> Option<Slot> {
         let breaker = self.breaker(priority, resource);
         let limit = u64::from(limit);
-        let mut current = breaker.open.load(Ordering::Relaxed);
+        breaker.limit.store(limit, Ordering::Relaxed);
+        let mut current = breaker.in_use.load(Ordering::Relaxed);
         loop {
             if current >= limit {
-                breaker.stats.overflow.inc();
-                breaker.stats.open.set(1);
+                breaker.overflow.fetch_add(1, Ordering::Relaxed);
                 return None;
             }
-            match breaker.open.compare_exchange_weak(current, current + 1, Ordering::AcqRel, Ordering::Relaxed) {
+            match breaker.in_use.compare_exchange_weak(current, current + 1, Ordering::AcqRel, Ordering::Relaxed) {
                 Ok(_) => break,
                 Err(actual) => current = actual,
             }
         }
-        breaker.publish(current + 1, limit);
-        Some(Slot { circuit: self.clone(), priority, resource, limit })
+        Some(Slot { circuit: self.clone(), priority, resource })
     }
 
-    /// Publishes each breaker's remaining capacity under `limits`, so the
-    /// gauges read right before any request has used a breaker.
+    /// Records the limits of the config in force, so the gauges read right
+    /// before any request has used a breaker.
     pub fn publish_limits(&self, limits: &legate_config::model::CircuitBreakers) {
         for priority in [Priority::Default, Priority::High] {
             let thresholds = &limits.thresholds[priority.index()];
@@ -120,26 +165,18 @@ impl ClusterCircuit {
                 Resource::Retries => thresholds.max_retries,
             };
             for resource in Resource::ALL {
-                let breaker = self.breaker(priority, resource);
-                breaker.publish(breaker.open.load(Ordering::Relaxed), u64::from(limit_of(resource)));
+                self.breaker(priority, resource).limit.store(u64::from(limit_of(resource)), Ordering::Relaxed);
             }
         }
     }
 
     /// Units of `resource` in use now.
     pub fn in_use(&self, priority: Priority, resource: Resource) -> u64 {
-        self.breaker(priority, resource).open.load(Ordering::Relaxed)
+        self.breaker(priority, resource).in_use.load(Ordering::Relaxed)
     }
 
     fn breaker(&self, priority: Priority, resource: Resource) -> &Breaker {
         &self.levels[priority.index()][resource.index()]
-    }
-}
-
-impl Breaker {
-    fn publish(&self, in_use: u64, limit: u64) {
-        self.stats.remaining.set(limit.saturating_sub(in_use) as i64);
-        self.stats.open.set(i64::from(in_use >= limit));
     }
 }
 
@@ -148,14 +185,11 @@ pub struct Slot {
     circuit: Arc<ClusterCircuit>,
     priority: Priority,
     resource: Resource,
-    limit: u64,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let breaker = self.circuit.breaker(self.priority, self.resource);
-        let before = breaker.open.fetch_sub(1, Ordering::AcqRel);
-        breaker.publish(before.saturating_sub(1), self.limit);
+        self.circuit.breaker(self.priority, self.resource).in_use.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -184,5 +218,38 @@ mod tests {
         let _first = circuit.try_acquire(Priority::Default, Resource::Requests, 1).unwrap();
         assert!(circuit.try_acquire(Priority::Default, Resource::Requests, 1).is_none());
         assert!(circuit.try_acquire(Priority::Default, Resource::Requests, 2).is_some(), "a new limit counts the slots in use");
+    }
+
+    #[test]
+    fn metrics_read_breakers_at_scrape() {
+        let stats = ProxyStats::new();
+        let circuit = ClusterCircuit::new("c", &stats.upstream);
+        circuit.publish_limits(&Default::default());
+        let limit = legate_config::model::CircuitBreakers::default().thresholds[0].max_requests;
+        let held: Vec<Slot> = (0..limit).filter_map(|_| circuit.try_acquire(Priority::Default, Resource::Requests, limit)).collect();
+        assert!(circuit.try_acquire(Priority::Default, Resource::Requests, limit).is_none());
+
+        let text = stats.encode();
+        let series = "{cluster=\"c\",priority=\"default\",resource=\"requests\"}";
+        assert!(text.contains(&format!("legate_circuit_breaker_open{series} 1\n")), "{text}");
+        assert!(text.contains(&format!("legate_circuit_breaker_remaining{series} 0\n")), "{text}");
+        assert!(text.contains(&format!("legate_upstream_overflow_total{series} 1\n")), "{text}");
+        let retries = "{cluster=\"c\",priority=\"high\",resource=\"retries\"}";
+        assert!(text.contains(&format!("legate_circuit_breaker_remaining{retries} 3\n")), "{text}");
+
+        drop(held);
+        let text = stats.encode();
+        assert!(text.contains(&format!("legate_circuit_breaker_open{series} 0\n")), "{text}");
+        assert!(text.contains(&format!("legate_circuit_breaker_remaining{series} {limit}\n")), "{text}");
+    }
+
+    #[test]
+    fn removed_cluster_leaves_metrics() {
+        let stats = ProxyStats::new();
+        let circuit = ClusterCircuit::new("gone", &stats.upstream);
+        assert!(stats.encode().contains("cluster=\"gone\""));
+
+        drop(circuit);
+        assert!(!stats.encode().contains("cluster=\"gone\""));
     }
 }
