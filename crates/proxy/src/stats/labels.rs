@@ -75,13 +75,6 @@ pub struct HealthCheckLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct BreakerLabels {
-    pub cluster: String,
-    pub priority: &'static str,
-    pub resource: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpgradeResultLabels {
     pub result: &'static str,
 }

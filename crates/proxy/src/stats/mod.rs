@@ -86,9 +86,7 @@ pub struct UpstreamStats {
     clusters: Arc<ClusterFamilies>,
     endpoints: Family<ClusterLabels, Gauge>,
     endpoints_healthy: Family<ClusterLabels, Gauge>,
-    breaker_open: Family<BreakerLabels, Gauge>,
-    breaker_remaining: Family<BreakerLabels, Gauge>,
-    overflow: Family<BreakerLabels, Counter>,
+    pub(crate) circuits: Arc<crate::upstream::CircuitGauges>,
 }
 
 /// The families a cluster's requests and connections count in, shared with
@@ -431,9 +429,7 @@ impl UpstreamStats {
             clusters: Arc::new(clusters),
             endpoints: Family::default(),
             endpoints_healthy: Family::default(),
-            breaker_open: Family::default(),
-            breaker_remaining: Family::default(),
-            overflow: Family::default(),
+            circuits: Arc::default(),
         };
         let clusters = &stats.clusters;
         registry.register("upstream_requests", "Upstream requests per cluster by response code class", clusters.requests.clone());
@@ -450,16 +446,7 @@ impl UpstreamStats {
         registry.register("upstream_connect_timeouts", "Upstream connection attempts that timed out, per cluster", clusters.connect_timeouts.clone());
         registry.register("upstream_endpoints", "Endpoints of each warm cluster", stats.endpoints.clone());
         registry.register("upstream_endpoints_healthy", "Endpoints of each warm cluster that take traffic", stats.endpoints_healthy.clone());
-        registry.register(
-            "circuit_breaker_open",
-            "1 while a circuit breaker is full, per cluster, priority and resource",
-            stats.breaker_open.clone(),
-        );
-        registry.register(
-            "circuit_breaker_remaining",
-            "Units left before a circuit breaker is full, per cluster, priority and resource",
-            stats.breaker_remaining.clone(),
-        );
+        registry.register_collector(Box::new(stats.circuits.clone()));
         registry.register("upstream_retries", "Retries sent, per cluster", clusters.retries.clone());
         registry.register("upstream_outlier_ejections", "Endpoints ejected by outlier detection, per cluster", clusters.ejections.clone());
         registry.register("upstream_endpoints_ejected", "Endpoints ejected now, per cluster", clusters.endpoints_ejected.clone());
@@ -469,27 +456,7 @@ impl UpstreamStats {
             "Retries not sent because the request body was too large to replay (1 MiB), per cluster",
             clusters.retries_skipped.clone(),
         );
-        registry.register(
-            "upstream_overflow",
-            "Requests, connections or retries refused by a full circuit breaker",
-            stats.overflow.clone(),
-        );
         stats
-    }
-
-    /// Handles of one circuit breaker.
-    pub fn breaker(
-        &self,
-        cluster: &str,
-        priority: legate_config::model::Priority,
-        resource: crate::upstream::Resource,
-    ) -> crate::upstream::BreakerStats {
-        let labels = BreakerLabels { cluster: cluster.to_string(), priority: priority.as_str(), resource: resource.as_str() };
-        crate::upstream::BreakerStats {
-            open: self.breaker_open.get_or_create_owned(&labels),
-            remaining: self.breaker_remaining.get_or_create_owned(&labels),
-            overflow: self.overflow.get_or_create_owned(&labels),
-        }
     }
 
     /// Handles for one cluster. Only the endpoint gauges, which read before

@@ -16,7 +16,7 @@ use legate_config::model::{Cluster, LbEndpoint};
 use crate::stats::{ClusterStats, UpstreamStats};
 use crate::http::body::RequestBodyError;
 
-pub use circuit::{BreakerStats, ClusterCircuit, Resource, Slot};
+pub use circuit::{CircuitGauges, ClusterCircuit, Resource, Slot};
 pub use dns::{spawn_resolver, Resolved};
 pub use health::{grpc_outcome, status_outcome, EndpointHealth, RequestOutcome};
 pub use lb::LoadBalancer;
