@@ -10,7 +10,7 @@
 //!
 //! The `circuit_breaker_open` and `circuit_breaker_remaining` gauges and the
 //! `upstream_overflow` counters are read from the breakers' atomics at
-//! scrape time, so a cluster holds no metric series of its own. As series,
+//! scrape time, so a cluster keeps no metric series of its own. As series,
 //! a config of 1,000 clusters held 24,000 of them, about 4 KiB of heap per
 //! cluster.
 
@@ -145,7 +145,7 @@ impl ClusterCircuit {
         &self.levels[priority.index()][resource.index()]
     }
 
-    /// Each breaker's reading, by priority and resource.
+    /// Reads each breaker, by priority and resource.
     fn readings(&self) -> impl Iterator<Item = (Priority, Resource, Reading)> + '_ {
         [Priority::Default, Priority::High].into_iter().flat_map(move |priority| {
             Resource::ALL.into_iter().map(move |resource| {
