@@ -11,6 +11,7 @@ mod http;
 mod lifecycle;
 mod listener;
 mod manager;
+mod memory;
 mod ratelimit;
 mod router;
 mod snapshot;
@@ -100,6 +101,8 @@ impl Proxy {
             control_plane = %control_plane,
             "proxy started"
         );
+        drop(bootstrap);
+        memory::release_free_heap();
         Ok(Proxy { manager, admin_address, lifecycle })
     }
 

