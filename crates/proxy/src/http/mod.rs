@@ -357,8 +357,6 @@ impl Exchange<'_> {
     }
 }
 
-/// Counts the response status and wraps the body so that the duration and
-/// bytes are recorded when it ends.
 /// Counts the response status and wraps the body so that the duration,
 /// bytes and access log line are recorded when it ends.
 fn record(
