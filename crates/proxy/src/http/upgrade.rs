@@ -150,7 +150,9 @@ async fn run_pipe(downstream: OnUpgrade, upstream: OnUpgrade, mut pipe: PipeSett
     stats.websocket.active.inc();
     let mut transferred = Transferred::default();
     let reason = match pipe.frames {
-        Some(frames) => relay_frames(downstream, upstream, &mut pipe, frames, &mut transferred).await,
+        // Boxed, so that its state, twice the plain pipe's, is paid only by
+        // the routes that inspect frames and not by every idle connection.
+        Some(frames) => Box::pin(relay_frames(downstream, upstream, &mut pipe, frames, &mut transferred)).await,
         None => pipe_until_closed(downstream, upstream, &mut pipe, &mut transferred).await,
     };
     stats.websocket.active.dec();
