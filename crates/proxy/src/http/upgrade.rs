@@ -133,8 +133,8 @@ pub(super) struct PipeSettings {
 
 /// Copies bytes both ways. A FIN from one side is passed on without closing
 /// the other direction, and the pipe ends when both directions are done.
-// TODO: an idle proxied WebSocket still adds about 3.7 KiB of RSS (benchmark
-// scenario 7) though the pipe keeps no buffer; this task, the two sockets and
+// TODO: an idle proxied WebSocket still adds about 3 KiB of RSS (benchmark
+// scenario 7) though the pipe keeps no buffer. This task, the two sockets and
 // the upgrade state are not yet measured apart.
 async fn run_pipe(downstream: OnUpgrade, upstream: OnUpgrade, mut pipe: PipeSettings) {
     let endpoint = pipe.endpoint;
