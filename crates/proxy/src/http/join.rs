@@ -24,7 +24,7 @@ pub struct Joined<B: Body> {
 // Nothing is pinned through a `Joined` but its inner body.
 impl<B: Body + Unpin> Unpin for Joined<B> {}
 
-/// What a poll read after the data it returned.
+/// A frame, the end or an error, read after the data a poll returned.
 enum ReadAhead<E> {
     Frame(Frame<Bytes>),
     Error(E),
@@ -194,25 +194,25 @@ mod tests {
     }
 
     #[test]
-    fn ready_frames_join_and_a_pending_read_ends_the_chunk() {
+    fn joined_frames_end_at_pending_read() {
         assert_eq!(drain(vec![data("a"), data("b"), Step::Pending, data("c"), data("d")]), ["ab", "cd"]);
     }
 
     #[test]
-    fn trailers_and_errors_read_ahead_come_out_after_the_data() {
+    fn joined_read_ahead_follows_data() {
         assert_eq!(drain(vec![data("a"), data("b"), Step::Trailers]), ["ab", "[trailers]"]);
         assert_eq!(drain(vec![data("a"), Step::Error("reset"), data("b")]), ["a", "!reset", "b"]);
     }
 
     #[test]
-    fn a_chunk_stops_growing_at_the_limit() {
+    fn chunk_stops_at_limit() {
         let big = || Step::Data(vec![b'x'; 6000]);
         let lengths: Vec<usize> = drain(vec![big(), big(), big(), big()]).iter().map(String::len).collect();
         assert_eq!(lengths, [18000, 6000]);
     }
 
     #[test]
-    fn a_single_frame_is_passed_on_without_a_copy() {
+    fn chunk_keeps_single_frame_uncopied() {
         let first = Bytes::from_static(b"only");
         let pointer = first.as_ptr();
         assert_eq!(Chunk::new(first).into_bytes().as_ptr(), pointer);

@@ -30,7 +30,7 @@ impl BreakerCollector {
     }
 
     /// Returns the live circuits, newest first with one per cluster name,
-    /// and forgets the dropped ones. A cluster removed and added again while
+    /// and removes the entries of dropped ones. A cluster removed and added again while
     /// requests still use the old one has two live circuits, and the new
     /// one is in force.
     fn live(&self) -> Vec<Arc<ClusterCircuit>> {

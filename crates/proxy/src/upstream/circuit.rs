@@ -62,7 +62,7 @@ impl std::fmt::Debug for ClusterCircuit {
 }
 
 /// One breaker's counts. The metrics read them when scraped, so a cluster
-/// creates no metric series of its own: with one series per cluster,
+/// creates no metric series of its own. With one series per cluster,
 /// priority and resource, 10,000 clusters took most of a config update's
 /// time hashing 240,000 label sets.
 #[derive(Default)]
@@ -202,11 +202,11 @@ mod tests {
     fn limit_holds_and_slots_return() {
         let stats = ProxyStats::new();
         let circuit = ClusterCircuit::new("c", &stats.upstream);
-        let held: Vec<Slot> = (0..3).filter_map(|_| circuit.try_acquire(Priority::Default, Resource::Requests, 3)).collect();
-        assert_eq!(held.len(), 3);
+        let taken: Vec<Slot> = (0..3).filter_map(|_| circuit.try_acquire(Priority::Default, Resource::Requests, 3)).collect();
+        assert_eq!(taken.len(), 3);
         assert!(circuit.try_acquire(Priority::Default, Resource::Requests, 3).is_none(), "the fourth overflows");
         assert!(circuit.try_acquire(Priority::High, Resource::Requests, 3).is_some(), "priorities have their own breakers");
-        drop(held);
+        drop(taken);
         assert_eq!(circuit.in_use(Priority::Default, Resource::Requests), 0);
         assert!(circuit.try_acquire(Priority::Default, Resource::Requests, 3).is_some());
     }
@@ -226,7 +226,7 @@ mod tests {
         let circuit = ClusterCircuit::new("c", &stats.upstream);
         circuit.publish_limits(&Default::default());
         let limit = legate_config::model::CircuitBreakers::default().thresholds[0].max_requests;
-        let held: Vec<Slot> = (0..limit).filter_map(|_| circuit.try_acquire(Priority::Default, Resource::Requests, limit)).collect();
+        let taken: Vec<Slot> = (0..limit).filter_map(|_| circuit.try_acquire(Priority::Default, Resource::Requests, limit)).collect();
         assert!(circuit.try_acquire(Priority::Default, Resource::Requests, limit).is_none());
 
         let text = stats.encode();
@@ -237,7 +237,7 @@ mod tests {
         let retries = "{cluster=\"c\",priority=\"high\",resource=\"retries\"}";
         assert!(text.contains(&format!("legate_circuit_breaker_remaining{retries} 3\n")), "{text}");
 
-        drop(held);
+        drop(taken);
         let text = stats.encode();
         assert!(text.contains(&format!("legate_circuit_breaker_open{series} 0\n")), "{text}");
         assert!(text.contains(&format!("legate_circuit_breaker_remaining{series} {limit}\n")), "{text}");
