@@ -14,6 +14,7 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::time::{Instant, Sleep};
 
 use super::join::Joined;
+use crate::activity::Activity;
 use crate::stats::RouteStats;
 use crate::upstream::{UpstreamBody, UpstreamError};
 
@@ -31,7 +32,9 @@ pub enum RequestBodyError {
 /// Body of a request sent upstream.
 pub enum RequestBody {
     Empty,
-    Streaming { incoming: DownstreamBody, deadline: Option<Pin<Box<Sleep>>>, received: Counter },
+    /// A body streamed from downstream. Each frame touches `activity`, the
+    /// stream's idle clock when it has an idle timeout.
+    Streaming { incoming: DownstreamBody, deadline: Option<Pin<Box<Sleep>>>, received: Counter, activity: Option<Activity> },
     /// A body kept for retries.
     Replay(ReplayBody),
     /// A whole body the proxy built itself, such as an authorization check;
@@ -113,11 +116,11 @@ impl Body for DownstreamBody {
 }
 
 impl RequestBody {
-    /// Streams `incoming`, failing it if it has not ended by `deadline`, and
-    /// counts its bytes in `received`.
-    pub fn streaming(incoming: DownstreamBody, deadline: Option<Instant>, received: Counter) -> Self {
+    /// Streams `incoming`, failing it if it has not ended by `deadline`,
+    /// counts its bytes in `received` and records each frame in `activity`.
+    pub fn streaming(incoming: DownstreamBody, deadline: Option<Instant>, received: Counter, activity: Option<Activity>) -> Self {
         let deadline = deadline.filter(|_| !incoming.is_end_stream()).map(|at| Box::pin(tokio::time::sleep_until(at)));
-        RequestBody::Streaming { incoming, deadline, received }
+        RequestBody::Streaming { incoming, deadline, received, activity }
     }
 }
 
@@ -146,16 +149,19 @@ impl Body for RequestBody {
     type Error = RequestBodyError;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
-        let (incoming, deadline, received) = match self.get_mut() {
+        let (incoming, deadline, received, activity) = match self.get_mut() {
             RequestBody::Empty => return Poll::Ready(None),
             RequestBody::Replay(replay) => return Pin::new(replay).poll_frame(cx),
             RequestBody::Full(bytes) => return Poll::Ready(bytes.take().map(|bytes| Ok(Frame::data(bytes)))),
-            RequestBody::Streaming { incoming, deadline, received } => (incoming, deadline, received),
+            RequestBody::Streaming { incoming, deadline, received, activity } => (incoming, deadline, received, activity),
         };
         match Pin::new(&mut *incoming).poll_frame(cx) {
             Poll::Ready(frame) => {
                 if incoming.is_end_stream() || frame.is_none() {
                     *deadline = None;
+                }
+                if let (Some(activity), Some(Ok(_))) = (activity.as_ref(), frame.as_ref()) {
+                    activity.touch();
                 }
                 if let Some(data) = frame.as_ref().and_then(|frame| frame.as_ref().ok()).and_then(Frame::data_ref) {
                     received.inc_by(data.len() as u64);

@@ -18,9 +18,10 @@ use super::retry::{effective_policy, Outcome, RequestTemplate, Tries};
 use super::upgrade::{PipeSettings, UpgradeRequest};
 use super::ConnectionContext;
 use crate::access_log::UpstreamInfo;
+use crate::activity::Activity;
 use crate::snapshot::Snapshot;
 use crate::stats::{ProxyStats, ResponseFlag, RouteStats, UpgradeResultLabels};
-use crate::upstream::{ConnectionLimits, Resource, UpstreamError};
+use crate::upstream::{ConnectionLimits, Resource, StreamIdle, UpstreamError};
 
 static X_ENVOY_OVERLOADED: http::HeaderName = http::HeaderName::from_static("x-envoy-overloaded");
 
@@ -71,12 +72,14 @@ pub(super) async fn forward(mut request: Request<DownstreamBody>, action: &Forwa
     let downstream_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
     let protocol = if upgrade.is_some() { UpstreamProtocol::Http1 } else { cluster.config.protocol };
     let request_deadline = http.request_timeout.map(|timeout| tokio::time::Instant::now() + timeout);
+    let idle = action.idle_timeout.or(http.stream_idle_timeout).map(StreamIdle::new);
     let target = UpstreamTarget {
         host_rewrite,
         protocol,
         upgrade: upgrade.as_ref(),
         request_deadline,
         received: &route_stats.request_bytes,
+        activity: idle.as_ref().map(|idle| &idle.activity),
         forward_client_cert: http.forward_client_cert,
     };
     let Some(mut upstream_request) = upstream_request(request, action, route, &target, connection) else {
@@ -99,7 +102,7 @@ pub(super) async fn forward(mut request: Request<DownstreamBody>, action: &Forwa
         priority: action.priority,
         hash: hashed.hash,
         route_deadline: deadline,
-        idle_timeout: action.idle_timeout.or(http.stream_idle_timeout),
+        idle,
         policy,
     };
     let (parts, body) = upstream_request.into_parts();
@@ -245,6 +248,8 @@ struct UpstreamTarget<'a> {
     request_deadline: Option<tokio::time::Instant>,
     /// Counter of the route's request body bytes.
     received: &'a Counter,
+    /// Idle clock of the stream, touched by each request body frame.
+    activity: Option<&'a Activity>,
     forward_client_cert: legate_config::model::ForwardClientCert,
 }
 
@@ -258,7 +263,7 @@ fn upstream_request(
     target: &UpstreamTarget<'_>,
     connection: &ConnectionContext,
 ) -> Option<Request<RequestBody>> {
-    let UpstreamTarget { host_rewrite, protocol, upgrade, request_deadline, received, forward_client_cert } = *target;
+    let UpstreamTarget { host_rewrite, protocol, upgrade, request_deadline, received, activity, forward_client_cert } = *target;
     let path = rewritten_path(request.uri(), action, route)?;
     let (mut parts, body) = request.into_parts();
 
@@ -293,7 +298,10 @@ fn upstream_request(
         }
     }
 
-    let body = if upgrade.is_some() { RequestBody::Empty } else { RequestBody::streaming(body, request_deadline, received.clone()) };
+    let body = match upgrade {
+        Some(_) => RequestBody::Empty,
+        None => RequestBody::streaming(body, request_deadline, received.clone(), activity.cloned()),
+    };
     Some(Request::from_parts(parts, body))
 }
 

@@ -20,8 +20,8 @@ use legate_config::model::{Priority, RetryOn, RetryPolicy};
 
 use super::body::{ReplayBody, RequestBody};
 use crate::upstream::{
-    grpc_outcome, status_outcome, ClusterHandle, ConnectionLimits, EndpointPool, RequestOutcome, Resource, Slot, StreamTimers,
-    UpstreamBody, UpstreamError,
+    grpc_outcome, status_outcome, ClusterHandle, ConnectionLimits, EndpointPool, RequestOutcome, Resource, Slot, StreamIdle,
+    StreamTimers, UpstreamBody, UpstreamError,
 };
 
 /// Bytes of a request body kept so that it can be sent again; a larger
@@ -72,7 +72,7 @@ pub(super) struct Tries<'a> {
     pub priority: Priority,
     pub hash: Option<u64>,
     pub route_deadline: Option<tokio::time::Instant>,
-    pub idle_timeout: Option<Duration>,
+    pub idle: Option<StreamIdle>,
     pub policy: Option<Cow<'a, RetryPolicy>>,
 }
 
@@ -117,7 +117,7 @@ impl Tries<'_> {
     pub async fn run(self, template: RequestTemplate, body: RequestBody, first: Arc<EndpointPool>) -> Outcome {
         let Some(policy) = self.policy.clone() else {
             let timers = self.timers(None);
-            let mut result = send_once(&first, template.into_request(body), timers, self.limits).await;
+            let mut result = send_once(&first, template.into_request(body), &timers, self.limits).await;
             self.record(&first, &mut result);
             return Outcome { result, endpoint: first, retry_slots: Vec::new(), retries_exhausted: false };
         };
@@ -130,8 +130,8 @@ impl Tries<'_> {
         loop {
             let timers = self.timers(policy.per_try_timeout);
             let request = template.build(RequestBody::Replay(replay.next_try()));
-            let result = send_once(&endpoint, request, timers, self.limits).await;
-            let (mut result, trailer_status) = peek_grpc_trailers(result, &policy, timers).await;
+            let result = send_once(&endpoint, request, &timers, self.limits).await;
+            let (mut result, trailer_status) = peek_grpc_trailers(result, &policy).await;
             match (trailer_status, &result) {
                 (Some(code), Ok(response)) => {
                     self.cluster.stats.count_status(response.status().as_u16());
@@ -140,7 +140,7 @@ impl Tries<'_> {
                 _ => self.record(&endpoint, &mut result),
             }
 
-            let Some(reason) = retry_reason(&result, trailer_status, &policy, timers, self.route_deadline) else {
+            let Some(reason) = retry_reason(&result, trailer_status, &policy, &timers, self.route_deadline) else {
                 return Outcome { result, endpoint, retry_slots, retries_exhausted: false };
             };
             if attempt >= policy.num_retries {
@@ -202,7 +202,7 @@ impl Tries<'_> {
             (Some(route), Some(per_try)) => Some(route.min(per_try)),
             (route, per_try) => route.or(per_try),
         };
-        StreamTimers { deadline, idle: self.idle_timeout }
+        StreamTimers { deadline, idle: self.idle.clone() }
     }
 
     /// Takes a place under `max_retries`, or under the retry budget when the
@@ -253,32 +253,36 @@ impl Tries<'_> {
 }
 
 /// Sends one try, failing it when the try's deadline or idle timeout
-/// passes before the response headers.
+/// passes before the response headers. The idle timeout counts from the
+/// start of the try or the last request body frame, whichever is later.
 pub(super) async fn send_once(
     endpoint: &Arc<EndpointPool>,
     request: Request<RequestBody>,
-    timers: StreamTimers,
+    timers: &StreamTimers,
     limits: &ConnectionLimits,
 ) -> Result<Response<UpstreamBody>, UpstreamError> {
-    let exchange = endpoint.send(request, timers, limits);
-    match timers.next_expiry() {
-        Some(expiry) => match tokio::time::timeout_at(expiry, exchange).await {
-            Ok(result) => result,
-            Err(_) if timers.deadline == Some(expiry) => Err(UpstreamError::Timeout),
-            Err(_) => Err(UpstreamError::IdleTimeout),
-        },
-        None => exchange.await,
+    timers.touch();
+    let exchange = endpoint.send(request, timers.clone(), limits);
+    tokio::pin!(exchange);
+    loop {
+        let Some(expiry) = timers.next_expiry() else { return exchange.await };
+        if let Ok(result) = tokio::time::timeout_at(expiry, &mut exchange).await {
+            return result;
+        }
+        if let Some(error) = timers.expired_at(tokio::time::Instant::now()) {
+            return Err(error);
+        }
     }
 }
 
 /// For a gRPC response whose status may come in trailers, reads the first
 /// frame: trailers right away mean the status is known before any byte
 /// goes downstream, and it is returned. The frame is put back for the
-/// downstream either way.
+/// downstream either way. The response body fails the read itself when the
+/// try's deadline or idle timeout passes.
 async fn peek_grpc_trailers(
     result: Result<Response<UpstreamBody>, UpstreamError>,
     policy: &RetryPolicy,
-    timers: StreamTimers,
 ) -> (Result<Response<UpstreamBody>, UpstreamError>, Option<u32>) {
     let Ok(mut response) = result else { return (result, None) };
     let grpc_retries = (7..=11).any(|bit| policy.retry_on.has(1 << bit));
@@ -287,14 +291,7 @@ async fn peek_grpc_trailers(
         return (Ok(response), None);
     }
 
-    let first = match timers.next_expiry() {
-        Some(expiry) => match tokio::time::timeout_at(expiry, response.body_mut().frame()).await {
-            Ok(frame) => frame,
-            Err(_) => return (Err(UpstreamError::Timeout), None),
-        },
-        None => response.body_mut().frame().await,
-    };
-    match first {
+    match response.body_mut().frame().await {
         Some(Ok(frame)) => {
             let status = frame
                 .trailers_ref()
@@ -312,7 +309,7 @@ fn retry_reason(
     result: &Result<Response<UpstreamBody>, UpstreamError>,
     trailer_status: Option<u32>,
     policy: &RetryPolicy,
-    timers: StreamTimers,
+    timers: &StreamTimers,
     route_deadline: Option<tokio::time::Instant>,
 ) -> Option<&'static str> {
     let on = policy.retry_on;

@@ -20,7 +20,7 @@ pub use circuit::{BreakerReading, ClusterCircuit, Resource, Slot};
 pub use dns::{spawn_resolver, Resolved};
 pub use health::{grpc_outcome, status_outcome, EndpointHealth, RequestOutcome};
 pub use lb::LoadBalancer;
-pub use pool::{ConnectionLimits, EndpointPool, Membership, PoolSettings, StreamTimers, UpstreamBody};
+pub use pool::{ConnectionLimits, EndpointPool, Membership, PoolSettings, StreamIdle, StreamTimers, UpstreamBody};
 
 /// Why an upstream exchange failed, which decides the downstream status.
 #[derive(Debug, thiserror::Error)]

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -26,6 +26,7 @@ use legate_config::model::{CircuitBreakers, Http2Settings, Priority, UpstreamPro
 
 use super::circuit::{ClusterCircuit, Resource, Slot};
 use super::UpstreamError;
+use crate::activity::Activity;
 use crate::stats::ClusterStats;
 use crate::http::body::RequestBody;
 use crate::http::join::Joined;
@@ -59,10 +60,17 @@ pub struct EndpointPool {
     active_requests: AtomicUsize,
 }
 
-/// A shared HTTP/2 connection and the number of its streams in flight.
+/// A shared HTTP/2 connection and its streams in flight.
 struct Http2Connection {
     sender: http2::SendRequest<RequestBody>,
-    streams: Arc<AtomicUsize>,
+    streams: Arc<Http2Streams>,
+}
+
+/// Streams in flight on one HTTP/2 connection, and when the last one ended.
+struct Http2Streams {
+    in_flight: AtomicUsize,
+    /// Touched when the connection opens and each time its last stream ends.
+    idle_since: Activity,
 }
 
 struct IdleConnection {
@@ -244,7 +252,7 @@ impl EndpointPool {
     /// waits as pending, as `checkout_http1` does, until a stream ends or a
     /// connection closes, or until `deadline`.
     async fn checkout_http2(
-        &self,
+        self: &Arc<Self>,
         limits: &ConnectionLimits,
         deadline: Option<tokio::time::Instant>,
     ) -> Result<(http2::SendRequest<RequestBody>, StreamSlot), UpstreamError> {
@@ -262,8 +270,8 @@ impl EndpointPool {
                 return Ok(found);
             }
             if let Some(slot) = self.try_connection_slot(limits) {
-                let sender = self.connect_http2(slot).await?;
-                return Ok(self.add_http2_connection(sender));
+                let (sender, streams) = self.connect_http2(slot).await?;
+                return Ok(self.add_http2_connection(sender, streams));
             }
             drop(connecting);
             if pending.is_none() {
@@ -298,17 +306,20 @@ impl EndpointPool {
         let limit = self.http2_stream_limit();
         let mut connections = self.http2_connections.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         connections.retain(|connection| !connection.sender.is_closed());
-        let connection = connections.iter().find(|connection| connection.streams.load(Ordering::Acquire) < limit)?;
+        let connection = connections.iter().find(|connection| connection.streams.in_flight.load(Ordering::Acquire) < limit)?;
         Some((connection.sender.clone(), self.stream_slot(&connection.streams, limit)))
     }
 
-    /// Adds a new HTTP/2 connection to the pool with one stream taken.
-    // NOTE: idle HTTP/2 connections stay in the pool until the upstream
-    // closes them, because `idle_timeout` is only checked for HTTP/1.1.
-    fn add_http2_connection(&self, sender: http2::SendRequest<RequestBody>) -> (http2::SendRequest<RequestBody>, StreamSlot) {
+    /// Adds a new HTTP/2 connection to the pool. Its `streams` count the
+    /// stream of the request that opened it already, and that stream's slot
+    /// is returned.
+    fn add_http2_connection(
+        &self,
+        sender: http2::SendRequest<RequestBody>,
+        streams: Arc<Http2Streams>,
+    ) -> (http2::SendRequest<RequestBody>, StreamSlot) {
         let limit = self.http2_stream_limit();
-        let streams = Arc::new(AtomicUsize::new(0));
-        let slot = self.stream_slot(&streams, limit);
+        let slot = StreamSlot { streams: streams.clone(), limit, circuit: self.circuit.clone() };
         let mut connections = self.http2_connections.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         connections.push(Http2Connection { sender: sender.clone(), streams });
         (sender, slot)
@@ -316,10 +327,26 @@ impl EndpointPool {
 
     /// Counts one more stream on a connection. Callers hold the lock of
     /// `http2_connections`, so two requests cannot both take the last free
-    /// stream.
-    fn stream_slot(&self, streams: &Arc<AtomicUsize>, limit: usize) -> StreamSlot {
-        streams.fetch_add(1, Ordering::AcqRel);
+    /// stream, and an idle connection cannot be removed while a stream is
+    /// taken on it.
+    fn stream_slot(&self, streams: &Arc<Http2Streams>, limit: usize) -> StreamSlot {
+        streams.in_flight.fetch_add(1, Ordering::AcqRel);
         StreamSlot { streams: streams.clone(), limit, circuit: self.circuit.clone() }
+    }
+
+    /// Removes the HTTP/2 connection of `streams` from the pool when it has
+    /// had no stream for `idle_timeout`. Dropping the pool's handle is what
+    /// lets hyper close the connection, because a request keeps no other
+    /// handle once its response headers arrive. Returns whether it was
+    /// removed.
+    fn remove_idle_http2(&self, streams: &Arc<Http2Streams>, idle_timeout: Duration) -> bool {
+        let mut connections = self.http2_connections.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let busy = streams.in_flight.load(Ordering::Acquire) > 0;
+        if busy || Instant::now() < streams.idle_since.idle_deadline(idle_timeout) {
+            return false;
+        }
+        connections.retain(|connection| !Arc::ptr_eq(&connection.streams, streams));
+        true
     }
 
     async fn connect(&self, protocol: UpstreamProtocol) -> Result<TokioIo<UpstreamIo>, UpstreamError> {
@@ -383,7 +410,12 @@ impl EndpointPool {
         Ok(sender)
     }
 
-    async fn connect_http2(&self, slot: ConnectionSlot) -> Result<http2::SendRequest<RequestBody>, UpstreamError> {
+    /// Opens an HTTP/2 connection and spawns its task, which also closes it
+    /// once idle for the cluster's `idle_timeout`.
+    async fn connect_http2(
+        self: &Arc<Self>,
+        slot: ConnectionSlot,
+    ) -> Result<(http2::SendRequest<RequestBody>, Arc<Http2Streams>), UpstreamError> {
         let io = self.connect(UpstreamProtocol::Http2).await?;
         let mut builder = http2::Builder::new(TokioExecutor::new());
         let settings = &self.settings.http2;
@@ -396,15 +428,51 @@ impl EndpointPool {
         let (sender, connection) =
             builder.handshake(io).await.map_err(|source| UpstreamError::Handshake { address: self.address, source })?;
 
+        // The stream of the request that opens the connection counts from
+        // the start, so the idle timer cannot close it before that stream.
+        let streams = Arc::new(Http2Streams { in_flight: AtomicUsize::new(1), idle_since: Activity::new() });
+        let idle = close_when_idle(Arc::downgrade(self), streams.clone(), self.settings.idle_timeout);
         let address = self.address;
         let active = self.track_connection(slot);
         tokio::spawn(async move {
             let _active = active;
-            if let Err(error) = connection.await {
+            tokio::pin!(connection);
+            let result = tokio::select! {
+                result = &mut connection => result,
+                () = idle => {
+                    debug!(upstream.addr = %address, "closing idle upstream HTTP/2 connection");
+                    connection.await
+                }
+            };
+            if let Err(error) = result {
                 debug!(upstream.addr = %address, %error, "upstream HTTP/2 connection closed with an error");
             }
         });
-        Ok(sender)
+        Ok((sender, streams))
+    }
+}
+
+/// Waits until the HTTP/2 connection of `streams` has had no stream for
+/// `idle_timeout` and is removed from `pool`. One timer per connection,
+/// which wakes once per `idle_timeout` at most. Never returns when the
+/// timeout is too large to reach, since a zero `idle_timeout` in the config
+/// means no timeout.
+async fn close_when_idle(pool: Weak<EndpointPool>, streams: Arc<Http2Streams>, idle_timeout: Duration) {
+    if Instant::now().checked_add(idle_timeout).is_none() {
+        return std::future::pending().await;
+    }
+    loop {
+        let wake = match streams.in_flight.load(Ordering::Acquire) {
+            0 => streams.idle_since.idle_deadline(idle_timeout),
+            _ => Instant::now() + idle_timeout,
+        };
+        tokio::time::sleep_until(wake).await;
+
+        // A pool replaced by a cluster update drops its handles itself.
+        let Some(pool) = pool.upgrade() else { return std::future::pending().await };
+        if pool.remove_idle_http2(&streams, idle_timeout) {
+            return;
+        }
     }
 }
 
@@ -480,14 +548,17 @@ impl Drop for ConnectionSlot {
 /// the stream and, when the connection was full, wakes requests pending for
 /// a stream.
 struct StreamSlot {
-    streams: Arc<AtomicUsize>,
+    streams: Arc<Http2Streams>,
     limit: usize,
     circuit: Arc<ClusterCircuit>,
 }
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
-        let before = self.streams.fetch_sub(1, Ordering::AcqRel);
+        let before = self.streams.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if before == 1 {
+            self.streams.idle_since.touch();
+        }
         if before >= self.limit {
             self.circuit.notify_released();
         }
@@ -517,27 +588,56 @@ impl ConnectionLimits {
 }
 
 /// Limits on one stream: the route timeout as an absolute deadline, and the
-/// longest gap allowed between two frames.
-#[derive(Debug, Clone, Copy, Default)]
+/// maximum time allowed without a frame in either direction.
+#[derive(Debug, Clone, Default)]
 pub struct StreamTimers {
     pub deadline: Option<Instant>,
-    pub idle: Option<Duration>,
+    pub idle: Option<StreamIdle>,
+}
+
+/// The idle timeout of a stream (Envoy's `stream_idle_timeout`, or the
+/// route's `idle_timeout`), counted from the last frame in either
+/// direction. The request body and the response body share `activity`.
+#[derive(Debug, Clone)]
+pub struct StreamIdle {
+    pub timeout: Duration,
+    pub activity: Activity,
+}
+
+impl StreamIdle {
+    pub fn new(timeout: Duration) -> Self {
+        StreamIdle { timeout, activity: Activity::new() }
+    }
 }
 
 impl StreamTimers {
-    /// When the stream fails if nothing more arrives from now on.
+    /// Records activity on the stream, as at the start of each try.
+    pub fn touch(&self) {
+        if let Some(idle) = &self.idle {
+            idle.activity.touch();
+        }
+    }
+
+    /// When the stream fails if nothing more happens on it: the deadline, or
+    /// the idle timeout after the last activity, whichever comes first.
     pub fn next_expiry(&self) -> Option<Instant> {
-        let idle = self.idle.map(|idle| Instant::now() + idle);
+        let idle = self.idle.as_ref().map(|idle| idle.activity.idle_deadline(idle.timeout));
         match (self.deadline, idle) {
             (Some(deadline), Some(idle)) => Some(deadline.min(idle)),
             (deadline, idle) => deadline.or(idle),
         }
     }
 
-    fn error_at(&self, now: Instant) -> UpstreamError {
+    /// Returns the error of a stream whose timer fired at `now`, or `None`
+    /// when activity since the timer was set moved the expiry past `now`.
+    pub fn expired_at(&self, now: Instant) -> Option<UpstreamError> {
+        let expiry = self.next_expiry()?;
+        if now < expiry {
+            return None;
+        }
         match self.deadline {
-            Some(deadline) if now >= deadline => UpstreamError::Timeout,
-            _ => UpstreamError::IdleTimeout,
+            Some(deadline) if now >= deadline => Some(UpstreamError::Timeout),
+            _ => Some(UpstreamError::IdleTimeout),
         }
     }
 }
@@ -545,14 +645,16 @@ impl StreamTimers {
 /// An upstream response body. It counts as an active request on its
 /// endpoint until it ends, and returns an HTTP/1.1 connection to the pool
 /// once read to its end. It fails the stream when the route timeout passes
-/// or the upstream is silent for longer than the idle timeout.
+/// or the stream is silent in both directions for longer than the idle
+/// timeout.
 pub struct UpstreamBody {
     inner: Joined<Incoming>,
     give_back: Option<(Arc<EndpointPool>, http1::SendRequest<RequestBody>)>,
     _active: ActiveRequest,
     timers: StreamTimers,
-    /// One timer per stream, moved forward on each frame rather than
-    /// replaced, so a frame costs no allocation.
+    /// One timer per stream. A frame only touches the stream's activity,
+    /// and the timer moves forward when it fires, so a frame costs no
+    /// allocation and no lock of tokio's timer wheel.
     timer: Option<Pin<Box<Sleep>>>,
     /// The request's circuit-breaker slot, given back when the body ends.
     request_slot: Option<Slot>,
@@ -622,6 +724,21 @@ impl UpstreamBody {
         cluster.record_outcome(&self._active.0, super::health::grpc_outcome(code.unwrap_or(0)));
     }
 
+    /// Polls the stream's timer. A timer that fires while activity since it
+    /// was set moved the expiry later is set again and polled again.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Option<UpstreamError> {
+        let timer = self.timer.as_mut()?;
+        while timer.as_mut().poll(cx).is_ready() {
+            let now = Instant::now();
+            if let Some(error) = self.timers.expired_at(now) {
+                return Some(error);
+            }
+            let expiry = self.timers.next_expiry()?;
+            timer.as_mut().reset(expiry);
+        }
+        None
+    }
+
     fn release(&mut self) {
         self.timer = None;
         self.request_slot = None;
@@ -655,10 +772,8 @@ impl Body for UpstreamBody {
                 this.report_trailers(&frame);
                 if this.inner.is_end_stream() {
                     this.release();
-                } else if let (Some(timer), Some(_)) = (this.timer.as_mut(), this.timers.idle) {
-                    if let Some(at) = this.timers.next_expiry() {
-                        timer.as_mut().reset(at);
-                    }
+                } else {
+                    this.timers.touch();
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -667,13 +782,10 @@ impl Body for UpstreamBody {
                 Poll::Ready(Some(Err(UpstreamError::Request(error))))
             }
             Poll::Pending => {
-                let expired = this.timer.as_mut().is_some_and(|timer| timer.as_mut().poll(cx).is_ready());
-                if expired {
-                    this.give_back = None;
-                    this.timer = None;
-                    return Poll::Ready(Some(Err(this.timers.error_at(Instant::now()))));
-                }
-                Poll::Pending
+                let Some(error) = this.poll_expired(cx) else { return Poll::Pending };
+                this.give_back = None;
+                this.timer = None;
+                Poll::Ready(Some(Err(error)))
             }
         }
     }
