@@ -1,5 +1,6 @@
 //! Config errors: each names the resource, the field path and the problem.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// What is wrong with a config field.
@@ -83,7 +84,9 @@ impl From<ConfigError> for ConfigErrors {
 #[derive(Debug, Default)]
 pub struct Collector {
     resource: String,
-    path: Vec<String>,
+    /// Field names are mostly literals, borrowed so that decoding a valid
+    /// resource allocates no path.
+    path: Vec<Cow<'static, str>>,
     errors: Vec<ConfigError>,
     ignored: Vec<String>,
 }
@@ -94,7 +97,7 @@ impl Collector {
     }
 
     /// Runs `decode` with `segment` appended to the field path.
-    pub fn at<T>(&mut self, segment: impl Into<String>, decode: impl FnOnce(&mut Self) -> T) -> T {
+    pub fn at<T>(&mut self, segment: impl Into<Cow<'static, str>>, decode: impl FnOnce(&mut Self) -> T) -> T {
         self.path.push(segment.into());
         let result = decode(self);
         self.path.pop();

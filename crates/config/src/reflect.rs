@@ -110,6 +110,23 @@ fn wire_any_known(mut bytes: &[u8], depth: usize) -> bool {
     inner.is_some_and(|inner| wire_fields_known(&inner, value, depth + 1))
 }
 
+/// Returns the string field `number` of the encoded message `bytes`, looking
+/// at the top level only. As in decoding, the last occurrence wins and an
+/// absent field is empty. `None` when the top level is malformed or the
+/// value is not UTF-8.
+pub fn top_level_string(mut bytes: &[u8], number: u32) -> Option<String> {
+    let mut found: &[u8] = &[];
+    while !bytes.is_empty() {
+        let key = prost::encoding::decode_varint(&mut bytes).ok()?;
+        let value = next_wire_value(&mut bytes, key & 7)?;
+        if key >> 3 == u64::from(number) {
+            let WireValue::Delimited(value) = value else { return None };
+            found = value;
+        }
+    }
+    std::str::from_utf8(found).ok().map(str::to_string)
+}
+
 enum WireValue<'a> {
     Delimited(&'a [u8]),
     Scalar(prost::encoding::WireType),
@@ -153,7 +170,7 @@ fn check_message(message: &DynamicMessage, errors: &mut Collector) {
 
     for (field, value) in message.fields() {
         if matches!(field.kind(), Kind::Message(_)) {
-            errors.at(field.name(), |errors| check_value(value, errors));
+            errors.at(field.name().to_string(), |errors| check_value(value, errors));
         }
     }
 }

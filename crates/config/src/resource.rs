@@ -4,12 +4,14 @@
 use std::fmt;
 use std::sync::Arc;
 
-use prost::Message;
-
 use crate::decode;
 use crate::error::{Collector, ConfigErrors, Decoded, ErrorKind};
 use crate::model::{Cluster, ClusterLoadAssignment, Listener, RouteConfiguration, Secret};
 use crate::reflect;
+
+/// Field number of the name in every resource type: `name`, or
+/// `cluster_name` in a `ClusterLoadAssignment`.
+const NAME_FIELD: u32 = 1;
 
 /// An xDS resource type, in the order a control plane must push them so that
 /// nothing is referenced before it exists: secrets, clusters, their
@@ -115,22 +117,12 @@ impl Resource {
 }
 
 /// Reads the name of a packed resource without validating it, so errors can
-/// name the resource even when the rest of it is invalid.
+/// name the resource even when the rest of it is invalid. Only the top level
+/// of the message is scanned: decoding a route configuration of 10,000 routes
+/// to read its name cost as much as decoding it for use.
 pub fn resource_name(any: &prost_types::Any) -> Option<String> {
-    use legate_api::envoy::config;
-    use legate_api::envoy::extensions::transport_sockets::tls::v3 as tls;
-
-    match ResourceType::from_type_url(&any.type_url)? {
-        ResourceType::Secret => tls::Secret::decode(&*any.value).ok().map(|s| s.name),
-        ResourceType::Cluster => config::cluster::v3::Cluster::decode(&*any.value).ok().map(|c| c.name),
-        ResourceType::ClusterLoadAssignment => {
-            config::endpoint::v3::ClusterLoadAssignment::decode(&*any.value).ok().map(|c| c.cluster_name)
-        }
-        ResourceType::Listener => config::listener::v3::Listener::decode(&*any.value).ok().map(|l| l.name),
-        ResourceType::RouteConfiguration => {
-            config::route::v3::RouteConfiguration::decode(&*any.value).ok().map(|r| r.name)
-        }
-    }
+    ResourceType::from_type_url(&any.type_url)?;
+    reflect::top_level_string(&any.value, NAME_FIELD)
 }
 
 /// Decodes and validates one packed resource: unknown fields anywhere in it
@@ -159,4 +151,54 @@ pub fn decode_any(any: &prost_types::Any) -> Result<Decoded<Resource>, ConfigErr
         Some(value) => Decoded { value, ignored: decoded.ignored },
         None => unreachable!("decoders record an error whenever they return no resource"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use legate_api::envoy::config::cluster::v3::Cluster;
+    use prost::Message;
+    use legate_api::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
+
+    use super::*;
+
+    fn packed(resource_type: ResourceType, value: Vec<u8>) -> prost_types::Any {
+        prost_types::Any { type_url: resource_type.type_url().to_string(), value }
+    }
+
+    #[test]
+    fn name_is_read_after_other_fields() {
+        let routes = RouteConfiguration {
+            virtual_hosts: vec![VirtualHost { name: "all".into(), domains: vec!["*".into()], ..Default::default() }],
+            name: "bench".into(),
+            ..Default::default()
+        };
+        let any = packed(ResourceType::RouteConfiguration, routes.encode_to_vec());
+        assert_eq!(resource_name(&any).as_deref(), Some("bench"));
+    }
+
+    #[test]
+    fn last_name_wins_as_when_decoding() {
+        let mut bytes = Cluster { name: "first".into(), ..Default::default() }.encode_to_vec();
+        bytes.extend(Cluster { name: "second".into(), ..Default::default() }.encode_to_vec());
+        let decoded = Cluster::decode(bytes.as_slice()).expect("two encodings concatenate").name;
+        assert_eq!(resource_name(&packed(ResourceType::Cluster, bytes)), Some(decoded));
+    }
+
+    #[test]
+    fn malformed_or_unknown_resources_have_no_name() {
+        let truncated = packed(ResourceType::Cluster, vec![0x0a, 0x05, b'a']);
+        assert_eq!(resource_name(&truncated), None);
+
+        let not_text = packed(ResourceType::Listener, vec![0x0a, 0x02, 0xff, 0xfe]);
+        assert_eq!(resource_name(&not_text), None);
+
+        let unknown = prost_types::Any { type_url: "type.googleapis.com/example.Thing".into(), value: vec![0x0a, 0x01, b'a'] };
+        assert_eq!(resource_name(&unknown), None);
+    }
+
+    #[test]
+    fn missing_name_is_empty() {
+        let any = packed(ResourceType::Cluster, Cluster { connect_timeout: Some(prost_types::Duration { seconds: 1, nanos: 0 }), ..Default::default() }.encode_to_vec());
+        assert_eq!(resource_name(&any).as_deref(), Some(""));
+    }
 }

@@ -49,6 +49,9 @@ pub struct StoredResource {
     pub digest: u64,
     /// `any` encoded, shared by every delta response that carries it.
     pub encoded: bytes::Bytes,
+    /// Fields of the resource that Legate accepts but does not use, as
+    /// decoding reported them.
+    pub ignored: Vec<String>,
     /// `any` as indented proto3 JSON for the state file, made at the first
     /// save. The versions that keep this resource share it, so a save
     /// encodes only the resources that changed.
@@ -60,7 +63,13 @@ impl StoredResource {
     pub fn new(any: prost_types::Any, resource: Resource) -> Self {
         let digest = xxhash_rust::xxh64::xxh64(&any.value, 0);
         let encoded = prost::Message::encode_to_vec(&any).into();
-        StoredResource { any, resource, version: 0, digest, encoded, json: OnceLock::new() }
+        StoredResource { any, resource, version: 0, digest, encoded, ignored: Vec::new(), json: OnceLock::new() }
+    }
+
+    /// Keeps the fields that decoding reported as ignored.
+    pub fn with_ignored(mut self, ignored: Vec<String>) -> Self {
+        self.ignored = ignored;
+        self
     }
 
     /// Returns `any` as indented proto3 JSON, encoding it on the first call.

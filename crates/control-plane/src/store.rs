@@ -12,7 +12,7 @@ use std::time::SystemTime;
 
 use legate_api::legate::config::v1::{ResourceRef, StoredConfig};
 use legate_config::error::ErrorKind;
-use legate_config::resource::decode_any;
+use legate_config::resource::{decode_any, resource_name};
 use legate_config::{validate, ConfigError, ConfigErrors, ResourceType};
 use tokio::sync::{watch, Mutex};
 
@@ -304,7 +304,7 @@ impl Store {
         }
 
         let mut errors = Vec::new();
-        let decoded = decode_resources(resources, &mut errors);
+        let decoded = decode_resources(resources, Some(&current), &mut errors);
 
         // References are checked even when some resources failed to decode,
         // so one rejection lists every problem. A resource that failed is
@@ -465,18 +465,24 @@ fn reject(errors: Vec<ConfigError>) -> ApplyError {
 /// Decodes every resource, recording all errors rather than stopping at the
 /// first, and rejects a type and name that appear twice.
 // TODO: a resource whose bytes equal the one in force is decoded again; reusing it needs its ignored fields kept.
-fn decode_resources(resources: &[prost_types::Any], errors: &mut Vec<ConfigError>) -> DecodedResources {
+/// Decodes the resources of a request. A resource whose bytes equal those
+/// of the same resource in `known` is taken from it instead: a file that
+/// changes 1 of 2,000 resources decodes 1.
+fn decode_resources(resources: &[prost_types::Any], known: Option<&Snapshot>, errors: &mut Vec<ConfigError>) -> DecodedResources {
     let mut decoded = DecodedResources::default();
     for any in resources {
-        let resource = match decode_any(any) {
-            Ok(resource) => resource,
-            Err(decode_errors) => {
-                errors.extend(decode_errors.0);
-                continue;
-            }
+        let stored = match known.and_then(|snapshot| unchanged(snapshot, any)) {
+            Some(stored) => stored,
+            None => match decode_any(any) {
+                Ok(resource) => StoredResource::new(any.clone(), resource.value).with_ignored(resource.ignored),
+                Err(decode_errors) => {
+                    errors.extend(decode_errors.0);
+                    continue;
+                }
+            },
         };
 
-        let key = ResourceKey::new(resource.value.resource_type(), resource.value.name());
+        let key = ResourceKey::new(stored.resource.resource_type(), stored.resource.name());
         if decoded.resources.contains_key(&key) {
             errors.push(ConfigError {
                 kind: ErrorKind::Duplicate,
@@ -487,11 +493,18 @@ fn decode_resources(resources: &[prost_types::Any], errors: &mut Vec<ConfigError
             continue;
         }
 
-        decoded.ignored_fields.extend(resource.ignored);
-        let stored = StoredResource::new(any.clone(), resource.value);
+        decoded.ignored_fields.extend(stored.ignored.iter().cloned());
         decoded.resources.insert(key, stored);
     }
     decoded
+}
+
+/// Returns a copy of the resource in `snapshot` that has exactly the bytes
+/// of `any`, if there is one.
+fn unchanged(snapshot: &Snapshot, any: &prost_types::Any) -> Option<StoredResource> {
+    let resource_type = ResourceType::from_type_url(&any.type_url)?;
+    let existing = snapshot.get(&ResourceKey::new(resource_type, resource_name(any)?))?;
+    (existing.any.type_url == any.type_url && existing.any.value == any.value).then(|| existing.clone())
 }
 
 fn removal_keys(
@@ -567,14 +580,14 @@ fn build_snapshot(current: &Snapshot, mut decoded: BTreeMap<ResourceKey, StoredR
 /// since the file was written.
 fn snapshot_from_stored(stored: StoredConfig) -> Result<Snapshot, ConfigErrors> {
     let mut errors = Vec::new();
-    let decoded = decode_resources(&stored.resources, &mut errors);
+    let decoded = decode_resources(&stored.resources, None, &mut errors);
     let type_versions = stored_type_versions(&stored, &mut errors);
     let overlays: Vec<Overlay> = stored
         .targeted
         .iter()
         .filter_map(|targeted| {
             let selector = Selector::from_proto(targeted.target.as_ref()?).ok()?;
-            let decoded = decode_resources(&targeted.resources, &mut errors);
+            let decoded = decode_resources(&targeted.resources, None, &mut errors);
             Some(Overlay { selector, resources: decoded.resources.into_iter().map(|(key, resource)| (key, Arc::new(resource))).collect() })
         })
         .collect();

@@ -146,3 +146,21 @@ async fn identical_apply_keeps_version_and_pushes_nothing() {
     proxy.expect_silence().await;
     assert_eq!(server.plane.store().snapshot().version(), 1);
 }
+
+#[tokio::test]
+async fn unchanged_resources_keep_their_ignored_fields() {
+    let server = TestServer::start(ControlPlane::in_memory()).await;
+    let mut labelled = static_cluster("web", 8080);
+    labelled["alt_stat_name"] = "web_stats".into();
+    let first = server.apply(&[labelled.clone(), static_cluster("api", 8081)], vec![]).await.expect("first apply");
+    assert_eq!(first.ignored_fields.len(), 1, "{:?}", first.ignored_fields);
+
+    let second = server.apply(&[labelled, static_cluster("api", 9090)], vec![]).await.expect("second apply");
+
+    assert_eq!(second.ignored_fields, first.ignored_fields, "an unchanged resource reports what it ignores again");
+    let modified: Vec<&str> = second.modified.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(modified, ["api"], "only the changed cluster is modified");
+    let stored = server.plane.store().snapshot();
+    let api = stored.get(&legate_control_plane::snapshot::ResourceKey::new(CDS, "api")).expect("api is in force");
+    assert_eq!(api.version, 2);
+}

@@ -93,7 +93,7 @@ fn forwarding(proto: &api::Forwarding, errors: &mut Collector) -> ApiKeyForwardi
 }
 
 /// Parses a header name given in config, lowercased.
-pub(crate) fn header_name(text: &str, field: &str, errors: &mut Collector) -> Option<HeaderName> {
+pub(crate) fn header_name(text: &str, field: &'static str, errors: &mut Collector) -> Option<HeaderName> {
     match HeaderName::from_bytes(text.to_ascii_lowercase().as_bytes()) {
         Ok(name) => Some(name),
         Err(_) => {

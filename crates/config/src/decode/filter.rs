@@ -201,7 +201,7 @@ fn cors_policy(fields: &CorsFields<'_>, errors: &mut Collector) -> Option<Arc<Co
     }))
 }
 
-fn header_value(text: &str, field: &str, errors: &mut Collector) -> Option<HeaderValue> {
+fn header_value(text: &str, field: &'static str, errors: &mut Collector) -> Option<HeaderValue> {
     if text.is_empty() {
         return None;
     }
@@ -219,7 +219,7 @@ pub(crate) fn max_stream_duration(
     proto: &route_api::route_action::MaxStreamDuration,
     errors: &mut Collector,
 ) -> MaxStreamDuration {
-    let read = |value: Option<&prost_types::Duration>, field: &str, errors: &mut Collector| {
+    let read = |value: Option<&prost_types::Duration>, field: &'static str, errors: &mut Collector| {
         value.and_then(|value| errors.at(field, |errors| duration(value, errors)))
     };
     MaxStreamDuration {

@@ -11,14 +11,14 @@ use crate::model::{HealthCheck, HealthCheckKind, OutlierDetection};
 
 pub(crate) fn outlier_detection(proto: &api::OutlierDetection, errors: &mut Collector) -> OutlierDetection {
     let defaults = OutlierDetection::default();
-    let percent = |value: Option<u32>, default: u32, field: &str, errors: &mut Collector| {
+    let percent = |value: Option<u32>, default: u32, field: &'static str, errors: &mut Collector| {
         let value = value.unwrap_or(default);
         if value > 100 {
             errors.at(field, |errors| errors.invalid(format!("{value} is over 100")));
         }
         value
     };
-    let time = |value: Option<&prost_types::Duration>, default: Duration, field: &str, errors: &mut Collector| {
+    let time = |value: Option<&prost_types::Duration>, default: Duration, field: &'static str, errors: &mut Collector| {
         value.and_then(|value| errors.at(field, |errors| duration(value, errors))).filter(|d| !d.is_zero()).unwrap_or(default)
     };
 
@@ -112,7 +112,7 @@ pub(crate) fn health_check(proto: &core::HealthCheck, errors: &mut Collector) ->
     })
 }
 
-fn required_time(value: Option<&prost_types::Duration>, field: &str, errors: &mut Collector) -> Option<Duration> {
+fn required_time(value: Option<&prost_types::Duration>, field: &'static str, errors: &mut Collector) -> Option<Duration> {
     let Some(value) = value else {
         errors.missing(field);
         return None;

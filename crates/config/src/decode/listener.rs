@@ -312,7 +312,7 @@ fn route_source(proto: &hcm::HttpConnectionManager, errors: &mut Collector) -> O
 }
 
 /// Checks that a config source points at ADS, the only source Legate uses.
-pub(crate) fn ads_source(source: Option<&core::ConfigSource>, field: &str, errors: &mut Collector) {
+pub(crate) fn ads_source(source: Option<&core::ConfigSource>, field: &'static str, errors: &mut Collector) {
     match source.and_then(|source| source.config_source_specifier.as_ref()) {
         Some(core::config_source::ConfigSourceSpecifier::Ads(_)) => {}
         None => errors.at(field, |errors| errors.missing("ads")),

@@ -57,7 +57,7 @@ pub(crate) fn grpc_json_transcoder(bytes: &[u8], errors: &mut Collector) -> Opti
     };
     let print = proto.print_options.unwrap_or_default();
     let validation = proto.request_validation_options.unwrap_or_default();
-    let limit = |value: Option<u32>, field: &str, errors: &mut Collector| match value {
+    let limit = |value: Option<u32>, field: &'static str, errors: &mut Collector| match value {
         Some(0) => {
             errors.at(field, |errors| errors.invalid(format!("{field} must be greater than 0")));
             DEFAULT_MAX_BODY
