@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::peers::render;
-use crate::process::{self, Pinned, LOAD_CORE, PROXY_CORE};
+use crate::process::{self, Pinned, PROXY_CORE};
 
 const RESOURCES: &str = include_str!("../peers/legate/resources.yaml");
 const RESOURCE_ROUTE: &str = include_str!("../peers/legate/scale_route.yaml");
@@ -44,13 +44,15 @@ impl ControlPlane {
         Ok(ControlPlane { process, port, legate_bin: legate_bin.to_path_buf(), dir: dir.to_path_buf() })
     }
 
-    /// Runs `legate apply -f FILE` on the load core and returns how long it
-    /// took; fails when the control plane rejected the change.
+    /// Runs `legate apply -f FILE` on the proxy core and returns how long it
+    /// took. Fails when the control plane rejected the change. The config
+    /// work of nginx and HAProxy runs in their master processes on the proxy
+    /// core, so this keeps the load core's work the same for every proxy.
     pub fn apply(&self, file: &Path) -> anyhow::Result<Duration> {
         let started = Instant::now();
         let output = Command::new("taskset")
             .arg("-c")
-            .arg(LOAD_CORE.to_string())
+            .arg(PROXY_CORE.to_string())
             .arg(&self.legate_bin)
             .args(["apply", "-f"])
             .arg(file)

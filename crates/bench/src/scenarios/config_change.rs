@@ -78,8 +78,9 @@ impl Scenario for ConfigChange {
         let mut section = Section::new(
             self,
             format!(
-                "Apply: a Legate proxy (one worker) takes its config over ADS from `legate control-plane` on the \
-                 same core. `legate apply` sends {} clusters, each with a route `/svc-N/`, in one change; the \
+                "Apply: a Legate proxy (one worker) takes its config over ADS from `legate control-plane`, and \
+                 `legate apply` runs on the same core, as nginx's and HAProxy's master processes do, so the load \
+                 core carries the same work for every proxy. `legate apply` sends {} clusters, each with a route `/svc-N/`, in one change; the \
                  time runs from starting `legate apply` until a GET to the last new route returns 200 (probes \
                  every {PROBE_PAUSE:?} on a keep-alive connection). Under load: h2load sends {} requests per \
                  second in total over {} HTTP/1.1 connections (half the slowest proxy's saturation rate) for \
