@@ -1,7 +1,7 @@
 //! The router's own answers: route timeout, stream idle timeout, request
 //! timeout, connection idle timeout, and the statuses for missing routes,
-//! endpoints and upstreams. Also the idle timeout of upstream HTTP/2
-//! connections.
+//! endpoints and upstreams. Also the idle timeout of upstream HTTP/1.1 and
+//! HTTP/2 connections.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -156,8 +156,9 @@ async fn silent_upload_is_cut() {
     assert_eq!(backend.hits(), 1, "the request was on its way upstream when it was cut");
 }
 
-/// An HTTP/2 upstream that responds with 200 to every request and counts the
-/// connections it accepted and the connections that closed.
+/// An upstream that responds with 200 to every request, over HTTP/2 or
+/// HTTP/1.1, and counts the connections it accepted and the connections that
+/// closed.
 struct CountingUpstream {
     address: SocketAddr,
     accepted: Arc<AtomicUsize>,
@@ -165,7 +166,7 @@ struct CountingUpstream {
 }
 
 impl CountingUpstream {
-    async fn start() -> CountingUpstream {
+    async fn start(http2: bool) -> CountingUpstream {
         let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = socket.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -179,9 +180,12 @@ impl CountingUpstream {
                     let service = service_fn(|_request: hyper::Request<hyper::body::Incoming>| async {
                         Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"ok"))))
                     });
-                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let io = TokioIo::new(stream);
+                    if http2 {
+                        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new()).serve_connection(io, service).await;
+                    } else {
+                        let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+                    }
                     closed.fetch_add(1, Ordering::SeqCst);
                 });
             }
@@ -200,11 +204,26 @@ impl CountingUpstream {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_http2_upstream_closes() {
-    let upstream = CountingUpstream::start().await;
-    let mut cluster = static_cluster("h2", upstream.address.port(), None);
-    cluster.push_str("\n    http2_protocol_options: {}\n    common_http_protocol_options: { idle_timeout: 0.3s }");
-    let routes = "              - match: { prefix: \"/\" }\n                route: { cluster: h2 }";
-    let proxy = Proxy::start(&static_bootstrap("", routes, &cluster), &temp_dir("h2-idle"));
+    check_idle_upstream_closes(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http1_upstream_closes() {
+    check_idle_upstream_closes(false).await;
+}
+
+/// Sends a request through a cluster with a 300 ms `idle_timeout`, checks
+/// that the proxy closes the upstream connection once it is idle that long,
+/// and that the next request opens a new one.
+async fn check_idle_upstream_closes(http2: bool) {
+    let upstream = CountingUpstream::start(http2).await;
+    let mut cluster = static_cluster("pooled", upstream.address.port(), None);
+    if http2 {
+        cluster.push_str("\n    http2_protocol_options: {}");
+    }
+    cluster.push_str("\n    common_http_protocol_options: { idle_timeout: 0.3s }");
+    let routes = "              - match: { prefix: \"/\" }\n                route: { cluster: pooled }";
+    let proxy = Proxy::start(&static_bootstrap("", routes, &cluster), &temp_dir("idle-upstream"));
     proxy.wait_ready().await;
     let listener = proxy.listener("http").await;
 
@@ -214,7 +233,7 @@ async fn idle_http2_upstream_closes() {
     assert_eq!(upstream.closed(), 0, "the connection stays open while not idle for 300 ms");
 
     let closed = eventually(Duration::from_secs(3), || async { upstream.closed() == 1 }).await;
-    assert!(closed, "the proxy closes its upstream HTTP/2 connection once idle for 300 ms");
+    assert!(closed, "the proxy closes its upstream connection once idle for 300 ms (HTTP/2: {http2})");
 
     let (status, body) = http1_get(listener, "a", "/second").await.unwrap();
     assert_eq!((status, body.as_str()), (200, "ok"));

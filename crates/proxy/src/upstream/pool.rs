@@ -51,7 +51,7 @@ pub struct EndpointPool {
     circuit: Arc<ClusterCircuit>,
     /// Connections open to this endpoint, for `per_host_thresholds`.
     connections: Arc<AtomicUsize>,
-    idle: Mutex<Vec<IdleConnection>>,
+    idle: Mutex<IdleConnections>,
     /// Open HTTP/2 connections, oldest first.
     http2_connections: Mutex<Vec<Http2Connection>>,
     /// Held while an HTTP/2 connection is opened, so that requests arriving
@@ -78,6 +78,15 @@ struct IdleConnection {
     since: std::time::Instant,
 }
 
+/// Pooled HTTP/1.1 connections, the most recently used last.
+#[derive(Default)]
+struct IdleConnections {
+    connections: Vec<IdleConnection>,
+    /// Whether a task is waiting to close the connections that stay idle
+    /// for the cluster's `idle_timeout`.
+    sweeping: bool,
+}
+
 impl EndpointPool {
     pub fn new(
         address: SocketAddr,
@@ -93,7 +102,7 @@ impl EndpointPool {
             stats,
             circuit,
             connections: Arc::new(AtomicUsize::new(0)),
-            idle: Mutex::new(Vec::new()),
+            idle: Mutex::new(IdleConnections::default()),
             http2_connections: Mutex::new(Vec::new()),
             http2_connecting: tokio::sync::Mutex::new(()),
             active_requests: AtomicUsize::new(0),
@@ -227,7 +236,7 @@ impl EndpointPool {
 
     fn take_idle(&self) -> Option<http1::SendRequest<RequestBody>> {
         let mut idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        while let Some(connection) = idle.pop() {
+        while let Some(connection) = idle.connections.pop() {
             let fresh = connection.since.elapsed() < self.settings.idle_timeout;
             if fresh && !connection.sender.is_closed() {
                 return Some(connection.sender);
@@ -236,14 +245,36 @@ impl EndpointPool {
         None
     }
 
-    fn give_back(&self, sender: http1::SendRequest<RequestBody>) {
+    /// Pools an HTTP/1.1 connection whose response ended. The first one
+    /// pooled starts the task that closes connections once idle.
+    fn give_back(self: &Arc<Self>, sender: http1::SendRequest<RequestBody>) {
         if sender.is_closed() {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        idle.push(IdleConnection { sender, since: std::time::Instant::now() });
+        idle.connections.push(IdleConnection { sender, since: std::time::Instant::now() });
+        let start_sweep = !idle.sweeping && reachable(self.settings.idle_timeout);
+        let runtime = start_sweep.then(tokio::runtime::Handle::try_current).and_then(Result::ok);
+        idle.sweeping |= runtime.is_some();
         drop(idle);
+
+        if let Some(runtime) = runtime {
+            runtime.spawn(close_idle_http1(Arc::downgrade(self), self.settings.idle_timeout));
+        }
         self.circuit.notify_released();
+    }
+
+    /// Drops the pooled HTTP/1.1 connections idle for `idle_timeout` or
+    /// closed by the upstream, which closes them. Returns when the oldest
+    /// remaining one expires, or `None` once none remains.
+    fn drop_expired_idle(&self, idle_timeout: Duration) -> Option<std::time::Instant> {
+        let mut idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        idle.connections.retain(|connection| connection.since.elapsed() < idle_timeout && !connection.sender.is_closed());
+        let oldest = idle.connections.iter().map(|connection| connection.since).min();
+        if oldest.is_none() {
+            idle.sweeping = false;
+        }
+        oldest.map(|since| since + idle_timeout)
     }
 
     /// Finds a stream for one HTTP/2 request: on an open connection with
@@ -452,13 +483,33 @@ impl EndpointPool {
     }
 }
 
+/// Closes the pooled HTTP/1.1 connections of `pool` that stay idle for
+/// `idle_timeout`, waking when the oldest one expires. Ends once no
+/// connection is pooled, and the next one pooled starts it again.
+async fn close_idle_http1(pool: Weak<EndpointPool>, idle_timeout: Duration) {
+    let mut wake = Instant::now() + idle_timeout;
+    loop {
+        tokio::time::sleep_until(wake).await;
+        let Some(pool) = pool.upgrade() else { return };
+        let Some(expiry) = pool.drop_expired_idle(idle_timeout) else { return };
+        wake = Instant::from_std(expiry);
+    }
+}
+
+/// Returns whether a timer for `timeout` can fire. A zero `idle_timeout` in
+/// the config means no timeout, and the model holds it as one too large to
+/// reach.
+fn reachable(timeout: Duration) -> bool {
+    Instant::now().checked_add(timeout).is_some()
+}
+
 /// Waits until the HTTP/2 connection of `streams` has had no stream for
 /// `idle_timeout` and is removed from `pool`. One timer per connection,
 /// which wakes once per `idle_timeout` at most. Never returns when the
 /// timeout is too large to reach, since a zero `idle_timeout` in the config
 /// means no timeout.
 async fn close_when_idle(pool: Weak<EndpointPool>, streams: Arc<Http2Streams>, idle_timeout: Duration) {
-    if Instant::now().checked_add(idle_timeout).is_none() {
+    if !reachable(idle_timeout) {
         return std::future::pending().await;
     }
     loop {
