@@ -265,6 +265,63 @@ async fn start_late_body_upstream() -> SocketAddr {
     address
 }
 
+/// Starts an HTTP/1.1 upstream that waits `gap` before the response
+/// headers and `gap` again before the body, `late`.
+async fn start_slow_upstream(gap: Duration) -> SocketAddr {
+    let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = socket.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = socket.accept().await {
+            tokio::spawn(async move {
+                let service = service_fn(move |_request: hyper::Request<hyper::body::Incoming>| async move {
+                    tokio::time::sleep(gap).await;
+                    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(1);
+                    tokio::spawn(async move {
+                        tokio::time::sleep(gap).await;
+                        let _ = sender.send(Ok(Frame::data(Bytes::from_static(b"late")))).await;
+                    });
+                    let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(receiver));
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(body))
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    address
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_timer_restarts_at_headers() {
+    // Each gap is under the 500 ms idle timeout, and both together are over it.
+    let upstream = start_slow_upstream(Duration::from_millis(300)).await;
+    let cluster = static_cluster("slow", upstream.port(), None);
+    let routes = "              - match: { prefix: \"/\" }\n                route: { cluster: slow, idle_timeout: 0.5s }";
+    let proxy = Proxy::start(&static_bootstrap("", routes, &cluster), &temp_dir("slow-headers"));
+    proxy.wait_ready().await;
+    let listener = proxy.listener("http").await;
+
+    let (status, body) = http1_get(listener, "a", "/slow").await.unwrap();
+
+    assert_eq!(status, 200);
+    assert_eq!(body, "late", "the body after a second gap arrives whole");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_route_idle_timeout_disables() {
+    let upstream = start_slow_upstream(Duration::from_millis(400)).await;
+    let cluster = static_cluster("slow", upstream.port(), None);
+    let routes = "              - match: { prefix: \"/\" }\n                route: { cluster: slow, idle_timeout: 0s }";
+    let manager = "          stream_idle_timeout: 0.2s";
+    let proxy = Proxy::start(&static_bootstrap(manager, routes, &cluster), &temp_dir("zero-idle"));
+    proxy.wait_ready().await;
+    let listener = proxy.listener("http").await;
+
+    let (status, body) = http1_get(listener, "a", "/slow").await.unwrap();
+
+    assert_eq!(status, 200, "a zero route idle timeout overrides the connection manager's 200 ms");
+    assert_eq!(body, "late");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upload_after_headers_keeps_stream() {
     let upstream = start_late_body_upstream().await;

@@ -79,7 +79,16 @@ pub(crate) fn decode_message<T: Message + Default>(bytes: &[u8], errors: &mut Co
 
 /// Converts a proto duration, recording an error when it is negative or out
 /// of range.
+/// The maximum seconds of protobuf's `Duration`, about 10,000 years.
+const MAX_DURATION_SECONDS: i64 = 315_576_000_000;
+
 pub(crate) fn duration(value: &prost_types::Duration, errors: &mut Collector) -> Option<Duration> {
+    // A larger value, outside protobuf's range, would overflow the clock
+    // when a timer adds it to the current time.
+    if value.seconds > MAX_DURATION_SECONDS {
+        errors.invalid(format!("invalid duration {}s: must be at most {MAX_DURATION_SECONDS}s", value.seconds));
+        return None;
+    }
     match Duration::try_from(*value) {
         Ok(duration) => Some(duration),
         Err(_) => {
@@ -191,5 +200,22 @@ pub(crate) fn enum_value<E: TryFrom<i32>>(value: i32, field: &str, errors: &mut 
 pub(crate) fn note_ignored(is_set: bool, field: &str, errors: &mut Collector) {
     if is_set {
         errors.ignored(field);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duration_over_protobuf_range_is_invalid() {
+        let mut errors = Collector::new("test");
+        let longest = prost_types::Duration { seconds: MAX_DURATION_SECONDS, nanos: 0 };
+        assert_eq!(duration(&longest, &mut errors), Some(Duration::from_secs(315_576_000_000)));
+
+        let too_long = prost_types::Duration { seconds: i64::MAX, nanos: 0 };
+        assert_eq!(duration(&too_long, &mut errors), None);
+        let message = errors.into_errors().0.pop().expect("one error").to_string();
+        assert!(message.contains("must be at most 315576000000s"), "{message}");
     }
 }

@@ -131,8 +131,9 @@ pub struct ForwardAction {
     /// Time allowed for the upstream's whole response; `None` disables it.
     /// Envoy's default of 15 seconds applies when the route sets none.
     pub timeout: Option<Duration>,
-    /// Closes the stream after this long without activity; `None` falls back
-    /// to the connection manager's stream idle timeout.
+    /// Closes the stream after this long without activity. `None` falls back
+    /// to the connection manager's stream idle timeout, and zero turns the
+    /// idle timeout off.
     pub idle_timeout: Option<Duration>,
     /// Per-route overrides of the connection manager's upgrade settings.
     pub upgrades: Vec<super::UpgradeConfig>,

@@ -72,7 +72,7 @@ pub(super) async fn forward(mut request: Request<DownstreamBody>, action: &Forwa
     let downstream_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
     let protocol = if upgrade.is_some() { UpstreamProtocol::Http1 } else { cluster.config.protocol };
     let request_deadline = http.request_timeout.map(|timeout| tokio::time::Instant::now() + timeout);
-    let idle = action.idle_timeout.or(http.stream_idle_timeout).map(StreamIdle::new);
+    let idle = route_idle_timeout(action.idle_timeout, http.stream_idle_timeout).map(StreamIdle::new);
     let target = UpstreamTarget {
         host_rewrite,
         protocol,
@@ -147,7 +147,7 @@ pub(super) async fn forward(mut request: Request<DownstreamBody>, action: &Forwa
     let upstream = hyper::upgrade::on(&mut response);
     let pipe = PipeSettings {
         endpoint: endpoint.address(),
-        idle_timeout: action.idle_timeout.or(http.upgrade_idle_timeout),
+        idle_timeout: route_idle_timeout(action.idle_timeout, http.upgrade_idle_timeout),
         drain_timeout: connection.drain_timeout,
         listener_drain: connection.drained.clone(),
         endpoint_membership: endpoint.membership().watch(),
@@ -361,3 +361,13 @@ fn rewritten_path(uri: &Uri, action: &ForwardAction, route: &Route) -> Option<Pa
     rewritten.parse().ok()
 }
 
+/// Returns the idle timeout of a stream: the route's, else the connection
+/// manager's `fallback`. A zero route timeout turns it off, even where the
+/// connection manager sets one, as in Envoy.
+fn route_idle_timeout(route: Option<std::time::Duration>, fallback: Option<std::time::Duration>) -> Option<std::time::Duration> {
+    match route {
+        Some(timeout) if timeout.is_zero() => None,
+        Some(timeout) => Some(timeout),
+        None => fallback,
+    }
+}

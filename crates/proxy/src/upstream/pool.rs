@@ -82,9 +82,9 @@ struct IdleConnection {
 #[derive(Default)]
 struct IdleConnections {
     connections: Vec<IdleConnection>,
-    /// Whether a task is waiting to close the connections that stay idle
-    /// for the cluster's `idle_timeout`.
-    sweeping: bool,
+    /// The task that closes the connections that stay idle for the
+    /// cluster's `idle_timeout`, while one runs. It ends with the pool.
+    sweep: Option<tokio::task::AbortHandle>,
 }
 
 impl EndpointPool {
@@ -253,14 +253,12 @@ impl EndpointPool {
         }
         let mut idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         idle.connections.push(IdleConnection { sender, since: std::time::Instant::now() });
-        let start_sweep = !idle.sweeping && reachable(self.settings.idle_timeout);
-        let runtime = start_sweep.then(tokio::runtime::Handle::try_current).and_then(Result::ok);
-        idle.sweeping |= runtime.is_some();
-        drop(idle);
-
-        if let Some(runtime) = runtime {
-            runtime.spawn(close_idle_http1(Arc::downgrade(self), self.settings.idle_timeout));
+        let start_sweep = idle.sweep.is_none() && reachable(self.settings.idle_timeout);
+        if let Some(runtime) = start_sweep.then(tokio::runtime::Handle::try_current).and_then(Result::ok) {
+            let task = runtime.spawn(close_idle_http1(Arc::downgrade(self), self.settings.idle_timeout));
+            idle.sweep = Some(task.abort_handle());
         }
+        drop(idle);
         self.circuit.notify_released();
     }
 
@@ -272,7 +270,7 @@ impl EndpointPool {
         idle.connections.retain(|connection| connection.since.elapsed() < idle_timeout && !connection.sender.is_closed());
         let oldest = idle.connections.iter().map(|connection| connection.since).min();
         if oldest.is_none() {
-            idle.sweeping = false;
+            idle.sweep = None;
         }
         oldest.map(|since| since + idle_timeout)
     }
@@ -483,6 +481,15 @@ impl EndpointPool {
     }
 }
 
+impl Drop for EndpointPool {
+    fn drop(&mut self) {
+        let idle = self.idle.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(sweep) = idle.sweep.take() {
+            sweep.abort();
+        }
+    }
+}
+
 /// Closes the pooled HTTP/1.1 connections of `pool` that stay idle for
 /// `idle_timeout`, waking when the oldest one expires. Ends once no
 /// connection is pooled, and the next one pooled starts it again.
@@ -497,7 +504,7 @@ async fn close_idle_http1(pool: Weak<EndpointPool>, idle_timeout: Duration) {
 }
 
 /// Returns whether a timer for `timeout` can fire. A zero `idle_timeout` in
-/// the config means no timeout, and the model holds it as one too large to
+/// the config means no timeout, and the model stores it as one too large to
 /// reach.
 fn reachable(timeout: Duration) -> bool {
     Instant::now().checked_add(timeout).is_some()
@@ -606,10 +613,10 @@ struct StreamSlot {
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
+        // The time goes first: once the count reads zero, the idle timer
+        // must not see the time from before this stream.
+        self.streams.idle_since.touch();
         let before = self.streams.in_flight.fetch_sub(1, Ordering::AcqRel);
-        if before == 1 {
-            self.streams.idle_since.touch();
-        }
         if before >= self.limit {
             self.circuit.notify_released();
         }
@@ -727,6 +734,8 @@ impl UpstreamBody {
         active: ActiveRequest,
         timers: StreamTimers,
     ) -> Self {
+        // Response headers are activity: the idle timeout counts from them.
+        timers.touch();
         let timer = timers.next_expiry().map(|at| Box::pin(tokio::time::sleep_until(at)));
         let mut body = UpstreamBody { inner: Joined::new(inner), give_back, _active: active, timers, timer, request_slot: None, retry_slots: Vec::new(), stream_slot: None, pushed_back: None, grpc_report: None };
         if body.inner.is_end_stream() {
