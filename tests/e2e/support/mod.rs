@@ -155,6 +155,15 @@ pub fn legate(args: &[&str]) -> Output {
     Command::new(legate_bin()).args(args).output().expect("legate runs")
 }
 
+/// Worker count for the proxies of the running test: 1, which runs the
+/// current-thread runtime, or 2, which runs the multi-thread one. The test's
+/// name picks it, so the suite covers both and a failure repeats.
+fn workers_for_this_test() -> &'static str {
+    let name = std::thread::current().name().unwrap_or_default().to_string();
+    let hash = name.bytes().fold(0u32, |hash, byte| hash.wrapping_mul(31).wrapping_add(u32::from(byte)));
+    if hash % 2 == 0 { "1" } else { "2" }
+}
+
 pub struct Proxy {
     pub process: Process,
     pub admin: SocketAddr,
@@ -169,7 +178,7 @@ impl Proxy {
     pub fn start_with(bootstrap: &str, dir: &Path, extra: &[&str]) -> Proxy {
         let path = dir.join(format!("bootstrap-{}.yaml", fastid()));
         std::fs::write(&path, bootstrap).unwrap();
-        let mut args = vec!["proxy", "--concurrency", "2", "--config", path.to_str().unwrap()];
+        let mut args = vec!["proxy", "--concurrency", workers_for_this_test(), "--config", path.to_str().unwrap()];
         args.extend_from_slice(extra);
         let process = Process::spawn(&args);
         let admin = process.address_after("admin listening on");
