@@ -52,7 +52,10 @@ pub(super) async fn run(checks: &[RequestCheck], parts: &mut Parts, exchange: &m
             }
             RequestCheck::ExtAuthz(_) if filter_configs.ext_authz_disabled => None,
             RequestCheck::ExtAuthz(config) => {
-                ext_authz::check(config, parts, context.snapshot, &context.connection.stats).await.err()
+                // Boxed: the check's state is several KiB, and unboxed it
+                // would enlarge the future of every request, with or
+                // without external authorization.
+                Box::pin(ext_authz::check(config, parts, context.snapshot, &context.connection.stats)).await.err()
             }
             RequestCheck::LocalRateLimit(filter_limiter) => rate_limit(filter_limiter, parts, exchange, context),
         };

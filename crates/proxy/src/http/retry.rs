@@ -8,12 +8,16 @@
 //! response that starts with its trailers, from the trailers.
 
 use std::borrow::Cow;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::HeaderMap;
 use http::{HeaderName, Request, Response};
 use http_body_util::BodyExt;
+use tokio::time::Sleep;
 use tracing::debug;
 
 use legate_config::model::{Priority, RetryOn, RetryPolicy};
@@ -112,16 +116,30 @@ impl RequestTemplate {
     }
 }
 
-impl Tries<'_> {
+impl<'a> Tries<'a> {
     /// Sends the request to `first`, then retries as the policy allows.
-    pub async fn run(self, template: RequestTemplate, body: RequestBody, first: Arc<EndpointPool>) -> Outcome {
-        let Some(policy) = self.policy.clone() else {
-            let timers = self.timers(None);
-            let mut result = send_once(&first, template.into_request(body), &timers, self.limits).await;
-            self.record(&first, &mut result);
-            return Outcome { result, endpoint: first, retry_slots: Vec::new(), retries_exhausted: false };
-        };
+    // A function returning an async block, not an async fn: an async fn
+    // keeps its arguments twice in its state, and this state is part of
+    // every request's future.
+    #[allow(clippy::manual_async_fn)]
+    pub fn run(self, template: RequestTemplate, body: RequestBody, first: Arc<EndpointPool>) -> impl Future<Output = Outcome> + 'a {
+        async move {
+            let Some(policy) = self.policy.clone() else {
+                let timers = self.timers(None);
+                let mut result = send_once(&first, template.into_request(body), &timers, self.limits).await;
+                self.record(&first, &mut result);
+                return Outcome { result, endpoint: first, retry_slots: Vec::new(), retries_exhausted: false };
+            };
 
+            // Boxed: the retry loop's state is large, and only requests
+            // with a retry policy need it.
+            Box::pin(self.retry(policy, template, body, first)).await
+        }
+    }
+
+    /// Sends tries until one succeeds, is final, or the policy allows no
+    /// more.
+    async fn retry(self, policy: Cow<'a, RetryPolicy>, template: RequestTemplate, body: RequestBody, first: Arc<EndpointPool>) -> Outcome {
         let replay = ReplayBody::new(body, REPLAY_LIMIT);
         let mut endpoint = first;
         let mut tried = vec![endpoint.address()];
@@ -131,7 +149,10 @@ impl Tries<'_> {
             let timers = self.timers(policy.per_try_timeout);
             let request = template.build(RequestBody::Replay(replay.next_try()));
             let result = send_once(&endpoint, request, &timers, self.limits).await;
-            let (mut result, trailer_status) = peek_grpc_trailers(result, &policy).await;
+            let (mut result, trailer_status) = match result {
+                Ok(response) if status_may_trail(&response, &policy) => peek_grpc_trailers(response).await,
+                result => (result, None),
+            };
             match (trailer_status, &result) {
                 (Some(code), Ok(response)) => {
                     self.cluster.stats.count_status(response.status().as_u16());
@@ -255,42 +276,71 @@ impl Tries<'_> {
 /// Sends one try, failing it when the try's deadline or idle timeout
 /// passes before the response headers. The idle timeout counts from the
 /// start of the try or the last request body frame, whichever is later.
-pub(super) async fn send_once(
-    endpoint: &Arc<EndpointPool>,
+pub(super) fn send_once<'a>(
+    endpoint: &'a Arc<EndpointPool>,
     request: Request<RequestBody>,
-    timers: &StreamTimers,
-    limits: &ConnectionLimits,
-) -> Result<Response<UpstreamBody>, UpstreamError> {
+    timers: &'a StreamTimers,
+    limits: &'a ConnectionLimits,
+) -> TimedExchange<'a, impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + 'a> {
     timers.touch();
-    let exchange = endpoint.send(request, timers.clone(), limits);
-    tokio::pin!(exchange);
-    loop {
-        let Some(expiry) = timers.next_expiry() else { return exchange.await };
-        if let Ok(result) = tokio::time::timeout_at(expiry, &mut exchange).await {
-            return result;
+    TimedExchange { exchange: endpoint.send(request, timers.clone(), limits), timer: None, timers }
+}
+
+pin_project_lite::pin_project! {
+    /// One try's exchange, failed when the stream's timers expire before
+    /// it completes. A hand-written future, because an async block would
+    /// keep the large exchange twice: as captured, and as pinned.
+    pub(super) struct TimedExchange<'a, F> {
+        #[pin]
+        exchange: F,
+        #[pin]
+        timer: Option<Sleep>,
+        timers: &'a StreamTimers,
+    }
+}
+
+impl<F> Future for TimedExchange<'_, F>
+where
+    F: Future<Output = Result<Response<UpstreamBody>, UpstreamError>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let mut this = self.project();
+        if let Poll::Ready(result) = this.exchange.poll(cx) {
+            return Poll::Ready(result);
         }
-        if let Some(error) = timers.expired_at(tokio::time::Instant::now()) {
-            return Err(error);
+        // Activity since the timer was set moves the expiry later, so a
+        // timer that fires is set again until the stream really expires.
+        loop {
+            let Some(expiry) = this.timers.next_expiry() else { return Poll::Pending };
+            match this.timer.as_mut().as_pin_mut() {
+                Some(timer) if timer.deadline() == expiry => {}
+                Some(timer) => timer.reset(expiry),
+                None => this.timer.set(Some(tokio::time::sleep_until(expiry))),
+            }
+            let Some(timer) = this.timer.as_mut().as_pin_mut() else { return Poll::Pending };
+            ready!(timer.poll(cx));
+            if let Some(error) = this.timers.expired_at(tokio::time::Instant::now()) {
+                return Poll::Ready(Err(error));
+            }
         }
     }
 }
 
-/// For a gRPC response whose status may come in trailers, reads the first
-/// frame: trailers right away mean the status is known before any byte
-/// goes downstream, and it is returned. The frame is put back for the
-/// downstream either way. The response body fails the read itself when the
-/// try's deadline or idle timeout passes.
-async fn peek_grpc_trailers(
-    result: Result<Response<UpstreamBody>, UpstreamError>,
-    policy: &RetryPolicy,
-) -> (Result<Response<UpstreamBody>, UpstreamError>, Option<u32>) {
-    let Ok(mut response) = result else { return (result, None) };
+/// Tells whether `response` is a gRPC response whose status may come in
+/// trailers, under a policy that retries on gRPC statuses.
+fn status_may_trail(response: &Response<UpstreamBody>, policy: &RetryPolicy) -> bool {
     let grpc_retries = (7..=11).any(|bit| policy.retry_on.has(1 << bit));
     let is_grpc = response.headers().get(http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    if !grpc_retries || !is_grpc || response.headers().contains_key(&GRPC_STATUS) || response.status() != http::StatusCode::OK {
-        return (Ok(response), None);
-    }
+    grpc_retries && is_grpc && !response.headers().contains_key(&GRPC_STATUS) && response.status() == http::StatusCode::OK
+}
 
+/// Reads the first frame of a gRPC response: trailers right away mean the
+/// status is known before any byte goes downstream, and it is returned. The
+/// frame is put back for the downstream either way. The response body fails
+/// the read itself when the try's deadline or idle timeout passes.
+async fn peek_grpc_trailers(mut response: Response<UpstreamBody>) -> (Result<Response<UpstreamBody>, UpstreamError>, Option<u32>) {
     match response.body_mut().frame().await {
         Some(Ok(frame)) => {
             let status = frame

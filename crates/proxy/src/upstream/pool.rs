@@ -129,48 +129,36 @@ impl EndpointPool {
     /// Sends `request` to this endpoint on a pooled or new connection.
     /// The response body keeps the connection until it ends, then gives an
     /// HTTP/1.1 connection back to the pool.
-    pub async fn send(
-        self: &Arc<Self>,
+    pub fn send<'a>(
+        self: &'a Arc<Self>,
         request: Request<RequestBody>,
         timers: StreamTimers,
-        limits: &ConnectionLimits,
-    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        limits: &'a ConnectionLimits,
+    ) -> impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + 'a {
+        // One async block for both protocols, not an async fn per protocol:
+        // each async fn keeps its arguments twice in its state, and the
+        // request is large.
         let guard = ActiveRequest::new(self.clone());
-        match self.settings.protocol {
-            UpstreamProtocol::Http1 => self.send_http1(request, guard, timers, limits).await,
-            UpstreamProtocol::Http2 => self.send_http2(request, guard, timers, limits).await,
+        async move {
+            match self.settings.protocol {
+                UpstreamProtocol::Http1 => {
+                    let mut sender = self.checkout_http1(limits, timers.deadline).await?;
+                    let response = sender.send_request(request).await.map_err(UpstreamError::Request)?;
+                    let is_upgrade = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+                    let give_back = (!is_upgrade).then(|| (self.clone(), sender));
+                    Ok(response.map(|body| UpstreamBody::new(body, give_back, guard, timers)))
+                }
+                UpstreamProtocol::Http2 => {
+                    let (mut sender, stream) = self.checkout_http2(limits, timers.deadline).await?;
+                    let response = sender.send_request(request).await.map_err(UpstreamError::Request)?;
+                    Ok(response.map(|body| {
+                        let mut body = UpstreamBody::new(body, None, guard, timers);
+                        body.hold_stream(stream);
+                        body
+                    }))
+                }
+            }
         }
-    }
-
-    async fn send_http1(
-        self: &Arc<Self>,
-        request: Request<RequestBody>,
-        guard: ActiveRequest,
-        timers: StreamTimers,
-        limits: &ConnectionLimits,
-    ) -> Result<Response<UpstreamBody>, UpstreamError> {
-        let mut sender = self.checkout_http1(limits, timers.deadline).await?;
-
-        let response = sender.send_request(request).await.map_err(UpstreamError::Request)?;
-        let is_upgrade = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
-        let give_back = (!is_upgrade).then(|| (self.clone(), sender));
-        Ok(response.map(|body| UpstreamBody::new(body, give_back, guard, timers)))
-    }
-
-    async fn send_http2(
-        self: &Arc<Self>,
-        request: Request<RequestBody>,
-        guard: ActiveRequest,
-        timers: StreamTimers,
-        limits: &ConnectionLimits,
-    ) -> Result<Response<UpstreamBody>, UpstreamError> {
-        let (mut sender, stream) = self.checkout_http2(limits, timers.deadline).await?;
-        let response = sender.send_request(request).await.map_err(UpstreamError::Request)?;
-        Ok(response.map(|body| {
-            let mut body = UpstreamBody::new(body, None, guard, timers);
-            body.hold_stream(stream);
-            body
-        }))
     }
 
     /// Finds a connection for one HTTP/1.1 request: an idle one, else a new
@@ -192,7 +180,10 @@ impl EndpointPool {
                 return Ok(sender);
             }
             if let Some(slot) = self.try_connection_slot(limits) {
-                return self.connect_http1(slot).await;
+                // Boxed, as is the HTTP/2 connect below: a connect's state
+                // is large, and it would otherwise sit inside every
+                // request's future, which is copied whole when it is boxed.
+                return Box::pin(self.connect_http1(slot)).await;
             }
             if pending.is_none() {
                 let slot = self.circuit.try_acquire(limits.priority, Resource::PendingRequests, limits.max_pending_requests);
@@ -299,7 +290,7 @@ impl EndpointPool {
                 return Ok(found);
             }
             if let Some(slot) = self.try_connection_slot(limits) {
-                let (sender, streams) = self.connect_http2(slot).await?;
+                let (sender, streams) = Box::pin(self.connect_http2(slot)).await?;
                 return Ok(self.add_http2_connection(sender, streams));
             }
             drop(connecting);
