@@ -14,6 +14,11 @@ static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+/// The hop-by-hop headers every message loses, besides those its
+/// `Connection` header names.
+static HOP_BY_HOP: [&HeaderName; 6] =
+    [&header::CONNECTION, &KEEP_ALIVE, &PROXY_CONNECTION, &header::TE, &header::TRANSFER_ENCODING, &header::UPGRADE];
+
 /// Returns the request's host: the `Host` header, or the `:authority` of an
 /// HTTP/2 request.
 pub fn parts_host(parts: &http::request::Parts) -> Option<&str> {
@@ -48,6 +53,13 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 /// set. `keep_te_trailers` keeps `te: trailers`, which HTTP/2 upstreams
 /// such as gRPC servers need.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
+    // Most messages carry none of the fixed set, and a header named in
+    // `Connection` needs `Connection` itself. One pass over the names is
+    // cheaper than a hashed lookup per name of the set.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(&name)) {
+        return;
+    }
+
     let named: Vec<HeaderName> =
         connection_tokens(headers).filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok()).collect();
     for name in named {
@@ -56,7 +68,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
 
     let te_trailers = keep_te_trailers
         && headers.get(header::TE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim().eq_ignore_ascii_case("trailers"));
-    for name in [&header::CONNECTION, &KEEP_ALIVE, &PROXY_CONNECTION, &header::TE, &header::TRANSFER_ENCODING, &header::UPGRADE] {
+    for name in HOP_BY_HOP {
         headers.remove(name);
     }
     if te_trailers {
@@ -201,6 +213,18 @@ mod tests {
         assert!(!headers.contains_key(header::CONNECTION));
         assert!(!headers.contains_key(header::TRANSFER_ENCODING));
         assert!(headers.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn each_fixed_hop_by_hop_header_is_removed_alone() {
+        for name in ["connection", "keep-alive", "proxy-connection", "te", "transfer-encoding", "upgrade"] {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-kept", HeaderValue::from_static("1"));
+            headers.insert(HeaderName::from_static(name), HeaderValue::from_static("x"));
+            remove_hop_by_hop(&mut headers, false);
+            assert!(!headers.contains_key(name), "{name} removed");
+            assert!(headers.contains_key("x-kept"));
+        }
     }
 
     #[test]
