@@ -216,7 +216,7 @@ mod tests {
     }
 
     #[test]
-    fn each_fixed_hop_by_hop_header_is_removed_alone() {
+    fn lone_fixed_header_removed() {
         for name in ["connection", "keep-alive", "proxy-connection", "te", "transfer-encoding", "upgrade"] {
             let mut headers = HeaderMap::new();
             headers.insert("x-kept", HeaderValue::from_static("1"));
