@@ -70,7 +70,9 @@ fn parse_document(text: &str) -> Result<Value, ConfigErrors> {
     if let Some(document) = json::parse_object(text) {
         return Ok(document);
     }
-    // TODO: serde_yaml_ng takes about half of `legate apply`'s CPU for a YAML file of 10,000 resources (perf, release build).
+    // TODO: serde_yaml_ng takes about half of `legate apply`'s CPU for a YAML
+    // file of 10,000 resources (perf, release build). serde-saphyr 1.1 took
+    // twice as long on the same file.
     let document: Value =
         serde_yaml_ng::from_str(text).map_err(|error| syntax_error(String::new(), error.to_string()))?;
     if document.is_null() {
@@ -84,6 +86,12 @@ fn parse_document(text: &str) -> Result<Value, ConfigErrors> {
 /// reflection would copy the entry and encode it twice, which made up much
 /// of `legate apply`'s time for 10,000 resources.
 fn parse_resource(value: &Value, path: &str) -> Result<prost_types::Any, ConfigErrors> {
+    if let Some(any) = parse_valid_resource(value) {
+        return Ok(any);
+    }
+
+    // The entry is invalid. List every unknown field first, then name where
+    // the first wrong value is.
     let mut errors = Vec::new();
     unknown_fields_of_any(value, &Location::Root(path), &mut errors);
     if !errors.is_empty() {
@@ -92,22 +100,36 @@ fn parse_resource(value: &Value, path: &str) -> Result<prost_types::Any, ConfigE
     let (Value::Object(fields), Some(type_url)) = (value, value.get("@type").and_then(Value::as_str)) else {
         return Err(syntax_error(path.to_string(), "expected a mapping with \"@type\"".into()).into());
     };
-    // The check above rejected unknown types. Well-known types have a JSON
-    // form of their own, which the reflection path handles.
-    let descriptor = match reflect::message_for_type_url(type_url) {
-        Some(descriptor) if !descriptor.full_name().starts_with("google.protobuf.") => descriptor,
-        _ => return parse_value(value, ANY, path),
+    let descriptor = match resource_descriptor(type_url) {
+        Some(descriptor) => descriptor,
+        None => return parse_value(value, ANY, path),
     };
-    // Tracking the path wraps every value, so it runs only to name the place
-    // where a resource failed.
     let options = DeserializeOptions::new().deny_unknown_fields(true);
-    let dynamic = match DynamicMessage::deserialize_with_options(descriptor.clone(), fields_without_type(fields), &options) {
-        Ok(dynamic) => dynamic,
-        Err(_) => deserialize(value, path, |tracked| {
-            DynamicMessage::deserialize_with_options(descriptor, serde_path_to_error::Deserializer::new(fields_without_type(fields), tracked), &options)
-        })?,
-    };
+    let dynamic = deserialize(value, path, |tracked| {
+        DynamicMessage::deserialize_with_options(descriptor, serde_path_to_error::Deserializer::new(fields_without_type(fields), tracked), &options)
+    })?;
     Ok(prost_types::Any { type_url: type_url.to_string(), value: dynamic.encode_to_vec() })
+}
+
+/// Parses a valid entry in one pass. The deserializer rejects unknown
+/// fields itself, so the walk that lists them all and the path tracking run
+/// only for an entry that fails here. Returns `None` for an invalid entry
+/// and for well-known types.
+fn parse_valid_resource(value: &Value) -> Option<prost_types::Any> {
+    let (Value::Object(fields), Some(type_url)) = (value, value.get("@type").and_then(Value::as_str)) else {
+        return None;
+    };
+    let descriptor = resource_descriptor(type_url)?;
+    let options = DeserializeOptions::new().deny_unknown_fields(true);
+    let dynamic = DynamicMessage::deserialize_with_options(descriptor, fields_without_type(fields), &options).ok()?;
+    Some(prost_types::Any { type_url: type_url.to_string(), value: dynamic.encode_to_vec() })
+}
+
+/// Finds the message type of a resource entry. Returns `None` for unknown
+/// types and for well-known types, whose JSON form the reflection path for
+/// `Any` handles.
+fn resource_descriptor(type_url: &str) -> Option<MessageDescriptor> {
+    reflect::message_for_type_url(type_url).filter(|descriptor| !descriptor.full_name().starts_with("google.protobuf."))
 }
 
 /// Returns a deserializer over the fields of an `Any` entry other than `"@type"`.
