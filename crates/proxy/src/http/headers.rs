@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use http::Version;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -121,23 +121,40 @@ pub fn add_forwarding_headers(headers: &mut HeaderMap, client: &HeaderValue, sec
 /// `traceparent` unless the client sent a valid one. It runs before the
 /// access log reads the request, so the log shows the ids sent upstream.
 pub fn add_trace_context(headers: &mut HeaderMap) {
-    if !headers.contains_key(&X_REQUEST_ID) {
-        if let Ok(value) = HeaderValue::from_bytes(&new_request_id()) {
-            headers.insert(X_REQUEST_ID.clone(), never_indexed(value));
+    // One lookup per header, because the entry both shows whether the
+    // header is present and takes the new value.
+    if let Entry::Vacant(entry) = headers.entry(&X_REQUEST_ID) {
+        if let Some(value) = generated_value(&new_request_id()) {
+            entry.insert(value);
         }
     }
 
     // W3C Trace Context: a valid `traceparent` passes unchanged; a missing
     // or malformed one is replaced by a new trace, and a `tracestate` that
     // belonged to a malformed parent goes with it.
-    if !headers.get(&TRACEPARENT).is_some_and(|value| is_valid_traceparent(value.as_bytes())) {
-        if headers.contains_key(&TRACEPARENT) {
-            headers.remove(&TRACESTATE);
+    let malformed = match headers.entry(&TRACEPARENT) {
+        Entry::Occupied(entry) if is_valid_traceparent(entry.get().as_bytes()) => return,
+        Entry::Occupied(mut entry) => {
+            if let Some(value) = generated_value(&new_traceparent()) {
+                entry.insert(value);
+            }
+            true
         }
-        if let Ok(value) = HeaderValue::from_bytes(&new_traceparent()) {
-            headers.insert(TRACEPARENT.clone(), never_indexed(value));
+        Entry::Vacant(entry) => {
+            if let Some(value) = generated_value(&new_traceparent()) {
+                entry.insert(value);
+            }
+            false
         }
+    };
+    if malformed {
+        headers.remove(&TRACESTATE);
     }
+}
+
+/// Converts a generated id to a header value marked as [`never_indexed`].
+fn generated_value(text: &[u8]) -> Option<HeaderValue> {
+    HeaderValue::from_bytes(text).ok().map(never_indexed)
 }
 
 /// Marks a value that is new on every request, so that HTTP/2's HPACK
@@ -165,16 +182,9 @@ fn is_valid_traceparent(value: &[u8]) -> bool {
 
 /// Creates a sampled trace: `00-<32 hex trace id>-<16 hex parent id>-01`.
 fn new_traceparent() -> [u8; 55] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = *b"00-00000000000000000000000000000000-0000000000000000-01";
-    let trace = fastrand::u128(1..);
-    let parent = fastrand::u64(1..);
-    for index in 0..32 {
-        out[3 + index] = HEX[((trace >> (124 - 4 * index)) & 0xF) as usize];
-    }
-    for index in 0..16 {
-        out[36 + index] = HEX[((parent >> (60 - 4 * index)) & 0xF) as usize];
-    }
+    write_hex(&mut out[3..35], &fastrand::u128(1..).to_be_bytes());
+    write_hex(&mut out[36..52], &fastrand::u64(1..).to_be_bytes());
     out
 }
 
@@ -182,19 +192,25 @@ fn new_traceparent() -> [u8; 55] {
 /// stack buffer because it runs on every request, where `format!` cost two
 /// heap allocations and the formatting machinery.
 fn new_request_id() -> [u8; 36] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let bits = fastrand::u128(..);
     let bits = (bits & !(0xF << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
+    let bytes = bits.to_be_bytes();
     let mut text = [b'-'; 36];
-    let mut nibble = 0;
-    for (position, byte) in text.iter_mut().enumerate() {
-        if matches!(position, 8 | 13 | 18 | 23) {
-            continue;
-        }
-        *byte = HEX[((bits >> (124 - 4 * nibble)) & 0xF) as usize];
-        nibble += 1;
-    }
+    write_hex(&mut text[0..8], &bytes[0..4]);
+    write_hex(&mut text[9..13], &bytes[4..6]);
+    write_hex(&mut text[14..18], &bytes[6..8]);
+    write_hex(&mut text[19..23], &bytes[8..10]);
+    write_hex(&mut text[24..36], &bytes[10..16]);
     text
+}
+
+/// Writes `bytes` into `out` as lowercase hex, two digits per byte.
+fn write_hex(out: &mut [u8], bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(byte >> 4)];
+        pair[1] = HEX[usize::from(byte & 0xF)];
+    }
 }
 
 #[cfg(test)]
@@ -264,6 +280,25 @@ mod tests {
         assert!(id.bytes().all(|b| b == b'-' || b.is_ascii_hexdigit()));
         assert_eq!(&id[14..15], "4");
         assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"));
+    }
+
+    #[test]
+    fn hex_written_in_order() {
+        let mut out = [b'.'; 9];
+        write_hex(&mut out[..8], &0x0123_abcd_u32.to_be_bytes());
+        assert_eq!(&out, b"0123abcd.");
+    }
+
+    #[test]
+    fn client_request_id_kept() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-request-id", HeaderValue::from_static("client-id"));
+        add_trace_context(&mut headers);
+        assert_eq!(headers["x-request-id"], "client-id");
+
+        let mut headers = HeaderMap::new();
+        add_trace_context(&mut headers);
+        assert_eq!(headers["x-request-id"].len(), 36, "a missing id is created");
     }
 
     #[test]
