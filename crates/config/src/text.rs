@@ -5,7 +5,8 @@
 //! Parsing runs in two passes. The first walks the document against the
 //! schema and lists every field Legate does not declare, so a user sees all
 //! of them at once. The second deserializes, and reports the first value of
-//! a wrong type.
+//! a wrong type. An entry of a resources file is deserialized once first,
+//! and takes the two passes only when that fails.
 
 use prost::Message;
 use prost_reflect::{DeserializeOptions, DynamicMessage, Kind, MessageDescriptor};
@@ -90,8 +91,8 @@ fn parse_resource(value: &Value, path: &str) -> Result<prost_types::Any, ConfigE
         return Ok(any);
     }
 
-    // The entry is invalid. List every unknown field first, then name where
-    // the first wrong value is.
+    // The entry is invalid or of a well-known type. List every unknown field
+    // first, then name where the first wrong value is.
     let mut errors = Vec::new();
     unknown_fields_of_any(value, &Location::Root(path), &mut errors);
     if !errors.is_empty() {

@@ -207,6 +207,7 @@ fn new_request_id() -> [u8; 36] {
 /// Writes `bytes` into `out` as lowercase hex, two digits per byte.
 fn write_hex(out: &mut [u8], bytes: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    debug_assert_eq!(out.len(), 2 * bytes.len(), "two hex digits per byte");
     for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
         pair[0] = HEX[usize::from(byte >> 4)];
         pair[1] = HEX[usize::from(byte & 0xF)];

@@ -319,7 +319,7 @@ where
                 Some(timer) => timer.reset(expiry),
                 None => this.timer.set(Some(tokio::time::sleep_until(expiry))),
             }
-            let Some(timer) = this.timer.as_mut().as_pin_mut() else { return Poll::Pending };
+            let timer = this.timer.as_mut().as_pin_mut().expect("the timer is set just above");
             ready!(timer.poll(cx));
             if let Some(error) = this.timers.expired_at(tokio::time::Instant::now()) {
                 return Poll::Ready(Err(error));
