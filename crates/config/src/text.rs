@@ -98,7 +98,7 @@ fn parse_resource(value: &Value, path: &str) -> Result<prost_types::Any, ConfigE
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
-    let (Value::Object(fields), Some(type_url)) = (value, value.get("@type").and_then(Value::as_str)) else {
+    let Some((fields, type_url)) = typed_entry(value) else {
         return Err(syntax_error(path.to_string(), "expected a mapping with \"@type\"".into()).into());
     };
     let descriptor = match resource_descriptor(type_url) {
@@ -117,13 +117,19 @@ fn parse_resource(value: &Value, path: &str) -> Result<prost_types::Any, ConfigE
 /// only for an entry that fails here. Returns `None` for an invalid entry
 /// and for well-known types.
 fn parse_valid_resource(value: &Value) -> Option<prost_types::Any> {
-    let (Value::Object(fields), Some(type_url)) = (value, value.get("@type").and_then(Value::as_str)) else {
-        return None;
-    };
+    let (fields, type_url) = typed_entry(value)?;
     let descriptor = resource_descriptor(type_url)?;
     let options = DeserializeOptions::new().deny_unknown_fields(true);
     let dynamic = DynamicMessage::deserialize_with_options(descriptor, fields_without_type(fields), &options).ok()?;
     Some(prost_types::Any { type_url: type_url.to_string(), value: dynamic.encode_to_vec() })
+}
+
+/// Returns the fields of an entry that is a mapping with a string `"@type"`,
+/// and that type URL.
+fn typed_entry(value: &Value) -> Option<(&Map<String, Value>, &str)> {
+    let Value::Object(fields) = value else { return None };
+    let type_url = fields.get("@type").and_then(Value::as_str)?;
+    Some((fields, type_url))
 }
 
 /// Finds the message type of a resource entry. Returns `None` for unknown
