@@ -16,6 +16,7 @@ mod ratelimit;
 mod router;
 mod snapshot;
 mod stats;
+mod timer_anchor;
 mod tls;
 mod upstream;
 mod xds;
@@ -69,6 +70,8 @@ impl Proxy {
         let stats = stats::ProxyStats::new();
         let listeners = ListenerSet::new(store.clone(), stats.clone());
         let manager = ConfigManager::new(store, listeners, stats);
+
+        timer_anchor::spawn();
 
         let lifecycle = Arc::new(lifecycle::Lifecycle::new());
         let info = Arc::new(admin::ServerInfo {
