@@ -6,6 +6,7 @@
 
 use std::future::poll_fn;
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
@@ -78,8 +79,9 @@ impl Direction {
                 return Poll::Ready(Ok(()));
             }
 
-            let mut scratch = [0u8; SCRATCH];
-            let mut buffer = ReadBuf::new(&mut scratch);
+            // Uninitialized, so that each read does not first zero 16 KiB.
+            let mut scratch = [MaybeUninit::<u8>::uninit(); SCRATCH];
+            let mut buffer = ReadBuf::uninit(&mut scratch);
             match Pin::new(&mut *reader).poll_read(cx, &mut buffer) {
                 Poll::Pending => {
                     if self.needs_flush {
