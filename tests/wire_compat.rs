@@ -81,6 +81,7 @@ filter_chains:
 
 const ROUTES: &str = r#"
 name: routes
+ignore_port_in_host_matching: true
 virtual_hosts:
 - name: vh
   domains: ["*.example.com", "example.*"]
@@ -199,6 +200,7 @@ fn route_configuration_matches_envoy() {
     let Some(official::config::route::v3::route::Action::Route(action)) = &route.action else { panic!("route action lost") };
     assert_eq!(action.hash_policy.len(), 4);
     assert!(action.hash_policy[0].terminal);
+    assert!(theirs.ignore_port_in_host_matching);
 }
 
 #[test]

@@ -34,6 +34,16 @@ async fn routes_by_host_and_path() {
     let (status, body) = http2_get(listener, "web.test", "/page").await.unwrap();
     assert_eq!(status, 200);
     assert!(body.starts_with("web-") && body.contains("/page"), "got {body}");
+
+    // As in Envoy, the port takes part in the match: `web.test:8080` is not
+    // the domain `web.test`, so the `*` virtual host routes it.
+    let (status, body) = http1_get(listener, "web.test:8080", "/api/users").await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(body, "api /v1/users 0", "host web.test:8080 goes to the * virtual host");
+
+    let (status, body) = http2_get(listener, "web.test:8080", "/api/items").await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(body, "api /v1/items 0");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

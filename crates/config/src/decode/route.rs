@@ -63,7 +63,11 @@ pub fn route_configuration(proto: &api::RouteConfiguration, errors: &mut Collect
         virtual_hosts.extend(host);
     }
 
-    Some(RouteConfiguration { name: proto.name.clone(), virtual_hosts })
+    Some(RouteConfiguration {
+        name: proto.name.clone(),
+        virtual_hosts,
+        ignore_port_in_host_matching: proto.ignore_port_in_host_matching,
+    })
 }
 
 fn virtual_host(proto: &api::VirtualHost, errors: &mut Collector) -> Option<VirtualHost> {

@@ -9,6 +9,9 @@ use regex::Regex;
 pub struct RouteConfiguration {
     pub name: String,
     pub virtual_hosts: Vec<VirtualHost>,
+    /// Whether the port of the Host or :authority value is left out when
+    /// the virtual host is picked. As in Envoy, it takes part by default.
+    pub ignore_port_in_host_matching: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -38,7 +38,7 @@ use legate_config::model::{CorsPolicy, HttpConnectionManager, RouteAction};
 use crate::grpc::{adapt_response, GrpcCall, GrpcResponseBody, Protocol, WebMode};
 
 use crate::access_log::{AccessLoggers, PendingLog, RequestRecord, UpstreamInfo};
-use crate::router::{host_without_port, RouteMatchResult};
+use crate::router::RouteMatchResult;
 use crate::stats::{ListenerStats, ProxyStats, ResponseFlag, RouteStats};
 use crate::snapshot::{ActiveListener, ListenerRoutes, SnapshotStore};
 use body::{DownstreamBody, RecordedBody, ResponseBody};
@@ -177,7 +177,7 @@ async fn respond(request: Request<Incoming>, connection: &ConnectionContext, sta
     if let Some(call) = transcoding.as_ref().filter(|call| !call.match_incoming_request_route()) {
         call.rewrite(&mut parts);
     }
-    let host = headers::parts_host(&parts).map(host_without_port).unwrap_or("");
+    let host = headers::parts_host(&parts).unwrap_or("");
     let matched = listener.routes.route(host, &parts);
     // A call that matches no route counts under `other`, so that made-up
     // method names add no series.

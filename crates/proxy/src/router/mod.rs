@@ -95,15 +95,17 @@ impl RouteTable {
         table
     }
 
-    /// Finds the virtual host for `host` (port already removed). Exact
-    /// domains win over suffix wildcards, suffixes over prefixes, and `*`
-    /// comes last, as in Envoy.
+    /// Finds the virtual host for `host`, the Host or :authority value.
+    /// Exact domains win over suffix wildcards, suffixes over prefixes, and
+    /// `*` comes last, as in Envoy. The port takes part in the match unless
+    /// the route configuration sets `ignore_port_in_host_matching`.
     #[cfg(test)]
     pub fn virtual_host(&self, host: &str) -> Option<&VirtualHost> {
         self.virtual_host_index(host).and_then(|index| self.config.virtual_hosts.get(index))
     }
 
     fn virtual_host_index(&self, host: &str) -> Option<usize> {
+        let host = if self.config.ignore_port_in_host_matching { host_without_port(host) } else { host };
         let lowered;
         let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
             lowered = host.to_ascii_lowercase();
@@ -132,8 +134,9 @@ impl RouteTable {
         Some(index)
     }
 
-    /// Finds the route for a request: its virtual host by `host`, then the
-    /// first route that matches the path and headers.
+    /// Finds the route for a request: its virtual host by `host` (the Host
+    /// or :authority value), then the first route that matches the path
+    /// and headers.
     pub fn route<'a>(&'a self, host: &str, request: &Parts) -> RouteMatchResult<'a> {
         let Some(host_index) = self.virtual_host_index(host) else {
             return RouteMatchResult::NoRoute(&self.no_host_stats);

@@ -64,6 +64,42 @@ fn path_matchers() {
     assert!(name("/exact/more").is_none());
 }
 
+const PORT_ROUTES: &str = r#"
+name: ports
+virtual_hosts:
+- name: plain
+  domains: ["api.example.com", "[::1]"]
+  routes: [{ match: { prefix: "/" }, route: { cluster: plain } }]
+- name: with_port
+  domains: ["api.example.com:8080"]
+  routes: [{ match: { prefix: "/" }, route: { cluster: with_port } }]
+- name: any_port
+  domains: ["web.example.com:*"]
+  routes: [{ match: { prefix: "/" }, route: { cluster: any_port } }]
+- name: any
+  domains: ["*"]
+  routes: [{ match: { prefix: "/" }, route: { cluster: any } }]
+"#;
+
+#[test]
+fn port_matched_by_default() {
+    let table = table(PORT_ROUTES);
+    assert_eq!(table.virtual_host("api.example.com").unwrap().name, "plain");
+    assert_eq!(table.virtual_host("api.example.com:8080").unwrap().name, "with_port");
+    assert_eq!(table.virtual_host("api.example.com:9090").unwrap().name, "any");
+    assert_eq!(table.virtual_host("web.example.com:81").unwrap().name, "any_port");
+    assert_eq!(table.virtual_host("[::1]:8080").unwrap().name, "any");
+}
+
+#[test]
+fn port_ignored_when_configured() {
+    let table = table(&format!("{PORT_ROUTES}ignore_port_in_host_matching: true\n"));
+    assert_eq!(table.virtual_host("api.example.com:9090").unwrap().name, "plain");
+    assert_eq!(table.virtual_host("API.example.com:8080").unwrap().name, "plain");
+    assert_eq!(table.virtual_host("[::1]:8080").unwrap().name, "plain");
+    assert_eq!(table.virtual_host("web.example.com:81").unwrap().name, "any");
+}
+
 #[test]
 fn host_port_is_removed() {
     assert_eq!(host_without_port("example.com:8080"), "example.com");

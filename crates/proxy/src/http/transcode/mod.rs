@@ -24,7 +24,7 @@ use legate_config::transcoder::{GrpcJsonTranscoder, HttpRule};
 
 use super::body::{DownstreamBody, ResponseBody};
 use crate::grpc::Code;
-use crate::router::{host_without_port, RouteMatchResult, RouteTable};
+use crate::router::{RouteMatchResult, RouteTable};
 use request::{RequestInput, HTTP_BODY};
 pub use stream::JsonStreamBody;
 
@@ -60,7 +60,7 @@ pub(super) fn start(config: &Arc<GrpcJsonTranscoder>, parts: &Parts, routes: &Ro
         return Start::Pass;
     }
     // Only a request the filter would act on pays for this extra route match.
-    let host = super::headers::parts_host(parts).map(host_without_port).unwrap_or("");
+    let host = super::headers::parts_host(parts).unwrap_or("");
     if let RouteMatchResult::Matched(route, _, _) = routes.route(host, parts) {
         if route.filter_configs.grpc_json_transcoder_disabled {
             return Start::Pass;
