@@ -111,8 +111,11 @@ pub(super) async fn forward(mut request: Request<DownstreamBody>, action: &Forwa
 
     let mut response = match result {
         Ok(mut response) => {
-            let upstream = UpstreamInfo { host: endpoint.address(), cluster: cluster_key.clone() };
-            response.extensions_mut().insert(upstream);
+            // Only the access log reads it, and a first extension costs three allocations.
+            if !http.access_logs.is_empty() {
+                let upstream = UpstreamInfo { host: endpoint.address(), cluster: cluster_key.clone() };
+                response.extensions_mut().insert(upstream);
+            }
             if retries_exhausted {
                 stats.http.count_flag(ResponseFlag::UpstreamRetryLimitExceeded);
                 response.extensions_mut().insert(ResponseFlag::UpstreamRetryLimitExceeded);
@@ -282,10 +285,15 @@ fn upstream_request(
 
     match protocol {
         UpstreamProtocol::Http1 => {
-            let host = host_header(&parts, host_rewrite)?;
+            // A valid downstream Host passes as it is. Only a rewritten,
+            // missing or invalid one is replaced.
+            let unchanged = host_rewrite.is_none() && parts.headers.get(header::HOST).is_some_and(|host| host.to_str().is_ok());
+            if !unchanged {
+                let host = host_header(&parts, host_rewrite)?;
+                parts.headers.insert(header::HOST, host);
+            }
             parts.version = Version::HTTP_11;
             parts.uri = Uri::from(path);
-            parts.headers.insert(header::HOST, host);
         }
         UpstreamProtocol::Http2 => {
             let mut uri = http::uri::Parts::default();
