@@ -34,7 +34,6 @@ const REPLAY_LIMIT: usize = 1024 * 1024;
 
 static X_ENVOY_RETRY_ON: HeaderName = HeaderName::from_static("x-envoy-retry-on");
 static X_ENVOY_MAX_RETRIES: HeaderName = HeaderName::from_static("x-envoy-max-retries");
-static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
 /// The retry policy for one request: the route's, changed by the
 /// `x-envoy-retry-on` and `x-envoy-max-retries` request headers, which are
@@ -207,7 +206,7 @@ impl<'a> Tries<'a> {
             Ok(response) => {
                 self.cluster.stats.count_status(response.status().as_u16());
                 let grpc = response.headers().get(http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-                let grpc_status = response.headers().get(&GRPC_STATUS).and_then(|v| v.to_str().ok()?.trim().parse::<u32>().ok());
+                let grpc_status = crate::grpc::status_of(response.headers());
                 match (grpc, grpc_status) {
                     (_, Some(code)) => grpc_outcome(code),
                     (true, None) if response.status() == http::StatusCode::OK => {
@@ -339,7 +338,7 @@ where
 fn status_may_trail(response: &Response<UpstreamBody>, policy: &RetryPolicy) -> bool {
     let grpc_retries = (7..=11).any(|bit| policy.retry_on.has(1 << bit));
     let is_grpc = response.headers().get(http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    grpc_retries && is_grpc && !response.headers().contains_key(&GRPC_STATUS) && response.status() == http::StatusCode::OK
+    grpc_retries && is_grpc && !response.headers().contains_key(&crate::grpc::GRPC_STATUS) && response.status() == http::StatusCode::OK
 }
 
 /// Reads the first frame of a gRPC response: trailers right away mean the
@@ -349,9 +348,7 @@ fn status_may_trail(response: &Response<UpstreamBody>, policy: &RetryPolicy) -> 
 async fn peek_grpc_trailers(mut response: Response<UpstreamBody>) -> (Result<Response<UpstreamBody>, UpstreamError>, Option<u32>) {
     match response.body_mut().frame().await {
         Some(Ok(frame)) => {
-            let status = frame
-                .trailers_ref()
-                .and_then(|trailers| trailers.get(&GRPC_STATUS)?.to_str().ok()?.trim().parse::<u32>().ok());
+            let status = frame.trailers_ref().and_then(crate::grpc::status_of);
             response.body_mut().push_back(frame);
             (Ok(response), status)
         }
@@ -384,7 +381,7 @@ fn retry_reason(
         Err(_) => None,
         Ok(response) => {
             let status = response.status().as_u16();
-            let header_status = response.headers().get(&GRPC_STATUS).and_then(|v| v.to_str().ok()?.trim().parse::<u32>().ok());
+            let header_status = crate::grpc::status_of(response.headers());
             let grpc_status = header_status.or(trailer_status);
             let retried = (status >= 500 && on.has(RetryOn::SERVER_ERROR))
                 || (matches!(status, 502..=504) && on.has(RetryOn::GATEWAY_ERROR))

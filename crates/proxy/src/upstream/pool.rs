@@ -771,7 +771,7 @@ impl UpstreamBody {
     fn report_trailers(&mut self, frame: &Frame<Bytes>) {
         let Some(trailers) = frame.trailers_ref() else { return };
         let Some(cluster) = self.grpc_report.take() else { return };
-        let code = trailers.get("grpc-status").and_then(|value| value.to_str().ok()?.trim().parse::<u32>().ok());
+        let code = crate::grpc::status_of(trailers);
         cluster.record_outcome(&self._active.0, super::health::grpc_outcome(code.unwrap_or(0)));
     }
 
