@@ -192,6 +192,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let mut bench = Bench { settings, tools, legate_bin, work_dir, lab: None, grpc: None, saturation: None, fixed_rate: None };
     let mut sections = Vec::new();
+    let mut failed = Vec::new();
     for scenario in scenarios::all() {
         if !args.scenarios.is_empty() && !args.scenarios.contains(&scenario.number()) {
             continue;
@@ -201,7 +202,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             // These scenarios start their own processes and measure memory.
             bench.stop_lab();
         }
-        let section = scenario.run(&mut bench).unwrap_or_else(|error| Section::failed(scenario.as_ref(), &error));
+        let section = match scenario.run(&mut bench) {
+            Ok(section) => section,
+            Err(error) => {
+                eprintln!("scenario {} failed: {error:#}", scenario.number());
+                failed.push(scenario.number().to_string());
+                Section::failed(scenario.as_ref(), &error)
+            }
+        };
         sections.push(section);
     }
     bench.stop_lab();
@@ -220,6 +228,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let written = report::write(&args.out, &page)?;
     eprintln!("results written to {}", written.display());
+
+    // The page is written either way, so that it shows why a scenario
+    // failed. The exit status is what scripts and CI check.
+    if !failed.is_empty() {
+        anyhow::bail!("scenario {} failed; see {}", failed.join(", "), written.display());
+    }
     Ok(())
 }
 

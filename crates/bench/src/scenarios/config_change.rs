@@ -225,12 +225,14 @@ struct Changing {
 impl Changing {
     /// Makes the change number `index`.
     fn change(&self, index: usize) -> anyhow::Result<()> {
-        match (&self.control_plane, self.target) {
-            (Some((control_plane, files)), _) => control_plane.apply(&files[index % 2]).map(|_| ()),
-            (None, Target::Nginx) => Ok(process::signal(self.process.pid(), libc::SIGHUP)),
-            (None, Target::Haproxy) => Ok(process::signal(self.process.pid(), libc::SIGUSR2)),
+        let reload = match (&self.control_plane, self.target) {
+            (Some((control_plane, files)), _) => return control_plane.apply(&files[index % 2]).map(|_| ()),
+            (None, Target::Nginx) => libc::SIGHUP,
+            (None, Target::Haproxy) => libc::SIGUSR2,
             (None, target) => anyhow::bail!("{} has no way to change config", target.name()),
-        }
+        };
+        process::signal(self.process.pid(), reload);
+        Ok(())
     }
 }
 
