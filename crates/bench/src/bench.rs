@@ -232,7 +232,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     // The page is written either way, so that it shows why a scenario
     // failed. The exit status is what scripts and CI check.
     if !failed.is_empty() {
-        anyhow::bail!("scenario {} failed; see {}", failed.join(", "), written.display());
+        anyhow::bail!("failed scenarios: {}; see {}", failed.join(", "), written.display());
     }
     Ok(())
 }

@@ -59,6 +59,13 @@ pub struct Proxy {
     manager: Arc<ConfigManager>,
     admin_address: Option<SocketAddr>,
     lifecycle: Arc<lifecycle::Lifecycle>,
+    timer_anchor: tokio::task::AbortHandle,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.timer_anchor.abort();
+    }
 }
 
 impl Proxy {
@@ -70,8 +77,6 @@ impl Proxy {
         let stats = stats::ProxyStats::new();
         let listeners = ListenerSet::new(store.clone(), stats.clone());
         let manager = ConfigManager::new(store, listeners, stats);
-
-        timer_anchor::spawn();
 
         let lifecycle = Arc::new(lifecycle::Lifecycle::new());
         let info = Arc::new(admin::ServerInfo {
@@ -113,7 +118,8 @@ impl Proxy {
         }
         drop(bootstrap);
         memory::release_free_heap();
-        Ok(Proxy { manager, admin_address, lifecycle })
+        let timer_anchor = timer_anchor::spawn();
+        Ok(Proxy { manager, admin_address, lifecycle, timer_anchor })
     }
 
     pub fn admin_address(&self) -> Option<SocketAddr> {

@@ -22,7 +22,8 @@ pub struct VirtualHost {
 }
 
 /// One entry of a virtual host's `domains`, matched against the request's
-/// host with any port removed, ignoring case.
+/// host ignoring case. The port takes part unless the route configuration
+/// sets `ignore_port_in_host_matching`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DomainMatcher {
     /// `example.com` (stored lowercase).

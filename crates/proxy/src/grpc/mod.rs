@@ -91,6 +91,21 @@ mod tests {
     }
 
     #[test]
+    fn status_read_from_header() {
+        let status = |value: Option<&'static str>| {
+            let mut headers = HeaderMap::new();
+            if let Some(value) = value {
+                headers.insert(&GRPC_STATUS, value.parse().unwrap());
+            }
+            status_of(&headers)
+        };
+        assert_eq!(status(Some("0")), Some(0));
+        assert_eq!(status(Some(" 14 ")), Some(14));
+        assert_eq!(status(Some("abc")), None);
+        assert_eq!(status(None), None);
+    }
+
+    #[test]
     fn grpc_paths_split() {
         assert_eq!(split_path("/pkg.Svc/Method"), Some(("pkg.Svc", "Method")));
         assert_eq!(split_path("/pkg.Svc/"), None);

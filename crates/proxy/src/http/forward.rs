@@ -285,9 +285,12 @@ fn upstream_request(
 
     match protocol {
         UpstreamProtocol::Http1 => {
-            // A valid downstream Host passes as it is. Only a rewritten,
-            // missing or invalid one is replaced.
-            let unchanged = host_rewrite.is_none() && parts.headers.get(header::HOST).is_some_and(|host| host.to_str().is_ok());
+            // A valid downstream Host of an origin-form request passes as it
+            // is. A rewrite, a target authority, or a missing or invalid Host
+            // replaces it.
+            let unchanged = host_rewrite.is_none()
+                && parts.uri.authority().is_none()
+                && parts.headers.get(header::HOST).is_some_and(|host| host.to_str().is_ok());
             if !unchanged {
                 let host = host_header(&parts, host_rewrite)?;
                 parts.headers.insert(header::HOST, host);
@@ -314,17 +317,16 @@ fn upstream_request(
 }
 
 /// Returns the upstream `Host` of an HTTP/1.1 request: the route's host
-/// rewrite, else the downstream `Host` header or `:authority`. Downstream
-/// values are cloned, which shares their bytes, rather than parsed again.
+/// rewrite, else the downstream host as `parts_host` reads it. A downstream
+/// `Host` is cloned, which shares its bytes, rather than parsed again.
 fn host_header(parts: &http::request::Parts, host_rewrite: Option<&str>) -> Option<HeaderValue> {
     if let Some(host) = host_rewrite {
         return HeaderValue::from_str(host).ok();
     }
-    match (parts.headers.get(header::HOST), parts.uri.authority()) {
-        (Some(host), _) if host.to_str().is_ok() => Some(host.clone()),
-        (Some(_), _) => Some(HeaderValue::from_static("")),
-        (None, Some(authority)) => HeaderValue::from_str(authority.as_str()).ok(),
-        (None, None) => Some(HeaderValue::from_static("")),
+    match (parts.uri.authority(), parts.headers.get(header::HOST)) {
+        (Some(authority), _) => HeaderValue::from_str(authority.as_str()).ok(),
+        (None, Some(host)) if host.to_str().is_ok() => Some(host.clone()),
+        (None, _) => Some(HeaderValue::from_static("")),
     }
 }
 
@@ -332,10 +334,10 @@ fn host_header(parts: &http::request::Parts, host_rewrite: Option<&str>) -> Opti
 /// sources as `host_header`, or `None` when it is not a valid authority
 /// (an empty one included).
 fn authority(parts: &http::request::Parts, host_rewrite: Option<&str>) -> Option<http::uri::Authority> {
-    let host = match (host_rewrite, parts.headers.get(header::HOST), parts.uri.authority()) {
+    let host = match (host_rewrite, parts.uri.authority(), parts.headers.get(header::HOST)) {
         (Some(host), _, _) => host,
-        (None, Some(host), _) => host.to_str().unwrap_or(""),
-        (None, None, Some(authority)) => return Some(authority.clone()),
+        (None, Some(authority), _) => return Some(authority.clone()),
+        (None, None, Some(host)) => host.to_str().unwrap_or(""),
         (None, None, None) => "",
     };
     host.parse().ok()

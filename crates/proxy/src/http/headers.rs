@@ -19,16 +19,14 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 static HOP_BY_HOP: [&HeaderName; 6] =
     [&header::CONNECTION, &KEEP_ALIVE, &PROXY_CONNECTION, &header::TE, &header::TRANSFER_ENCODING, &header::UPGRADE];
 
-/// Returns the request's host: the `Host` header, or the `:authority` of an
-/// HTTP/2 request.
+/// Returns the request's host: the authority of the request target (the
+/// `:authority` of HTTP/2, or an HTTP/1.1 absolute-form target), else the
+/// `Host` header. The target wins when both are present (RFC 9112 section
+/// 3.2.2, RFC 9113 section 8.3.1).
 pub fn parts_host(parts: &http::request::Parts) -> Option<&str> {
-    host_of(&parts.headers, &parts.uri)
-}
-
-fn host_of<'a>(headers: &'a HeaderMap, uri: &'a http::Uri) -> Option<&'a str> {
-    match headers.get(header::HOST) {
-        Some(host) => host.to_str().ok(),
-        None => uri.authority().map(|authority| authority.as_str()),
+    match parts.uri.authority() {
+        Some(authority) => Some(authority.as_str()),
+        None => parts.headers.get(header::HOST)?.to_str().ok(),
     }
 }
 
@@ -217,6 +215,21 @@ fn write_hex(out: &mut [u8], bytes: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn request_parts(target: &str, host: Option<&str>) -> http::request::Parts {
+        let mut builder = http::Request::get(target);
+        if let Some(host) = host {
+            builder = builder.header(header::HOST, host);
+        }
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn target_authority_wins_over_host() {
+        assert_eq!(parts_host(&request_parts("http://target.test:81/x", Some("other.test"))), Some("target.test:81"));
+        assert_eq!(parts_host(&request_parts("/x", Some("other.test:8080"))), Some("other.test:8080"));
+        assert_eq!(parts_host(&request_parts("/x", None)), None);
+    }
 
     #[test]
     fn connection_named_headers_are_removed() {

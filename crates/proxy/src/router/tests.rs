@@ -83,6 +83,9 @@ virtual_hosts:
 - name: with_port
   domains: ["api.example.com:8080"]
   routes: [{ match: { prefix: "/" }, route: { cluster: with_port } }]
+- name: suffix
+  domains: ["*.example.org"]
+  routes: [{ match: { prefix: "/" }, route: { cluster: suffix } }]
 - name: any_port
   domains: ["web.example.com:*"]
   routes: [{ match: { prefix: "/" }, route: { cluster: any_port } }]
@@ -99,6 +102,8 @@ fn port_matched_by_default() {
         ("api.example.com:9090", "any"),
         ("web.example.com:81", "any_port"),
         ("[::1]:8080", "any"),
+        ("www.example.org", "suffix"),
+        ("www.example.org:8080", "any"),
     ];
     assert_virtual_hosts(&table(PORT_ROUTES), &cases);
 }
@@ -110,6 +115,7 @@ fn port_ignored_when_configured() {
         ("API.example.com:8080", "plain"),
         ("[::1]:8080", "plain"),
         ("web.example.com:81", "any"),
+        ("www.example.org:8080", "suffix"),
     ];
     assert_virtual_hosts(&table(&format!("{PORT_ROUTES}ignore_port_in_host_matching: true\n")), &cases);
 }
