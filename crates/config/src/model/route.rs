@@ -9,8 +9,8 @@ use regex::Regex;
 pub struct RouteConfiguration {
     pub name: String,
     pub virtual_hosts: Vec<VirtualHost>,
-    /// Whether the port of the Host or :authority value is left out when
-    /// the virtual host is picked. As in Envoy, it takes part by default.
+    /// A switch that leaves the port of the request's host out when the
+    /// virtual host is picked. As in Envoy, the port takes part by default.
     pub ignore_port_in_host_matching: bool,
 }
 

@@ -14,8 +14,8 @@ pub use frames::{decode_base64_segments, MessageCounter};
 pub use response::{adapt_response, error_status, local_status_reply, GrpcResponseBody, WebMode, GRPC_STATUS};
 pub use status::{encode_message, Code, CODE_NAMES};
 
-/// Reads the numeric `grpc-status` of a response's headers or trailers;
-/// `None` when it is missing or not a number.
+/// Returns the numeric `grpc-status` of a response's headers or trailers,
+/// or `None` when it is missing or not a number.
 pub fn status_of(headers: &HeaderMap) -> Option<u32> {
     headers.get(&GRPC_STATUS)?.to_str().ok()?.trim().parse().ok()
 }

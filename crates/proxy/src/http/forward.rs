@@ -285,14 +285,7 @@ fn upstream_request(
 
     match protocol {
         UpstreamProtocol::Http1 => {
-            // A valid downstream Host of an origin-form request passes as it
-            // is. A rewrite, a target authority, or a missing or invalid Host
-            // replaces it.
-            let unchanged = host_rewrite.is_none()
-                && parts.uri.authority().is_none()
-                && parts.headers.get(header::HOST).is_some_and(|host| host.to_str().is_ok());
-            if !unchanged {
-                let host = host_header(&parts, host_rewrite)?;
+            if let UpstreamHost::Replace(host) = upstream_host(&parts, host_rewrite)? {
                 parts.headers.insert(header::HOST, host);
             }
             parts.version = Version::HTTP_11;
@@ -316,22 +309,31 @@ fn upstream_request(
     Some(Request::from_parts(parts, body))
 }
 
-/// Returns the upstream `Host` of an HTTP/1.1 request: the route's host
-/// rewrite, else the downstream host as `parts_host` reads it. A downstream
-/// `Host` is cloned, which shares its bytes, rather than parsed again.
-fn host_header(parts: &http::request::Parts, host_rewrite: Option<&str>) -> Option<HeaderValue> {
+/// The upstream `Host` of an HTTP/1.1 request.
+enum UpstreamHost {
+    /// The downstream `Host` header passes as it is.
+    Keep,
+    Replace(HeaderValue),
+}
+
+/// Picks the upstream `Host` of an HTTP/1.1 request: the route's host
+/// rewrite, else the downstream host as `parts_host` reads it. A valid
+/// downstream `Host` of an origin-form request is kept, so that the common
+/// case costs no copy. Returns `None` for a rewrite or authority that is not
+/// a valid header value.
+fn upstream_host(parts: &http::request::Parts, host_rewrite: Option<&str>) -> Option<UpstreamHost> {
     if let Some(host) = host_rewrite {
-        return HeaderValue::from_str(host).ok();
+        return HeaderValue::from_str(host).ok().map(UpstreamHost::Replace);
     }
     match (parts.uri.authority(), parts.headers.get(header::HOST)) {
-        (Some(authority), _) => HeaderValue::from_str(authority.as_str()).ok(),
-        (None, Some(host)) if host.to_str().is_ok() => Some(host.clone()),
-        (None, _) => Some(HeaderValue::from_static("")),
+        (Some(authority), _) => HeaderValue::from_str(authority.as_str()).ok().map(UpstreamHost::Replace),
+        (None, Some(host)) if host.to_str().is_ok() => Some(UpstreamHost::Keep),
+        (None, _) => Some(UpstreamHost::Replace(HeaderValue::from_static(""))),
     }
 }
 
 /// Returns the upstream `:authority` of an HTTP/2 request, from the same
-/// sources as `host_header`, or `None` when it is not a valid authority
+/// sources as `upstream_host`, or `None` when it is not a valid authority
 /// (an empty one included).
 fn authority(parts: &http::request::Parts, host_rewrite: Option<&str>) -> Option<http::uri::Authority> {
     let host = match (host_rewrite, parts.uri.authority(), parts.headers.get(header::HOST)) {
