@@ -59,6 +59,9 @@ impl Scenario for WebSocket {
                     run.echo.messages as f64 / run.echo.seconds,
                     run.echo.errors
                 );
+                if let Some(error) = &run.echo.first_error {
+                    eprintln!("    first failed echo: {error}");
+                }
                 runs.entry(target).or_default().push(run);
             }
         }
@@ -141,9 +144,9 @@ fn measure(bench: &Bench, target: Target, upstream_port: u16, idle: usize, dir: 
             tokio::time::sleep(SETTLE).await;
             let after = pid.map(process::memory).transpose()?;
             let per_connection_kib = before.zip(after).map(|(before, after)| (after.pss_kib as f64 - before.pss_kib as f64) / idle as f64);
-            let active = &mut sockets[..settings.websocket_active];
-            websocket_client::echo_load(active, settings.body_bytes, settings.warm_up).await;
-            let echo = websocket_client::echo_load(active, settings.body_bytes, settings.saturation_duration).await;
+            let active = sockets.drain(..settings.websocket_active).collect();
+            let (active, _) = websocket_client::echo_load(active, settings.body_bytes, settings.warm_up).await;
+            let (_, echo) = websocket_client::echo_load(active, settings.body_bytes, settings.saturation_duration).await;
             anyhow::Ok((per_connection_kib, echo))
         })
     })?;
