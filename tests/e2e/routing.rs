@@ -99,6 +99,41 @@ async fn forwarding_headers_reach_upstream() {
     assert!(!headers.contains_key("x-seen-connection"));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_rewrite_sets_host_and_authority() {
+    let dir = temp_dir("host-rewrite");
+    let web = Upstream::start("web").await;
+    let api = Upstream::start("api").await;
+    let routes = r#"              - match: { prefix: "/h1" }
+                route: { cluster: web, host_rewrite_literal: web.internal }
+              - match: { prefix: "/h2" }
+                route: { cluster: api, host_rewrite_literal: "api.internal:9000" }
+              - match: { prefix: "/weighted" }
+                route: { host_rewrite_literal: route.internal, weighted_clusters: { clusters: [{ name: web, weight: 1, host_rewrite_literal: picked.internal }] } }
+              - match: { prefix: "/" }
+                route: { cluster: web }"#;
+    let clusters = format!(
+        "{}\n{}\n    http2_protocol_options: {{}}",
+        static_cluster("web", web.address.port(), None),
+        static_cluster("api", api.address.port(), None)
+    );
+    let proxy = Proxy::start(&static_bootstrap("", routes, &clusters), &dir);
+    proxy.wait_ready().await;
+    let listener = proxy.listener("http").await;
+
+    let seen = |path: &'static str, header: &'static str| async move {
+        let request = hyper::Request::get(path).header("host", "client.test").body(http_body_util::Full::new(bytes::Bytes::new())).unwrap();
+        let (status, _, headers) = http1_request(listener, request).await.unwrap();
+        assert_eq!(status, 200, "GET {path}");
+        headers.get(header).map(|value| value.to_str().unwrap().to_string())
+    };
+
+    assert_eq!(seen("/h1", "x-seen-host").await.as_deref(), Some("web.internal"));
+    assert_eq!(seen("/h2", "x-seen-authority").await.as_deref(), Some("api.internal:9000"));
+    assert_eq!(seen("/weighted", "x-seen-host").await.as_deref(), Some("picked.internal"), "the cluster's rewrite wins");
+    assert_eq!(seen("/other", "x-seen-host").await.as_deref(), Some("client.test"), "no rewrite keeps the host");
+}
+
 /// An upstream that answers every request as HTTP/1.0 and closes.
 async fn http10_upstream() -> std::net::SocketAddr {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

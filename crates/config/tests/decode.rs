@@ -172,6 +172,54 @@ fn route_actions_decode() {
     assert!(matches!(routes[1].action, RouteAction::DirectResponse { status: 204, .. }));
 }
 
+/// A route configuration with one virtual host for every domain, holding
+/// `routes` (YAML list items indented by four spaces).
+fn catch_all_host_yaml(routes: &str) -> String {
+    routes_yaml(&format!("  virtual_hosts:\n  - name: a\n    domains: [\"*\"]\n    routes:\n{routes}"))
+}
+
+#[test]
+fn host_rewrites_parse_when_loaded() {
+    let yaml = catch_all_host_yaml(
+        r#"    - match: { prefix: "/w" }
+      route: { weighted_clusters: { clusters: [{ name: x, weight: 1, host_rewrite_literal: "x.internal:8080" }] } }
+    - match: { prefix: "/" }
+      route: { cluster: y, host_rewrite_literal: y.internal }
+"#,
+    );
+    let resources = decode(&yaml).unwrap();
+    let Resource::RouteConfiguration(routes) = &resources[0] else { panic!("not routes") };
+    let routes = &routes.virtual_hosts[0].routes;
+
+    let RouteAction::Forward(weighted) = &routes[0].action else { panic!("not forward") };
+    let ClusterSelection::Weighted { clusters, .. } = &weighted.clusters else { panic!("not weighted") };
+    let rewrite = clusters[0].host_rewrite.as_ref().expect("cluster host rewrite");
+    assert_eq!(rewrite.header, "x.internal:8080");
+    assert_eq!(rewrite.authority.port_u16(), Some(8080));
+
+    let RouteAction::Forward(single) = &routes[1].action else { panic!("not forward") };
+    assert_eq!(single.host_rewrite.as_ref().map(|rewrite| rewrite.authority.as_str()), Some("y.internal"));
+}
+
+#[test]
+fn invalid_host_rewrites_are_rejected() {
+    let yaml = catch_all_host_yaml(
+        r#"    - match: { prefix: "/w" }
+      route: { weighted_clusters: { clusters: [{ name: x, weight: 1, host_rewrite_literal: "a b" }] } }
+    - match: { prefix: "/e" }
+      route: { cluster: y, host_rewrite_literal: "" }
+    - match: { prefix: "/" }
+      route: { cluster: y, host_rewrite_literal: "bad\nhost" }
+"#,
+    );
+    let error = decode(&yaml).unwrap_err();
+
+    assert!(error.contains("clusters[0].host_rewrite_literal"), "space: {error}");
+    assert!(error.contains("\"a b\" is not a valid host"), "value named: {error}");
+    assert!(error.contains("routes[1].route.host_rewrite_literal"), "empty: {error}");
+    assert!(error.contains("routes[2].route.host_rewrite_literal"), "control character: {error}");
+}
+
 #[test]
 fn ignored_fields_are_reported() {
     let resources = parse_resources(&cluster_yaml(

@@ -268,12 +268,17 @@ async fn answer(name: &str, request: hyper::Request<hyper::body::Incoming>) -> h
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     let headers = request.headers().clone();
+    let authority = request.uri().authority().cloned();
     let body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let mut response = hyper::Response::new(Full::new(Bytes::from(format!("{name} {path} {}", body.len()))));
     for (header, value) in headers.iter() {
         if let Ok(name) = hyper::header::HeaderName::from_bytes(format!("x-seen-{header}").as_bytes()) {
             response.headers_mut().append(name, value.clone());
         }
+    }
+    // HTTP/2 carries the host as `:authority`, which is not a header.
+    if let Some(authority) = authority.and_then(|authority| hyper::header::HeaderValue::from_str(authority.as_str()).ok()) {
+        response.headers_mut().insert("x-seen-authority", authority);
     }
     response
 }

@@ -20,7 +20,7 @@ use super::{decode_message, duration, note_ignored, required_name, timeout_or};
 use crate::error::Collector;
 use crate::reflect::type_url_of;
 use crate::model::{JwtPerRoute, PerRoute, RouteFilterConfigs,
-    ClusterSelection, DomainMatcher, ForwardAction, HashPolicy, HashSource, HeaderMatch, HeaderMatcher, PathMatch, Route, RouteAction,
+    ClusterSelection, DomainMatcher, ForwardAction, HashPolicy, HashSource, HeaderMatch, HeaderMatcher, HostRewrite, PathMatch, Route, RouteAction,
     RouteConfiguration, RouteMatch, VirtualHost, WebSocketFrames, WeightedCluster,
 };
 use legate_api::legate::extensions::websocket::v1::WebSocketRoute;
@@ -400,12 +400,10 @@ fn forward_action(proto: &api::RouteAction, matcher: Option<&RouteMatch>, errors
         });
     }
 
-    let host_rewrite = proto.host_rewrite_specifier.as_ref().map(|api::route_action::HostRewriteSpecifier::HostRewriteLiteral(host)| host.clone());
-    if let Some(host) = &host_rewrite {
-        if http::HeaderValue::from_str(host).is_err() || host.is_empty() {
-            errors.at("host_rewrite_literal", |errors| errors.invalid(format!("{host:?} is not a valid host")));
-        }
-    }
+    let host_rewrite = proto
+        .host_rewrite_specifier
+        .as_ref()
+        .and_then(|api::route_action::HostRewriteSpecifier::HostRewriteLiteral(host)| host_rewrite(host, errors));
 
     let max_stream_duration = proto
         .max_stream_duration
@@ -487,6 +485,20 @@ fn hash_policy(proto: &api::route_action::HashPolicy, errors: &mut Collector) ->
     Some(HashPolicy { source, terminal: proto.terminal })
 }
 
+/// Parses a `host_rewrite_literal` into the upstream `Host` and
+/// `:authority` it becomes, recording an error when it cannot be either.
+fn host_rewrite(host: &str, errors: &mut Collector) -> Option<HostRewrite> {
+    let header = http::HeaderValue::from_str(host).ok();
+    let authority = http::uri::Authority::try_from(host).ok();
+    match (header, authority) {
+        (Some(header), Some(authority)) => Some(HostRewrite { header, authority }),
+        _ => {
+            errors.at("host_rewrite_literal", |errors| errors.invalid(format!("{host:?} is not a valid host")));
+            None
+        }
+    }
+}
+
 fn weighted_clusters(proto: &api::WeightedCluster, errors: &mut Collector) -> Option<ClusterSelection> {
     if proto.clusters.is_empty() {
         errors.missing("clusters");
@@ -501,8 +513,8 @@ fn weighted_clusters(proto: &api::WeightedCluster, errors: &mut Collector) -> Op
             note_ignored(entry.metadata_match.is_some(), "metadata_match", errors);
             let weight = entry.weight.unwrap_or(0);
             total_weight += u64::from(weight);
-            let host_rewrite = entry.host_rewrite_specifier.as_ref().map(|specifier| match specifier {
-                api::weighted_cluster::cluster_weight::HostRewriteSpecifier::HostRewriteLiteral(host) => host.clone(),
+            let host_rewrite = entry.host_rewrite_specifier.as_ref().and_then(|specifier| match specifier {
+                api::weighted_cluster::cluster_weight::HostRewriteSpecifier::HostRewriteLiteral(host) => host_rewrite(host, errors),
             });
             clusters.push(WeightedCluster { name: entry.name.clone(), weight, host_rewrite });
         });

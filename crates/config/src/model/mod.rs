@@ -35,7 +35,7 @@ pub use listener::{
 };
 pub use network_filter::{ConnectionFilter, ConnectionLimit, ConnectionRateLimit};
 pub use route::{
-    ClusterSelection, DomainMatcher, ForwardAction, HashPolicy, HashSource, HeaderMatch, HeaderMatcher, PathMatch, Route,
+    ClusterSelection, DomainMatcher, ForwardAction, HashPolicy, HashSource, HeaderMatch, HeaderMatcher, HostRewrite, PathMatch, Route,
     RetryOn, RetryPolicy, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WebSocketFrames, WeightedCluster,
 };
 pub use secret::{Secret, SecretKind, SecretLookupError, Secrets};

@@ -131,7 +131,7 @@ pub enum RouteAction {
 pub struct ForwardAction {
     pub clusters: ClusterSelection,
     pub prefix_rewrite: Option<String>,
-    pub host_rewrite: Option<String>,
+    pub host_rewrite: Option<HostRewrite>,
     /// Time allowed for the upstream's whole response; `None` disables it.
     /// Envoy's default of 15 seconds applies when the route sets none.
     pub timeout: Option<Duration>,
@@ -269,7 +269,16 @@ pub enum ClusterSelection {
 pub struct WeightedCluster {
     pub name: String,
     pub weight: u32,
-    pub host_rewrite: Option<String>,
+    pub host_rewrite: Option<HostRewrite>,
+}
+
+/// The host a route sends upstream in place of the downstream one, parsed
+/// when the route table loads: as `Host` for HTTP/1.1 and as `:authority`
+/// for HTTP/2.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostRewrite {
+    pub header: http::HeaderValue,
+    pub authority: http::uri::Authority,
 }
 
 impl ClusterSelection {

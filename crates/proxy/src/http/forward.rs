@@ -7,7 +7,7 @@ use prometheus_client::metrics::counter::Counter;
 use tracing::debug;
 
 use legate_config::model::{
-    ClusterSelection, ForwardAction, HttpConnectionManager, PathMatch, Route, UpstreamProtocol,
+    ClusterSelection, ForwardAction, HostRewrite, HttpConnectionManager, PathMatch, Route, UpstreamProtocol,
 };
 
 use super::body::{DownstreamBody, RequestBody, ResponseBody};
@@ -223,19 +223,19 @@ fn upgrade_allowed(protocol: &str, action: &ForwardAction, http: &HttpConnection
     http.upgrades.iter().any(|config| config.upgrade_type == protocol && config.enabled)
 }
 
-fn pick_cluster(action: &ForwardAction) -> (&str, Option<&str>) {
+fn pick_cluster(action: &ForwardAction) -> (&str, Option<&HostRewrite>) {
     match &action.clusters {
-        ClusterSelection::Single(name) => (name, action.host_rewrite.as_deref()),
+        ClusterSelection::Single(name) => (name, action.host_rewrite.as_ref()),
         ClusterSelection::Weighted { clusters, total_weight } => {
             let mut point = fastrand::u32(..*total_weight);
             for cluster in clusters {
                 if point < cluster.weight {
-                    return (&cluster.name, cluster.host_rewrite.as_deref().or(action.host_rewrite.as_deref()));
+                    return (&cluster.name, cluster.host_rewrite.as_ref().or(action.host_rewrite.as_ref()));
                 }
                 point -= cluster.weight;
             }
             let last = &clusters[clusters.len() - 1];
-            (&last.name, last.host_rewrite.as_deref().or(action.host_rewrite.as_deref()))
+            (&last.name, last.host_rewrite.as_ref().or(action.host_rewrite.as_ref()))
         }
     }
 }
@@ -243,7 +243,7 @@ fn pick_cluster(action: &ForwardAction) -> (&str, Option<&str>) {
 /// Destination settings of a request sent upstream.
 #[derive(Clone, Copy)]
 struct UpstreamTarget<'a> {
-    host_rewrite: Option<&'a str>,
+    host_rewrite: Option<&'a HostRewrite>,
     protocol: UpstreamProtocol,
     upgrade: Option<&'a UpgradeRequest>,
     /// The connection manager's `request_timeout`, as a deadline for the
@@ -319,11 +319,11 @@ enum UpstreamHost {
 /// Picks the upstream `Host` of an HTTP/1.1 request: the route's host
 /// rewrite, else the downstream host as `parts_host` reads it. A valid
 /// downstream `Host` of an origin-form request is kept, so that the common
-/// case costs no copy. Returns `None` for a rewrite or authority that is not
-/// a valid header value.
-fn upstream_host(parts: &http::request::Parts, host_rewrite: Option<&str>) -> Option<UpstreamHost> {
-    if let Some(host) = host_rewrite {
-        return HeaderValue::from_str(host).ok().map(UpstreamHost::Replace);
+/// case costs no copy. Returns `None` for an authority that is not a valid
+/// header value.
+fn upstream_host(parts: &http::request::Parts, host_rewrite: Option<&HostRewrite>) -> Option<UpstreamHost> {
+    if let Some(rewrite) = host_rewrite {
+        return Some(UpstreamHost::Replace(rewrite.header.clone()));
     }
     match (parts.uri.authority(), parts.headers.get(header::HOST)) {
         (Some(authority), _) => HeaderValue::from_str(authority.as_str()).ok().map(UpstreamHost::Replace),
@@ -335,9 +335,9 @@ fn upstream_host(parts: &http::request::Parts, host_rewrite: Option<&str>) -> Op
 /// Returns the upstream `:authority` of an HTTP/2 request, from the same
 /// sources as `upstream_host`, or `None` when it is not a valid authority
 /// (an empty one included).
-fn authority(parts: &http::request::Parts, host_rewrite: Option<&str>) -> Option<http::uri::Authority> {
+fn authority(parts: &http::request::Parts, host_rewrite: Option<&HostRewrite>) -> Option<http::uri::Authority> {
     let host = match (host_rewrite, parts.uri.authority(), parts.headers.get(header::HOST)) {
-        (Some(host), _, _) => host,
+        (Some(rewrite), _, _) => return Some(rewrite.authority.clone()),
         (None, Some(authority), _) => return Some(authority.clone()),
         (None, None, Some(host)) => host.to_str().unwrap_or(""),
         (None, None, None) => "",
