@@ -6,7 +6,8 @@
 //! schema and lists every field Legate does not declare, so a user sees all
 //! of them at once. The second deserializes, and reports the first value of
 //! a wrong type. An entry of a resources file is deserialized once first,
-//! and takes the two passes only when that fails.
+//! and takes the two passes only when that fails. A valid YAML resources
+//! file skips the document too (see `yaml`).
 
 use prost::Message;
 use prost_reflect::{DeserializeOptions, DynamicMessage, Kind, MessageDescriptor};
@@ -17,6 +18,7 @@ use crate::error::{ConfigError, ConfigErrors, ErrorKind};
 use crate::reflect;
 
 mod json;
+mod yaml;
 
 const ANY: &str = "google.protobuf.Any";
 
@@ -32,6 +34,15 @@ pub fn parse<T: prost::Message + Default>(text: &str, message_name: &str) -> Res
 /// their `"@type"`. Every entry is checked, so the errors of all of them are
 /// listed together.
 pub fn parse_resources(text: &str) -> Result<Vec<prost_types::Any>, ConfigErrors> {
+    match yaml::parse_valid_resources(text) {
+        Some(resources) => Ok(resources),
+        None => parse_resources_in_document(text),
+    }
+}
+
+/// Parses a resources file into a document tree first, then each entry,
+/// listing the errors of all of them.
+fn parse_resources_in_document(text: &str) -> Result<Vec<prost_types::Any>, ConfigErrors> {
     let document = parse_document(text)?;
     let Value::Object(fields) = &document else {
         return Err(syntax_error(String::new(), "expected a mapping with a `resources` list".into()).into());
@@ -71,9 +82,6 @@ fn parse_document(text: &str) -> Result<Value, ConfigErrors> {
     if let Some(document) = json::parse_object(text) {
         return Ok(document);
     }
-    // TODO: serde_yaml_ng takes about half of `legate apply`'s CPU for a YAML
-    // file of 10,000 resources (perf, release build). serde-saphyr 1.1 took
-    // twice as long on the same file.
     let document: Value =
         serde_yaml_ng::from_str(text).map_err(|error| syntax_error(String::new(), error.to_string()))?;
     if document.is_null() {
@@ -306,4 +314,90 @@ fn join_path(prefix: &str, rest: &str) -> String {
 
 fn syntax_error(path: String, message: String) -> ConfigError {
     ConfigError { kind: ErrorKind::Syntax, resource: String::new(), path, message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+
+    /// Resources of several types, with nested typed configs, durations,
+    /// enums, numbers, lists and maps.
+    const RESOURCES: &str = r#"version_info: "7"
+resources:
+- "@type": type.googleapis.com/envoy.config.cluster.v3.Cluster
+  name: web
+  type: STRICT_DNS
+  connect_timeout: 1.5s
+  lb_policy: LEAST_REQUEST
+  circuit_breakers: { thresholds: [{ priority: HIGH, max_requests: 3 }] }
+  typed_extension_protocol_options:
+    envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+      "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+      explicit_http_config: { http2_protocol_options: {} }
+  load_assignment:
+    cluster_name: web
+    endpoints:
+    - lb_endpoints:
+      - endpoint: { address: { socket_address: { address: web.internal, port_value: 8080 } } }
+        load_balancing_weight: 2
+- "@type": type.googleapis.com/envoy.config.route.v3.RouteConfiguration
+  name: routes
+  virtual_hosts:
+  - name: all
+    domains: ["*", "web.test:8080"]
+    routes:
+    - match: { prefix: "/", headers: [{ name: x-canary, string_match: { exact: "1" } }] }
+      route: { cluster: web, timeout: 0s, retry_policy: { retry_on: 5xx, num_retries: 2 } }
+      typed_per_filter_config:
+        envoy.filters.http.local_ratelimit:
+          "@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+          stat_prefix: web
+"#;
+
+    #[test]
+    fn fast_path_matches_document_path() {
+        let fast = yaml::parse_valid_resources(RESOURCES).expect("the fast path reads a valid file");
+        let document = parse_resources_in_document(RESOURCES).expect("valid file");
+
+        assert_eq!(fast.len(), 2);
+        assert_eq!(fast, document);
+    }
+
+    #[test]
+    fn number_for_string_field_is_rejected() {
+        let text = format!("resources:\n- \"@type\": {CLUSTER}\n  name: 123\n");
+
+        assert!(yaml::parse_valid_resources(&text).is_none(), "a plain 123 is a number, as in a document tree");
+        let errors = parse_resources(&text).unwrap_err().to_string();
+        assert!(errors.contains("name"), "the error names the field: {errors}");
+    }
+
+    #[test]
+    fn entries_the_fast_path_leaves_parse_in_document() {
+        let type_last = format!("resources:\n- name: late\n  \"@type\": {CLUSTER}\n");
+        let well_known = "resources:\n- \"@type\": type.googleapis.com/google.protobuf.Duration\n  value: 1s\n";
+        let empty = "resources: []\n";
+
+        assert!(yaml::parse_valid_resources(&type_last).is_none(), "\"@type\" after other fields");
+        assert_eq!(parse_resources(&type_last).unwrap()[0].type_url, CLUSTER);
+        assert!(yaml::parse_valid_resources(well_known).is_none(), "a well-known type");
+        assert_eq!(parse_resources(well_known).unwrap()[0].value, [8, 1], "1s encoded");
+        assert_eq!(yaml::parse_valid_resources(empty), Some(Vec::new()));
+    }
+
+    #[test]
+    fn fast_path_leaves_bad_files_to_document() {
+        for text in [
+            "resources: {}\n".to_string(),
+            "other: 1\nresources: []\n".to_string(),
+            "version_info: \"1\"\n".to_string(),
+            format!("resources:\n- \"@type\": {CLUSTER}\n  unknown_field: 1\n"),
+            "resources:\n- !tagged { a: 1 }\n".to_string(),
+        ] {
+            assert!(yaml::parse_valid_resources(&text).is_none(), "fast path took {text:?}");
+            assert!(parse_resources(&text).is_err(), "document path accepted {text:?}");
+        }
+    }
 }
