@@ -230,7 +230,8 @@ impl AdsClient {
             return;
         };
         let manager = self.manager.clone();
-        let (response, rejected) = off_worker(move || {
+        let response_bytes = response.resources.iter().map(|any| any.value.len()).sum();
+        let (response, rejected) = off_worker(response_bytes, move || {
             let rejected = apply(&manager, resource_type, &response.resources, &HashSet::new(), &response.version_info);
             (response, rejected)
         })
@@ -292,15 +293,23 @@ impl AdsClient {
     }
 }
 
-/// Runs `work` (decoding and applying a response) on a blocking thread,
-/// then returns the heap pages it freed to the kernel. A large update would
-/// otherwise stall the requests on the runtime's workers, all of them with
-/// one worker thread.
-pub(super) async fn off_worker<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+/// Smallest response, in packed resource bytes, after which the freed heap
+/// goes back to the kernel. Trimming locks each malloc arena in turn, the
+/// workers' too, and the workers then fault the released pages in again.
+/// Smaller updates leave their freed chunks to the next one.
+const TRIM_AFTER_BYTES: usize = 1024 * 1024;
+
+/// Runs `work` (decoding and applying a response of `response_bytes`
+/// packed resource bytes) on a blocking thread, then returns the heap
+/// pages of a large one to the kernel. On a worker, a large update would
+/// stall the requests, all of them with one worker thread.
+pub(super) async fn off_worker<T: Send + 'static>(response_bytes: usize, work: impl FnOnce() -> T + Send + 'static) -> T {
     let span = tracing::Span::current();
     let work = move || {
         let output = span.in_scope(work);
-        crate::memory::release_free_heap();
+        if response_bytes >= TRIM_AFTER_BYTES {
+            crate::memory::release_free_heap();
+        }
         output
     };
     match tokio::task::spawn_blocking(work).await {

@@ -149,7 +149,8 @@ impl AdsClient {
 
         let retained = self.delta.entry(resource_type).or_default().names_after(&response);
         let manager = self.manager.clone();
-        let (response, rejected) = off_worker(move || {
+        let response_bytes = response.resources.iter().map(|resource| resource.resource.len()).sum();
+        let (response, rejected) = off_worker(response_bytes, move || {
             let (resources, mut rejected) = decode_resources(&response);
             rejected.extend(apply(&manager, resource_type, &resources, &retained, &response.system_version_info));
             (response, rejected)
