@@ -123,6 +123,34 @@ async fn replicas_share_config_and_proxy_fails_over() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_replica_unlists_its_proxies() {
+    let dir = temp_dir("ha-clean-stop");
+    let etcd = Etcd::start(&dir);
+    let prefix = "/ha-clean-stop";
+    let (mut a, _) = start_replica(&dir, &etcd, prefix, "cp-a");
+    let (b, _) = start_replica(&dir, &etcd, prefix, "cp-b");
+    let web = Upstream::start("web").await;
+    let api = Upstream::start("api").await;
+    let config = write(&dir, "v1.yaml", &two_cluster_config(&[web.address], api.address, "v1"));
+    let applied = apply(a.address, &config, &[]);
+    assert!(applied.status.success(), "{}", output_text(&applied));
+
+    let proxy = Proxy::start(&ads_bootstrap_replicas("edge-1", &[a.address]), &dir);
+    proxy.wait_ready().await;
+    let published = eventually(SETTLE, || async { replicas_serving(b.address, "edge-1") == ["cp-a"] }).await;
+    assert!(published, "replica B lists the proxy that A serves: {:?}", replicas_serving(b.address, "edge-1"));
+
+    // A clean stop revokes A's lease. Without that, its list would stay
+    // until the lease expires, 8 to 10 seconds later.
+    let pid = a.process.child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let unlisted = eventually(Duration::from_secs(5), || async { replicas_serving(b.address, "edge-1").is_empty() }).await;
+    assert!(unlisted, "A's proxies leave B's list at once: {:?}", replicas_serving(b.address, "edge-1"));
+    let exit = a.process.child.wait().unwrap();
+    assert!(exit.success(), "replica A stops cleanly on SIGTERM: {exit}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_outage_keeps_config_and_recovers() {
     let dir = temp_dir("ha-outage");
     let mut etcd = Etcd::start(&dir);

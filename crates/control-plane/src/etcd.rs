@@ -21,7 +21,7 @@ use legate_api::etcdserverpb::request_op::Request as RequestKind;
 use legate_api::etcdserverpb::watch_client::WatchClient;
 use legate_api::etcdserverpb::watch_request::RequestUnion;
 use legate_api::etcdserverpb::{
-    Compare, DeleteRangeRequest, LeaseGrantRequest, LeaseKeepAliveRequest, PutRequest, RangeRequest, RangeResponse,
+    Compare, DeleteRangeRequest, LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest, PutRequest, RangeRequest, RangeResponse,
     RequestOp, TxnRequest, WatchCreateRequest, WatchRequest, WatchResponse,
 };
 use legate_api::legate::config::v1::{ListProxiesResponse, ProxyStatus};
@@ -281,6 +281,11 @@ impl Etcd {
             Ok(Err(status)) => Err(self.request_error("LeaseKeepAlive", &status)),
             Err(_) => Err(EtcdError::TimedOut { operation: "LeaseKeepAlive", endpoints: self.endpoints.clone() }),
         }
+    }
+
+    /// Ends `lease` now, so etcd deletes the keys put under it.
+    pub async fn revoke_lease(&self, lease: i64) -> Result<(), EtcdError> {
+        self.call("LeaseRevoke", self.lease.clone().lease_revoke(LeaseRevokeRequest { id: lease })).await.map(|_| ())
     }
 
     /// Puts the proxies `replica` serves under `lease`.

@@ -25,6 +25,7 @@ pub mod webhook;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use legate_api::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
 use legate_api::legate::config::v1::config_service_server::ConfigServiceServer;
@@ -140,12 +141,13 @@ impl ControlPlane {
         let ads = AdsServer::new(self.store.clone(), self.proxies.clone(), streams_stopped);
         let api = ConfigApi::new(self.store.clone(), self.proxies.clone());
 
-        // Aborted when serving ends, however it ends.
+        // Aborted when serving ends, however it ends. On a clean stop the
+        // presence task first gets a moment to revoke its lease.
         let replication = self.store.etcd().map(|etcd| {
             let watching = self.proxies.stats().etcd_watching.clone();
             let follower = AbortOnDrop(tokio::spawn(follow::follow(self.store.clone(), etcd.clone(), watching)));
-            let presence = AbortOnDrop(tokio::spawn(presence::publish(etcd.clone(), self.proxies.clone())));
-            (follower, presence)
+            let presence = tokio::spawn(presence::publish(etcd.clone(), self.proxies.clone(), stop_streams.subscribe()));
+            (follower, AbortOnDrop(presence))
         });
         let signal = async move {
             shutdown.await;
@@ -162,10 +164,16 @@ impl ControlPlane {
             .add_service(ConfigServiceServer::with_interceptor(api, api::TokenCheck::new(self.api_token.clone(), "the config API")))
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
             .await?;
-        drop(replication);
+        if let Some((_, mut presence)) = replication {
+            let _ = tokio::time::timeout(PRESENCE_REVOKE_TIMEOUT, &mut presence.0).await;
+        }
         Ok(())
     }
 }
+
+/// Maximum wait, after serving ends, for etcd to revoke the lease of this
+/// replica's proxies.
+const PRESENCE_REVOKE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A task that is aborted when this handle drops.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

@@ -1,9 +1,12 @@
 //! Presence of each replica's proxies in etcd, so that `ListProxies` on any
 //! replica lists every proxy with the replica serving it. Each replica puts
-//! its list under a lease that it renews. When a replica stops renewing,
-//! etcd deletes its list once the lease's time to live runs out.
+//! its list under a lease that it renews. A replica that stops cleanly
+//! revokes the lease, so etcd deletes its list at once. One that stops
+//! renewing otherwise loses its list when the lease's time to live runs out.
 
 use std::time::Duration;
+
+use tokio::sync::watch;
 
 use legate_api::legate::config::v1::{ListProxiesResponse, ProxyStatus};
 
@@ -17,17 +20,32 @@ const PUBLISH_INTERVAL: Duration = Duration::from_secs(2);
 /// at most this long after its last renewal.
 const LEASE_TTL_SECONDS: i64 = 10;
 
-/// Publishes the proxies of `registry` until the task is aborted. Failures
-/// are logged at debug level only, because the config watch already warns
-/// while etcd is away.
-pub(crate) async fn publish(etcd: Etcd, registry: ProxyRegistry) {
+/// Publishes the proxies of `registry` until `stop` turns true, then
+/// revokes the lease. Failures are logged at debug level only, because the
+/// config watch already warns while etcd is away.
+pub(crate) async fn publish(etcd: Etcd, registry: ProxyRegistry, mut stop: watch::Receiver<bool>) {
     let mut publisher = Publisher { etcd, registry, lease: None, published: None };
     let mut ticks = tokio::time::interval(PUBLISH_INTERVAL);
     loop {
-        ticks.tick().await;
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stop.wait_for(|stopped| *stopped) => break,
+        }
         if let Err(error) = publisher.publish_once().await {
             tracing::debug!(error = %crate::error_chain(&error), "failed to publish this replica's proxies to etcd");
         }
+    }
+
+    let Some(lease) = publisher.lease else {
+        return;
+    };
+    match publisher.etcd.revoke_lease(lease).await {
+        Ok(()) => tracing::debug!(lease, "revoked the lease of this replica's proxies"),
+        Err(error) => tracing::warn!(
+            error = %crate::error_chain(&error),
+            lease,
+            "failed to revoke the lease; other replicas list this replica's proxies until it expires"
+        ),
     }
 }
 

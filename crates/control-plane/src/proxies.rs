@@ -62,7 +62,7 @@ impl ProxyEntry {
     /// Rebuilds the entry of a proxy that another replica serves from the
     /// status it published. Types Legate does not know are skipped.
     pub fn from_status(status: &ProxyStatus) -> Self {
-        let time = |at: &Option<prost_types::Timestamp>| at.clone().and_then(|at| SystemTime::try_from(at).ok()).unwrap_or(SystemTime::UNIX_EPOCH);
+        let time = |at: &Option<prost_types::Timestamp>| (*at).and_then(|at| SystemTime::try_from(at).ok()).unwrap_or(SystemTime::UNIX_EPOCH);
         let types = status
             .types
             .iter()
