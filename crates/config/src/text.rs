@@ -20,6 +20,8 @@ use crate::reflect;
 mod json;
 mod yaml;
 
+pub use json::parse_unique_keys as parse_json;
+
 const ANY: &str = "google.protobuf.Any";
 
 /// Parses YAML or JSON text (JSON is YAML) into the message type `T`,

@@ -20,6 +20,15 @@ pub(super) fn parse_object(text: &str) -> Option<Value> {
     Some(value)
 }
 
+/// Parses JSON `bytes` into a value, rejecting an object with a repeated
+/// key, which serde_json alone would accept with the last value.
+pub fn parse_unique_keys(bytes: &[u8]) -> Result<Value, serde_json::Error> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = UniqueKeys.deserialize(&mut deserializer)?;
+    deserializer.end()?;
+    Ok(value)
+}
+
 /// Deserializes a JSON value, failing on an object with a repeated key.
 struct UniqueKeys;
 
@@ -103,6 +112,14 @@ mod tests {
     #[test]
     fn repeated_key_is_left_to_yaml() {
         assert_eq!(parse_object("{\"resources\": [{\"name\": \"a\", \"name\": \"b\"}]}"), None);
+    }
+
+    #[test]
+    fn repeated_key_is_an_error() {
+        let error = super::parse_unique_keys(br#"{"a": {"b": 1, "b": 2}}"#).unwrap_err().to_string();
+
+        assert!(error.contains("duplicate key `b`"), "{error}");
+        assert_eq!(super::parse_unique_keys(br#"{"a": [{"b": 1}, {"b": 2}]}"#).unwrap()["a"][1]["b"], 2);
     }
 
     #[test]

@@ -124,7 +124,7 @@ fn parse_body(body: &Bytes) -> Result<Option<Json>, RequestError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    serde_json::from_slice(body).map(Some).map_err(RequestError::MalformedJson)
+    legate_config::text::parse_json(body).map(Some).map_err(RequestError::MalformedJson)
 }
 
 /// Adds each query parameter to `root` under its field path, given by proto
@@ -344,6 +344,8 @@ mod tests {
             ("/v1/1", None, r#"{"nmae": "x"}"#, "nmae"),
             ("/v1/1", None, r#"{"inner": {"size": -1}}"#, "inner.size"),
             ("/v1/1", None, "{", "not valid JSON"),
+            ("/v1/1", None, r#"{"name": "a", "name": "b"}"#, "duplicate key `name`"),
+            ("/v1/1", None, r#"{"inner": {"size": 1, "size": 2}}"#, "duplicate key `size`"),
         ];
         for (path, query, body, needle) in cases {
             let error = build(&rule, path, query, body).unwrap_err().to_string();
