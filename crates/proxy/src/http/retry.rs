@@ -23,6 +23,7 @@ use tracing::debug;
 use legate_config::model::{Priority, RetryOn, RetryPolicy};
 
 use super::body::{ReplayBody, RequestBody};
+use crate::grpc::Protocol;
 use crate::upstream::{
     grpc_outcome, status_outcome, ClusterHandle, ConnectionLimits, EndpointPool, RequestOutcome, Resource, Slot, StreamIdle,
     StreamTimers, UpstreamBody, UpstreamError,
@@ -205,7 +206,7 @@ impl<'a> Tries<'a> {
             Err(_) => RequestOutcome::LocalFailure,
             Ok(response) => {
                 self.cluster.stats.count_status(response.status().as_u16());
-                let grpc = response.headers().get(http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+                let grpc = Protocol::of(response.headers()) == Protocol::Grpc;
                 let grpc_status = crate::grpc::status_of(response.headers());
                 match (grpc, grpc_status) {
                     (_, Some(code)) => grpc_outcome(code),
@@ -337,7 +338,7 @@ where
 /// trailers, under a policy that retries on gRPC statuses.
 fn status_may_trail(response: &Response<UpstreamBody>, policy: &RetryPolicy) -> bool {
     let grpc_retries = (7..=11).any(|bit| policy.retry_on.has(1 << bit));
-    let is_grpc = response.headers().get(http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let is_grpc = Protocol::of(response.headers()) == Protocol::Grpc;
     grpc_retries && is_grpc && !response.headers().contains_key(&crate::grpc::GRPC_STATUS) && response.status() == http::StatusCode::OK
 }
 
