@@ -172,7 +172,7 @@ enum Scope<'a> {
 /// Resources decoded from one request, keyed by type and name.
 #[derive(Debug, Default)]
 struct DecodedResources {
-    resources: BTreeMap<ResourceKey, StoredResource>,
+    resources: BTreeMap<ResourceKey, Arc<StoredResource>>,
     ignored_fields: Vec<String>,
 }
 
@@ -472,7 +472,7 @@ fn decode_resources(resources: &[prost_types::Any], known: Option<&Snapshot>, er
         let stored = match known.and_then(|snapshot| unchanged(snapshot, any)) {
             Some(stored) => stored,
             None => match decode_any(any) {
-                Ok(resource) => StoredResource::new(any.clone(), resource.value).with_ignored(resource.ignored),
+                Ok(resource) => Arc::new(StoredResource::new(any.clone(), resource.value).with_ignored(resource.ignored)),
                 Err(decode_errors) => {
                     errors.extend(decode_errors.0);
                     continue;
@@ -497,13 +497,13 @@ fn decode_resources(resources: &[prost_types::Any], known: Option<&Snapshot>, er
     decoded
 }
 
-/// Returns a copy of the resource in `snapshot` that has exactly the bytes
-/// of `any`, if there is one.
-fn unchanged(snapshot: &Snapshot, any: &prost_types::Any) -> Option<StoredResource> {
+/// Returns the resource in `snapshot` that has exactly the bytes of `any`,
+/// if there is one, shared rather than copied.
+fn unchanged(snapshot: &Snapshot, any: &prost_types::Any) -> Option<Arc<StoredResource>> {
     // Decoding a listener reads files (JWKS, descriptor sets) that may have
     // changed since, so listeners are always decoded again.
     let resource_type = ResourceType::from_type_url(&any.type_url).filter(|kind| *kind != ResourceType::Listener)?;
-    let existing = snapshot.get(&ResourceKey::new(resource_type, resource_name(any)?))?;
+    let existing = snapshot.entries().get(&ResourceKey::new(resource_type, resource_name(any)?))?;
     (existing.any.type_url == any.type_url && existing.any.value == any.value).then(|| existing.clone())
 }
 
@@ -555,16 +555,15 @@ fn classify(current: &Snapshot, decoded: &DecodedResources, removed: Vec<Resourc
 
 /// Builds the config that would be in force after `changes`, at the next
 /// version. Unchanged resources keep their version.
-fn build_snapshot(current: &Snapshot, mut decoded: BTreeMap<ResourceKey, StoredResource>, changes: &Changes) -> Snapshot {
+fn build_snapshot(current: &Snapshot, mut decoded: BTreeMap<ResourceKey, Arc<StoredResource>>, changes: &Changes) -> Snapshot {
     let version = current.version() + 1;
     let mut resources = current.entries().clone();
     for key in &changes.removed {
         resources.remove(key);
     }
     for key in changes.added.iter().chain(&changes.modified) {
-        if let Some(mut resource) = decoded.remove(key) {
-            resource.version = version;
-            resources.insert(key.clone(), Arc::new(resource));
+        if let Some(resource) = decoded.remove(key) {
+            resources.insert(key.clone(), at_version(resource, version));
         }
     }
 
@@ -573,6 +572,13 @@ fn build_snapshot(current: &Snapshot, mut decoded: BTreeMap<ResourceKey, StoredR
         type_versions.insert(resource_type, version);
     }
     Snapshot::new(version, type_versions, resources)
+}
+
+/// Stamps `resource` with `version`, copying it only when another
+/// snapshot shares it.
+pub(crate) fn at_version(mut resource: Arc<StoredResource>, version: u64) -> Arc<StoredResource> {
+    Arc::make_mut(&mut resource).version = version;
+    resource
 }
 
 /// Rebuilds a snapshot from the state file, decoding and validating every
@@ -588,7 +594,7 @@ fn snapshot_from_stored(stored: StoredConfig) -> Result<Snapshot, ConfigErrors> 
         .filter_map(|targeted| {
             let selector = Selector::from_proto(targeted.target.as_ref()?).ok()?;
             let decoded = decode_resources(&targeted.resources, None, &mut errors);
-            Some(Overlay { selector, resources: decoded.resources.into_iter().map(|(key, resource)| (key, Arc::new(resource))).collect() })
+            Some(Overlay { selector, resources: decoded.resources })
         })
         .collect();
     let target = stored.target.as_ref().and_then(|target| Selector::from_proto(target).ok());
@@ -606,9 +612,9 @@ fn snapshot_from_stored(stored: StoredConfig) -> Result<Snapshot, ConfigErrors> 
     let resources = decoded
         .resources
         .into_iter()
-        .map(|(key, mut resource)| {
-            resource.version = type_versions.get(&key.resource_type).copied().unwrap_or(stored.version);
-            (key, Arc::new(resource))
+        .map(|(key, resource)| {
+            let version = type_versions.get(&key.resource_type).copied().unwrap_or(stored.version);
+            (key, at_version(resource, version))
         })
         .collect();
     let origin = Origin {

@@ -179,7 +179,7 @@ fn build_view(snapshot: &Snapshot, matching: &[usize]) -> Snapshot {
 pub(crate) fn build_targeted(
     current: &Snapshot,
     selector: &Selector,
-    decoded: BTreeMap<ResourceKey, StoredResource>,
+    decoded: BTreeMap<ResourceKey, Arc<StoredResource>>,
     removals: &[ResourceRef],
     errors: &mut Vec<ConfigError>,
 ) -> (Changes, Snapshot) {
@@ -202,14 +202,13 @@ pub(crate) fn build_targeted(
             )),
         }
     }
-    for (key, mut resource) in decoded {
+    for (key, resource) in decoded {
         match overlay.resources.get(&key) {
             Some(existing) if existing.same_bytes(&resource) => continue,
             Some(_) => changes.modified.push(key.clone()),
             None => changes.added.push(key.clone()),
         }
-        resource.version = version;
-        overlay.resources.insert(key, Arc::new(resource));
+        overlay.resources.insert(key, crate::store::at_version(resource, version));
     }
 
     let mut type_versions = current.type_versions().clone();

@@ -154,6 +154,7 @@ async fn unchanged_resources_keep_their_ignored_fields() {
     labelled["alt_stat_name"] = "web_stats".into();
     let first = server.apply(&[labelled.clone(), static_cluster("api", 8081)], vec![]).await.expect("first apply");
     assert_eq!(first.ignored_fields.len(), 1, "{:?}", first.ignored_fields);
+    let before = server.plane.store().snapshot();
 
     let second = server.apply(&[labelled, static_cluster("api", 9090)], vec![]).await.expect("second apply");
 
@@ -163,4 +164,8 @@ async fn unchanged_resources_keep_their_ignored_fields() {
     let stored = server.plane.store().snapshot();
     let api = stored.get(&legate_control_plane::snapshot::ResourceKey::new(CDS, "api")).expect("api is in force");
     assert_eq!(api.version, 2);
+    let web = legate_control_plane::snapshot::ResourceKey::new(CDS, "web");
+    let (web_before, web_after) = (before.get(&web).expect("web in force"), stored.get(&web).expect("web still in force"));
+    assert_eq!(web_after.version, 1, "the unchanged cluster keeps its version");
+    assert!(std::ptr::eq(web_before, web_after), "the unchanged cluster is shared with the previous config, not copied");
 }
