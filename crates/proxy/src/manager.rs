@@ -732,8 +732,12 @@ fn needs_rebuild<'a>(names: impl Iterator<Item = &'a str>, built_from: &[Arc<Sec
     !current.is_empty() && current != built_from
 }
 
+/// A TLS config built from SDS secrets, with the secrets it was built from,
+/// so that a later secret update can tell whether it needs a rebuild.
+type BuiltTls<T> = (Arc<T>, Vec<Arc<Secret>>);
+
 /// Builds a listener's server TLS configs with its SDS secrets filled in.
-fn listener_tls(listener: &Listener, secrets: &Secrets) -> Result<Option<(Arc<crate::tls::ServerChains>, Vec<Arc<Secret>>)>, TlsBuildError> {
+fn listener_tls(listener: &Listener, secrets: &Secrets) -> Result<Option<BuiltTls<crate::tls::ServerChains>>, TlsBuildError> {
     let used = secrets_in_use(listener.secret_names(), secrets).unwrap_or_default();
     let mut resolved = listener.clone();
     for chain in &mut resolved.filter_chains {
@@ -746,7 +750,7 @@ fn listener_tls(listener: &Listener, secrets: &Secrets) -> Result<Option<(Arc<cr
 }
 
 /// Builds a cluster's upstream TLS connector with its SDS secrets filled in.
-fn cluster_tls(cluster: &Cluster, secrets: &Secrets) -> Result<Option<(Arc<crate::tls::UpstreamConnector>, Vec<Arc<Secret>>)>, TlsBuildError> {
+fn cluster_tls(cluster: &Cluster, secrets: &Secrets) -> Result<Option<BuiltTls<crate::tls::UpstreamConnector>>, TlsBuildError> {
     let Some(tls) = &cluster.tls else { return Ok(None) };
     let used = secrets_in_use(cluster.secret_names(), secrets).unwrap_or_default();
     let resolved = tls.resolve(secrets).map_err(TlsBuildError::Secret)?;
