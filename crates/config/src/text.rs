@@ -390,8 +390,24 @@ resources:
     }
 
     #[test]
+    fn alike_keys_and_infinities_take_the_document_path() {
+        let cases = [
+            "  connect_timeout: 1s\n  connectTimeout: 2s\n",
+            "  outlier_detection: { consecutive_5xx: 3, consecutive5xx: 4 }\n",
+            "  circuit_breakers: { thresholds: [{ retry_budget: { budget_percent: { value: .inf } } }] }\n",
+        ];
+        for fields in cases {
+            let text = format!("resources:\n- \"@type\": {CLUSTER}\n  name: c\n{fields}");
+
+            assert!(yaml::parse_valid_resources(&text).is_none(), "fast path took {fields:?}");
+            assert_eq!(parse_resources(&text).unwrap(), parse_resources_in_document(&text).unwrap(), "{fields:?}");
+        }
+    }
+
+    #[test]
     fn fast_path_leaves_bad_files_to_document() {
         for text in [
+            "version_info: { ? [1] : 2 }\nresources: []\n".to_string(),
             "resources: {}\n".to_string(),
             "other: 1\nresources: []\n".to_string(),
             "version_info: \"1\"\n".to_string(),

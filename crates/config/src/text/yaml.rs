@@ -6,12 +6,13 @@
 //! Any problem makes the fast path give up, and the document path then
 //! reports every error with its location.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use prost::Message;
 use prost_reflect::{DeserializeOptions, DynamicMessage};
-use serde::de::value::MapAccessDeserializer;
-use serde::de::{self, DeserializeSeed, Deserializer, EnumAccess, Error as _, IgnoredAny, MapAccess, SeqAccess, Unexpected, Visitor};
+use serde::de::value::{BorrowedStrDeserializer, MapAccessDeserializer, StringDeserializer};
+use serde::de::{self, DeserializeSeed, Deserializer, EnumAccess, Error as _, MapAccess, SeqAccess, Unexpected, Visitor};
 
 /// Parses a YAML resources file whose entries are all valid and each start
 /// with `"@type"`. Returns `None` for anything else, and for JSON, which
@@ -28,7 +29,7 @@ pub(super) fn parse_valid_resources(text: &str) -> Option<Vec<prost_types::Any>>
 }
 
 /// The top level of a resources file: a `resources` list and an optional
-/// `version_info`, which is ignored.
+/// `version_info`, whose value is checked but not kept.
 struct ResourcesFile;
 
 impl<'de> Visitor<'de> for ResourcesFile {
@@ -44,7 +45,8 @@ impl<'de> Visitor<'de> for ResourcesFile {
             match key.as_str() {
                 "resources" if resources.is_none() => resources = Some(map.next_value_seed(ResourceList)?),
                 "version_info" => {
-                    map.next_value::<IgnoredAny>()?;
+                    // Read as a tree reads it, so that the same values fail.
+                    map.next_value::<serde_json::Value>()?;
                 }
                 _ => return Err(A::Error::custom(format!("unexpected field `{key}`"))),
             }
@@ -116,8 +118,7 @@ impl<'de> Visitor<'de> for ResourceEntry {
 /// so `name: 123` would pass here and fail in a bootstrap file.
 ///
 /// It wraps a deserializer, and likewise the visitors, seeds and accessors
-/// that reach nested values, so the rule applies at every depth. Mapping
-/// keys are left unwrapped because a tree reads them as strings too.
+/// that reach nested values, so the rule applies at every depth.
 struct Typed<T>(T);
 
 impl<'de, D: Deserializer<'de>> Deserializer<'de> for Typed<D> {
@@ -162,19 +163,107 @@ impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for Typed<A> {
     }
 }
 
-impl<'de, A: MapAccess<'de>> MapAccess<'de> for Typed<A> {
+/// The entries of a mapping, read as a document tree reads them: each key
+/// as a string, each value through [`Typed`].
+///
+/// A field may be named by its proto name or its JSON name
+/// (`connect_timeout`, `connectTimeout`). Given both, the last one read
+/// wins, and a tree reads keys in sorted order where this reads them in file
+/// order. So two keys that are alike but for underscores and case make the
+/// fast path give up, and the document path decides as before.
+struct TypedMap<A> {
+    inner: A,
+    /// Hashes of the keys read so far, with underscores removed and in
+    /// lower case; the first ones on the stack, as most mappings are small.
+    seen: [u64; 16],
+    count: usize,
+    more: Vec<u64>,
+}
+
+impl<A> TypedMap<A> {
+    fn new(inner: A) -> Self {
+        TypedMap { inner, seen: [0; 16], count: 0, more: Vec::new() }
+    }
+
+    /// Records `key` and returns whether a key alike but for underscores
+    /// and case came before it.
+    fn repeats(&mut self, key: &str) -> bool {
+        let hash = loose_hash(key);
+        let stacked = &self.seen[..self.count.min(self.seen.len())];
+        if stacked.contains(&hash) || self.more.contains(&hash) {
+            return true;
+        }
+        match self.seen.get_mut(self.count) {
+            Some(slot) => *slot = hash,
+            None => self.more.push(hash),
+        }
+        self.count += 1;
+        false
+    }
+}
+
+/// FNV-1a over the bytes of `key` without underscores, in ASCII lower case.
+fn loose_hash(key: &str) -> u64 {
+    key.bytes()
+        .filter(|byte| *byte != b'_')
+        .fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(byte.to_ascii_lowercase())).wrapping_mul(0x0100_0000_01b3))
+}
+
+impl<'de, A: MapAccess<'de>> MapAccess<'de> for TypedMap<A> {
     type Error = A::Error;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, A::Error> {
-        self.0.next_key_seed(seed)
+        let Some(key) = self.inner.next_key_seed(KeyText)? else {
+            return Ok(None);
+        };
+        if self.repeats(&key) {
+            return Err(A::Error::custom(format!("`{key}` names a field given before")));
+        }
+        match key {
+            Cow::Borrowed(key) => seed.deserialize(BorrowedStrDeserializer::new(key)),
+            Cow::Owned(key) => seed.deserialize(StringDeserializer::new(key)),
+        }
+        .map(Some)
     }
 
     fn next_value_seed<S: DeserializeSeed<'de>>(&mut self, seed: S) -> Result<S::Value, A::Error> {
-        self.0.next_value_seed(Typed(seed))
+        self.inner.next_value_seed(Typed(seed))
     }
 
     fn size_hint(&self) -> Option<usize> {
-        self.0.size_hint()
+        self.inner.size_hint()
+    }
+}
+
+/// A mapping key read as a string, as a document tree reads it, borrowed
+/// from the text where the parser allows.
+struct KeyText;
+
+impl<'de> DeserializeSeed<'de> for KeyText {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeyText {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("a string key")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, value: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(value))
+    }
+
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(value.to_string()))
+    }
+
+    fn visit_string<E: de::Error>(self, value: String) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(value))
     }
 }
 
@@ -206,7 +295,11 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Typed<V> {
         self.0.visit_u128(value)
     }
 
+    /// Gives up on `.inf` and `.nan`, which a tree stores as null.
     fn visit_f64<E: de::Error>(self, value: f64) -> Result<V::Value, E> {
+        if !value.is_finite() {
+            return Err(E::custom("a number that is not finite"));
+        }
         self.0.visit_f64(value)
     }
 
@@ -251,7 +344,7 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Typed<V> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
-        self.0.visit_map(Typed(map))
+        self.0.visit_map(TypedMap::new(map))
     }
 
     /// Rejects a tagged YAML value (`!tag`), as a document tree does.

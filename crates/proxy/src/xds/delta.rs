@@ -98,6 +98,20 @@ fn decode_resources(response: &DeltaDiscoveryResponse) -> (Vec<prost_types::Any>
     (decoded, rejected)
 }
 
+/// Removals in one delta response from which it counts as a large update,
+/// because the config it frees may be large although the response is not.
+const TRIM_AFTER_REMOVALS: usize = 100;
+
+/// Measures a delta response for the heap trim after it: its packed
+/// resource bytes, or the trim threshold itself when it removes many
+/// resources.
+fn delta_update_bytes(response: &DeltaDiscoveryResponse) -> usize {
+    if response.removed_resources.len() >= TRIM_AFTER_REMOVALS {
+        return super::client::TRIM_AFTER_BYTES;
+    }
+    response.resources.iter().map(|resource| resource.resource.len()).sum()
+}
+
 impl AdsClient {
     /// Runs one delta stream. UNIMPLEMENTED from the server comes back as
     /// `StreamEnd::NeverConnected`, so the caller can fall back.
@@ -149,8 +163,7 @@ impl AdsClient {
 
         let retained = self.delta.entry(resource_type).or_default().names_after(&response);
         let manager = self.manager.clone();
-        let response_bytes = response.resources.iter().map(|resource| resource.resource.len()).sum();
-        let (response, rejected) = off_worker(response_bytes, move || {
+        let (response, rejected) = off_worker(delta_update_bytes(&response), move || {
             let (resources, mut rejected) = decode_resources(&response);
             rejected.extend(apply(&manager, resource_type, &resources, &retained, &response.system_version_info));
             (response, rejected)

@@ -21,6 +21,9 @@ pub struct Subscription {
     pub nonce: String,
     /// The resources of the last response accepted.
     pub applied: super::changes::Applied,
+    /// Packed resource bytes of the last response, so that a small response
+    /// that replaces a large config still counts as a large update.
+    pub last_bytes: usize,
 }
 
 impl Subscription {
