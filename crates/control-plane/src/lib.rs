@@ -164,7 +164,8 @@ impl ControlPlane {
             .add_service(ConfigServiceServer::with_interceptor(api, api::TokenCheck::new(self.api_token.clone(), "the config API")))
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
             .await?;
-        if let Some((_, mut presence)) = replication {
+        if let Some((follower, mut presence)) = replication {
+            drop(follower);
             let _ = tokio::time::timeout(PRESENCE_REVOKE_TIMEOUT, &mut presence.0).await;
         }
         Ok(())
