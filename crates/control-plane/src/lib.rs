@@ -166,7 +166,12 @@ impl ControlPlane {
             .await?;
         if let Some((follower, mut presence)) = replication {
             drop(follower);
-            let _ = tokio::time::timeout(PRESENCE_REVOKE_TIMEOUT, &mut presence.0).await;
+            if tokio::time::timeout(PRESENCE_REVOKE_TIMEOUT, &mut presence.0).await.is_err() {
+                tracing::warn!(
+                    wait_ms = PRESENCE_REVOKE_TIMEOUT.as_millis() as u64,
+                    "stopping without revoking the etcd lease; other replicas list this replica's proxies until it expires"
+                );
+            }
         }
         Ok(())
     }
