@@ -20,7 +20,7 @@ use crate::reflect;
 mod json;
 mod yaml;
 
-pub use json::parse_unique_keys as parse_json;
+pub use json::parse_json;
 
 const ANY: &str = "google.protobuf.Any";
 

@@ -172,8 +172,8 @@ fn route_actions_decode() {
     assert!(matches!(routes[1].action, RouteAction::DirectResponse { status: 204, .. }));
 }
 
-/// A route configuration with one virtual host for every domain, holding
-/// `routes` (YAML list items indented by four spaces).
+/// Builds a route configuration with one virtual host for every domain,
+/// containing `routes` (YAML list items indented by four spaces).
 fn catch_all_host_yaml(routes: &str) -> String {
     routes_yaml(&format!("  virtual_hosts:\n  - name: a\n    domains: [\"*\"]\n    routes:\n{routes}"))
 }

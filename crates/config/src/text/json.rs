@@ -14,15 +14,12 @@ pub(super) fn parse_object(text: &str) -> Option<Value> {
     if !text.trim_start().starts_with('{') {
         return None;
     }
-    let mut deserializer = serde_json::Deserializer::from_str(text);
-    let value = UniqueKeys.deserialize(&mut deserializer).ok()?;
-    deserializer.end().ok()?;
-    Some(value)
+    parse_json(text.as_bytes()).ok()
 }
 
 /// Parses JSON `bytes` into a value, rejecting an object with a repeated
 /// key, which serde_json alone would accept with the last value.
-pub fn parse_unique_keys(bytes: &[u8]) -> Result<Value, serde_json::Error> {
+pub fn parse_json(bytes: &[u8]) -> Result<Value, serde_json::Error> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = UniqueKeys.deserialize(&mut deserializer)?;
     deserializer.end()?;
@@ -116,10 +113,10 @@ mod tests {
 
     #[test]
     fn repeated_key_is_an_error() {
-        let error = super::parse_unique_keys(br#"{"a": {"b": 1, "b": 2}}"#).unwrap_err().to_string();
+        let error = super::parse_json(br#"{"a": {"b": 1, "b": 2}}"#).unwrap_err().to_string();
 
         assert!(error.contains("duplicate key `b`"), "{error}");
-        assert_eq!(super::parse_unique_keys(br#"{"a": [{"b": 1}, {"b": 2}]}"#).unwrap()["a"][1]["b"], 2);
+        assert_eq!(super::parse_json(br#"{"a": [{"b": 1}, {"b": 2}]}"#).unwrap()["a"][1]["b"], 2);
     }
 
     #[test]

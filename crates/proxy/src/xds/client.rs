@@ -232,7 +232,7 @@ impl AdsClient {
         let manager = self.manager.clone();
         let response_bytes = response.resources.iter().map(|any| any.value.len()).sum();
         let previous_bytes = std::mem::replace(&mut self.subscriptions.entry(resource_type).or_default().last_bytes, response_bytes);
-        let (response, rejected) = off_worker(response_bytes.max(previous_bytes), move || {
+        let (response, rejected) = off_worker(is_large_update(response_bytes.max(previous_bytes)), move || {
             let rejected = apply(&manager, resource_type, &response.resources, &HashSet::new(), &response.version_info);
             (response, rejected)
         })
@@ -298,18 +298,24 @@ impl AdsClient {
 /// goes back to the kernel. Trimming locks each malloc arena in turn, the
 /// workers' too, and the workers then fault the released pages in again.
 /// Smaller updates leave their freed chunks to the next one.
-pub(super) const TRIM_AFTER_BYTES: usize = 1024 * 1024;
+const TRIM_AFTER_BYTES: usize = 1024 * 1024;
+
+/// Tells whether an update of `bytes` packed resource bytes (the larger of
+/// the old and the new config where one replaces the other) is large enough
+/// to trim the heap after it.
+pub(super) fn is_large_update(bytes: usize) -> bool {
+    bytes >= TRIM_AFTER_BYTES
+}
 
 /// Runs `work` (decoding and applying an update) on a blocking thread, then
-/// returns the heap pages of a large one to the kernel. `update_bytes` is
-/// its size in packed resource bytes: the larger of the old and the new
-/// config where one replaces the other. On a worker, a large update would
-/// stall the requests, all of them with one worker thread.
-pub(super) async fn off_worker<T: Send + 'static>(update_bytes: usize, work: impl FnOnce() -> T + Send + 'static) -> T {
+/// returns the freed heap pages to the kernel when `trim` is set. On a
+/// worker, a large update would stall the requests, all of them with one
+/// worker thread.
+pub(super) async fn off_worker<T: Send + 'static>(trim: bool, work: impl FnOnce() -> T + Send + 'static) -> T {
     let span = tracing::Span::current();
     let work = move || {
         let output = span.in_scope(work);
-        if update_bytes >= TRIM_AFTER_BYTES {
+        if trim {
             crate::memory::release_free_heap();
         }
         output

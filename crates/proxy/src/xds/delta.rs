@@ -17,7 +17,7 @@ use legate_config::ResourceType;
 
 use prost::Message;
 
-use super::client::{apply, off_worker, AdsClient, StreamEnd, MAX_RESPONSE_BYTES};
+use super::client::{apply, is_large_update, off_worker, AdsClient, StreamEnd, MAX_RESPONSE_BYTES};
 use crate::manager::Rejected;
 
 /// Subscription state of one resource type, kept across streams.
@@ -102,14 +102,11 @@ fn decode_resources(response: &DeltaDiscoveryResponse) -> (Vec<prost_types::Any>
 /// because the config it frees may be large although the response is not.
 const TRIM_AFTER_REMOVALS: usize = 100;
 
-/// Measures a delta response for the heap trim after it: its packed
-/// resource bytes, or the trim threshold itself when it removes many
-/// resources.
-fn delta_update_bytes(response: &DeltaDiscoveryResponse) -> usize {
-    if response.removed_resources.len() >= TRIM_AFTER_REMOVALS {
-        return super::client::TRIM_AFTER_BYTES;
-    }
-    response.resources.iter().map(|resource| resource.resource.len()).sum()
+/// Tells whether a delta response is large enough to trim the heap after
+/// it: by its packed resource bytes, or by the resources it removes.
+fn is_large_delta(response: &DeltaDiscoveryResponse) -> bool {
+    let bytes = response.resources.iter().map(|resource| resource.resource.len()).sum();
+    response.removed_resources.len() >= TRIM_AFTER_REMOVALS || is_large_update(bytes)
 }
 
 impl AdsClient {
@@ -163,7 +160,7 @@ impl AdsClient {
 
         let retained = self.delta.entry(resource_type).or_default().names_after(&response);
         let manager = self.manager.clone();
-        let (response, rejected) = off_worker(delta_update_bytes(&response), move || {
+        let (response, rejected) = off_worker(is_large_delta(&response), move || {
             let (resources, mut rejected) = decode_resources(&response);
             rejected.extend(apply(&manager, resource_type, &resources, &retained, &response.system_version_info));
             (response, rejected)
