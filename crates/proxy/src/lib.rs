@@ -4,6 +4,7 @@
 
 mod activity;
 mod access_log;
+mod batched_io;
 mod admin;
 mod connection_filters;
 mod grpc;

@@ -18,6 +18,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use legate_config::model::{Codec, HttpConnectionManager, Listener, RequestLimits};
 
 use crate::activity::{Activity, ActivityIo};
+use crate::batched_io::BatchedWrites;
 use crate::connection_filters::{ConnectionFilters, LimitSlot, Rejection};
 use crate::http::{handle, ConnectionContext};
 use crate::snapshot::SnapshotStore;
@@ -445,9 +446,15 @@ async fn serve_connection<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let builder = connection_builder(&settings, negotiated);
+    let codec = negotiated.unwrap_or(settings.codec);
+    let builder = connection_builder(&settings, codec);
     let activity = Activity::new();
-    let io = TokioIo::new(ActivityIo::new(stream, activity.clone()));
+    let stream = ActivityIo::new(stream, activity.clone());
+    let io = TokioIo::new(match codec {
+        Codec::Auto => BatchedWrites::detect(stream),
+        Codec::Http1 => BatchedWrites::pass_through(stream),
+        Codec::Http2 => BatchedWrites::http2(stream),
+    });
     let context = Arc::new(context);
     let watched = context.clone();
     let service = service_fn(move |request| handle(request, context.clone()));
@@ -553,9 +560,9 @@ impl Drop for CountedConnection {
     }
 }
 
-fn connection_builder(settings: &HttpConnectionManager, negotiated: Option<Codec>) -> auto::Builder<TokioExecutor> {
+fn connection_builder(settings: &HttpConnectionManager, codec: Codec) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    match negotiated.unwrap_or(settings.codec) {
+    match codec {
         Codec::Auto => {}
         Codec::Http1 => builder = builder.http1_only(),
         Codec::Http2 => builder = builder.http2_only(),

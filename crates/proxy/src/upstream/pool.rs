@@ -30,6 +30,7 @@ use crate::activity::Activity;
 use crate::stats::ClusterStats;
 use crate::http::body::RequestBody;
 use crate::http::join::Joined;
+use crate::batched_io::BatchedWrites;
 use crate::tls::UpstreamIo;
 
 /// Settings shared by every endpoint of a cluster.
@@ -369,7 +370,7 @@ impl EndpointPool {
         true
     }
 
-    async fn connect(&self, protocol: UpstreamProtocol) -> Result<TokioIo<UpstreamIo>, UpstreamError> {
+    async fn connect(&self, protocol: UpstreamProtocol) -> Result<UpstreamIo, UpstreamError> {
         let stream = match tokio::time::timeout(self.settings.connect_timeout, TcpStream::connect(self.address)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(source)) => {
@@ -387,7 +388,7 @@ impl EndpointPool {
         let _ = stream.set_nodelay(true);
         let Some(tls) = &self.settings.tls else {
             self.stats.connections_opened.inc();
-            return Ok(TokioIo::new(UpstreamIo::Plain(stream)));
+            return Ok(UpstreamIo::Plain(stream));
         };
         // The connect timeout covers the TLS handshake too.
         let stream = match tokio::time::timeout(self.settings.connect_timeout, tls.connect(self.address, stream, protocol)).await {
@@ -402,7 +403,7 @@ impl EndpointPool {
             }
         };
         self.stats.connections_opened.inc();
-        Ok(TokioIo::new(UpstreamIo::Tls(Box::new(stream))))
+        Ok(UpstreamIo::Tls(Box::new(stream)))
     }
 
     /// Counts a connection as active until its task ends, holding its
@@ -413,7 +414,7 @@ impl EndpointPool {
     }
 
     async fn connect_http1(&self, slot: ConnectionSlot) -> Result<http1::SendRequest<RequestBody>, UpstreamError> {
-        let io = self.connect(UpstreamProtocol::Http1).await?;
+        let io = TokioIo::new(self.connect(UpstreamProtocol::Http1).await?);
         let (sender, connection) = http1::Builder::new()
             .handshake(io)
             .await
@@ -436,7 +437,7 @@ impl EndpointPool {
         self: &Arc<Self>,
         slot: ConnectionSlot,
     ) -> Result<(http2::SendRequest<RequestBody>, Arc<Http2Streams>), UpstreamError> {
-        let io = self.connect(UpstreamProtocol::Http2).await?;
+        let io = TokioIo::new(BatchedWrites::http2(self.connect(UpstreamProtocol::Http2).await?));
         let mut builder = http2::Builder::new(TokioExecutor::new());
         let settings = &self.settings.http2;
         if let Some(window) = settings.initial_stream_window_size {
