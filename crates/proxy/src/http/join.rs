@@ -1,7 +1,8 @@
 //! Joining the body bytes that are already buffered into one chunk. Each
-//! chunk handed to the other side costs its connection one write. An HTTP/2
-//! peer sends a stream of small messages as one DATA frame each, so joining
-//! them sends a whole read's worth in one system call.
+//! chunk handed to the other side becomes one write on an HTTP/1
+//! connection and one DATA frame on an HTTP/2 connection. An HTTP/2 peer
+//! sends a stream of small messages as one DATA frame each, so joining them
+//! forwards a whole read's worth with one frame header and fewer copies.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
