@@ -1,18 +1,30 @@
 //! A socket wrapper that gathers an HTTP/2 connection's frames into fewer
 //! writes.
 //!
-//! The h2 codec hands every DATA frame of 256 bytes or more to the socket
-//! on its own and flushes after it (h2 0.4), so a connection that sends
-//! eight 1 KiB responses makes eight or more `writev` calls where one would
+//! The h2 codec (0.4) hands every DATA frame of 256 bytes or more to the
+//! socket on its own and flushes after it. A connection that sends eight
+//! 1 KiB responses thus makes eight or more `writev` calls where one would
 //! do. This wrapper copies small writes into a buffer, and the first
 //! flush after new data wakes the connection's task instead of writing. The
 //! task runs again once the other ready tasks have, and they may queue more
 //! frames; that next poll of the connection writes the whole buffer at once.
 //! Copying a few KiB costs far less than a system call.
 //!
+//! Batching is for the current-thread runtime (`--concurrency 1`) only. On
+//! the multi-thread runtime, tokio 1.54 also wakes an idle worker thread
+//! whenever a task wakes itself, and at low load, with one response per
+//! batch, that cost more system calls than the batch saved. There every
+//! connection passes its writes straight through.
+//!
 //! The wrapper tells one poll of the connection from the next by its reads:
 //! h2 reads until the socket has nothing more before it writes, so a read
 //! that finds nothing starts a new poll.
+//!
+//! NOTE: hyper's HTTP/2 server (hyper 1.13) polls h2's connection again
+//! after each request it accepts, within the same poll of the task. On a
+//! downstream connection that receives new requests, the flush after that
+//! poll's empty read writes the buffer before other tasks run. The batch
+//! then holds only the frames of one h2 poll.
 //!
 //! HTTP/1 connections gain nothing (hyper writes one response with one
 //! call), so a downstream connection whose codec is not known yet passes
@@ -57,15 +69,19 @@ pub struct BatchedWrites<T> {
 }
 
 impl<T> BatchedWrites<T> {
-    /// Batches every write: the connection speaks HTTP/2.
+    /// Batches every write of a connection that speaks HTTP/2, on the
+    /// current-thread runtime.
     pub fn http2(inner: T) -> Self {
-        BatchedWrites::with_mode(inner, Mode::Batched)
+        let mode = if batching_pays() { Mode::Batched } else { Mode::PassThrough };
+        BatchedWrites::with_mode(inner, mode)
     }
 
-    /// Batches writes once the first bytes read turn out to be the HTTP/2
-    /// preface; until then, and for any other protocol, passes them through.
+    /// Batches writes on the current-thread runtime once the first bytes read
+    /// turn out to be the HTTP/2 preface. Until then, and for any other
+    /// protocol, passes them through.
     pub fn detect(inner: T) -> Self {
-        BatchedWrites::with_mode(inner, Mode::Detecting(0))
+        let mode = if batching_pays() { Mode::Detecting(0) } else { Mode::PassThrough };
+        BatchedWrites::with_mode(inner, mode)
     }
 
     /// Passes every write straight through.
@@ -95,6 +111,13 @@ impl<T> BatchedWrites<T> {
     fn pending(&self) -> usize {
         self.buffer.len() - self.written
     }
+}
+
+/// Returns whether the task runs on the current-thread runtime, where a
+/// task that wakes itself only goes to the back of the run queue.
+fn batching_pays() -> bool {
+    let handle = tokio::runtime::Handle::try_current();
+    handle.is_ok_and(|handle| handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread)
 }
 
 impl<T: AsyncWrite + Unpin> BatchedWrites<T> {

@@ -57,8 +57,10 @@ async fn socket_pair() -> (CountedSocket, TcpStream) {
     (CountedSocket { stream: near, writes: 0 }, far)
 }
 
-fn context(wakes: &Arc<WakeCount>) -> Waker {
-    Waker::from(wakes.clone())
+/// Returns a waker for a task polled by hand, and the count of its wakes.
+fn counting_waker() -> (Arc<WakeCount>, Waker) {
+    let wakes = Arc::new(WakeCount::default());
+    (wakes.clone(), Waker::from(wakes))
 }
 
 /// Reads exactly `len` bytes from `far`, or fails after a few seconds.
@@ -80,8 +82,7 @@ fn poll_empty_read<T: AsyncRead + Unpin>(io: &mut BatchedWrites<T>, cx: &mut Con
 async fn batched_frames_leave_in_one_write() {
     let (near, mut far) = socket_pair().await;
     let mut io = BatchedWrites::http2(near);
-    let wakes = Arc::new(WakeCount::default());
-    let waker = context(&wakes);
+    let (wakes, waker) = counting_waker();
     let mut cx = Context::from_waker(&waker);
 
     // One poll: three frames, each followed by a flush, as h2 writes them.
@@ -102,11 +103,32 @@ async fn batched_frames_leave_in_one_write() {
 }
 
 #[tokio::test]
+async fn next_poll_writes_old_and_new_frames() {
+    let (near, mut far) = socket_pair().await;
+    let mut io = BatchedWrites::http2(near);
+    let (wakes, waker) = counting_waker();
+    let mut cx = Context::from_waker(&waker);
+
+    poll_empty_read(&mut io, &mut cx);
+    assert!(Pin::new(&mut io).poll_write(&mut cx, b"first").is_ready());
+    assert!(Pin::new(&mut io).poll_flush(&mut cx).is_ready());
+    assert_eq!(io.inner.writes, 0);
+
+    // The next poll buffers a frame of its own before it flushes. That flush
+    // must not be put off again, because the task was woken only once.
+    poll_empty_read(&mut io, &mut cx);
+    assert!(Pin::new(&mut io).poll_write(&mut cx, b"second").is_ready());
+    assert!(Pin::new(&mut io).poll_flush(&mut cx).is_ready());
+    assert_eq!(io.inner.writes, 1);
+    assert_eq!(wakes.0.load(Ordering::Relaxed), 1);
+    assert_eq!(read_exactly(&mut far, 11).await, b"firstsecond");
+}
+
+#[tokio::test]
 async fn flush_without_new_data_writes() {
     let (near, mut far) = socket_pair().await;
     let mut io = BatchedWrites::http2(near);
-    let wakes = Arc::new(WakeCount::default());
-    let waker = context(&wakes);
+    let (_, waker) = counting_waker();
     let mut cx = Context::from_waker(&waker);
 
     assert!(Pin::new(&mut io).poll_write(&mut cx, b"frame").is_ready());
@@ -117,6 +139,22 @@ async fn flush_without_new_data_writes() {
     // buffered must not leave the frame waiting.
     assert!(Pin::new(&mut io).poll_flush(&mut cx).is_ready());
     assert_eq!(io.inner.writes, 1);
+    assert_eq!(read_exactly(&mut far, 5).await, b"frame");
+}
+
+#[tokio::test]
+async fn flush_reaches_inner_writer() {
+    let (near, mut far) = socket_pair().await;
+    // The BufWriter is an inner stream with a buffer of its own, one that
+    // sends buffered bytes only when flushed.
+    let mut io = BatchedWrites::http2(tokio::io::BufWriter::new(near.stream));
+    let (_, waker) = counting_waker();
+    let mut cx = Context::from_waker(&waker);
+
+    assert!(Pin::new(&mut io).poll_write(&mut cx, b"frame").is_ready());
+    assert!(Pin::new(&mut io).poll_flush(&mut cx).is_ready());
+    poll_empty_read(&mut io, &mut cx);
+    assert!(Pin::new(&mut io).poll_flush(&mut cx).is_ready());
     assert_eq!(read_exactly(&mut far, 5).await, b"frame");
 }
 
@@ -161,8 +199,7 @@ async fn large_write_skips_buffer() {
 async fn shutdown_writes_buffer_first() {
     let (near, mut far) = socket_pair().await;
     let mut io = BatchedWrites::http2(near);
-    let wakes = Arc::new(WakeCount::default());
-    let waker = context(&wakes);
+    let (_, waker) = counting_waker();
     let mut cx = Context::from_waker(&waker);
 
     assert!(Pin::new(&mut io).poll_write(&mut cx, b"goaway").is_ready());
@@ -184,8 +221,7 @@ async fn http1_connection_passes_through() {
     io.read_exact(&mut request).await.unwrap();
     assert_eq!(io.mode, Mode::PassThrough);
 
-    let wakes = Arc::new(WakeCount::default());
-    let waker = context(&wakes);
+    let (wakes, waker) = counting_waker();
     let mut cx = Context::from_waker(&waker);
     assert!(Pin::new(&mut io).poll_write(&mut cx, b"HTTP/1.1 200 OK\r\n").is_ready());
     assert_eq!(io.inner.writes, 1);
@@ -222,4 +258,185 @@ async fn preface_like_method_passes_through() {
     let mut line = [0u8; 17];
     io.read_exact(&mut line).await.unwrap();
     assert_eq!(io.mode, Mode::PassThrough);
+}
+
+/// Returns `len` bytes that repeat a 251-byte cycle, so that a lost, doubled
+/// or reordered chunk changes the bytes received.
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|index| (index % 251) as u8).collect()
+}
+
+#[tokio::test]
+async fn stalled_peer_gets_every_byte() {
+    let (near, mut far) = socket_pair().await;
+    let frame_len = 1000;
+    let frames = 8 * 1024;
+    let sent = pattern(frame_len * frames);
+
+    // The peer reads nothing at first, so the socket buffers fill and
+    // writes return Pending partway through the batch buffer.
+    let reader = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut received = Vec::new();
+        far.read_to_end(&mut received).await.map(|_| received)
+    });
+    let mut io = BatchedWrites::http2(near);
+    for frame in sent.chunks(frame_len) {
+        io.write_all(frame).await.unwrap();
+        io.flush().await.unwrap();
+    }
+    io.shutdown().await.unwrap();
+
+    let received = tokio::time::timeout(Duration::from_secs(20), reader).await.unwrap().unwrap().unwrap();
+    assert_eq!(received.len(), sent.len());
+    assert!(received == sent, "the bytes received differ from the bytes sent");
+}
+
+/// A loopback socket whose writes are counted in a counter shared with the
+/// test, for a socket that h2 takes ownership of.
+struct SharedCountSocket {
+    stream: TcpStream,
+    writes: Arc<AtomicUsize>,
+}
+
+impl AsyncRead for SharedCountSocket {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for SharedCountSocket {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        Pin::new(&mut self.stream).poll_write(cx, data)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// Serves h2 over `io` and sends each response from its own task, with a
+/// body of `body_len` bytes of `pattern`. Starts a graceful shutdown (GOAWAY) once
+/// `streams` requests have arrived and returns when the connection closes.
+async fn serve_h2<T>(io: T, streams: usize, body_len: usize)
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut connection = h2::server::handshake(io).await.unwrap();
+    let mut accepted = 0;
+    while let Some(request) = connection.accept().await {
+        let (_, mut respond) = request.unwrap();
+        tokio::spawn(async move {
+            let mut body = respond.send_response(http::Response::new(()), false).unwrap();
+            body.send_data(bytes::Bytes::from(pattern(body_len)), true).unwrap();
+        });
+        accepted += 1;
+        if accepted == streams {
+            connection.graceful_shutdown();
+        }
+    }
+}
+
+/// Sends `streams` requests at once over `io` with plain h2 and returns the
+/// response bodies, after the connection has closed.
+///
+/// The client must write nothing once the server has sent its GOAWAY. A
+/// frame that reaches the server after it closed its socket gets a reset
+/// back, and the client then fails with a broken pipe or a reset
+/// connection, with or without batching. So the flow-control windows hold
+/// every body and no capacity is released. Every body stream also stays
+/// open until the connection closes, because dropping one releases its
+/// capacity (a WINDOW_UPDATE) and dropping the last makes the client send
+/// its own GOAWAY.
+async fn fetch_h2(io: TcpStream, streams: usize, body_len: usize) -> Vec<Vec<u8>> {
+    let stream_window = u32::try_from(body_len).unwrap();
+    let connection_window = u32::try_from(streams * body_len).unwrap();
+    let (client, connection) = h2::client::Builder::new()
+        .initial_window_size(stream_window)
+        .initial_connection_window_size(connection_window)
+        .handshake::<_, bytes::Bytes>(io)
+        .await
+        .unwrap();
+    let driver = tokio::spawn(connection);
+
+    let mut responses = Vec::new();
+    for _ in 0..streams {
+        let mut client = client.clone().ready().await.unwrap();
+        let request = http::Request::get("http://127.0.0.1/").body(()).unwrap();
+        let (response, _) = client.send_request(request, true).unwrap();
+        responses.push(response);
+    }
+    drop(client);
+
+    let mut bodies = Vec::new();
+    let mut finished = Vec::new();
+    for response in responses {
+        let mut body = response.await.unwrap().into_body();
+        let mut received = Vec::new();
+        while let Some(chunk) = body.data().await {
+            received.extend_from_slice(&chunk.unwrap());
+        }
+        bodies.push(received);
+        finished.push(body);
+    }
+    driver.await.unwrap().unwrap();
+    drop(finished);
+    bodies
+}
+
+/// Runs `serve_h2` over `server_io` and `fetch_h2` against it, fails when
+/// either takes longer than 10 seconds, and checks each body.
+async fn exchange_h2<T>(server_io: T, client_io: TcpStream, streams: usize, body_len: usize)
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let server = tokio::spawn(serve_h2(server_io, streams, body_len));
+    let bodies = tokio::time::timeout(Duration::from_secs(10), fetch_h2(client_io, streams, body_len)).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), server).await.unwrap().unwrap();
+
+    assert_eq!(bodies.len(), streams);
+    let expected = pattern(body_len);
+    for body in &bodies {
+        assert!(*body == expected, "a response body of {} bytes differs from the one sent", body.len());
+    }
+}
+
+async fn shared_count_pair() -> (SharedCountSocket, Arc<AtomicUsize>, TcpStream) {
+    let (near, far) = socket_pair().await;
+    let writes = Arc::new(AtomicUsize::new(0));
+    (SharedCountSocket { stream: near.stream, writes: writes.clone() }, writes, far)
+}
+
+#[tokio::test]
+async fn h2_detected_preface_batches_responses() {
+    let (near, writes, far) = shared_count_pair().await;
+    let streams = 64;
+
+    exchange_h2(BatchedWrites::detect(near), far, streams, 1024).await;
+
+    // Each 1 KiB DATA frame costs h2 a write of its own without batching.
+    let writes = writes.load(Ordering::Relaxed);
+    assert!(writes < streams / 2, "{writes} writes for {streams} responses");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_multi_thread_passes_through() {
+    let (near, _, far) = shared_count_pair().await;
+    let io = BatchedWrites::http2(near);
+    assert_eq!(io.mode, Mode::PassThrough);
+
+    exchange_h2(io, far, 200, 3000).await;
+}
+
+#[tokio::test]
+async fn h2_large_bodies_arrive_whole() {
+    let (near, _, far) = shared_count_pair().await;
+
+    // About every fourth DATA frame of 16 KiB overflows the batch buffer.
+    exchange_h2(BatchedWrites::http2(near), far, 16, 100 * 1024).await;
 }
