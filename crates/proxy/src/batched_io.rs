@@ -149,6 +149,12 @@ impl<T: AsyncWrite + Unpin> BatchedWrites<T> {
             return Pin::new(&mut self.inner).poll_write_vectored(cx, slices);
         }
 
+        // After a partial write, drop the written front before appending,
+        // so that the buffer stays within the limit.
+        if self.written > 0 {
+            self.buffer.drain(..self.written);
+            self.written = 0;
+        }
         self.buffer.reserve(total);
         for slice in slices {
             self.buffer.extend_from_slice(slice);

@@ -283,6 +283,7 @@ async fn stalled_peer_gets_every_byte() {
     let mut io = BatchedWrites::http2(near);
     for frame in sent.chunks(frame_len) {
         io.write_all(frame).await.unwrap();
+        assert!(io.buffer.len() <= BATCH_LIMIT, "the buffer grew to {} bytes", io.buffer.len());
         io.flush().await.unwrap();
     }
     io.shutdown().await.unwrap();
