@@ -6,9 +6,9 @@
 //! 1 KiB responses thus makes eight or more `writev` calls where one would
 //! do. This wrapper copies small writes into a buffer, and the first
 //! flush after new data wakes the connection's task instead of writing. The
-//! task runs again once the other ready tasks have, and they may queue more
-//! frames; that next poll of the connection writes the whole buffer at once.
-//! Copying a few KiB costs far less than a system call.
+//! task runs again after the other ready tasks, which may queue more frames
+//! meanwhile. That next poll of the connection writes the whole buffer at
+//! once. Copying a few KiB costs far less than a system call.
 //!
 //! Batching is for the current-thread runtime (`--concurrency 1`) only. On
 //! the multi-thread runtime, tokio 1.54 also wakes an idle worker thread
@@ -16,9 +16,9 @@
 //! batch, that cost more system calls than the batch saved. There every
 //! connection passes its writes straight through.
 //!
-//! The wrapper tells one poll of the connection from the next by its reads:
-//! h2 reads until the socket has nothing more before it writes, so a read
-//! that finds nothing starts a new poll.
+//! The wrapper separates one poll of the connection from the next by its
+//! reads: h2 reads until the socket has nothing more before it writes, so a
+//! read that finds nothing starts a new poll.
 //!
 //! NOTE: hyper's HTTP/2 server (hyper 1.13) polls h2's connection again
 //! after each request it accepts, within the same poll of the task. On a
@@ -193,7 +193,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for BatchedWrites<T> {
         }
     }
 
-    /// Buffers every slice, so h2 may chain its DATA frames.
+    /// Reports vectored writes while batching, because every slice is
+    /// copied into the buffer and h2 then chains its DATA frames.
     fn is_write_vectored(&self) -> bool {
         self.mode == Mode::Batched || self.inner.is_write_vectored()
     }

@@ -8,10 +8,17 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::*;
 
-/// A real loopback socket that counts the writes reaching it.
+/// A real loopback socket that counts the writes reaching it. The count is
+/// shared, so a test can read it after h2 takes the socket.
 struct CountedSocket {
     stream: TcpStream,
-    writes: usize,
+    writes: Arc<AtomicUsize>,
+}
+
+impl CountedSocket {
+    fn writes(&self) -> usize {
+        self.writes.load(Ordering::Relaxed)
+    }
 }
 
 impl AsyncRead for CountedSocket {
@@ -22,7 +29,7 @@ impl AsyncRead for CountedSocket {
 
 impl AsyncWrite for CountedSocket {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        self.writes += 1;
+        self.writes.fetch_add(1, Ordering::Relaxed);
         Pin::new(&mut self.stream).poll_write(cx, data)
     }
 
@@ -54,7 +61,7 @@ async fn socket_pair() -> (CountedSocket, TcpStream) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let near = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
     let (far, _) = listener.accept().await.unwrap();
-    (CountedSocket { stream: near, writes: 0 }, far)
+    (CountedSocket { stream: near, writes: Arc::default() }, far)
 }
 
 /// Returns a waker for a task polled by hand, and the count of its wakes.
@@ -91,13 +98,13 @@ async fn batched_frames_leave_in_one_write() {
         assert!(matches!(Pin::new(&mut io).poll_write(&mut cx, frame), Poll::Ready(Ok(n)) if n == frame.len()));
         assert!(matches!(Pin::new(&mut io).poll_flush(&mut cx), Poll::Ready(Ok(()))));
     }
-    assert_eq!(io.inner.writes, 0, "nothing reaches the socket in the poll that buffered it");
+    assert_eq!(io.inner.writes(), 0, "nothing reaches the socket in the poll that buffered it");
     assert_eq!(wakes.0.load(Ordering::Relaxed), 1, "the task is woken once to write");
 
     // The next poll: the read finds nothing, then the flush writes.
     poll_empty_read(&mut io, &mut cx);
     assert!(matches!(Pin::new(&mut io).poll_flush(&mut cx), Poll::Ready(Ok(()))));
-    assert_eq!(io.inner.writes, 1);
+    assert_eq!(io.inner.writes(), 1);
     assert_eq!(read_exactly(&mut far, 16).await, b"firstsecondthird");
     assert_eq!(io.buffer.capacity(), 0, "an emptied buffer is freed");
 }
@@ -112,14 +119,14 @@ async fn next_poll_writes_old_and_new_frames() {
     poll_empty_read(&mut io, &mut cx);
     assert!(Pin::new(&mut io).poll_write(&mut cx, b"first").is_ready());
     assert!(Pin::new(&mut io).poll_flush(&mut cx).is_ready());
-    assert_eq!(io.inner.writes, 0);
+    assert_eq!(io.inner.writes(), 0);
 
     // The next poll buffers a frame of its own before it flushes. That flush
     // must not be put off again, because the task was woken only once.
     poll_empty_read(&mut io, &mut cx);
     assert!(Pin::new(&mut io).poll_write(&mut cx, b"second").is_ready());
     assert!(Pin::new(&mut io).poll_flush(&mut cx).is_ready());
-    assert_eq!(io.inner.writes, 1);
+    assert_eq!(io.inner.writes(), 1);
     assert_eq!(wakes.0.load(Ordering::Relaxed), 1);
     assert_eq!(read_exactly(&mut far, 11).await, b"firstsecond");
 }
@@ -133,12 +140,12 @@ async fn flush_without_new_data_writes() {
 
     assert!(Pin::new(&mut io).poll_write(&mut cx, b"frame").is_ready());
     assert!(Pin::new(&mut io).poll_flush(&mut cx).is_ready());
-    assert_eq!(io.inner.writes, 0);
+    assert_eq!(io.inner.writes(), 0);
 
     // Even without a read in between, a second flush with nothing new
     // buffered must not leave the frame waiting.
     assert!(Pin::new(&mut io).poll_flush(&mut cx).is_ready());
-    assert_eq!(io.inner.writes, 1);
+    assert_eq!(io.inner.writes(), 1);
     assert_eq!(read_exactly(&mut far, 5).await, b"frame");
 }
 
@@ -172,9 +179,9 @@ async fn full_buffer_writes_before_taking_more() {
     for _ in 0..frames - 1 {
         io.write_all(&frame).await.unwrap();
     }
-    assert_eq!(io.inner.writes, 0, "frames that fit stay buffered");
+    assert_eq!(io.inner.writes(), 0, "frames that fit stay buffered");
     io.write_all(&frame).await.unwrap();
-    assert!(io.inner.writes >= 1, "the buffer went out once the next frame did not fit");
+    assert!(io.inner.writes() >= 1, "the buffer went out once the next frame did not fit");
     assert_eq!(io.pending(), frame.len());
 
     io.shutdown().await.unwrap();
@@ -224,7 +231,7 @@ async fn http1_connection_passes_through() {
     let (wakes, waker) = counting_waker();
     let mut cx = Context::from_waker(&waker);
     assert!(Pin::new(&mut io).poll_write(&mut cx, b"HTTP/1.1 200 OK\r\n").is_ready());
-    assert_eq!(io.inner.writes, 1);
+    assert_eq!(io.inner.writes(), 1);
     assert!(Pin::new(&mut io).poll_flush(&mut cx).is_ready());
     assert_eq!(wakes.0.load(Ordering::Relaxed), 0);
     assert_eq!(read_exactly(&mut far, 17).await, b"HTTP/1.1 200 OK\r\n");
@@ -291,34 +298,6 @@ async fn stalled_peer_gets_every_byte() {
     let received = tokio::time::timeout(Duration::from_secs(20), reader).await.unwrap().unwrap().unwrap();
     assert_eq!(received.len(), sent.len());
     assert!(received == sent, "the bytes received differ from the bytes sent");
-}
-
-/// A loopback socket whose writes are counted in a counter shared with the
-/// test, for a socket that h2 takes ownership of.
-struct SharedCountSocket {
-    stream: TcpStream,
-    writes: Arc<AtomicUsize>,
-}
-
-impl AsyncRead for SharedCountSocket {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for SharedCountSocket {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        self.writes.fetch_add(1, Ordering::Relaxed);
-        Pin::new(&mut self.stream).poll_write(cx, data)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
 }
 
 /// Serves h2 over `io` and sends each response from its own task, with a
@@ -407,15 +386,10 @@ where
     }
 }
 
-async fn shared_count_pair() -> (SharedCountSocket, Arc<AtomicUsize>, TcpStream) {
-    let (near, far) = socket_pair().await;
-    let writes = Arc::new(AtomicUsize::new(0));
-    (SharedCountSocket { stream: near.stream, writes: writes.clone() }, writes, far)
-}
-
 #[tokio::test]
 async fn h2_detected_preface_batches_responses() {
-    let (near, writes, far) = shared_count_pair().await;
+    let (near, far) = socket_pair().await;
+    let writes = near.writes.clone();
     let streams = 64;
 
     exchange_h2(BatchedWrites::detect(near), far, streams, 1024).await;
@@ -427,7 +401,7 @@ async fn h2_detected_preface_batches_responses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_multi_thread_passes_through() {
-    let (near, _, far) = shared_count_pair().await;
+    let (near, far) = socket_pair().await;
     let io = BatchedWrites::http2(near);
     assert_eq!(io.mode, Mode::PassThrough);
 
@@ -436,7 +410,7 @@ async fn h2_multi_thread_passes_through() {
 
 #[tokio::test]
 async fn h2_large_bodies_arrive_whole() {
-    let (near, _, far) = shared_count_pair().await;
+    let (near, far) = socket_pair().await;
 
     // About every fourth DATA frame of 16 KiB overflows the batch buffer.
     exchange_h2(BatchedWrites::http2(near), far, 16, 100 * 1024).await;
