@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Rewrites symbol-order.txt, the order in which the linker lays out the
+# functions of the release binary (see build.rs).
+#
+# Runs the release `legate proxy` under callgrind with the benchmark's
+# configs and lists the functions it executed in two groups. The first
+# lists those that ran from start until the proxy was at rest. The second
+# lists those that only ran while it proxied HTTP/1.1 requests and gRPC
+# calls. Within a group the busiest functions come first.
+#
+# Needs valgrind (callgrind_annotate, callgrind_control) and h2load.
+set -euo pipefail
+cd "$(dirname "$0")/../../.."
+link_dir=crates/legate/link
+peers=crates/bench/peers/legate
+
+for tool in valgrind callgrind_annotate callgrind_control h2load python3; do
+  command -v "$tool" >/dev/null || { echo "$tool is required" >&2; exit 1; }
+done
+
+cargo build --release --locked -p legate -p legate-bench
+legate=target/release/legate
+bench=target/release/legate-bench
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_for_port() {
+  for _ in $(seq 1 300); do
+    if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $1), 1)" 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "nothing listens on port $1 after 30 s" >&2
+  exit 1
+}
+
+# Fills the placeholders of a benchmark config and leaves out the extra
+# clusters, routes and filters.
+render() {
+  sed -e "s/{{listen_port}}/$2/; s/{{admin_port}}/$3/; s/{{upstream_port}}/$4/" \
+      -e '/{{scale_routes}}/d; /{{scale_clusters}}/d; /{{grpc_web_filter}}/d' "$1"
+}
+
+# Prints the symbols of the legate binary with a cost in one callgrind
+# dump, busiest first. Code without a name (a bare address) is left out.
+symbols_of() {
+  callgrind_annotate --threshold=100 --show-percs=no "$1" 2>/dev/null \
+    | grep -F "[$(realpath "$legate")]" \
+    | sed -E 's/^ *[0-9,]+ +//; s/ \[[^]]*\]$//; s/^.*://' \
+    | grep -E '^[A-Za-z_][A-Za-z0-9_.$]*$' || true
+}
+
+# Starts `legate proxy` under callgrind and sets proxy_pid. The dump files
+# are named NAME.PID (at exit) and NAME.PID.N (on request).
+profile_proxy() {
+  local config=$1 name=$2
+  valgrind --tool=callgrind --demangle=no --dump-line=no \
+    --callgrind-out-file="$work/$name.%p" \
+    "$legate" proxy --config "$config" --concurrency 1 >"$work/$name.log" 2>&1 &
+  proxy_pid=$!
+  pids+=("$proxy_pid")
+}
+
+echo_port=$(free_port); stats_port=$(free_port); grpc_port=$(free_port)
+"$bench" echo-upstream --port "$echo_port" --stats-port "$stats_port" >"$work/echo.log" 2>&1 &
+pids+=($!)
+"$bench" grpc-upstream --port "$grpc_port" >"$work/grpc.log" 2>&1 &
+pids+=($!)
+
+# HTTP/1.1: a dump one second after the admin port accepts connections
+# covers the start and rest. Requests follow.
+listen=$(free_port); admin=$(free_port)
+render "$peers/bootstrap.yaml" "$listen" "$admin" "$echo_port" >"$work/http.yaml"
+profile_proxy "$work/http.yaml" http
+http_pid=$proxy_pid
+wait_for_port "$admin"
+sleep 1
+callgrind_control --dump=rest "$http_pid" >/dev/null
+h2load --h1 -n 2000 -c 8 "http://127.0.0.1:$listen/" >/dev/null
+kill -INT "$http_pid"
+wait "$http_pid" || true
+
+# gRPC unary and server-streaming calls over h2c.
+listen=$(free_port); admin=$(free_port)
+render "$peers/grpc.yaml" "$listen" "$admin" "$grpc_port" >"$work/grpc.yaml"
+profile_proxy "$work/grpc.yaml" grpc
+grpc_pid=$proxy_pid
+wait_for_port "$admin"
+printf '\0\0\0\0\4\n\2hi' >"$work/request.bin"
+for method in Unary ServerStream; do
+  h2load -n 500 -c 4 -m 8 --data="$work/request.bin" \
+    -H 'content-type: application/grpc' -H 'te: trailers' \
+    "http://127.0.0.1:$listen/bench.Echo/$method" >/dev/null
+done
+kill -INT "$grpc_pid"
+wait "$grpc_pid" || true
+
+rest_dump=$(ls "$work"/http."$http_pid".*)
+symbols_of "$rest_dump" >"$work/rest.txt"
+{ symbols_of "$work/http.$http_pid"; symbols_of "$work/grpc.$grpc_pid"; } >"$work/traffic.txt"
+{
+  cat "$work/rest.txt"
+  grep -vxF -f "$work/rest.txt" "$work/traffic.txt"
+} | awk '!seen[$0]++' >"$link_dir/symbol-order.txt"
+
+echo "$(wc -l <"$work/rest.txt") functions run until rest, $(wc -l <"$link_dir/symbol-order.txt") in all"
