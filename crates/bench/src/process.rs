@@ -152,6 +152,36 @@ pub fn own_cpu_ticks() -> u64 {
     text[end + 1..].split_whitespace().skip(11).take(4).filter_map(|value| value.parse::<u64>().ok()).sum()
 }
 
+/// Busy and total clock ticks of one core, from the `cpuN` line of
+/// /proc/stat. Idle and iowait count as not busy.
+#[derive(Debug, Clone, Copy)]
+pub struct CoreTicks {
+    busy: u64,
+    total: u64,
+}
+
+impl CoreTicks {
+    /// Reads the counters of `core`, or `None` where /proc/stat lacks them.
+    pub fn read(core: usize) -> Option<CoreTicks> {
+        let text = std::fs::read_to_string("/proc/stat").ok()?;
+        let label = format!("cpu{core}");
+        let line = text.lines().find(|line| line.split_whitespace().next() == Some(label.as_str()))?;
+        let values: Vec<u64> = line.split_whitespace().skip(1).filter_map(|value| value.parse().ok()).collect();
+        let total = values.iter().sum();
+        let idle = values.get(3)? + values.get(4).copied().unwrap_or(0);
+        Some(CoreTicks { busy: total - idle, total })
+    }
+
+    /// Share of the time between `self` and `later` that the core was busy, in 0..=1.
+    pub fn busy_share_until(&self, later: &CoreTicks) -> f64 {
+        let total = later.total.saturating_sub(self.total);
+        if total == 0 {
+            return 0.0;
+        }
+        later.busy.saturating_sub(self.busy) as f64 / total as f64
+    }
+}
+
 /// Memory of a process tree, in KiB.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Memory {
@@ -271,6 +301,22 @@ pub fn free_port() -> anyhow::Result<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn core_busy_share_between_reads() {
+        let before = CoreTicks { busy: 50, total: 100 };
+        let after = CoreTicks { busy: 80, total: 140 };
+        assert_eq!(before.busy_share_until(&after), 0.75);
+        assert_eq!(after.busy_share_until(&after), 0.0);
+    }
+
+    #[test]
+    fn core_ticks_read_from_proc() {
+        let ticks = CoreTicks::read(0).expect("/proc/stat has a cpu0 line");
+        assert!(ticks.total > 0);
+        assert!(ticks.busy <= ticks.total);
+        assert!(CoreTicks::read(usize::MAX).is_none());
+    }
 
     #[test]
     fn own_stat_is_parsed() {

@@ -10,7 +10,7 @@ use super::http1::{summarize, Runs};
 use super::Scenario;
 use crate::bench::Bench;
 use crate::peers::{self, Layout, Protocol, Target};
-use crate::process;
+use crate::process::{self, CoreTicks};
 use crate::report::metric::{format_ratio, format_value, Better, Metric};
 use crate::report::{Goal, Plot, Section};
 use crate::upstream::UpstreamProcess;
@@ -24,6 +24,8 @@ const MEMORY_GOAL: f64 = 0.5;
 /// Open files a proxy keeps beside two per proxied WebSocket: listeners,
 /// logs, the admin port and libraries (an estimate with room to spare).
 const RESERVED_FILES: u64 = 256;
+/// Share of time busy from which the load core counts as the echo rate's limit.
+const LOAD_CORE_SATURATED: f64 = 0.95;
 /// Time a proxy gets to settle before its memory is read.
 const SETTLE: Duration = Duration::from_millis(1000);
 
@@ -31,6 +33,21 @@ struct WebSocketRun {
     /// PSS growth divided by the idle connections; `None` for the direct connection.
     per_connection_kib: Option<f64>,
     echo: EchoLoad,
+    /// CPU time of the proxy during the measured echo load; `None` for the direct connection.
+    proxy_cpu_seconds: Option<f64>,
+    /// Share of the echo load's time that the load core was busy, in 0..=1.
+    load_core_busy: Option<f64>,
+}
+
+impl WebSocketRun {
+    fn echoes_per_second(&self) -> f64 {
+        self.echo.messages as f64 / self.echo.seconds
+    }
+
+    /// Proxy CPU per echoed message in microseconds; each echo crosses the proxy twice.
+    fn cpu_per_echo_us(&self) -> f64 {
+        self.proxy_cpu_seconds.map_or(f64::NAN, |seconds| seconds * 1e6 / self.echo.messages.max(1) as f64)
+    }
 }
 
 impl Scenario for WebSocket {
@@ -53,10 +70,12 @@ impl Scenario for WebSocket {
             for target in Target::ALL {
                 let run = measure(bench, target, upstream.port, idle, &dir)?;
                 eprintln!(
-                    "  round {round} {:8} {} KiB per idle WebSocket, {:.0} echoes/s, {} failed connections",
+                    "  round {round} {:8} {} KiB per idle WebSocket, {:.0} echoes/s, {} us proxy CPU per echo, load core {} busy, {} failed connections",
                     target.name(),
                     run.per_connection_kib.map_or("-".to_string(), format_value),
-                    run.echo.messages as f64 / run.echo.seconds,
+                    run.echoes_per_second(),
+                    run.proxy_cpu_seconds.map_or("-".to_string(), |_| format_value(run.cpu_per_echo_us())),
+                    run.load_core_busy.map_or("-".to_string(), |share| format!("{:.0}%", share * 100.0)),
                     run.echo.errors
                 );
                 if let Some(error) = &run.echo.first_error {
@@ -74,7 +93,9 @@ impl Scenario for WebSocket {
                  WebSockets through it and leaves them idle; memory per connection is the proxy's PSS growth after \
                  {SETTLE:?} divided by that count, so the shared pages of nginx's master and worker count once. Then \
                  the first {} of them send a {}-byte binary message and wait for its echo, back to back, for {:?}. \
-                 The direct connection has no proxy memory and gives the echo rate without a proxy.",
+                 The direct connection has no proxy memory and gives the echo rate without a proxy. CPU per echo is \
+                 the proxy's user plus system time over the echo run divided by the echoes; when the load core is \
+                 busy all the time, it caps the echo rate and CPU per echo is the fairer comparison.",
                 idle, settings.websocket_active, settings.body_bytes, settings.saturation_duration
             ),
         );
@@ -87,19 +108,30 @@ impl Scenario for WebSocket {
         }
         let mut memory = Metric::new("Memory per idle WebSocket (PSS)", "KiB", Better::Lower);
         let mut echoes = Metric::new("Echo messages per second", "messages/s", Better::Higher);
+        let mut cpu = Metric::new("Proxy CPU per echo", "us", Better::Lower);
         for (target, target_runs) in &runs {
             memory.insert(*target, summarize(target_runs, |run| run.per_connection_kib.unwrap_or(f64::NAN)));
-            echoes.insert(*target, summarize(target_runs, |run| run.echo.messages as f64 / run.echo.seconds));
+            echoes.insert(*target, summarize(target_runs, WebSocketRun::echoes_per_second));
+            if *target != Target::Direct {
+                cpu.insert(*target, summarize(target_runs, WebSocketRun::cpu_per_echo_us));
+            }
             let failed: u64 = target_runs.iter().map(|run| run.echo.errors).sum();
             if failed > 0 {
                 section.notes.push(format!("{}: {failed} connections stopped on a failed echo over all runs.", target.name()));
             }
         }
+        if let Some(busy) = lowest_load_core_busy(&runs).filter(|busy| *busy >= LOAD_CORE_SATURATED) {
+            section.notes.push(format!(
+                "The load core was at least {:.0}% busy during every proxied echo run, so it, not the proxy, may set the echo rate.",
+                busy * 100.0
+            ));
+        }
         section.goals.extend(goals(&memory, &echoes));
-        section.tables.extend([memory.table(), echoes.table()]);
+        section.tables.extend([memory.table(), echoes.table(), cpu.table()]);
         for (file_name, title, metric) in [
             ("websocket_memory_per_connection.svg", "Memory per idle proxied WebSocket (PSS)", &memory),
             ("websocket_echo_throughput.svg", "WebSocket echo messages per second", &echoes),
+            ("websocket_cpu_per_echo.svg", "Proxy CPU per WebSocket echo", &cpu),
         ] {
             section.plots.push(Plot {
                 file_name: file_name.into(),
@@ -133,7 +165,7 @@ fn measure(bench: &Bench, target: Target, upstream_port: u16, idle: usize, dir: 
     let pid = proxy.as_ref().map(|proxy| proxy.process.pid());
     // The direct connection only measures the echo rate, so it opens the active connections alone.
     let idle = if pid.is_some() { idle.max(settings.websocket_active) } else { settings.websocket_active };
-    let (per_connection_kib, echo) = process::on_load_core(|| {
+    let measured = process::on_load_core(|| {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         runtime.block_on(async {
             tokio::time::sleep(SETTLE).await;
@@ -146,15 +178,32 @@ fn measure(bench: &Bench, target: Target, upstream_port: u16, idle: usize, dir: 
             let per_connection_kib = before.zip(after).map(|(before, after)| (after.pss_kib as f64 - before.pss_kib as f64) / idle as f64);
             let active = sockets.drain(..settings.websocket_active).collect();
             let (active, _) = websocket_client::echo_load(active, settings.body_bytes, settings.warm_up).await;
+
+            let cpu_before = pid.map(process::cpu_seconds);
+            let core_before = CoreTicks::read(process::LOAD_CORE);
             let (_, echo) = websocket_client::echo_load(active, settings.body_bytes, settings.saturation_duration).await;
-            anyhow::Ok((per_connection_kib, echo))
+            let cpu_after = pid.map(process::cpu_seconds);
+            let core_after = CoreTicks::read(process::LOAD_CORE);
+
+            let proxy_cpu_seconds = cpu_before.zip(cpu_after).map(|(before, after)| after - before);
+            let load_core_busy = core_before.zip(core_after).map(|(before, after)| before.busy_share_until(&after));
+            anyhow::Ok((per_connection_kib, echo, proxy_cpu_seconds, load_core_busy))
         })
-    })?;
+    });
+    let (per_connection_kib, echo, proxy_cpu_seconds, load_core_busy) = measured?;
     if let Some(mut proxy) = proxy {
         proxy.process.ensure_running()?;
         proxy.process.stop();
     }
-    Ok(WebSocketRun { per_connection_kib, echo })
+    Ok(WebSocketRun { per_connection_kib, echo, proxy_cpu_seconds, load_core_busy })
+}
+
+/// Returns the lowest share of time the load core was busy over the proxied echo runs.
+fn lowest_load_core_busy(runs: &Runs<WebSocketRun>) -> Option<f64> {
+    runs.iter()
+        .filter(|(target, _)| **target != Target::Direct)
+        .flat_map(|(_, target_runs)| target_runs.iter().filter_map(|run| run.load_core_busy))
+        .reduce(f64::min)
 }
 
 fn goals(memory: &Metric, echoes: &Metric) -> Vec<Goal> {
