@@ -153,7 +153,8 @@ pub fn own_cpu_ticks() -> u64 {
 }
 
 /// Busy and total clock ticks of one core, from the `cpuN` line of
-/// /proc/stat. Idle and iowait count as not busy.
+/// /proc/stat. Busy is user, nice, system, irq and softirq time. Total adds
+/// idle and iowait but not steal, the time the hypervisor gave elsewhere.
 #[derive(Debug, Clone, Copy)]
 pub struct CoreTicks {
     busy: u64,
@@ -167,18 +168,26 @@ impl CoreTicks {
         let label = format!("cpu{core}");
         let line = text.lines().find(|line| line.split_whitespace().next() == Some(label.as_str()))?;
         let values: Vec<u64> = line.split_whitespace().skip(1).filter_map(|value| value.parse().ok()).collect();
-        let total = values.iter().sum();
-        let idle = values.get(3)? + values.get(4).copied().unwrap_or(0);
-        Some(CoreTicks { busy: total - idle, total })
+        Self::from_fields(&values)
     }
 
-    /// Share of the time between `self` and `later` that the core was busy, in 0..=1.
-    pub fn busy_share_until(&self, later: &CoreTicks) -> f64 {
+    /// Builds the counters from the numbers of a `cpuN` line, of which it
+    /// reads the first seven: user, nice, system, idle, iowait, irq and
+    /// softirq. Steal and guest time (already part of user and nice) are left out.
+    fn from_fields(values: &[u64]) -> Option<CoreTicks> {
+        let [user, nice, system, idle, iowait, irq, softirq]: [u64; 7] = values.get(..7)?.try_into().ok()?;
+        let busy = user + nice + system + irq + softirq;
+        Some(CoreTicks { busy, total: busy + idle + iowait })
+    }
+
+    /// Share of the time between `self` and `later` that the core was busy,
+    /// in 0..=1; `None` when no tick passed between the two reads.
+    pub fn busy_share_until(&self, later: &CoreTicks) -> Option<f64> {
         let total = later.total.saturating_sub(self.total);
         if total == 0 {
-            return 0.0;
+            return None;
         }
-        later.busy.saturating_sub(self.busy) as f64 / total as f64
+        Some(later.busy.saturating_sub(self.busy) as f64 / total as f64)
     }
 }
 
@@ -306,8 +315,17 @@ mod tests {
     fn core_busy_share_between_reads() {
         let before = CoreTicks { busy: 50, total: 100 };
         let after = CoreTicks { busy: 80, total: 140 };
-        assert_eq!(before.busy_share_until(&after), 0.75);
-        assert_eq!(after.busy_share_until(&after), 0.0);
+        assert_eq!(before.busy_share_until(&after), Some(0.75));
+        assert_eq!(after.busy_share_until(&after), None);
+    }
+
+    #[test]
+    fn core_ticks_leave_out_steal_and_guest() {
+        // user nice system idle iowait irq softirq steal guest guest_nice
+        let ticks = CoreTicks::from_fields(&[10, 1, 5, 70, 4, 2, 3, 50, 6, 0]).expect("a full cpu line");
+        assert_eq!(ticks.busy, 21);
+        assert_eq!(ticks.total, 95);
+        assert!(CoreTicks::from_fields(&[1, 2, 3]).is_none());
     }
 
     #[test]

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Rewrites symbol-order.txt, the order in which the linker lays out the
-# functions of the release binary (see build.rs).
+# functions of the release binary (see build.rs), and symbol-order.rustc,
+# the compiler whose symbol names it lists.
 #
 # Runs the release `legate proxy` under callgrind with the benchmark's
-# configs and lists the functions it executed in two groups. The first
-# lists those that ran from start until the proxy was at rest. The second
-# lists those that only ran while it proxied HTTP/1.1 requests and gRPC
-# calls. Within a group the busiest functions come first.
+# configs (a static bootstrap, one worker) and lists the functions it
+# executed in two groups. The first lists those that ran from start until
+# the proxy was at rest, busiest first. The second lists those that only ran
+# while it proxied HTTP/1.1 requests and gRPC calls or shut down.
 #
-# Needs valgrind (callgrind_annotate, callgrind_control) and h2load.
+# Needs valgrind (callgrind_annotate, callgrind_control), h2load and python3.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 link_dir=crates/legate/link
@@ -19,8 +20,9 @@ for tool in valgrind callgrind_annotate callgrind_control h2load python3; do
 done
 
 cargo build --release --locked -p legate -p legate-bench
-legate=target/release/legate
-bench=target/release/legate-bench
+target_dir=${CARGO_TARGET_DIR:-target}
+legate=$target_dir/release/legate
+bench=$target_dir/release/legate-bench
 
 work=$(mktemp -d)
 pids=()
@@ -30,6 +32,27 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Stops one process this script started and drops its PID from the list.
+stop() {
+  kill -INT "$1"
+  wait "$1" || true
+  local kept=()
+  for pid in "${pids[@]}"; do [ "$pid" = "$1" ] || kept+=("$pid"); done
+  pids=("${kept[@]}")
+}
+
+# Runs h2load and fails unless every request succeeded.
+load() {
+  local report
+  report=$(h2load "$@")
+  if ! grep -Eq '^requests: .* ([1-9][0-9]*) succeeded, 0 failed' <<<"$report"; then
+    echo "h2load reported failed requests:" >&2
+    grep '^requests:' <<<"$report" >&2
+    exit 1
+  fi
+}
 
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -54,7 +77,7 @@ render() {
 # Prints the symbols of the legate binary with a cost in one callgrind
 # dump, busiest first. Code without a name (a bare address) is left out.
 symbols_of() {
-  callgrind_annotate --threshold=100 --show-percs=no "$1" 2>/dev/null \
+  callgrind_annotate --auto=no --threshold=100 --show-percs=no "$1" \
     | grep -F "[$(realpath "$legate")]" \
     | sed -E 's/^ *[0-9,]+ +//; s/ \[[^]]*\]$//; s/^.*://' \
     | grep -E '^[A-Za-z_][A-Za-z0-9_.$]*$' || true
@@ -86,9 +109,13 @@ http_pid=$proxy_pid
 wait_for_port "$admin"
 sleep 1
 callgrind_control --dump=rest "$http_pid" >/dev/null
-h2load --h1 -n 2000 -c 8 "http://127.0.0.1:$listen/" >/dev/null
-kill -INT "$http_pid"
-wait "$http_pid" || true
+for _ in $(seq 1 100); do
+  ls "$work"/http."$http_pid".* >/dev/null 2>&1 && break
+  sleep 0.1
+done
+rest_dump=$(ls "$work"/http."$http_pid".* 2>/dev/null) || { echo "callgrind wrote no dump at rest" >&2; exit 1; }
+load --h1 -n 2000 -c 8 "http://127.0.0.1:$listen/"
+stop "$http_pid"
 
 # gRPC unary and server-streaming calls over h2c.
 listen=$(free_port); admin=$(free_port)
@@ -98,19 +125,27 @@ grpc_pid=$proxy_pid
 wait_for_port "$admin"
 printf '\0\0\0\0\4\n\2hi' >"$work/request.bin"
 for method in Unary ServerStream; do
-  h2load -n 500 -c 4 -m 8 --data="$work/request.bin" \
+  load -n 500 -c 4 -m 8 --data="$work/request.bin" \
     -H 'content-type: application/grpc' -H 'te: trailers' \
-    "http://127.0.0.1:$listen/bench.Echo/$method" >/dev/null
+    "http://127.0.0.1:$listen/bench.Echo/$method"
 done
-kill -INT "$grpc_pid"
-wait "$grpc_pid" || true
+stop "$grpc_pid"
 
-rest_dump=$(ls "$work"/http."$http_pid".*)
 symbols_of "$rest_dump" >"$work/rest.txt"
 { symbols_of "$work/http.$http_pid"; symbols_of "$work/grpc.$grpc_pid"; } >"$work/traffic.txt"
 {
   cat "$work/rest.txt"
-  grep -vxF -f "$work/rest.txt" "$work/traffic.txt"
-} | awk '!seen[$0]++' >"$link_dir/symbol-order.txt"
+  grep -vxF -f "$work/rest.txt" "$work/traffic.txt" || true
+} | awk '!seen[$0]++' >"$work/order.txt"
 
-echo "$(wc -l <"$work/rest.txt") functions run until rest, $(wc -l <"$link_dir/symbol-order.txt") in all"
+# A proxy runs several hundred functions of its own binary before it rests,
+# so far fewer means callgrind or the parsing above went wrong.
+rest_count=$(wc -l <"$work/rest.txt")
+if [ "$rest_count" -lt 200 ]; then
+  echo "only $rest_count functions found until rest; symbol-order.txt is left as it was" >&2
+  exit 1
+fi
+mv "$work/order.txt" "$link_dir/symbol-order.txt"
+"${RUSTC:-rustc}" --version >"$link_dir/symbol-order.rustc"
+
+echo "$rest_count functions run until rest, $(wc -l <"$link_dir/symbol-order.txt") in all"

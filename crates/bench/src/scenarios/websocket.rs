@@ -46,7 +46,10 @@ impl WebSocketRun {
 
     /// Proxy CPU per echoed message in microseconds; each echo crosses the proxy twice.
     fn cpu_per_echo_us(&self) -> f64 {
-        self.proxy_cpu_seconds.map_or(f64::NAN, |seconds| seconds * 1e6 / self.echo.messages.max(1) as f64)
+        match self.proxy_cpu_seconds {
+            Some(seconds) if self.echo.messages > 0 => seconds * 1e6 / self.echo.messages as f64,
+            _ => f64::NAN,
+        }
     }
 }
 
@@ -75,7 +78,7 @@ impl Scenario for WebSocket {
                     run.per_connection_kib.map_or("-".to_string(), format_value),
                     run.echoes_per_second(),
                     run.proxy_cpu_seconds.map_or("-".to_string(), |_| format_value(run.cpu_per_echo_us())),
-                    run.load_core_busy.map_or("-".to_string(), |share| format!("{:.0}%", share * 100.0)),
+                    run.load_core_busy.map_or("-".to_string(), percent),
                     run.echo.errors
                 );
                 if let Some(error) = &run.echo.first_error {
@@ -120,11 +123,16 @@ impl Scenario for WebSocket {
                 section.notes.push(format!("{}: {failed} connections stopped on a failed echo over all runs.", target.name()));
             }
         }
-        if let Some(busy) = lowest_load_core_busy(&runs).filter(|busy| *busy >= LOAD_CORE_SATURATED) {
-            section.notes.push(format!(
-                "The load core was at least {:.0}% busy during every proxied echo run, so it, not the proxy, may set the echo rate.",
-                busy * 100.0
-            ));
+        if let Some((lowest, highest)) = load_core_busy_range(&runs) {
+            let mut note = format!(
+                "The load core was {} to {} busy during the proxied echo runs.",
+                percent(lowest),
+                percent(highest)
+            );
+            if lowest >= LOAD_CORE_SATURATED {
+                note.push_str(" It, not the proxy, set the echo rate, so CPU per echo compares the proxies.");
+            }
+            section.notes.push(note);
         }
         section.goals.extend(goals(&memory, &echoes));
         section.tables.extend([memory.table(), echoes.table(), cpu.table()]);
@@ -186,7 +194,7 @@ fn measure(bench: &Bench, target: Target, upstream_port: u16, idle: usize, dir: 
             let core_after = CoreTicks::read(process::LOAD_CORE);
 
             let proxy_cpu_seconds = cpu_before.zip(cpu_after).map(|(before, after)| after - before);
-            let load_core_busy = core_before.zip(core_after).map(|(before, after)| before.busy_share_until(&after));
+            let load_core_busy = core_before.zip(core_after).and_then(|(before, after)| before.busy_share_until(&after));
             anyhow::Ok((per_connection_kib, echo, proxy_cpu_seconds, load_core_busy))
         })
     });
@@ -198,12 +206,22 @@ fn measure(bench: &Bench, target: Target, upstream_port: u16, idle: usize, dir: 
     Ok(WebSocketRun { per_connection_kib, echo, proxy_cpu_seconds, load_core_busy })
 }
 
-/// Returns the lowest share of time the load core was busy over the proxied echo runs.
-fn lowest_load_core_busy(runs: &Runs<WebSocketRun>) -> Option<f64> {
+/// Returns the lowest and highest share of time the load core was busy over
+/// the proxied echo runs.
+fn load_core_busy_range(runs: &Runs<WebSocketRun>) -> Option<(f64, f64)> {
     runs.iter()
         .filter(|(target, _)| **target != Target::Direct)
         .flat_map(|(_, target_runs)| target_runs.iter().filter_map(|run| run.load_core_busy))
-        .reduce(f64::min)
+        .fold(None, |range, share| match range {
+            None => Some((share, share)),
+            Some((lowest, highest)) => Some((f64::min(lowest, share), f64::max(highest, share))),
+        })
+}
+
+/// Formats a share in 0..=1 as a whole percentage, rounded down so that
+/// 99.6% does not read as 100%.
+fn percent(share: f64) -> String {
+    format!("{}%", (share * 100.0).floor())
 }
 
 fn goals(memory: &Metric, echoes: &Metric) -> Vec<Goal> {
