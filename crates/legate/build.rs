@@ -98,12 +98,11 @@ fn stub_link_command() -> Option<String> {
 fn warn_if_order_is_stale() {
     let recorded = std::fs::read_to_string(ORDER_RUSTC_FILE).unwrap_or_default();
     let current = rustc_version().unwrap_or_default();
-    if recorded.trim() != current.trim() {
+    let (recorded, current) = (recorded.trim(), current.trim());
+    if recorded != current {
         println!(
-            "cargo:warning=link/symbol-order.txt was written with `{}`, this build uses `{}`: most of its names will not match, \
-             so the proxy keeps more of its code resident; run crates/legate/link/update-symbol-order.sh",
-            recorded.trim(),
-            current.trim()
+            "cargo:warning=link/symbol-order.txt was written with `{recorded}`, this build uses `{current}`: most of its names \
+             will not match, so the proxy keeps more of its code resident; run crates/legate/link/update-symbol-order.sh"
         );
     }
 }
