@@ -2,6 +2,7 @@
 //! first route whose match accepts the request.
 
 pub(crate) mod matching;
+mod path_index;
 
 pub(crate) use matching::value_matches;
 
@@ -14,6 +15,7 @@ use legate_config::model::{DomainMatcher, LocalRateLimit, PerRoute, Route, Route
 #[cfg(test)]
 use legate_config::model::VirtualHost;
 
+use self::path_index::PathIndex;
 use crate::ratelimit::RateLimiter;
 use crate::stats::{HttpStats, RouteStats};
 
@@ -38,6 +40,8 @@ pub struct RouteTable {
     /// Local rate limiters per virtual host, one per route in route order,
     /// for the routes with their own or their virtual host's config.
     rate_limiters: Vec<Vec<Option<Arc<RateLimiter>>>>,
+    /// Path index per virtual host, for hosts with many routes.
+    path_indexes: Vec<Option<PathIndex>>,
 }
 
 /// The route a request matched with its metric handles, or the handles to
@@ -66,6 +70,7 @@ impl RouteTable {
             .collect();
         let no_host_stats = http_stats.route(NO_MATCH, NO_MATCH);
         let rate_limiters = rate_limiters(&config, http_stats);
+        let path_indexes = config.virtual_hosts.iter().map(|host| PathIndex::build(&host.routes)).collect();
         let mut table = RouteTable {
             config,
             exact: HashMap::new(),
@@ -75,6 +80,7 @@ impl RouteTable {
             stats,
             no_host_stats,
             rate_limiters,
+            path_indexes,
         };
         for (index, host) in table.config.virtual_hosts.iter().enumerate() {
             for domain in &host.domains {
@@ -144,7 +150,11 @@ impl RouteTable {
         let virtual_host = &self.config.virtual_hosts[host_index];
         let stats = &self.stats[host_index];
         let path = request.uri.path();
-        match virtual_host.routes.iter().position(|route| matching::matches(&route.matcher, path, &request.headers)) {
+        let first_match = match &self.path_indexes[host_index] {
+            Some(index) => index.first_match(&virtual_host.routes, path, &request.headers),
+            None => virtual_host.routes.iter().position(|route| matching::matches(&route.matcher, path, &request.headers)),
+        };
+        match first_match {
             Some(index) => {
                 RouteMatchResult::Matched(&virtual_host.routes[index], &stats[index], self.rate_limiters[host_index][index].as_deref())
             }

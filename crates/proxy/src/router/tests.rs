@@ -126,3 +126,93 @@ fn host_port_is_removed() {
     assert_eq!(host_without_port("[::1]:8080"), "[::1]");
     assert_eq!(host_without_port("example.com"), "example.com");
 }
+
+/// Route matches of every kind the path index treats differently, with
+/// repeated paths that differ in their header or gRPC conditions.
+const INDEXED_MATCHES: [&str; 20] = [
+    r#"{ prefix: "/a", headers: [{ name: x-v, string_match: { exact: "1" } }] }"#,
+    r#"{ prefix: "/a" }"#,
+    r#"{ prefix: "/a/" }"#,
+    r#"{ prefix: "/a/b" }"#,
+    r#"{ prefix: "/ab" }"#,
+    r#"{ prefix: "/svc-1/" }"#,
+    r#"{ prefix: "/svc-12/" }"#,
+    r#"{ prefix: "/pkg.Svc/", grpc: {} }"#,
+    r#"{ prefix: "/CASE", case_sensitive: false }"#,
+    r#"{ path: "/a" }"#,
+    r#"{ path: "/a/b", headers: [{ name: x-v, present_match: true }] }"#,
+    r#"{ path: "/a/b" }"#,
+    r#"{ path: "/exact" }"#,
+    r#"{ path: "/EXACT", case_sensitive: false }"#,
+    r#"{ safe_regex: { regex: "/a/[0-9]+" } }"#,
+    r#"{ safe_regex: { regex: "/svc-1.*" } }"#,
+    r#"{ prefix: "/svc-1/", headers: [{ name: x-v, string_match: { exact: "2" } }] }"#,
+    r#"{ prefix: "/pkg.Svc/M" }"#,
+    r#"{ prefix: "/" }"#,
+    r#"{ prefix: "" }"#,
+];
+
+const INDEXED_PATHS: [&str; 16] = [
+    "/", "/a", "/a/", "/a/b", "/a/b/c", "/a/12", "/ab", "/abc", "/svc-1/", "/svc-12/x", "/svc-1x", "/pkg.Svc/M",
+    "/case/x", "/exact", "/Exact", "/zzz",
+];
+
+/// Returns the position of the first route of `routes` that matches, tested
+/// one by one.
+fn first_in_order(routes: &[Route], request: &http::request::Parts) -> Option<usize> {
+    routes.iter().position(|route| matching::matches(&route.matcher, request.uri.path(), &request.headers))
+}
+
+#[test]
+fn path_index_picks_first_match() {
+    let mut seed = 7u64;
+    for round in 0..60 {
+        // A deterministic shuffle, so each round tests another route order.
+        let mut order: Vec<usize> = (0..INDEXED_MATCHES.len()).collect();
+        for index in (1..order.len()).rev() {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            order.swap(index, (seed >> 33) as usize % (index + 1));
+        }
+        let keep = if round % 3 == 0 { order.len() - 2 } else { order.len() };
+        let routes: String = order[..keep]
+            .iter()
+            .map(|&index| format!("  - match: {}\n    route: {{ cluster: c{index} }}\n", INDEXED_MATCHES[index]))
+            .collect();
+        let table = table(&format!("name: indexed\nvirtual_hosts:\n- name: all\n  domains: [\"*\"]\n  routes:\n{routes}"));
+        assert!(table.path_indexes[0].is_some(), "{} routes are indexed", keep);
+        let host_routes = &table.config.virtual_hosts[0].routes;
+
+        for path in INDEXED_PATHS {
+            for headers in [&[][..], &[("x-v", "1")], &[("x-v", "2")], &[("content-type", "application/grpc")]] {
+                let mut request = http::Request::get(path);
+                for (name, value) in headers {
+                    request = request.header(*name, *value);
+                }
+                let request = request.body(()).unwrap().into_parts().0;
+
+                let picked = match table.route("any", &request) {
+                    RouteMatchResult::Matched(route, _, _) => Some(route as *const Route),
+                    RouteMatchResult::NoRoute(_) => None,
+                };
+                let expected = first_in_order(host_routes, &request).map(|index| &host_routes[index] as *const Route);
+                assert_eq!(picked, expected, "round {round}, path {path}, headers {headers:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn short_route_list_not_indexed() {
+    let routes: String = (0..path_index::INDEX_FROM_ROUTES - 1)
+        .map(|index| format!("  - match: {{ prefix: \"/p{index}/\" }}\n    route: {{ cluster: c }}\n"))
+        .collect();
+    let table = table(&format!("name: short\nvirtual_hosts:\n- name: all\n  domains: [\"*\"]\n  routes:\n{routes}"));
+
+    assert!(table.path_indexes[0].is_none());
+    let expected = &table.config.virtual_hosts[0].routes[3];
+    let picked = match table.route("any", &parts("/p3/x")) {
+        RouteMatchResult::Matched(route, _, _) => Some(route as *const Route),
+        RouteMatchResult::NoRoute(_) => None,
+    };
+    assert_eq!(picked, Some(expected as *const Route));
+}

@@ -5,6 +5,7 @@
 
 mod changes;
 mod client;
+mod config_thread;
 mod connect;
 mod delta;
 mod subscription;
