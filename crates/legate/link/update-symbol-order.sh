@@ -5,9 +5,11 @@
 #
 # Runs the release `legate proxy` under callgrind with the benchmark's
 # configs (a static bootstrap, one worker) and lists the functions it
-# executed in two groups. The first lists those that ran from start until
+# executed in three groups. The first lists those that ran from start until
 # the proxy was at rest, busiest first. The second lists those that only ran
-# while it proxied HTTP/1.1 requests and gRPC calls or shut down.
+# while it proxied HTTP/1.1 requests and gRPC calls or shut down. The third
+# lists those that only ran with 1,000 extra clusters and routes, such as
+# the route index, so a large config touches few extra pages of code.
 #
 # Needs valgrind (callgrind_annotate, callgrind_control), h2load and python3.
 set -euo pipefail
@@ -74,6 +76,25 @@ render() {
       -e '/{{scale_routes}}/d; /{{scale_clusters}}/d; /{{grpc_web_filter}}/d' "$1"
 }
 
+# Renders like render, but fills in SCALE extra clusters and routes from the
+# benchmark's templates.
+render_scaled() {
+  python3 - "$@" <<'PY'
+import sys
+config, listen, admin, upstream, scale = sys.argv[1:6]
+folder = config.rsplit("/", 1)[0]
+def fill(text, **values):
+    for name, value in values.items():
+        text = text.replace("{{" + name + "}}", str(value))
+    return text
+def repeat(template):
+    text = open(f"{folder}/{template}").read()
+    return "".join(fill(text, index=index, upstream_port=upstream) for index in range(int(scale))).rstrip()
+print(fill(open(config).read(), listen_port=listen, admin_port=admin, upstream_port=upstream,
+           scale_routes=repeat("scale_route.yaml"), scale_clusters=repeat("scale_cluster.yaml")))
+PY
+}
+
 # Prints the symbols of the legate binary with a cost in one callgrind
 # dump, busiest first. Code without a name (a bare address) is left out.
 symbols_of() {
@@ -131,12 +152,20 @@ for method in Unary ServerStream; do
 done
 stop "$grpc_pid"
 
+# HTTP/1.1 with 1,000 extra clusters, each with a route before the
+# catch-all, as in the benchmark's memory scenario.
+listen=$(free_port); admin=$(free_port)
+render_scaled "$peers/bootstrap.yaml" "$listen" "$admin" "$echo_port" 1000 >"$work/scaled.yaml"
+profile_proxy "$work/scaled.yaml" scaled
+scaled_pid=$proxy_pid
+wait_for_port "$admin"
+load --h1 -n 200 -c 4 "http://127.0.0.1:$listen/" "http://127.0.0.1:$listen/svc-999/"
+stop "$scaled_pid"
+
 symbols_of "$rest_dump" >"$work/rest.txt"
 { symbols_of "$work/http.$http_pid"; symbols_of "$work/grpc.$grpc_pid"; } >"$work/traffic.txt"
-{
-  cat "$work/rest.txt"
-  grep -vxF -f "$work/rest.txt" "$work/traffic.txt" || true
-} | awk '!seen[$0]++' >"$work/order.txt"
+symbols_of "$work/scaled.$scaled_pid" >"$work/scaled.txt"
+cat "$work/rest.txt" "$work/traffic.txt" "$work/scaled.txt" | awk '!seen[$0]++' >"$work/order.txt"
 
 # A proxy runs several hundred functions of its own binary before it rests,
 # so far fewer means callgrind or the parsing above went wrong.
