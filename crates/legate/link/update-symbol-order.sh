@@ -80,9 +80,9 @@ render() {
 # benchmark's templates.
 render_scaled() {
   python3 - "$@" <<'PY'
-import sys
+import os, sys
 config, listen, admin, upstream, scale = sys.argv[1:6]
-folder = config.rsplit("/", 1)[0]
+folder = os.path.dirname(config)
 def fill(text, **values):
     for name, value in values.items():
         text = text.replace("{{" + name + "}}", str(value))
@@ -90,8 +90,11 @@ def fill(text, **values):
 def repeat(template):
     text = open(f"{folder}/{template}").read()
     return "".join(fill(text, index=index, upstream_port=upstream) for index in range(int(scale))).rstrip()
-print(fill(open(config).read(), listen_port=listen, admin_port=admin, upstream_port=upstream,
-           scale_routes=repeat("scale_route.yaml"), scale_clusters=repeat("scale_cluster.yaml")))
+text = fill(open(config).read(), listen_port=listen, admin_port=admin, upstream_port=upstream,
+            scale_routes=repeat("scale_route.yaml"), scale_clusters=repeat("scale_cluster.yaml"))
+if "{{" in text:
+    sys.exit(f"{config} has a placeholder this script does not fill")
+print(text)
 PY
 }
 
@@ -158,7 +161,8 @@ listen=$(free_port); admin=$(free_port)
 render_scaled "$peers/bootstrap.yaml" "$listen" "$admin" "$echo_port" 1000 >"$work/scaled.yaml"
 profile_proxy "$work/scaled.yaml" scaled
 scaled_pid=$proxy_pid
-wait_for_port "$admin"
+# The admin port opens before the clusters load, the listener after.
+wait_for_port "$listen"
 load --h1 -n 200 -c 4 "http://127.0.0.1:$listen/" "http://127.0.0.1:$listen/svc-999/"
 stop "$scaled_pid"
 

@@ -16,8 +16,9 @@ use legate_config::model::{PathMatch, Route};
 
 use super::matching;
 
-/// Virtual hosts with fewer routes than this are searched in order, which
-/// is faster for a handful of routes than the lookups.
+/// Virtual hosts with fewer routes than this are searched in order. The
+/// threshold is an estimate: below it, a scan costs about as much as the
+/// lookups, and the index would only add memory.
 pub(super) const INDEX_FROM_ROUTES: usize = 16;
 
 /// Route positions by path, built once per route table.
@@ -41,7 +42,8 @@ struct LengthRange {
 }
 
 impl PathIndex {
-    /// Indexes `routes`; `None` when they are too few to gain from it.
+    /// Indexes `routes`. Returns `None` when they are too few to gain from
+    /// it, or when none of them has a path the index can look up.
     pub(super) fn build(routes: &[Route]) -> Option<PathIndex> {
         if routes.len() < INDEX_FROM_ROUTES || u32::try_from(routes.len()).is_err() {
             return None;
@@ -57,6 +59,12 @@ impl PathIndex {
                 PathMatch::Exact(_) if route.matcher.case_sensitive => exact.push(position),
                 _ => scanned.push(position),
             }
+        }
+        if prefixes.is_empty() && exact.is_empty() {
+            return None;
+        }
+        for positions in [&mut prefixes, &mut exact, &mut scanned] {
+            positions.shrink_to_fit();
         }
 
         // Stable sorts keep equal paths in route order.

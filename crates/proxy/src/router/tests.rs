@@ -129,7 +129,7 @@ fn host_port_is_removed() {
 
 /// Route matches of every kind the path index treats differently, with
 /// repeated paths that differ in their header or gRPC conditions.
-const INDEXED_MATCHES: [&str; 20] = [
+const INDEXED_MATCHES: [&str; 21] = [
     r#"{ prefix: "/a", headers: [{ name: x-v, string_match: { exact: "1" } }] }"#,
     r#"{ prefix: "/a" }"#,
     r#"{ prefix: "/a/" }"#,
@@ -150,11 +150,12 @@ const INDEXED_MATCHES: [&str; 20] = [
     r#"{ prefix: "/pkg.Svc/M" }"#,
     r#"{ prefix: "/" }"#,
     r#"{ prefix: "" }"#,
+    r#"{ prefix: "/caf\u00e9/" }"#,
 ];
 
-const INDEXED_PATHS: [&str; 16] = [
+const INDEXED_PATHS: [&str; 18] = [
     "/", "/a", "/a/", "/a/b", "/a/b/c", "/a/12", "/ab", "/abc", "/svc-1/", "/svc-12/x", "/svc-1x", "/pkg.Svc/M",
-    "/case/x", "/exact", "/Exact", "/zzz",
+    "/case/x", "/exact", "/Exact", "/zzz", "/caf\u{e9}/x", "/caf\u{e8}",
 ];
 
 /// Returns the position of the first route of `routes` that matches, tested
@@ -199,6 +200,16 @@ fn path_index_picks_first_match() {
             }
         }
     }
+}
+
+#[test]
+fn regex_only_routes_not_indexed() {
+    let routes: String = (0..path_index::INDEX_FROM_ROUTES)
+        .map(|index| format!("  - match: {{ safe_regex: {{ regex: \"/r{index}/.*\" }} }}\n    route: {{ cluster: c }}\n"))
+        .collect();
+    let table = table(&format!("name: regex\nvirtual_hosts:\n- name: all\n  domains: [\"*\"]\n  routes:\n{routes}"));
+
+    assert!(table.path_indexes[0].is_none());
 }
 
 #[test]

@@ -16,7 +16,6 @@ use legate_config::model::{self, AdsConfig};
 use legate_config::resource::{decode_any, resource_name};
 use legate_config::{Resource, ResourceType};
 
-use super::config_thread;
 use super::delta::DeltaSubscription;
 use super::subscription::Subscription;
 use crate::manager::{ConfigManager, Rejected};
@@ -308,20 +307,23 @@ pub(super) fn is_large_update(bytes: usize) -> bool {
     bytes >= TRIM_AFTER_BYTES
 }
 
-/// Runs `work` (decoding and applying an update) on the config thread, then
+/// Runs `work` (decoding and applying an update) on a blocking thread, then
 /// returns the freed heap pages to the kernel when `trim` is set. On a
 /// worker, a large update would stall the requests, all of them with one
 /// worker thread.
 pub(super) async fn off_worker<T: Send + 'static>(trim: bool, work: impl FnOnce() -> T + Send + 'static) -> T {
     let span = tracing::Span::current();
-    config_thread::run(move || {
+    let work = move || {
         let output = span.in_scope(work);
         if trim {
             crate::memory::release_free_heap();
         }
         output
-    })
-    .await
+    };
+    match tokio::task::spawn_blocking(work).await {
+        Ok(output) => output,
+        Err(error) => std::panic::resume_unwind(error.into_panic()),
+    }
 }
 
 /// Decodes every resource; applies the valid ones and returns the rejected

@@ -5,7 +5,6 @@
 
 mod changes;
 mod client;
-mod config_thread;
 mod connect;
 mod delta;
 mod subscription;
