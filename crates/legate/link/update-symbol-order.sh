@@ -69,32 +69,41 @@ wait_for_port() {
   exit 1
 }
 
-# Fills the placeholders of a benchmark config and leaves out the extra
-# clusters, routes and filters.
+# Prints a benchmark config with its placeholders filled:
+# render CONFIG LISTEN_PORT ADMIN_PORT UPSTREAM_PORT [SCALE]. SCALE extra
+# clusters and routes come from the benchmark's templates (none by default).
+# A placeholder left empty takes its line with it, and the grpc-web filter
+# is always left out.
 render() {
-  sed -e "s/{{listen_port}}/$2/; s/{{admin_port}}/$3/; s/{{upstream_port}}/$4/" \
-      -e '/{{scale_routes}}/d; /{{scale_clusters}}/d; /{{grpc_web_filter}}/d' "$1"
-}
-
-# Renders like render, but fills in SCALE extra clusters and routes from the
-# benchmark's templates.
-render_scaled() {
-  python3 - "$@" <<'PY'
-import os, sys
+  python3 - "$1" "$2" "$3" "$4" "${5:-0}" <<'PY'
+import os, re, sys
 config, listen, admin, upstream, scale = sys.argv[1:6]
 folder = os.path.dirname(config)
-def fill(text, **values):
+
+def fill(text, values):
     for name, value in values.items():
-        text = text.replace("{{" + name + "}}", str(value))
+        if value == "":
+            text = re.sub(r"^[ \t]*\{\{" + name + r"\}\}\n", "", text, flags=re.M)
+        text = text.replace("{{" + name + "}}", value)
     return text
+
 def repeat(template):
-    text = open(f"{folder}/{template}").read()
-    return "".join(fill(text, index=index, upstream_port=upstream) for index in range(int(scale))).rstrip()
-text = fill(open(config).read(), listen_port=listen, admin_port=admin, upstream_port=upstream,
-            scale_routes=repeat("scale_route.yaml"), scale_clusters=repeat("scale_cluster.yaml"))
+    text = open(os.path.join(folder, template)).read()
+    copies = (fill(text, {"index": str(index), "upstream_port": upstream}) for index in range(int(scale)))
+    return "".join(copies).rstrip()
+
+values = {
+    "listen_port": listen,
+    "admin_port": admin,
+    "upstream_port": upstream,
+    "scale_routes": repeat("scale_route.yaml"),
+    "scale_clusters": repeat("scale_cluster.yaml"),
+    "grpc_web_filter": "",
+}
+text = fill(open(config).read(), values)
 if "{{" in text:
     sys.exit(f"{config} has a placeholder this script does not fill")
-print(text)
+sys.stdout.write(text)
 PY
 }
 
@@ -158,7 +167,7 @@ stop "$grpc_pid"
 # HTTP/1.1 with 1,000 extra clusters, each with a route before the
 # catch-all, as in the benchmark's memory scenario.
 listen=$(free_port); admin=$(free_port)
-render_scaled "$peers/bootstrap.yaml" "$listen" "$admin" "$echo_port" 1000 >"$work/scaled.yaml"
+render "$peers/bootstrap.yaml" "$listen" "$admin" "$echo_port" 1000 >"$work/scaled.yaml"
 profile_proxy "$work/scaled.yaml" scaled
 scaled_pid=$proxy_pid
 # The admin port opens before the clusters load, the listener after.

@@ -8,7 +8,7 @@
 //! the request's path, or the whole path, so the index looks those up by
 //! value. Routes with a regex or a case-insensitive path are tested one by
 //! one. Each candidate still goes through its full match (headers, gRPC),
-//! and the lowest route index that passes wins.
+//! and the lowest position that passes wins.
 
 use http::HeaderMap;
 

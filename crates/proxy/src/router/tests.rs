@@ -158,6 +158,21 @@ const INDEXED_PATHS: [&str; 18] = [
     "/case/x", "/exact", "/Exact", "/zzz", "/caf\u{e9}/x", "/caf\u{e8}",
 ];
 
+/// Builds a route table with one virtual host for every domain and the
+/// given `routes` list items.
+fn one_host_table(routes: &str) -> RouteTable {
+    table(&format!("name: local\nvirtual_hosts:\n- name: all\n  domains: [\"*\"]\n  routes:\n{routes}"))
+}
+
+/// Returns the address of the route `table` picks for `request`, to compare
+/// routes by identity.
+fn picked_route(table: &RouteTable, request: &http::request::Parts) -> Option<*const Route> {
+    match table.route("any", request) {
+        RouteMatchResult::Matched(route, _, _) => Some(route as *const Route),
+        RouteMatchResult::NoRoute(_) => None,
+    }
+}
+
 /// Returns the position of the first route of `routes` that matches, tested
 /// one by one.
 fn first_in_order(routes: &[Route], request: &http::request::Parts) -> Option<usize> {
@@ -179,7 +194,7 @@ fn path_index_picks_first_match() {
             .iter()
             .map(|&index| format!("  - match: {}\n    route: {{ cluster: c{index} }}\n", INDEXED_MATCHES[index]))
             .collect();
-        let table = table(&format!("name: indexed\nvirtual_hosts:\n- name: all\n  domains: [\"*\"]\n  routes:\n{routes}"));
+        let table = one_host_table(&routes);
         assert!(table.path_indexes[0].is_some(), "{} routes are indexed", keep);
         let host_routes = &table.config.virtual_hosts[0].routes;
 
@@ -191,10 +206,7 @@ fn path_index_picks_first_match() {
                 }
                 let request = request.body(()).unwrap().into_parts().0;
 
-                let picked = match table.route("any", &request) {
-                    RouteMatchResult::Matched(route, _, _) => Some(route as *const Route),
-                    RouteMatchResult::NoRoute(_) => None,
-                };
+                let picked = picked_route(&table, &request);
                 let expected = first_in_order(host_routes, &request).map(|index| &host_routes[index] as *const Route);
                 assert_eq!(picked, expected, "round {round}, path {path}, headers {headers:?}");
             }
@@ -207,7 +219,7 @@ fn regex_only_routes_not_indexed() {
     let routes: String = (0..path_index::INDEX_FROM_ROUTES)
         .map(|index| format!("  - match: {{ safe_regex: {{ regex: \"/r{index}/.*\" }} }}\n    route: {{ cluster: c }}\n"))
         .collect();
-    let table = table(&format!("name: regex\nvirtual_hosts:\n- name: all\n  domains: [\"*\"]\n  routes:\n{routes}"));
+    let table = one_host_table(&routes);
 
     assert!(table.path_indexes[0].is_none());
 }
@@ -217,13 +229,9 @@ fn short_route_list_not_indexed() {
     let routes: String = (0..path_index::INDEX_FROM_ROUTES - 1)
         .map(|index| format!("  - match: {{ prefix: \"/p{index}/\" }}\n    route: {{ cluster: c }}\n"))
         .collect();
-    let table = table(&format!("name: short\nvirtual_hosts:\n- name: all\n  domains: [\"*\"]\n  routes:\n{routes}"));
+    let table = one_host_table(&routes);
 
     assert!(table.path_indexes[0].is_none());
     let expected = &table.config.virtual_hosts[0].routes[3];
-    let picked = match table.route("any", &parts("/p3/x")) {
-        RouteMatchResult::Matched(route, _, _) => Some(route as *const Route),
-        RouteMatchResult::NoRoute(_) => None,
-    };
-    assert_eq!(picked, Some(expected as *const Route));
+    assert_eq!(picked_route(&table, &parts("/p3/x")), Some(expected as *const Route));
 }
