@@ -3,7 +3,7 @@
 //!
 //! - `link/symbol-order.txt` puts the functions the proxy runs from start to
 //!   rest side by side at the front of `.text`, then those it runs per
-//!   request. The kernel maps code in 64 KiB runs around each page fault, so
+//!   request, then those only a config of 1,000 clusters and routes runs. The kernel maps code in 64 KiB runs around each page fault, so
 //!   code spread over the whole binary keeps most of `.text` resident. Laid
 //!   out together, the code of a proxy at rest takes a few hundred pages.
 //! - The names in the file carry hashes that depend on the compiler version
