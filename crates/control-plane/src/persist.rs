@@ -1,5 +1,13 @@
-//! The state file: the config in force, saved atomically as readable JSON so
+//! The state file: the config in force, saved atomically as an encoded
+//! `legate.config.v1.StoredConfig` (the message the etcd backend stores), so
 //! a restarted control plane serves the same resources at the same version.
+//!
+//! The file was indented proto3 JSON before. Encoding 10,000 new resources
+//! as JSON by reflection took about two thirds of the control plane's CPU in
+//! that apply, and the file was about six times larger, so its sync took
+//! longer too. A data directory from
+//! then still loads: without `config.pb`, a `config.json` is read and
+//! converted. `legate get` prints the config in force as JSON.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
@@ -7,18 +15,42 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use legate_api::legate::config::v1::StoredConfig;
+use prost::Message;
 
 use crate::json::{self, JsonError};
 use crate::snapshot::StoredResource;
 
 /// Name of the state file inside the data directory.
-pub const STATE_FILE_NAME: &str = "config.json";
+pub const STATE_FILE_NAME: &str = "config.pb";
+
+/// Name of the state file that earlier releases wrote, as proto3 JSON.
+pub const JSON_STATE_FILE_NAME: &str = "config.json";
 
 /// Name of the folder, beside the state file, that keeps each recent
-/// version as `<version>.json` in the state file's layout.
+/// version as `<version>.pb` in the state file's format.
 pub const HISTORY_DIR_NAME: &str = "history";
 
 const STORED_CONFIG_MESSAGE: &str = "legate.config.v1.StoredConfig";
+
+/// Field number of `resources` in `StoredConfig`.
+const RESOURCES_FIELD: u32 = 2;
+
+/// The formats a state file or history file may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Binary,
+    /// Proto3 JSON, as earlier releases wrote it. It is read, never written.
+    Json,
+}
+
+impl Format {
+    fn extension(self) -> &'static str {
+        match self {
+            Format::Binary => "pb",
+            Format::Json => "json",
+        }
+    }
+}
 
 /// A state file that could not be read or written. Each variant names the
 /// file, so the operator knows what to inspect.
@@ -40,10 +72,10 @@ pub enum PersistError {
     Corrupt {
         path: PathBuf,
         #[source]
-        source: JsonError,
+        source: prost::DecodeError,
     },
-    #[error("failed to encode the config for {}", path.display())]
-    Encode {
+    #[error("state file {} is corrupt; fix or move it away, because it is never overwritten with an empty config", path.display())]
+    CorruptJson {
         path: PathBuf,
         #[source]
         source: JsonError,
@@ -63,7 +95,7 @@ pub struct StateFile {
 }
 
 impl StateFile {
-    /// Uses `config.json` in `data_dir`, creating the directory if needed.
+    /// Uses `config.pb` in `data_dir`, creating the directory if needed.
     pub fn in_dir(data_dir: &Path) -> Result<Self, PersistError> {
         fs::create_dir_all(data_dir).map_err(|source| PersistError::CreateDir { path: data_dir.to_path_buf(), source })?;
         Ok(StateFile { path: data_dir.join(STATE_FILE_NAME) })
@@ -73,47 +105,52 @@ impl StateFile {
         &self.path
     }
 
-    /// Reads the saved config; `None` when no file exists yet.
+    /// Reads the saved config; `None` when no file exists yet. Without a
+    /// state file, a `config.json` from an earlier release is read, saved
+    /// as the state file, and then deleted.
     pub fn load(&self) -> Result<Option<StoredConfig>, PersistError> {
-        let text = match fs::read_to_string(&self.path) {
-            Ok(text) => text,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(PersistError::Read { path: self.path.clone(), source }),
+        if let Some(config) = read_config(&self.path, Format::Binary)? {
+            return Ok(Some(config));
+        }
+        let json_path = self.path.with_file_name(JSON_STATE_FILE_NAME);
+        let Some(config) = read_config(&json_path, Format::Json)? else {
+            return Ok(None);
         };
 
-        json::from_json(&text, STORED_CONFIG_MESSAGE)
-            .map(Some)
-            .map_err(|source| PersistError::Corrupt { path: self.path.clone(), source })
+        self.save(&config)?;
+        if let Err(error) = fs::remove_file(&json_path) {
+            tracing::warn!(%error, path = %json_path.display(), "failed to delete the converted JSON state file");
+        }
+        tracing::info!(from = %json_path.display(), to = %self.path.display(), "converted the JSON state file of an earlier release");
+        Ok(Some(config))
     }
 
     /// Replaces the file with `config`, as [`StateFile::save_parts`] does.
     pub fn save(&self, config: &StoredConfig) -> Result<(), PersistError> {
-        let text = json::to_json(config, STORED_CONFIG_MESSAGE)
-            .map_err(|source| PersistError::Encode { path: self.path.clone(), source })?;
-        self.write(&text)
+        self.write(&config.encode_to_vec())
     }
 
     /// Replaces the file with `config` plus `resources` as its `resources`
     /// list, so that a crash leaves either the old or the new file and never
-    /// a partial one. Each resource's JSON is cached on it, so only those
-    /// that are new since the last save are encoded: encoding all of 10,000
-    /// resources through reflection took about half of an apply's CPU.
+    /// a partial one. Each resource is already encoded for the proxies, so
+    /// the file is those bytes with a field key and a length before each.
     pub fn save_parts(&self, config: &StoredConfig, resources: &[Arc<StoredResource>]) -> Result<(), PersistError> {
-        let encode_error = |source| PersistError::Encode { path: self.path.clone(), source };
-        let header = json::to_json(config, STORED_CONFIG_MESSAGE).map_err(encode_error)?;
-        let mut items = Vec::with_capacity(resources.len());
+        let mut bytes = config.encode_to_vec();
+        bytes.reserve(resources.iter().map(|resource| resource.encoded.len() + 8).sum());
         for resource in resources {
-            items.push(resource.json().map_err(encode_error)?);
+            prost::encoding::encode_key(RESOURCES_FIELD, prost::encoding::WireType::LengthDelimited, &mut bytes);
+            prost::encoding::encode_varint(resource.encoded.len() as u64, &mut bytes);
+            bytes.extend_from_slice(&resource.encoded);
         }
-        self.write(&with_resources(&header, &items))
+        self.write(&bytes)
     }
 
-    /// Writes `text` to a temporary file in the same directory, syncs it and
-    /// renames it over the state file, then syncs the directory so the
+    /// Writes `bytes` to a temporary file in the same directory, syncs it
+    /// and renames it over the state file, then syncs the directory so the
     /// rename is durable.
-    fn write(&self, text: &str) -> Result<(), PersistError> {
+    fn write(&self, bytes: &[u8]) -> Result<(), PersistError> {
         let temporary = self.temporary_path();
-        let written = write_synced(&temporary, text.as_bytes()).and_then(|()| fs::rename(&temporary, &self.path));
+        let written = write_synced(&temporary, bytes).and_then(|()| fs::rename(&temporary, &self.path));
         if let Err(source) = written {
             let _ = fs::remove_file(&temporary);
             return Err(PersistError::Write { path: self.path.clone(), source });
@@ -137,6 +174,26 @@ impl StateFile {
     }
 }
 
+/// Reads the config at `path` in `format`; `None` when there is no file.
+fn read_config(path: &Path, format: Format) -> Result<Option<StoredConfig>, PersistError> {
+    let bytes = match fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(PersistError::Read { path: path.to_path_buf(), source }),
+    };
+
+    let config = match format {
+        Format::Binary => {
+            StoredConfig::decode(bytes.as_slice()).map_err(|source| PersistError::Corrupt { path: path.to_path_buf(), source })?
+        }
+        Format::Json => {
+            let text = String::from_utf8_lossy(&bytes);
+            json::from_json(&text, STORED_CONFIG_MESSAGE).map_err(|source| PersistError::CorruptJson { path: path.to_path_buf(), source })?
+        }
+    };
+    Ok(Some(config))
+}
+
 /// Recent versions, one file each, for `ListHistory` and `Rollback`.
 #[derive(Debug, Clone)]
 pub struct HistoryDir {
@@ -156,9 +213,8 @@ impl HistoryDir {
 
     /// Keeps the state file, just saved with `version`, as that version's
     /// history file without encoding the config again: a hard link, which
-    /// keeps this text because each save renames a new file over the state
-    /// file. Encoding 10,000 resources as JSON takes about as long as the
-    /// rest of an apply.
+    /// keeps these bytes because each save renames a new file over the
+    /// state file.
     pub fn link_state_file(&self, state_file: &StateFile, version: u64) -> Result<(), PersistError> {
         fs::create_dir_all(&self.path).map_err(|source| PersistError::CreateDir { path: self.path.clone(), source })?;
         let target = self.file(version).path;
@@ -171,18 +227,22 @@ impl HistoryDir {
             .map_err(|source| PersistError::Write { path: target, source })
     }
 
-    /// Reads every saved version, oldest first. A file that cannot be read
-    /// or parsed is skipped with a warning, because history is an aid and
-    /// the state file alone decides what is in force.
+    /// Reads every saved version, oldest first, including the JSON files of
+    /// an earlier release. A file that cannot be read or parsed is skipped
+    /// with a warning, because history is an aid and the state file alone
+    /// decides what is in force.
     pub fn load_all(&self) -> Vec<StoredConfig> {
-        let mut versions: Vec<u64> = match fs::read_dir(&self.path) {
+        let mut files: Vec<(u64, Format)> = match fs::read_dir(&self.path) {
             Ok(entries) => entries.filter_map(|entry| version_of(&entry.ok()?.file_name().to_string_lossy())).collect(),
             Err(_) => return Vec::new(),
         };
-        versions.sort_unstable();
-        versions
+        // A version saved in both formats is read from its binary file.
+        files.sort_unstable_by_key(|(version, format)| (*version, *format != Format::Binary));
+        files.dedup_by_key(|(version, _)| *version);
+
+        files
             .into_iter()
-            .filter_map(|version| match self.file(version).load() {
+            .filter_map(|(version, format)| match read_config(&self.path_of(version, format), format) {
                 Ok(config) => config,
                 Err(error) => {
                     tracing::warn!(error = %crate::error_chain(&error), version, "skipping an unreadable history file");
@@ -198,7 +258,7 @@ impl HistoryDir {
             return;
         };
         for entry in entries.flatten() {
-            if version_of(&entry.file_name().to_string_lossy()).is_some_and(|version| version < oldest_kept) {
+            if version_of(&entry.file_name().to_string_lossy()).is_some_and(|(version, _)| version < oldest_kept) {
                 if let Err(error) = fs::remove_file(entry.path()) {
                     tracing::warn!(%error, path = %entry.path().display(), "failed to delete an old history file");
                 }
@@ -207,37 +267,19 @@ impl HistoryDir {
     }
 
     fn file(&self, version: u64) -> StateFile {
-        StateFile { path: self.path.join(format!("{version}.json")) }
+        StateFile { path: self.path_of(version, Format::Binary) }
+    }
+
+    fn path_of(&self, version: u64, format: Format) -> PathBuf {
+        self.path.join(format!("{version}.{}", format.extension()))
     }
 }
 
-/// Adds a `resources` list of the indented JSON `items` as the first field
-/// of `header`, an indented JSON object written without one.
-fn with_resources(header: &str, items: &[&str]) -> String {
-    if items.is_empty() {
-        return header.to_string();
-    }
-    let length = header.len() + items.iter().map(|item| item.len() + item.len() / 8 + 8).sum::<usize>() + 32;
-    let mut text = String::with_capacity(length);
-    text.push_str("{\n  \"resources\": [");
-    for (index, item) in items.iter().enumerate() {
-        text.push_str(if index == 0 { "\n    " } else { ",\n    " });
-        text.push_str(&item.replace('\n', "\n    "));
-    }
-    text.push_str("\n  ]");
-    let rest = header.trim_end().strip_prefix('{').unwrap_or(header).trim_start_matches('\n');
-    if rest.starts_with('}') {
-        text.push('\n');
-    } else {
-        text.push_str(",\n");
-    }
-    text.push_str(rest);
-    text.push('\n');
-    text
-}
-
-fn version_of(file_name: &str) -> Option<u64> {
-    file_name.strip_suffix(".json")?.parse().ok()
+/// Returns the version and format of a history file's name.
+fn version_of(file_name: &str) -> Option<(u64, Format)> {
+    let (version, extension) = file_name.split_once('.')?;
+    let format = [Format::Binary, Format::Json].into_iter().find(|format| format.extension() == extension)?;
+    Some((version.parse().ok()?, format))
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -260,28 +302,14 @@ fn sync_directory(_directory: &Path) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::with_resources;
+    use super::{version_of, Format};
 
     #[test]
-    fn resources_lead_the_header_fields() {
-        let header = "{\n  \"version\": \"2\"\n}\n";
-        let text = with_resources(header, &["{\n  \"name\": \"a\"\n}", "{\n  \"name\": \"b\"\n}"]);
-
-        let json: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
-        assert_eq!(json["version"], "2");
-        assert_eq!(json["resources"][1]["name"], "b");
-        assert!(text.starts_with("{\n  \"resources\": [\n    {\n      \"name\": \"a\"\n    },\n"), "items are indented: {text}");
-    }
-
-    #[test]
-    fn resources_fit_an_empty_header() {
-        let text = with_resources("{}\n", &["{}"]);
-
-        assert_eq!(text, "{\n  \"resources\": [\n    {}\n  ]\n}\n");
-    }
-
-    #[test]
-    fn no_resources_keeps_the_header() {
-        assert_eq!(with_resources("{}\n", &[]), "{}\n");
+    fn history_file_names() {
+        assert_eq!(version_of("12.pb"), Some((12, Format::Binary)));
+        assert_eq!(version_of("7.json"), Some((7, Format::Json)));
+        assert_eq!(version_of("7.pb.tmp-42"), None);
+        assert_eq!(version_of("x.pb"), None);
+        assert_eq!(version_of("12"), None);
     }
 }

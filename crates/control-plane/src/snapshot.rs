@@ -3,13 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use legate_api::legate::config::v1::{ResourceRef, StoredConfig};
 use legate_config::{Resource, ResourceType};
 
-use crate::json::{self, JsonError};
 use crate::targets::{Overlay, Selector, ViewCache};
 
 /// Identity of a resource: its type and name. Ordering is by type in push
@@ -52,10 +51,6 @@ pub struct StoredResource {
     /// Fields of the resource that Legate accepts but does not use, as
     /// decoding reported them.
     pub ignored: Vec<String>,
-    /// `any` as indented proto3 JSON for the state file, made at the first
-    /// save. The versions that keep this resource share it, so a save
-    /// encodes only the resources that changed.
-    json: OnceLock<Box<str>>,
 }
 
 impl StoredResource {
@@ -63,22 +58,13 @@ impl StoredResource {
     pub fn new(any: prost_types::Any, resource: Resource) -> Self {
         let digest = xxhash_rust::xxh64::xxh64(&any.value, 0);
         let encoded = prost::Message::encode_to_vec(&any).into();
-        StoredResource { any, resource, version: 0, digest, encoded, ignored: Vec::new(), json: OnceLock::new() }
+        StoredResource { any, resource, version: 0, digest, encoded, ignored: Vec::new() }
     }
 
     /// Keeps the fields that decoding reported as ignored.
     pub fn with_ignored(mut self, ignored: Vec<String>) -> Self {
         self.ignored = ignored;
         self
-    }
-
-    /// Returns `any` as indented proto3 JSON, encoding it on the first call.
-    pub fn json(&self) -> Result<&str, JsonError> {
-        if let Some(text) = self.json.get() {
-            return Ok(text);
-        }
-        let text = json::to_json(&self.any, "google.protobuf.Any")?;
-        Ok(self.json.get_or_init(|| text.trim_end().into()))
     }
 
     /// Returns whether both resources would reach a proxy as the same bytes.
@@ -224,7 +210,7 @@ impl Snapshot {
 
     /// Returns the state file's message without its untargeted resources,
     /// and those resources in push order, so that the state file can reuse
-    /// their cached JSON.
+    /// their encoded bytes.
     pub fn to_stored_parts(&self) -> (StoredConfig, Vec<Arc<StoredResource>>) {
         (self.stored_without_resources(), self.resources.values().cloned().collect())
     }

@@ -3,7 +3,9 @@
 
 mod support;
 
-use legate_control_plane::persist::{HISTORY_DIR_NAME, STATE_FILE_NAME};
+use legate_api::legate::config::v1::StoredConfig;
+use legate_control_plane::persist::{HISTORY_DIR_NAME, JSON_STATE_FILE_NAME, STATE_FILE_NAME};
+use prost::Message;
 use legate_control_plane::{ControlPlane, LoadError, PersistError};
 use support::*;
 
@@ -45,24 +47,50 @@ async fn restart_serves_same_version() {
 }
 
 #[tokio::test]
-async fn state_file_is_readable_json() {
-    let data = TempDir::new("readable-json");
+async fn state_file_holds_the_stored_config() {
+    let data = TempDir::new("stored-config");
     let server = TestServer::start(ControlPlane::open(data.path()).expect("open")).await;
     server.apply(&[static_cluster("web", 8080)], vec![]).await.expect("apply");
 
-    let text = std::fs::read_to_string(data.path().join(STATE_FILE_NAME)).expect("state file written before reply");
-    let json: serde_json::Value = serde_json::from_str(&text).expect("state file is JSON");
+    let stored = read_stored(&data.path().join(STATE_FILE_NAME));
 
-    assert_eq!(json["version"], "1");
-    assert_eq!(json["resources"][0]["@type"], CDS.type_url());
-    assert_eq!(json["resources"][0]["name"], "web");
-    assert_eq!(json["type_versions"][CDS.type_url()], "1");
+    assert_eq!(stored.version, 1);
+    assert_eq!(names(&stored.resources), ["web"]);
+    assert_eq!(stored.resources[0].type_url, CDS.type_url());
+    assert_eq!(stored.resources, pack(&[static_cluster("web", 8080)]), "each resource is kept as applied");
+    assert_eq!(stored.type_versions.get(CDS.type_url()), Some(&1));
     let mut entries: Vec<String> =
         std::fs::read_dir(data.path()).expect("list data dir").map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned()).collect();
     entries.sort();
     assert_eq!(entries, [STATE_FILE_NAME, HISTORY_DIR_NAME], "no temporary file is left behind");
     let history: Vec<_> = std::fs::read_dir(data.path().join(HISTORY_DIR_NAME)).expect("list history").map(|entry| entry.unwrap().file_name()).collect();
-    assert_eq!(history, ["1.json"], "the version is kept in the history");
+    assert_eq!(history, ["1.pb"], "the version is kept in the history");
+}
+
+#[tokio::test]
+async fn json_state_file_of_an_earlier_release_is_converted() {
+    let data = TempDir::new("json-converted");
+    let json_path = data.path().join(JSON_STATE_FILE_NAME);
+    let stored = serde_json::json!({
+        "version": "3",
+        "resources": [static_cluster("web", 8080)],
+        "type_versions": { CDS.type_url(): "3" }
+    });
+    std::fs::write(&json_path, stored.to_string()).expect("write JSON state file");
+    std::fs::create_dir(data.path().join(HISTORY_DIR_NAME)).expect("create history");
+    let earlier = serde_json::json!({ "version": "2", "resources": [static_cluster("web", 8079)], "type_versions": { CDS.type_url(): "2" } });
+    std::fs::write(data.path().join(HISTORY_DIR_NAME).join("2.json"), earlier.to_string()).expect("write JSON history file");
+
+    let plane = ControlPlane::open(data.path()).expect("open converts the JSON file");
+
+    assert_eq!(plane.store().snapshot().version(), 3);
+    assert_eq!(plane.store().snapshot().packed_in_push_order(), pack(&[static_cluster("web", 8080)]));
+    assert!(!json_path.exists(), "the JSON file is gone once converted");
+    assert_eq!(read_stored(&data.path().join(STATE_FILE_NAME)).version, 3, "the state file holds the converted config");
+    let kept: Vec<u64> = plane.store().history().iter().map(|snapshot| snapshot.version()).collect();
+    assert_eq!(kept, [3, 2], "the JSON history file is read too");
+    let restarted = ControlPlane::open(data.path()).expect("reopen the converted directory");
+    assert_eq!(restarted.store().snapshot().version(), 3);
 }
 
 #[tokio::test]
@@ -79,26 +107,42 @@ async fn missing_state_file_starts_empty() {
 async fn corrupt_state_file_stops_start_up() {
     let data = TempDir::new("corrupt-file");
     let path = data.path().join(STATE_FILE_NAME);
-    std::fs::write(&path, "{\"version\": \"3\", \"resources\": [").expect("write corrupt file");
+    // A `resources` entry that claims 16 bytes and has one.
+    let corrupt = [0x12, 0x10, 0x01];
+    std::fs::write(&path, corrupt).expect("write corrupt file");
 
     let error = ControlPlane::open(data.path()).expect_err("corrupt file is rejected");
 
     assert!(matches!(error, LoadError::Persist(PersistError::Corrupt { .. })), "{error:?}");
     assert!(error.to_string().contains(&path.display().to_string()), "error names the file: {error}");
-    let text = std::fs::read_to_string(&path).expect("file still there");
-    assert_eq!(text, "{\"version\": \"3\", \"resources\": [", "file is left untouched");
+    assert_eq!(std::fs::read(&path).expect("file still there"), corrupt, "file is left untouched");
+}
+
+#[tokio::test]
+async fn corrupt_json_state_file_stops_start_up() {
+    let data = TempDir::new("corrupt-json-file");
+    let path = data.path().join(JSON_STATE_FILE_NAME);
+    std::fs::write(&path, "{\"version\": \"3\", \"resources\": [").expect("write corrupt file");
+
+    let error = ControlPlane::open(data.path()).expect_err("corrupt file is rejected");
+
+    assert!(matches!(error, LoadError::Persist(PersistError::CorruptJson { .. })), "{error:?}");
+    assert!(error.to_string().contains(&path.display().to_string()), "error names the file: {error}");
+    assert!(path.exists(), "file is left in place");
+    assert!(!data.path().join(STATE_FILE_NAME).exists(), "no empty state file replaces it");
 }
 
 #[tokio::test]
 async fn invalid_state_file_stops_start_up() {
     let data = TempDir::new("invalid-config");
     let path = data.path().join(STATE_FILE_NAME);
-    let stored = serde_json::json!({
-        "version": "4",
-        "resources": [route_config("routes", &["missing-cluster"])],
-        "type_versions": { RDS.type_url(): "4" }
-    });
-    std::fs::write(&path, stored.to_string()).expect("write state file");
+    let stored = StoredConfig {
+        version: 4,
+        resources: pack(&[route_config("routes", &["missing-cluster"])]),
+        type_versions: [(RDS.type_url().to_string(), 4)].into(),
+        ..Default::default()
+    };
+    std::fs::write(&path, stored.encode_to_vec()).expect("write state file");
 
     let error = ControlPlane::open(data.path()).expect_err("dangling reference is rejected");
 
@@ -139,13 +183,15 @@ async fn history_files_keep_their_version() {
     plane.store().apply(&pack(&[static_cluster("web", 8001)]), &[]).await.expect("first apply");
     plane.store().apply(&pack(&[static_cluster("web", 8002)]), &[]).await.expect("second apply");
 
-    let read = |path: std::path::PathBuf| -> serde_json::Value {
-        serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("JSON")
-    };
     let history = data.path().join(HISTORY_DIR_NAME);
-    assert_eq!(read(history.join("1.json"))["version"], "1", "a later save leaves the first version's file alone");
-    assert_eq!(read(history.join("2.json"))["version"], "2");
-    assert_eq!(read(data.path().join(STATE_FILE_NAME))["version"], "2");
-    let first_port = &read(history.join("1.json"))["resources"][0]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]["port_value"];
-    assert_eq!(first_port, 8001);
+    let first = read_stored(&history.join("1.pb"));
+    assert_eq!(first.version, 1, "a later save leaves the first version's file alone");
+    assert_eq!(read_stored(&history.join("2.pb")).version, 2);
+    assert_eq!(read_stored(&data.path().join(STATE_FILE_NAME)).version, 2);
+    assert_eq!(first.resources, pack(&[static_cluster("web", 8001)]));
+}
+
+/// Reads a state file or history file.
+fn read_stored(path: &std::path::Path) -> StoredConfig {
+    StoredConfig::decode(std::fs::read(path).expect("read").as_slice()).expect("an encoded StoredConfig")
 }

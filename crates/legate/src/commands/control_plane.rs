@@ -24,7 +24,7 @@ pub struct Args {
     #[arg(long, value_name = "ADDR", default_value = super::DEFAULT_SERVER)]
     pub listen: SocketAddr,
 
-    /// Directory of the state file (config.json), created if missing.
+    /// Directory of the state file (config.pb), created if missing.
     /// Unused with --etcd-endpoints.
     #[arg(long, value_name = "DIR", default_value = "./legate-data")]
     pub data_dir: PathBuf,
