@@ -47,6 +47,12 @@ struct State {
     secrets: HashMap<String, Versioned<Arc<Secret>>>,
     listeners: HashMap<String, ListenerEntry>,
     active_clusters: HashMap<Arc<str>, ActiveCluster>,
+    /// The handles of `active_clusters`, as the last snapshot carries them.
+    published_clusters: Arc<HashMap<Arc<str>, Arc<ClusterHandle>>>,
+    /// Whether a cluster, its endpoints or its TLS changed since the last
+    /// publish. Without such a change, a publish (after a route or listener
+    /// update) reuses the active clusters instead of checking each again.
+    clusters_changed: bool,
     active_listeners: HashMap<Arc<str>, ActiveListener>,
     generation: u64,
     ready: bool,
@@ -182,7 +188,9 @@ impl ConfigManager {
         let mut state = self.lock();
         let mut rejected = Vec::new();
 
+        let known = state.clusters.len();
         state.clusters.retain(|name, entry| entry.is_static || named.contains(name));
+        state.clusters_changed |= state.clusters.len() != known;
         for (cluster, raw) in clusters {
             if state.clusters.get(&cluster.name).is_some_and(|entry| entry.is_static) {
                 rejected.push(static_conflict(&cluster.name, "cluster"));
@@ -242,6 +250,7 @@ impl ConfigManager {
         for (assignment, raw) in assignments {
             let entry = Versioned { value: Arc::new(assignment), version: version.to_string(), raw: Some(raw) };
             state.assignments.insert(entry.value.cluster_name.clone(), entry);
+            state.clusters_changed = true;
         }
         self.publish(&mut state);
     }
@@ -511,6 +520,7 @@ impl ConfigManager {
             tls_secrets,
         };
         state.clusters.insert(entry.config.name.clone(), entry);
+        state.clusters_changed = true;
         Ok(())
     }
 
@@ -601,6 +611,7 @@ impl ConfigManager {
                     info!(cluster = %name, "TLS config rebuilt from updated secrets");
                     entry.tls = Some(tls);
                     entry.tls_secrets = used;
+                    state.clusters_changed = true;
                 }
                 Ok(None) | Err(TlsBuildError::Secret(_)) => {}
                 Err(TlsBuildError::Load(reason)) => {
@@ -619,17 +630,16 @@ impl ConfigManager {
             return;
         }
         entry.resolved = Some(round.endpoints);
+        state.clusters_changed = true;
         self.publish(&mut state);
     }
 
     /// Builds the snapshot from every warm resource, keeping the previous
     /// version of anything still warming, and publishes it.
     fn publish(&self, state: &mut State) {
-        let clusters = self.warm_clusters(state);
-        for name in state.active_clusters.keys().filter(|name| !clusters.contains_key(*name)) {
-            self.stats.upstream.remove_cluster(name);
+        if std::mem::take(&mut state.clusters_changed) {
+            self.publish_clusters(state);
         }
-        state.active_clusters = clusters;
 
         let mut listeners = HashMap::new();
         for (name, entry) in &state.listeners {
@@ -647,10 +657,7 @@ impl ConfigManager {
         }
         state.active_listeners = listeners;
 
-        let snapshot = Snapshot {
-            listeners: state.active_listeners.clone(),
-            clusters: state.active_clusters.iter().map(|(name, active)| (name.clone(), active.handle.clone())).collect(),
-        };
+        let snapshot = Snapshot { listeners: state.active_listeners.clone(), clusters: state.published_clusters.clone() };
         self.store.store(Arc::new(snapshot));
 
         let active: Vec<Arc<Listener>> = state
@@ -662,6 +669,17 @@ impl ConfigManager {
         let desired: HashSet<&str> = state.listeners.keys().map(String::as_str).collect();
         self.listeners.sync(&active, &desired);
         self.update_ready(state);
+    }
+
+    /// Rebuilds the active clusters and the map the snapshots share.
+    fn publish_clusters(&self, state: &mut State) {
+        let clusters = self.warm_clusters(state);
+        for name in state.active_clusters.keys().filter(|name| !clusters.contains_key(*name)) {
+            self.stats.upstream.remove_cluster(name);
+        }
+        state.active_clusters = clusters;
+        let handles = state.active_clusters.iter().map(|(name, active)| (name.clone(), active.handle.clone())).collect();
+        state.published_clusters = Arc::new(handles);
     }
 
     fn warm_clusters(&self, state: &mut State) -> HashMap<Arc<str>, ActiveCluster> {
@@ -874,6 +892,52 @@ mod tests {
             "resources:\n- \"@type\": type.googleapis.com/envoy.config.cluster.v3.Cluster\n  name: web\n  type: STATIC\n  connect_timeout: {timeout}\n"
         );
         legate_config::text::parse_resources(&yaml).expect("valid cluster").remove(0)
+    }
+
+    /// Decodes the one resource of a resources file in YAML.
+    fn decoded(yaml: &str) -> (Resource, prost_types::Any) {
+        let any = legate_config::text::parse_resources(yaml).expect("valid resource").remove(0);
+        let Ok(decoded) = decode_any(&any) else { panic!("the resource decodes") };
+        (decoded.value, any)
+    }
+
+    #[tokio::test]
+    async fn cluster_map_rebuilt_on_cluster_changes() {
+        let stats = ProxyStats::new();
+        let store = crate::snapshot::new_store();
+        let manager = ConfigManager::new(store.clone(), ListenerSet::new(store.clone(), stats.clone()), stats);
+        let (Resource::Cluster(eds), eds_any) = decoded(
+            "resources:\n- \"@type\": type.googleapis.com/envoy.config.cluster.v3.Cluster\n  name: eds\n  type: EDS\n  eds_cluster_config: { eds_config: { ads: {} } }\n",
+        ) else {
+            panic!("a cluster")
+        };
+        let (Resource::RouteConfiguration(routes), routes_any) = decoded(
+            "resources:\n- \"@type\": type.googleapis.com/envoy.config.route.v3.RouteConfiguration\n  name: routes\n  virtual_hosts: [{ name: all, domains: [\"*\"], routes: [{ match: { prefix: / }, route: { cluster: eds } }] }]\n",
+        ) else {
+            panic!("a route configuration")
+        };
+        let (Resource::ClusterLoadAssignment(assignment), assignment_any) = decoded(
+            "resources:\n- \"@type\": type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment\n  cluster_name: eds\n  endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 9 } } } }] }]\n",
+        ) else {
+            panic!("an assignment")
+        };
+
+        let rejected = manager.update_clusters(vec![(eds, eds_any)], &HashSet::from(["eds".to_string()]), "1");
+        assert!(rejected.is_empty(), "{rejected:?}");
+        let warming = store.load_full();
+        assert!(warming.clusters.is_empty(), "the cluster warms until its endpoints arrive");
+
+        manager.update_route_configs(vec![(routes, routes_any)], "1");
+        let after_routes = store.load_full();
+        assert!(std::sync::Arc::ptr_eq(&warming.clusters, &after_routes.clusters), "a route update keeps the cluster map");
+
+        manager.update_assignments(vec![(assignment, assignment_any)], "1");
+        let warm = store.load_full();
+        assert!(warm.clusters.contains_key("eds"), "the endpoints warm the cluster");
+
+        let rejected = manager.update_clusters(Vec::new(), &HashSet::new(), "2");
+        assert!(rejected.is_empty(), "{rejected:?}");
+        assert!(store.load_full().clusters.is_empty(), "a cluster absent from the response is removed");
     }
 
     #[tokio::test]

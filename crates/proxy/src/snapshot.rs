@@ -18,8 +18,9 @@ pub struct Snapshot {
     /// Active listeners by name, each filter chain with its route table
     /// already resolved (inline or from RDS).
     pub listeners: HashMap<Arc<str>, ActiveListener>,
-    /// Warm clusters by name.
-    pub clusters: HashMap<Arc<str>, Arc<ClusterHandle>>,
+    /// Warm clusters by name, shared by the snapshots between two cluster
+    /// changes.
+    pub clusters: Arc<HashMap<Arc<str>, Arc<ClusterHandle>>>,
 }
 
 /// A listener's filter chains and, when they terminate TLS, their server
