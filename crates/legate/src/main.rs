@@ -71,12 +71,17 @@ fn main() -> ExitCode {
 }
 
 impl Cli {
-    /// Worker threads the command asks for; only the proxy takes
-    /// `--concurrency`, the other commands use the machine's cores.
+    /// Returns the worker threads for the command's runtime; `None` for one
+    /// per core. Only the proxy takes `--concurrency`. The client commands
+    /// make one request at a time, so one thread serves them without waking
+    /// others.
     fn command_threads(&self) -> Option<usize> {
         match &self.command {
             Command::Proxy(args) => args.concurrency,
-            _ => None,
+            Command::ControlPlane(_) | Command::Demo(_) => None,
+            Command::Apply(_) | Command::Get(_) | Command::Proxies(_) | Command::Status(_) | Command::History(_) | Command::Rollback(_) => {
+                Some(1)
+            }
         }
     }
 }
