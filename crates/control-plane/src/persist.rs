@@ -5,9 +5,9 @@
 //! The file was indented proto3 JSON before. Encoding 10,000 new resources
 //! as JSON by reflection took about two thirds of the control plane's CPU in
 //! that apply, and the file was about six times larger, so its sync took
-//! longer too. A data directory from
-//! then still loads: without `config.pb`, a `config.json` is read and
-//! converted. `legate get` prints the config in force as JSON.
+//! longer too. A data directory from then still loads: without `config.pb`,
+//! a `config.json` is read and converted. `legate get` prints the config in
+//! force as JSON.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
@@ -32,8 +32,17 @@ pub const HISTORY_DIR_NAME: &str = "history";
 
 const STORED_CONFIG_MESSAGE: &str = "legate.config.v1.StoredConfig";
 
+/// Name the JSON state file of an earlier release gets once converted.
+pub const CONVERTED_JSON_FILE_NAME: &str = "config.json.converted";
+
 /// Field number of `resources` in `StoredConfig`.
 const RESOURCES_FIELD: u32 = 2;
+
+/// Field number of `checksum` in `StoredConfig`.
+const CHECKSUM_FIELD: u32 = 9;
+
+/// Length of the encoded `checksum` field: a one-byte key and 8 bytes.
+const CHECKSUM_LENGTH: usize = 9;
 
 /// The formats a state file or history file may have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +83,8 @@ pub enum PersistError {
         #[source]
         source: prost::DecodeError,
     },
+    #[error("state file {} is corrupt: it is cut short or was changed, because its checksum does not match; fix or move it away, because it is never overwritten with an empty config", path.display())]
+    Checksum { path: PathBuf },
     #[error("state file {} is corrupt; fix or move it away, because it is never overwritten with an empty config", path.display())]
     CorruptJson {
         path: PathBuf,
@@ -107,7 +118,8 @@ impl StateFile {
 
     /// Reads the saved config; `None` when no file exists yet. Without a
     /// state file, a `config.json` from an earlier release is read, saved
-    /// as the state file, and then deleted.
+    /// as the state file, and renamed to `config.json.converted`, which an
+    /// earlier release no longer reads.
     pub fn load(&self) -> Result<Option<StoredConfig>, PersistError> {
         if let Some(config) = read_config(&self.path, Format::Binary)? {
             return Ok(Some(config));
@@ -118,8 +130,9 @@ impl StateFile {
         };
 
         self.save(&config)?;
-        if let Err(error) = fs::remove_file(&json_path) {
-            tracing::warn!(%error, path = %json_path.display(), "failed to delete the converted JSON state file");
+        let converted = self.path.with_file_name(CONVERTED_JSON_FILE_NAME);
+        if let Err(error) = fs::rename(&json_path, &converted) {
+            tracing::warn!(%error, path = %json_path.display(), "failed to rename the converted JSON state file");
         }
         tracing::info!(from = %json_path.display(), to = %self.path.display(), "converted the JSON state file of an earlier release");
         Ok(Some(config))
@@ -127,7 +140,7 @@ impl StateFile {
 
     /// Replaces the file with `config`, as [`StateFile::save_parts`] does.
     pub fn save(&self, config: &StoredConfig) -> Result<(), PersistError> {
-        self.write(&config.encode_to_vec())
+        self.write(&encode_state(config))
     }
 
     /// Replaces the file with `config` plus `resources` as its `resources`
@@ -136,13 +149,13 @@ impl StateFile {
     /// the file is those bytes with a field key and a length before each.
     pub fn save_parts(&self, config: &StoredConfig, resources: &[Arc<StoredResource>]) -> Result<(), PersistError> {
         let mut bytes = config.encode_to_vec();
-        bytes.reserve(resources.iter().map(|resource| resource.encoded.len() + 8).sum());
+        bytes.reserve(resources.iter().map(|resource| resource.encoded.len() + 8).sum::<usize>() + CHECKSUM_LENGTH);
         for resource in resources {
             prost::encoding::encode_key(RESOURCES_FIELD, prost::encoding::WireType::LengthDelimited, &mut bytes);
             prost::encoding::encode_varint(resource.encoded.len() as u64, &mut bytes);
             bytes.extend_from_slice(&resource.encoded);
         }
-        self.write(&bytes)
+        self.write(&sealed(bytes))
     }
 
     /// Writes `bytes` to a temporary file in the same directory, syncs it
@@ -184,14 +197,40 @@ fn read_config(path: &Path, format: Format) -> Result<Option<StoredConfig>, Pers
 
     let config = match format {
         Format::Binary => {
-            StoredConfig::decode(bytes.as_slice()).map_err(|source| PersistError::Corrupt { path: path.to_path_buf(), source })?
+            let fields = unsealed(&bytes).ok_or_else(|| PersistError::Checksum { path: path.to_path_buf() })?;
+            StoredConfig::decode(fields).map_err(|source| PersistError::Corrupt { path: path.to_path_buf(), source })?
         }
         Format::Json => {
-            let text = String::from_utf8_lossy(&bytes);
+            let invalid = |error| PersistError::Read { path: path.to_path_buf(), source: io::Error::new(io::ErrorKind::InvalidData, error) };
+            let text = String::from_utf8(bytes).map_err(invalid)?;
             json::from_json(&text, STORED_CONFIG_MESSAGE).map_err(|source| PersistError::CorruptJson { path: path.to_path_buf(), source })?
         }
     };
     Ok(Some(config))
+}
+
+/// Encodes `config` as the state file and history files hold it, with its
+/// checksum last.
+pub fn encode_state(config: &StoredConfig) -> Vec<u8> {
+    sealed(config.encode_to_vec())
+}
+
+/// Appends the `checksum` field over `fields`, the other encoded fields.
+fn sealed(mut fields: Vec<u8>) -> Vec<u8> {
+    let checksum = xxhash_rust::xxh64::xxh64(&fields, 0);
+    prost::encoding::encode_key(CHECKSUM_FIELD, prost::encoding::WireType::SixtyFourBit, &mut fields);
+    fields.extend_from_slice(&checksum.to_le_bytes());
+    fields
+}
+
+/// Returns the fields before the `checksum` field that ends `bytes`, when
+/// that checksum matches them.
+fn unsealed(bytes: &[u8]) -> Option<&[u8]> {
+    let (fields, trailer) = bytes.split_at_checked(bytes.len().checked_sub(CHECKSUM_LENGTH)?)?;
+    let (key, checksum) = trailer.split_first()?;
+    let expected_key = (CHECKSUM_FIELD << 3) | prost::encoding::WireType::SixtyFourBit as u32;
+    let checksum = u64::from_le_bytes(checksum.try_into().ok()?);
+    (u32::from(*key) == expected_key && xxhash_rust::xxh64::xxh64(fields, 0) == checksum).then_some(fields)
 }
 
 /// Recent versions, one file each, for `ListHistory` and `Rollback`.
@@ -302,7 +341,38 @@ fn sync_directory(_directory: &Path) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{version_of, Format};
+    use legate_api::legate::config::v1::StoredConfig;
+    use prost::Message;
+
+    use super::{encode_state, read_config, sealed, unsealed, version_of, Format, PersistError};
+
+    #[test]
+    fn checksum_covers_every_byte() {
+        let config = StoredConfig { version: 7, applied_by: "ops".into(), ..Default::default() };
+        let bytes = encode_state(&config);
+
+        let fields = unsealed(&bytes).expect("a sealed file passes");
+        assert_eq!(StoredConfig::decode(fields).unwrap(), config);
+        assert_eq!(StoredConfig::decode(bytes.as_slice()).unwrap().version, 7, "the file is a StoredConfig");
+        for cut in 0..bytes.len() {
+            assert_eq!(unsealed(&bytes[..cut]), None, "cut at {cut}");
+        }
+        let mut changed = bytes.clone();
+        changed[1] ^= 1;
+        assert_eq!(unsealed(&changed), None, "a changed byte");
+    }
+
+    #[test]
+    fn sealed_invalid_protobuf_is_corrupt() {
+        let path = std::env::temp_dir().join(format!("legate-sealed-invalid-{}.pb", std::process::id()));
+        // A `resources` entry that claims 16 bytes and has one.
+        std::fs::write(&path, sealed(vec![0x12, 0x10, 0x01])).expect("write file");
+
+        let result = read_config(&path, Format::Binary);
+        let _ = std::fs::remove_file(&path);
+
+        assert!(matches!(result, Err(PersistError::Corrupt { .. })), "{result:?}");
+    }
 
     #[test]
     fn history_file_names() {

@@ -234,6 +234,7 @@ impl Snapshot {
             rolled_back_to: self.origin.rolled_back_to.unwrap_or(0),
             targeted: self.overlays.iter().map(Overlay::to_stored).collect(),
             target: self.target.as_ref().map(Selector::to_proto),
+            checksum: 0,
         }
     }
 }

@@ -4,7 +4,7 @@
 mod support;
 
 use legate_api::legate::config::v1::StoredConfig;
-use legate_control_plane::persist::{HISTORY_DIR_NAME, JSON_STATE_FILE_NAME, STATE_FILE_NAME};
+use legate_control_plane::persist::{encode_state, CONVERTED_JSON_FILE_NAME, HISTORY_DIR_NAME, JSON_STATE_FILE_NAME, STATE_FILE_NAME};
 use prost::Message;
 use legate_control_plane::{ControlPlane, LoadError, PersistError};
 use support::*;
@@ -68,7 +68,7 @@ async fn state_file_holds_the_stored_config() {
 }
 
 #[tokio::test]
-async fn json_state_file_of_an_earlier_release_is_converted() {
+async fn json_state_file_converted() {
     let data = TempDir::new("json-converted");
     let json_path = data.path().join(JSON_STATE_FILE_NAME);
     let stored = serde_json::json!({
@@ -85,10 +85,11 @@ async fn json_state_file_of_an_earlier_release_is_converted() {
 
     assert_eq!(plane.store().snapshot().version(), 3);
     assert_eq!(plane.store().snapshot().packed_in_push_order(), pack(&[static_cluster("web", 8080)]));
-    assert!(!json_path.exists(), "the JSON file is gone once converted");
+    assert!(!json_path.exists(), "the JSON file is renamed once converted");
+    assert!(data.path().join(CONVERTED_JSON_FILE_NAME).exists(), "the JSON file is kept under another name");
     assert_eq!(read_stored(&data.path().join(STATE_FILE_NAME)).version, 3, "the state file holds the converted config");
-    let kept: Vec<u64> = plane.store().history().iter().map(|snapshot| snapshot.version()).collect();
-    assert_eq!(kept, [3, 2], "the JSON history file is read too");
+    let versions: Vec<u64> = plane.store().history().iter().map(|snapshot| snapshot.version()).collect();
+    assert_eq!(versions, [3, 2], "the JSON history file is read too");
     let restarted = ControlPlane::open(data.path()).expect("reopen the converted directory");
     assert_eq!(restarted.store().snapshot().version(), 3);
 }
@@ -104,18 +105,23 @@ async fn missing_state_file_starts_empty() {
 }
 
 #[tokio::test]
-async fn corrupt_state_file_stops_start_up() {
-    let data = TempDir::new("corrupt-file");
+async fn cut_state_file_stops_start_up() {
+    let data = TempDir::new("cut-file");
     let path = data.path().join(STATE_FILE_NAME);
-    // A `resources` entry that claims 16 bytes and has one.
-    let corrupt = [0x12, 0x10, 0x01];
-    std::fs::write(&path, corrupt).expect("write corrupt file");
+    let server = TestServer::start(ControlPlane::open(data.path()).expect("open")).await;
+    server.apply(&[static_cluster("web", 8080)], vec![]).await.expect("apply");
+    server.stop().await.expect("server stops");
+    let whole = std::fs::read(&path).expect("read state file");
 
-    let error = ControlPlane::open(data.path()).expect_err("corrupt file is rejected");
+    for cut in [whole.len() - 1, whole.len() / 2, 0] {
+        std::fs::write(&path, &whole[..cut]).expect("write cut file");
 
-    assert!(matches!(error, LoadError::Persist(PersistError::Corrupt { .. })), "{error:?}");
-    assert!(error.to_string().contains(&path.display().to_string()), "error names the file: {error}");
-    assert_eq!(std::fs::read(&path).expect("file still there"), corrupt, "file is left untouched");
+        let error = ControlPlane::open(data.path()).expect_err("cut file is rejected");
+
+        assert!(matches!(error, LoadError::Persist(PersistError::Checksum { .. })), "cut at {cut}: {error:?}");
+        assert!(error.to_string().contains(&path.display().to_string()), "error names the file: {error}");
+        assert_eq!(std::fs::read(&path).expect("file still there").len(), cut, "file is left untouched");
+    }
 }
 
 #[tokio::test]
@@ -142,7 +148,7 @@ async fn invalid_state_file_stops_start_up() {
         type_versions: [(RDS.type_url().to_string(), 4)].into(),
         ..Default::default()
     };
-    std::fs::write(&path, stored.encode_to_vec()).expect("write state file");
+    std::fs::write(&path, encode_state(&stored)).expect("write state file");
 
     let error = ControlPlane::open(data.path()).expect_err("dangling reference is rejected");
 

@@ -30,16 +30,24 @@ impl de::Error for GiveUp {
     }
 }
 
+/// Nested sequences and mappings the stream reads before it gives up. It
+/// is below serde_yaml_ng's limit (128), so a document that the fast path
+/// reads is never too deep for the document path, and a crafted file cannot
+/// exhaust the stack.
+const MAX_DEPTH: usize = 64;
+
 /// Deserializes the one document of a YAML text.
 pub(super) struct Stream<'a> {
     events: Events<'a>,
     peeked: Option<Event<'a>>,
+    /// Sequences and mappings open around the current node.
+    depth: usize,
 }
 
 impl<'a> Stream<'a> {
     /// Starts reading `text` at its document's root node.
     pub(super) fn new(text: &'a str) -> Result<Self, GiveUp> {
-        let mut stream = Stream { events: Events::new(text).ok_or(GiveUp)?, peeked: None };
+        let mut stream = Stream { events: Events::new(text).ok_or(GiveUp)?, peeked: None, depth: 0 };
         stream.expect(Event::StreamStart)?;
         stream.expect(Event::DocumentStart)?;
         Ok(stream)
@@ -65,6 +73,16 @@ impl<'a> Stream<'a> {
         Ok(self.peeked.as_ref().expect("filled above"))
     }
 
+    /// Counts a sequence or mapping that opens, giving up beyond
+    /// [`MAX_DEPTH`].
+    fn enter(&mut self) -> Result<(), GiveUp> {
+        if self.depth >= MAX_DEPTH {
+            return Err(GiveUp);
+        }
+        self.depth += 1;
+        Ok(())
+    }
+
     fn expect(&mut self, expected: Event<'static>) -> Result<(), GiveUp> {
         if self.next()? == expected {
             Ok(())
@@ -82,13 +100,17 @@ impl<'de> de::Deserializer<'de> for &mut Stream<'de> {
             Event::Scalar { value, plain: true } => visit_plain(value, visitor),
             Event::Scalar { value, plain: false } => visit_text(value, visitor),
             Event::SequenceStart => {
+                self.enter()?;
                 let value = visitor.visit_seq(Items { stream: &mut *self })?;
                 self.expect(Event::SequenceEnd)?;
+                self.depth -= 1;
                 Ok(value)
             }
             Event::MappingStart => {
+                self.enter()?;
                 let value = visitor.visit_map(Entries { stream: &mut *self })?;
                 self.expect(Event::MappingEnd)?;
+                self.depth -= 1;
                 Ok(value)
             }
             _ => Err(GiveUp),
@@ -308,5 +330,14 @@ mod tests {
         for text in ["a: &x 1\nb: *x\n", "a: !tag 1\n", "a: 0x10\n", "---\na: 1\n---\nb: 2\n", "a: [1\n", ""] {
             assert_eq!(both(text).0, None, "{text:?}");
         }
+    }
+
+    #[test]
+    fn deep_nesting_gives_up() {
+        let nested = |depth: usize| format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+
+        assert!(both(&nested(MAX_DEPTH)).0.is_some(), "at the limit");
+        assert_eq!(both(&nested(MAX_DEPTH + 1)).0, None, "beyond the limit");
+        assert_eq!(both(&nested(100_000)).0, None, "far beyond, without a stack overflow");
     }
 }
