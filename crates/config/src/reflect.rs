@@ -121,6 +121,116 @@ fn wire_any_known(mut bytes: &[u8], depth: usize) -> bool {
     inner.is_some_and(|inner| wire_fields_known(&inner, value, depth + 1))
 }
 
+/// Sorts the entries of every map field in `bytes`, an encoded message of
+/// type `descriptor`, in nested messages and known `Any` values too.
+/// prost-reflect encodes a map in the order of a `HashMap`, which differs
+/// from one map to the next. Without sorting, the same config would encode
+/// to other bytes on each run, and the control plane would count an
+/// unchanged resource as modified. Sorting keeps every length, so it works
+/// in place.
+pub fn sort_map_entries(descriptor: &MessageDescriptor, bytes: &mut [u8]) {
+    sort_entries_in(descriptor, bytes, 0);
+}
+
+fn sort_entries_in(descriptor: &MessageDescriptor, bytes: &mut [u8], depth: usize) {
+    if depth > MAX_SCAN_DEPTH {
+        return;
+    }
+    if descriptor.full_name() == ANY {
+        sort_entries_in_any(bytes, depth);
+        return;
+    }
+    // Consecutive entries of one map field: its number and byte range.
+    let mut run: Option<(u32, std::ops::Range<usize>)> = None;
+    let mut position = 0;
+    while position < bytes.len() {
+        let Some(field) = WireField::at(bytes, position) else { return };
+        let start = position;
+        position = field.value.end;
+        let declared = descriptor.get_field(field.number).filter(|_| field.wire_type == 2);
+        let is_map = declared.as_ref().is_some_and(|declared| declared.is_map());
+
+        if let Some((number, range)) = run.take() {
+            if is_map && number == field.number && range.end == start {
+                run = Some((number, range.start..field.value.end));
+            } else {
+                sort_run(&mut bytes[range]);
+            }
+        }
+        let Some(Kind::Message(inner)) = declared.map(|declared| declared.kind()) else { continue };
+        sort_entries_in(&inner, &mut bytes[field.value.clone()], depth + 1);
+        if is_map && run.is_none() {
+            run = Some((field.number, start..field.value.end));
+        }
+    }
+    if let Some((_, range)) = run {
+        sort_run(&mut bytes[range]);
+    }
+}
+
+/// Sorts inside an `Any`'s value, as the type it names.
+fn sort_entries_in_any(bytes: &mut [u8], depth: usize) {
+    let (mut type_url, mut value) = (0..0, 0..0);
+    let mut position = 0;
+    while position < bytes.len() {
+        let Some(field) = WireField::at(bytes, position) else { return };
+        position = field.value.end;
+        match (field.number, field.wire_type) {
+            (1, 2) => type_url = field.value,
+            (2, 2) => value = field.value,
+            _ => {}
+        }
+    }
+    let inner = std::str::from_utf8(&bytes[type_url]).ok().and_then(message_for_type_url);
+    if let Some(inner) = inner {
+        sort_entries_in(&inner, &mut bytes[value], depth + 1);
+    }
+}
+
+/// Orders the encoded map entries in `run` by their bytes.
+fn sort_run(run: &mut [u8]) {
+    let mut entries = Vec::new();
+    let mut position = 0;
+    while position < run.len() {
+        let Some(field) = WireField::at(run, position) else { return };
+        entries.push(position..field.value.end);
+        position = field.value.end;
+    }
+    let original = run.to_vec();
+    entries.sort_by(|a, b| original[a.clone()].cmp(&original[b.clone()]));
+
+    let mut offset = 0;
+    for entry in entries {
+        run[offset..offset + entry.len()].copy_from_slice(&original[entry.clone()]);
+        offset += entry.len();
+    }
+}
+
+/// One field of an encoded message: its number, its wire type, and the
+/// byte range of its value (without the length of a delimited value).
+struct WireField {
+    number: u32,
+    wire_type: u64,
+    value: std::ops::Range<usize>,
+}
+
+impl WireField {
+    /// Reads the field that starts at `position` of `bytes`; `None` for
+    /// groups and truncated input.
+    fn at(bytes: &[u8], position: usize) -> Option<WireField> {
+        let mut rest = bytes.get(position..)?;
+        let key = prost::encoding::decode_varint(&mut rest).ok()?;
+        let before_value = rest.len();
+        let value = next_wire_value(&mut rest, key & 7)?;
+        let end = bytes.len() - rest.len();
+        let start = match value {
+            WireValue::Delimited(inner) => end - inner.len(),
+            WireValue::Scalar(_) => bytes.len() - before_value,
+        };
+        Some(WireField { number: u32::try_from(key >> 3).ok()?, wire_type: key & 7, value: start..end })
+    }
+}
+
 /// Returns the string field `number` of the encoded message `bytes`, looking
 /// at the top level only. As in decoding, the last occurrence wins and an
 /// absent field is empty. `None` when the top level is malformed or the

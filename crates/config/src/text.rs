@@ -10,7 +10,7 @@
 //! file skips the document too (see `yaml`).
 
 use prost::Message;
-use prost_reflect::{DeserializeOptions, DynamicMessage, Kind, MessageDescriptor};
+use prost_reflect::{DeserializeOptions, DynamicMessage, Kind, MessageDescriptor, ReflectMessage};
 use serde::de::value::MapDeserializer;
 use serde_json::{Map, Value};
 
@@ -119,7 +119,7 @@ fn parse_resource(value: &Value, path: &str) -> Result<prost_types::Any, ConfigE
     let dynamic = deserialize(value, path, |tracked| {
         DynamicMessage::deserialize_with_options(descriptor, serde_path_to_error::Deserializer::new(fields_without_type(fields), tracked), &options)
     })?;
-    Ok(prost_types::Any { type_url: type_url.to_string(), value: dynamic.encode_to_vec() })
+    Ok(prost_types::Any { type_url: type_url.to_string(), value: encoded(&dynamic) })
 }
 
 /// Parses a valid entry in one pass. The deserializer rejects unknown
@@ -131,7 +131,15 @@ fn parse_valid_resource(value: &Value) -> Option<prost_types::Any> {
     let descriptor = resource_descriptor(type_url)?;
     let options = DeserializeOptions::new().deny_unknown_fields(true);
     let dynamic = DynamicMessage::deserialize_with_options(descriptor, fields_without_type(fields), &options).ok()?;
-    Some(prost_types::Any { type_url: type_url.to_string(), value: dynamic.encode_to_vec() })
+    Some(prost_types::Any { type_url: type_url.to_string(), value: encoded(&dynamic) })
+}
+
+/// Encodes `message` with the entries of each map in sorted order, so the
+/// same resource always becomes the same bytes.
+fn encoded(message: &DynamicMessage) -> Vec<u8> {
+    let mut bytes = message.encode_to_vec();
+    reflect::sort_map_entries(&message.descriptor(), &mut bytes);
+    bytes
 }
 
 /// Returns the fields of an entry that is a mapping with a string `"@type"`,
@@ -365,6 +373,21 @@ resources:
 
         assert_eq!(fast.len(), 2);
         assert_eq!(fast, document);
+    }
+
+    #[test]
+    fn maps_encode_the_same_every_time() {
+        let text = format!(
+            "resources:\n- \"@type\": {CLUSTER}\n  name: web\n  metadata:\n    filter_metadata:\n      a: {{ k1: 1, k2: 2, k3: 3, k4: 4, k5: 5 }}\n      b: {{ x: [{{ y: 1, z: 2 }}] }}\n      c: {{ y: 2 }}\n      d: {{}}\n"
+        );
+        let json = serde_json::to_string(&serde_yaml_ng::from_str::<serde_json::Value>(&text).unwrap()).unwrap();
+        let first = parse_resources(&text).expect("valid file");
+
+        for _ in 0..20 {
+            assert_eq!(parse_resources(&text).unwrap(), first, "YAML");
+            assert_eq!(parse_resources(&json).unwrap(), first, "JSON");
+            assert_eq!(parse_resources_in_document(&text).unwrap(), first, "document path");
+        }
     }
 
     #[test]

@@ -12,7 +12,6 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use prost::Message;
 use prost_reflect::{DeserializeOptions, DynamicMessage};
 use serde::de::value::{BorrowedStrDeserializer, MapAccessDeserializer, StringDeserializer};
 use serde::de::{self, DeserializeSeed, Deserializer, EnumAccess, Error as _, MapAccess, SeqAccess, Unexpected, Visitor};
@@ -116,7 +115,7 @@ impl<'de> Visitor<'de> for ResourceEntry {
 
         let options = DeserializeOptions::new().deny_unknown_fields(true);
         let message = DynamicMessage::deserialize_with_options(descriptor, MapAccessDeserializer::new(map), &options)?;
-        Ok(prost_types::Any { type_url, value: message.encode_to_vec() })
+        Ok(prost_types::Any { type_url, value: super::encoded(&message) })
     }
 }
 
