@@ -500,6 +500,10 @@ fn decode_resources(resources: &[prost_types::Any], known: Option<&Snapshot>, er
 /// Returns the resource in `snapshot` that has exactly the bytes of `any`,
 /// if there is one, shared rather than copied.
 fn unchanged(snapshot: &Snapshot, any: &prost_types::Any) -> Option<Arc<StoredResource>> {
+    // TODO: a client that encodes map entries in a varying order makes an
+    // unchanged resource compare as changed. `legate apply` sorts them
+    // (reflect::sort_map_entries); doing so here would cost a walk of every
+    // resource in every apply.
     // Decoding a listener reads files (JWKS, descriptor sets) that may have
     // changed since, so listeners are always decoded again.
     let resource_type = ResourceType::from_type_url(&any.type_url).filter(|kind| *kind != ResourceType::Listener)?;
