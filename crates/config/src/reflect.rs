@@ -105,20 +105,27 @@ fn wire_fields_known(descriptor: &MessageDescriptor, mut bytes: &[u8], depth: us
 }
 
 /// Checks an `Any`: its own fields, then its value as the type it names.
-fn wire_any_known(mut bytes: &[u8], depth: usize) -> bool {
-    let (mut type_url, mut value): (&[u8], &[u8]) = (&[], &[]);
-    while !bytes.is_empty() {
-        let Ok(key) = prost::encoding::decode_varint(&mut bytes) else {
-            return false;
-        };
-        match (key >> 3, next_wire_value(&mut bytes, key & 7)) {
-            (1, Some(WireValue::Delimited(inner))) => type_url = inner,
-            (2, Some(WireValue::Delimited(inner))) => value = inner,
-            _ => return false,
+fn wire_any_known(bytes: &[u8], depth: usize) -> bool {
+    any_value(bytes).is_some_and(|(inner, value)| wire_fields_known(&inner, &bytes[value], depth + 1))
+}
+
+/// Returns the type an encoded `Any` names and the byte range of its
+/// value. `None` when the `Any` is malformed, has another field, or names
+/// a type outside the pool.
+fn any_value(bytes: &[u8]) -> Option<(MessageDescriptor, std::ops::Range<usize>)> {
+    let (mut type_url, mut value) = (0..0, 0..0);
+    let mut position = 0;
+    while position < bytes.len() {
+        let field = WireField::at(bytes, position)?;
+        position = field.value.end;
+        match (field.number, field.wire_type) {
+            (1, 2) => type_url = field.value,
+            (2, 2) => value = field.value,
+            _ => return None,
         }
     }
-    let inner = std::str::from_utf8(type_url).ok().and_then(message_for_type_url);
-    inner.is_some_and(|inner| wire_fields_known(&inner, value, depth + 1))
+    let inner = std::str::from_utf8(&bytes[type_url]).ok().and_then(message_for_type_url)?;
+    Some((inner, value))
 }
 
 /// Sorts the entries of every map field in `bytes`, an encoded message of
@@ -170,19 +177,7 @@ fn sort_entries_in(descriptor: &MessageDescriptor, bytes: &mut [u8], depth: usiz
 
 /// Sorts inside an `Any`'s value, as the type it names.
 fn sort_entries_in_any(bytes: &mut [u8], depth: usize) {
-    let (mut type_url, mut value) = (0..0, 0..0);
-    let mut position = 0;
-    while position < bytes.len() {
-        let Some(field) = WireField::at(bytes, position) else { return };
-        position = field.value.end;
-        match (field.number, field.wire_type) {
-            (1, 2) => type_url = field.value,
-            (2, 2) => value = field.value,
-            _ => {}
-        }
-    }
-    let inner = std::str::from_utf8(&bytes[type_url]).ok().and_then(message_for_type_url);
-    if let Some(inner) = inner {
+    if let Some((inner, value)) = any_value(bytes) {
         sort_entries_in(&inner, &mut bytes[value], depth + 1);
     }
 }

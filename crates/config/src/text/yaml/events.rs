@@ -9,7 +9,7 @@ use std::mem::MaybeUninit;
 
 /// One parser event. A scalar borrows its value from the text when the
 /// text contains it unchanged, as most plain and quoted scalars do.
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub(super) enum Event<'a> {
     StreamStart,
     StreamEnd,

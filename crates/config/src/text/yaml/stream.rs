@@ -73,14 +73,18 @@ impl<'a> Stream<'a> {
         Ok(self.peeked.as_ref().expect("filled above"))
     }
 
-    /// Counts a sequence or mapping that opens, giving up beyond
-    /// [`MAX_DEPTH`].
-    fn enter(&mut self) -> Result<(), GiveUp> {
+    /// Reads the children of a sequence or mapping that just opened with
+    /// `visit`, then its `end`. Gives up beyond [`MAX_DEPTH`].
+    fn collection<T>(&mut self, end: Event<'static>, visit: impl FnOnce(Children<'_, 'a>) -> Result<T, GiveUp>) -> Result<T, GiveUp> {
         if self.depth >= MAX_DEPTH {
             return Err(GiveUp);
         }
         self.depth += 1;
-        Ok(())
+
+        let value = visit(Children { stream: self, end: end.clone() })?;
+        self.expect(end)?;
+        self.depth -= 1;
+        Ok(value)
     }
 
     fn expect(&mut self, expected: Event<'static>) -> Result<(), GiveUp> {
@@ -99,20 +103,8 @@ impl<'de> de::Deserializer<'de> for &mut Stream<'de> {
         match self.next()? {
             Event::Scalar { value, plain: true } => visit_plain(value, visitor),
             Event::Scalar { value, plain: false } => visit_text(value, visitor),
-            Event::SequenceStart => {
-                self.enter()?;
-                let value = visitor.visit_seq(Items { stream: &mut *self })?;
-                self.expect(Event::SequenceEnd)?;
-                self.depth -= 1;
-                Ok(value)
-            }
-            Event::MappingStart => {
-                self.enter()?;
-                let value = visitor.visit_map(Entries { stream: &mut *self })?;
-                self.expect(Event::MappingEnd)?;
-                self.depth -= 1;
-                Ok(value)
-            }
+            Event::SequenceStart => self.collection(Event::SequenceEnd, |children| visitor.visit_seq(children)),
+            Event::MappingStart => self.collection(Event::MappingEnd, |children| visitor.visit_map(children)),
             _ => Err(GiveUp),
         }
     }
@@ -148,35 +140,36 @@ impl<'de> de::Deserializer<'de> for &mut Stream<'de> {
     }
 }
 
-/// The items of a sequence, up to its end, which the caller reads.
-struct Items<'s, 'de> {
+/// The items of a sequence or the keys and values of a mapping, up to
+/// `end`, which the caller reads.
+struct Children<'s, 'de> {
     stream: &'s mut Stream<'de>,
+    end: Event<'static>,
 }
 
-impl<'de> SeqAccess<'de> for Items<'_, 'de> {
-    type Error = GiveUp;
-
-    fn next_element_seed<S: DeserializeSeed<'de>>(&mut self, seed: S) -> Result<Option<S::Value>, GiveUp> {
-        if *self.stream.peek()? == Event::SequenceEnd {
+impl<'de> Children<'_, 'de> {
+    /// Reads the next child with `seed`; `None` at the end.
+    fn next<S: DeserializeSeed<'de>>(&mut self, seed: S) -> Result<Option<S::Value>, GiveUp> {
+        if *self.stream.peek()? == self.end {
             return Ok(None);
         }
         seed.deserialize(&mut *self.stream).map(Some)
     }
 }
 
-/// The entries of a mapping, up to its end, which the caller reads.
-struct Entries<'s, 'de> {
-    stream: &'s mut Stream<'de>,
+impl<'de> SeqAccess<'de> for Children<'_, 'de> {
+    type Error = GiveUp;
+
+    fn next_element_seed<S: DeserializeSeed<'de>>(&mut self, seed: S) -> Result<Option<S::Value>, GiveUp> {
+        self.next(seed)
+    }
 }
 
-impl<'de> MapAccess<'de> for Entries<'_, 'de> {
+impl<'de> MapAccess<'de> for Children<'_, 'de> {
     type Error = GiveUp;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, GiveUp> {
-        if *self.stream.peek()? == Event::MappingEnd {
-            return Ok(None);
-        }
-        seed.deserialize(&mut *self.stream).map(Some)
+        self.next(seed)
     }
 
     fn next_value_seed<S: DeserializeSeed<'de>>(&mut self, seed: S) -> Result<S::Value, GiveUp> {
