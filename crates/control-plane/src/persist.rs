@@ -3,9 +3,9 @@
 //! a restarted control plane serves the same resources at the same version.
 //!
 //! The file was indented proto3 JSON before. Encoding 10,000 new resources
-//! as JSON by reflection took about two thirds of the control plane's CPU in
-//! that apply, and the file was about six times larger, so its sync took
-//! longer too. A data directory from then still loads: without `config.pb`,
+//! as JSON by reflection, and writing the larger file, took about two thirds
+//! of the control plane's CPU in that apply. The JSON file was about six
+//! times larger, so its sync took longer too. A data directory from then still loads: without `config.pb`,
 //! a `config.json` is read and converted. `legate get` prints the config in
 //! force as JSON.
 
@@ -209,8 +209,8 @@ fn read_config(path: &Path, format: Format) -> Result<Option<StoredConfig>, Pers
     Ok(Some(config))
 }
 
-/// Encodes `config` as the state file and history files hold it, with its
-/// checksum last.
+/// Encodes `config` as the state file and history files contain it, with
+/// its checksum last.
 pub fn encode_state(config: &StoredConfig) -> Vec<u8> {
     sealed(config.encode_to_vec())
 }

@@ -47,7 +47,7 @@ struct State {
     secrets: HashMap<String, Versioned<Arc<Secret>>>,
     listeners: HashMap<String, ListenerEntry>,
     active_clusters: HashMap<Arc<str>, ActiveCluster>,
-    /// The handles of `active_clusters`, as the last snapshot carries them.
+    /// The handles of `active_clusters`, as the last snapshot contains them.
     published_clusters: Arc<HashMap<Arc<str>, Arc<ClusterHandle>>>,
     /// Whether a cluster, its endpoints or its TLS changed since the last
     /// publish. Without such a change, a publish (after a route or listener
